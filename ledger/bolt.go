@@ -1,0 +1,541 @@
+package ledger
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// BoltOptions configures OpenBolt. All fields are optional.
+type BoltOptions struct {
+	// LockTimeout bounds the wait for the file lock when another process has
+	// the file open (default 1s); on timeout OpenBolt fails with ErrUnavailable.
+	LockTimeout time.Duration
+	// Mode is the accounting mode (default ModeBasic). A file remembers the
+	// mode it was created with and refuses to open under another.
+	Mode Mode
+	// MaxBatch is the most debits committed in one transaction (default 256).
+	MaxBatch int
+	// Logger receives operational messages (default: discarded).
+	Logger *slog.Logger
+}
+
+// BoltStore is the embedded ledger: one bbolt file, for a single proxy node.
+//
+// Debits are applied by one writer goroutine with group commit: a debit that
+// arrives while a commit is in flight joins the next transaction, so
+// concurrent debits share one fsync while a lone debit is never delayed by a
+// timer. Every transaction is fsynced before any of its debits returns.
+type BoltStore struct {
+	db   *bolt.DB
+	log  *slog.Logger
+	mode Mode
+	max  int
+
+	mu     sync.RWMutex // guards closed and sends on reqs
+	closed bool
+	reqs   chan *boltReq
+	done   chan struct{}
+}
+
+var _ Store = (*BoltStore)(nil)
+
+var (
+	bucketMeta     = []byte("meta")
+	bucketAccounts = []byte("accounts")
+	bucketAudit    = []byte("audit")
+	bucketIDs      = []byte("ids")
+
+	keyFormat   = []byte("format")
+	keyMode     = []byte("mode")
+	keyHeadSeq  = []byte("head_seq")
+	keyHeadHash = []byte("head_hash")
+)
+
+const boltFormat = "dpproxy-ledger/1"
+
+type boltReq struct {
+	ctx    context.Context
+	c      *Charge
+	a      amounts
+	body   []byte
+	digest string
+	res    chan boltRes
+}
+
+type boltRes struct {
+	bal Balance
+	err error
+}
+
+// OpenBolt opens (creating if needed) the ledger file at path. A file that is
+// not a ledger, is corrupt, or stays locked by another process for
+// opts.LockTimeout yields an error wrapping ErrUnavailable.
+func OpenBolt(path string, opts BoltOptions) (s *BoltStore, err error) {
+	mode, err := checkMode(opts.Mode)
+	if err != nil {
+		return nil, err
+	}
+	if opts.LockTimeout <= 0 {
+		opts.LockTimeout = time.Second
+	}
+	if opts.MaxBatch <= 0 {
+		opts.MaxBatch = 256
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("%w: opening %s: corrupt file: %v", ErrUnavailable, path, p)
+		}
+	}()
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.LockTimeout})
+	if err != nil {
+		if errors.Is(err, bolt.ErrTimeout) {
+			return nil, fmt.Errorf("%w: opening %s: file is locked by another process (waited %v)", ErrUnavailable, path, opts.LockTimeout)
+		}
+		return nil, fmt.Errorf("%w: opening %s: %w", ErrUnavailable, path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		meta, err := tx.CreateBucketIfNotExists(bucketMeta)
+		if err != nil {
+			return err
+		}
+		switch f := meta.Get(keyFormat); {
+		case f == nil:
+			if tx.Bucket(bucketAudit) != nil {
+				return errors.New("not a dpproxy ledger (missing format marker)")
+			}
+			if err := meta.Put(keyFormat, []byte(boltFormat)); err != nil {
+				return err
+			}
+			if err := meta.Put(keyMode, []byte(mode)); err != nil {
+				return err
+			}
+		case string(f) != boltFormat:
+			return fmt.Errorf("unknown ledger format %q (want %q)", f, boltFormat)
+		}
+		if m := Mode(meta.Get(keyMode)); m != mode {
+			return fmt.Errorf("%w: file uses accounting mode %q, store opened with %q", ErrUnsupportedMode, m, mode)
+		}
+		for _, b := range [][]byte{bucketAccounts, bucketAudit, bucketIDs} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		if errors.Is(err, ErrUnsupportedMode) {
+			return nil, fmt.Errorf("opening %s: %w", path, err)
+		}
+		return nil, fmt.Errorf("%w: opening %s: %w", ErrUnavailable, path, err)
+	}
+	s = &BoltStore{
+		db:   db,
+		log:  opts.Logger,
+		mode: mode,
+		max:  opts.MaxBatch,
+		reqs: make(chan *boltReq, opts.MaxBatch),
+		done: make(chan struct{}),
+	}
+	go s.writer()
+	return s, nil
+}
+
+// Debit implements Store.
+func (s *BoltStore) Debit(ctx context.Context, c Charge) (Balance, error) {
+	a, err := validate(&c)
+	if err != nil {
+		return Balance{}, err
+	}
+	if err := ctx.Err(); err != nil {
+		return Balance{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	b := newBody(&c, a, s.mode)
+	body, digest, err := b.encode()
+	if err != nil {
+		return Balance{}, fmt.Errorf("%w: encoding entry: %v", ErrInvalidCharge, err)
+	}
+	req := &boltReq{ctx: ctx, c: &c, a: a, body: body, digest: digest, res: make(chan boltRes, 1)}
+
+	s.mu.RLock()
+	if s.closed {
+		s.mu.RUnlock()
+		return Balance{}, ErrClosed
+	}
+	select {
+	case s.reqs <- req:
+		s.mu.RUnlock()
+	case <-ctx.Done():
+		s.mu.RUnlock()
+		return Balance{}, fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
+	}
+	// Once queued, the debit may commit even if ctx ends now: returning an
+	// error then over-reports (the caller refuses the query), never under-
+	// charges. A retry with the same ID returns the committed result.
+	select {
+	case r := <-req.res:
+		return r.bal, r.err
+	case <-ctx.Done():
+		return Balance{}, fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
+	}
+}
+
+func (s *BoltStore) writer() {
+	defer close(s.done)
+	batch := make([]*boltReq, 0, s.max)
+	for first := range s.reqs {
+		batch = append(batch[:0], first)
+	drain:
+		for len(batch) < s.max {
+			select {
+			case r, ok := <-s.reqs:
+				if !ok {
+					break drain
+				}
+				batch = append(batch, r)
+			default:
+				break drain
+			}
+		}
+		s.commit(batch)
+	}
+}
+
+func (s *BoltStore) commit(batch []*boltReq) {
+	results := make([]boltRes, len(batch))
+	err := s.update(func(tx *bolt.Tx) error {
+		for i, r := range batch {
+			if err := r.ctx.Err(); err != nil {
+				results[i] = boltRes{err: fmt.Errorf("%w: %w", ErrUnavailable, err)}
+				continue
+			}
+			res, err := s.apply(tx, r)
+			if err != nil {
+				return err
+			}
+			results[i] = res
+		}
+		return nil
+	})
+	for i, r := range batch {
+		if err != nil {
+			r.res <- boltRes{err: err}
+		} else {
+			r.res <- results[i]
+		}
+	}
+	if err != nil {
+		s.log.Error("ledger: commit failed", "debits", len(batch), "err", err)
+	}
+}
+
+// apply performs one debit inside the transaction. Budget and conflict
+// errors are results, not transaction failures: they write nothing.
+func (s *BoltStore) apply(tx *bolt.Tx, r *boltReq) (boltRes, error) {
+	c, a := r.c, r.a
+	ids, accts, audit, meta := tx.Bucket(bucketIDs), tx.Bucket(bucketAccounts), tx.Bucket(bucketAudit), tx.Bucket(bucketMeta)
+
+	if v := ids.Get([]byte(c.ID)); v != nil {
+		rec, err := getRecord(audit, v)
+		if err != nil {
+			return boltRes{}, err
+		}
+		var b entryBody
+		if err := json.Unmarshal([]byte(rec.Body), &b); err != nil {
+			return boltRes{}, fmt.Errorf("entry %d: %w", rec.Seq, err)
+		}
+		if b.Analyst != c.Analyst || b.EpsUnits != a.eps || b.DeltaUnits != a.delta {
+			return boltRes{err: fmt.Errorf("%w: id %q was charged to analyst %q (epsilon %g, delta %g)",
+				ErrIDConflict, c.ID, b.Analyst, fromEps(b.EpsUnits), fromDelta(b.DeltaUnits))}, nil
+		}
+		return boltRes{bal: recordBalance(rec, &b)}, nil
+	}
+
+	var acct account
+	if v := accts.Get([]byte(c.Analyst)); v != nil {
+		if err := json.Unmarshal(v, &acct); err != nil {
+			return boltRes{}, fmt.Errorf("account %q: %w", c.Analyst, err)
+		}
+	}
+	if a.exceeds(acct.SpentEps, acct.SpentDelta) {
+		return boltRes{err: budgetError(c.Analyst, a, acct.SpentEps, acct.SpentDelta)}, nil
+	}
+	acct.SpentEps += a.eps
+	acct.SpentDelta += a.delta
+	acct.BudgetEps, acct.BudgetDelta = a.budgetEps, a.budgetDelta
+	acct.Queries++
+
+	seq, prev := uint64(0), genesisHash
+	if v := meta.Get(keyHeadSeq); v != nil {
+		seq = binary.BigEndian.Uint64(v)
+		prev = string(meta.Get(keyHeadHash))
+	}
+	seq++
+	rec := record{
+		Seq: seq, Prev: prev,
+		SpentEps: acct.SpentEps, SpentDelta: acct.SpentDelta, Queries: acct.Queries,
+		Body: string(r.body),
+	}
+	rec.Hash = linkHash(prev, seq, rec.SpentEps, rec.SpentDelta, rec.Queries, r.digest)
+
+	key := seqKey(seq)
+	recBytes, err := json.Marshal(&rec)
+	if err != nil {
+		return boltRes{}, err
+	}
+	acctBytes, err := json.Marshal(&acct)
+	if err != nil {
+		return boltRes{}, err
+	}
+	for _, p := range []struct {
+		b    *bolt.Bucket
+		k, v []byte
+	}{
+		{audit, key, recBytes},
+		{accts, []byte(c.Analyst), acctBytes},
+		{ids, []byte(c.ID), key},
+		{meta, keyHeadSeq, key},
+		{meta, keyHeadHash, []byte(rec.Hash)},
+	} {
+		if err := p.b.Put(p.k, p.v); err != nil {
+			return boltRes{}, err
+		}
+	}
+	return boltRes{bal: acct.balance(c.Analyst)}, nil
+}
+
+func recordBalance(rec *record, b *entryBody) Balance {
+	return account{
+		SpentEps: rec.SpentEps, SpentDelta: rec.SpentDelta,
+		BudgetEps: b.BudgetEps, BudgetDelta: b.BudgetDelta,
+		Queries: rec.Queries,
+	}.balance(b.Analyst)
+}
+
+func seqKey(seq uint64) []byte {
+	k := make([]byte, 8)
+	binary.BigEndian.PutUint64(k, seq)
+	return k
+}
+
+func getRecord(audit *bolt.Bucket, key []byte) (*record, error) {
+	v := audit.Get(key)
+	if v == nil {
+		return nil, fmt.Errorf("audit entry %x missing", key)
+	}
+	var rec record
+	if err := json.Unmarshal(v, &rec); err != nil {
+		return nil, fmt.Errorf("audit entry %x: %w", key, err)
+	}
+	return &rec, nil
+}
+
+// update and view run fn, turning failures (including bbolt panics on a
+// corrupt file) into ErrUnavailable.
+func (s *BoltStore) update(fn func(*bolt.Tx) error) error {
+	return s.tx(true, fn)
+}
+
+func (s *BoltStore) view(fn func(*bolt.Tx) error) error {
+	return s.tx(false, fn)
+}
+
+func (s *BoltStore) tx(write bool, fn func(*bolt.Tx) error) (err error) {
+	wrapped := func(tx *bolt.Tx) (err error) {
+		defer func() {
+			if p := recover(); p != nil {
+				err = fmt.Errorf("corrupt ledger file: %v", p)
+			}
+		}()
+		return fn(tx)
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("corrupt ledger file: %v", p)
+		}
+		if err != nil && !errors.Is(err, ErrTampered) && !errors.Is(err, ErrUnavailable) {
+			err = fmt.Errorf("%w: %w", ErrUnavailable, err)
+		}
+	}()
+	if write {
+		return s.db.Update(wrapped)
+	}
+	return s.db.View(wrapped)
+}
+
+// Balance implements Store.
+func (s *BoltStore) Balance(ctx context.Context, analyst string) (Balance, error) {
+	if err := ctx.Err(); err != nil {
+		return Balance{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	var acct account
+	err := s.view(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(bucketAccounts).Get([]byte(analyst)); v != nil {
+			return json.Unmarshal(v, &acct)
+		}
+		return nil
+	})
+	if err != nil {
+		return Balance{}, err
+	}
+	return acct.balance(analyst), nil
+}
+
+// Balances implements Store.
+func (s *BoltStore) Balances(ctx context.Context) ([]Balance, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	var out []Balance
+	err := s.view(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketAccounts).ForEach(func(k, v []byte) error {
+			var acct account
+			if err := json.Unmarshal(v, &acct); err != nil {
+				return fmt.Errorf("account %q: %w", k, err)
+			}
+			out = append(out, acct.balance(string(k)))
+			return nil
+		})
+	})
+	// bbolt keys are byte-ordered, which is string order; sort anyway so
+	// the contract does not depend on it.
+	sort.Slice(out, func(i, j int) bool { return out[i].Analyst < out[j].Analyst })
+	return out, err
+}
+
+// Entries implements Store: entries in chain order.
+func (s *BoltStore) Entries(ctx context.Context, f Filter) ([]Entry, error) {
+	var out []Entry
+	err := s.view(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketAudit).Cursor()
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			var rec record
+			if err := json.Unmarshal(v, &rec); err != nil {
+				return fmt.Errorf("audit entry %x: %w", k, err)
+			}
+			e, err := rec.entry()
+			if err != nil {
+				return err
+			}
+			if !f.match(&e) {
+				continue
+			}
+			out = append(out, e)
+			if f.Limit > 0 && len(out) >= f.Limit {
+				return nil
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
+// Verify implements Store. It walks the whole chain, checks that the head
+// recorded in the file matches its last entry (so a deleted tail is
+// detected), that every charge ID points at its entry, and that each account
+// equals the sum of its entries.
+func (s *BoltStore) Verify(ctx context.Context) error {
+	return s.view(func(tx *bolt.Tx) error {
+		ids, meta := tx.Bucket(bucketIDs), tx.Bucket(bucketMeta)
+		sums := map[string]account{}
+		prev, seq := genesisHash, uint64(0)
+		c := tx.Bucket(bucketAudit).Cursor()
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			if err := ctx.Err(); err != nil {
+				return fmt.Errorf("%w: %w", ErrUnavailable, err)
+			}
+			seq++
+			var rec record
+			if err := json.Unmarshal(v, &rec); err != nil {
+				return tampered("entry %d: undecodable record: %v", seq, err)
+			}
+			if len(k) != 8 || binary.BigEndian.Uint64(k) != seq {
+				return tampered("entry %d is missing (deleted)", seq)
+			}
+			b, err := rec.check(prev, seq)
+			if err != nil {
+				return tampered("%v", err)
+			}
+			sum := sums[b.Analyst]
+			sum.SpentEps += b.EpsUnits
+			sum.SpentDelta += b.DeltaUnits
+			sum.Queries++
+			sum.BudgetEps, sum.BudgetDelta = b.BudgetEps, b.BudgetDelta
+			if sum.SpentEps != rec.SpentEps || sum.SpentDelta != rec.SpentDelta || sum.Queries != rec.Queries {
+				return tampered("entry %d: running totals do not match earlier entries of analyst %q", seq, b.Analyst)
+			}
+			sums[b.Analyst] = sum
+			if !bytes.Equal(ids.Get([]byte(b.ID)), k) {
+				return tampered("entry %d: charge id %q is not indexed to it", seq, b.ID)
+			}
+			prev = rec.Hash
+		}
+		headSeq, headHash := uint64(0), genesisHash
+		if v := meta.Get(keyHeadSeq); v != nil {
+			headSeq, headHash = binary.BigEndian.Uint64(v), string(meta.Get(keyHeadHash))
+		}
+		if headSeq != seq || headHash != prev {
+			return tampered("chain ends at entry %d but the head records entry %d (entries after %d deleted?)", seq, headSeq, seq)
+		}
+		if n := ids.Stats().KeyN; n != int(seq) {
+			return tampered("%d charge ids indexed for %d entries", n, seq)
+		}
+		n := 0
+		err := tx.Bucket(bucketAccounts).ForEach(func(k, v []byte) error {
+			n++
+			var acct account
+			if err := json.Unmarshal(v, &acct); err != nil {
+				return tampered("account %q: undecodable: %v", k, err)
+			}
+			if acct != sums[string(k)] {
+				return tampered("account %q does not equal the sum of its entries (spent epsilon %s, entries say %s)",
+					k, strconv.FormatFloat(fromEps(acct.SpentEps), 'g', -1, 64), strconv.FormatFloat(fromEps(sums[string(k)].SpentEps), 'g', -1, 64))
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		if n != len(sums) {
+			return tampered("%d accounts for %d analysts with entries", n, len(sums))
+		}
+		return nil
+	})
+}
+
+func tampered(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrTampered, fmt.Sprintf(format, args...))
+}
+
+// Close stops accepting debits, waits for queued ones to commit and closes
+// the file.
+func (s *BoltStore) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	close(s.reqs)
+	s.mu.Unlock()
+	<-s.done
+	return s.db.Close()
+}

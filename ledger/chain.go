@@ -1,0 +1,164 @@
+package ledger
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"time"
+)
+
+// The hash chain, shared by both backends.
+//
+// body   = canonical JSON of entryBody (the charge as given, in fixed point)
+// digest = hex(SHA-256(body))
+// link   = prev + "\n" + seq + "\n" + spentEps + "\n" + spentDelta + "\n" + queries + "\n" + digest
+// hash   = hex(SHA-256(link))
+//
+// prev is the hash of the previous entry in the chain (genesisHash for the
+// first). The numbers are decimal integers (fixed-point units). RedisStore
+// computes link and hash inside its Lua script (lua/debit.lua); Go computes
+// them for BoltStore and for Verify.
+
+const genesisHash = "0000000000000000000000000000000000000000000000000000000000000000"
+
+const bodyVersion = 1
+
+// entryBody is the canonical encoding of a charge. Field order is fixed by
+// the struct; do not reorder or rename (bump bodyVersion instead).
+type entryBody struct {
+	V             int      `json:"v"`
+	ID            string   `json:"id"`
+	Time          string   `json:"time"` // RFC 3339, nanoseconds, UTC
+	Analyst       string   `json:"analyst"`
+	EpsUnits      int64    `json:"eps_units"`
+	DeltaUnits    int64    `json:"delta_units"`
+	BudgetEps     int64    `json:"budget_eps_units"`
+	BudgetDelta   int64    `json:"budget_delta_units"`
+	Statement     string   `json:"statement"`
+	Fingerprint   string   `json:"fingerprint"`
+	Tables        []string `json:"tables"`
+	Mechanisms    string   `json:"mechanisms"`
+	PolicyVersion string   `json:"policy_version"`
+	CacheHit      bool     `json:"cache_hit"`
+	Mode          Mode     `json:"mode"`
+}
+
+func newBody(c *Charge, a amounts, mode Mode) entryBody {
+	tables := c.Tables
+	if tables == nil {
+		tables = []string{}
+	}
+	return entryBody{
+		V:             bodyVersion,
+		ID:            c.ID,
+		Time:          c.Time.UTC().Format(time.RFC3339Nano),
+		Analyst:       c.Analyst,
+		EpsUnits:      a.eps,
+		DeltaUnits:    a.delta,
+		BudgetEps:     a.budgetEps,
+		BudgetDelta:   a.budgetDelta,
+		Statement:     c.Statement,
+		Fingerprint:   c.Fingerprint,
+		Tables:        tables,
+		Mechanisms:    c.Mechanisms,
+		PolicyVersion: c.PolicyVersion,
+		CacheHit:      c.CacheHit,
+		Mode:          mode,
+	}
+}
+
+func (b *entryBody) encode() (body []byte, digest string, err error) {
+	body, err = json.Marshal(b)
+	if err != nil {
+		return nil, "", err
+	}
+	return body, sha256Hex(body), nil
+}
+
+func sha256Hex(b []byte) string {
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
+
+func linkHash(prev string, seq uint64, spentEps, spentDelta, queries int64, digest string) string {
+	buf := make([]byte, 0, 64+digestLen+64)
+	buf = append(buf, prev...)
+	buf = append(buf, '\n')
+	buf = strconv.AppendUint(buf, seq, 10)
+	buf = append(buf, '\n')
+	buf = strconv.AppendInt(buf, spentEps, 10)
+	buf = append(buf, '\n')
+	buf = strconv.AppendInt(buf, spentDelta, 10)
+	buf = append(buf, '\n')
+	buf = strconv.AppendInt(buf, queries, 10)
+	buf = append(buf, '\n')
+	buf = append(buf, digest...)
+	return sha256Hex(buf)
+}
+
+const digestLen = 64
+
+// record is a stored audit entry: the exact body bytes plus what the store
+// determined when it appended it.
+type record struct {
+	Seq        uint64 `json:"seq"`
+	Prev       string `json:"prev"`
+	Hash       string `json:"hash"`
+	SpentEps   int64  `json:"spent_eps_units"`
+	SpentDelta int64  `json:"spent_delta_units"`
+	Queries    int64  `json:"queries"`
+	Body       string `json:"body"`
+}
+
+// check recomputes the record's hash given the expected previous hash and
+// position and returns the decoded body.
+func (r *record) check(prev string, seq uint64) (entryBody, error) {
+	var b entryBody
+	if r.Seq != seq {
+		return b, fmt.Errorf("entry %d: holds the record of entry %d (entries deleted or reordered)", seq, r.Seq)
+	}
+	if r.Prev != prev {
+		return b, fmt.Errorf("entry %d: previous-hash link broken (an earlier entry was deleted, reordered or edited)", seq)
+	}
+	if got := linkHash(r.Prev, r.Seq, r.SpentEps, r.SpentDelta, r.Queries, sha256Hex([]byte(r.Body))); got != r.Hash {
+		return b, fmt.Errorf("entry %d: hash mismatch (entry edited)", seq)
+	}
+	if err := json.Unmarshal([]byte(r.Body), &b); err != nil {
+		return b, fmt.Errorf("entry %d: undecodable body: %v", seq, err)
+	}
+	return b, nil
+}
+
+func (r *record) entry() (Entry, error) {
+	var b entryBody
+	if err := json.Unmarshal([]byte(r.Body), &b); err != nil {
+		return Entry{}, fmt.Errorf("%w: entry %d: undecodable body: %v", ErrUnavailable, r.Seq, err)
+	}
+	t, err := time.Parse(time.RFC3339Nano, b.Time)
+	if err != nil {
+		return Entry{}, fmt.Errorf("%w: entry %d: bad time: %v", ErrUnavailable, r.Seq, err)
+	}
+	return Entry{
+		Seq:           r.Seq,
+		ID:            b.ID,
+		Time:          t,
+		Analyst:       b.Analyst,
+		Epsilon:       fromEps(b.EpsUnits),
+		Delta:         fromDelta(b.DeltaUnits),
+		Budget:        Budget{Epsilon: fromEps(b.BudgetEps), Delta: fromDelta(b.BudgetDelta)},
+		Statement:     b.Statement,
+		Fingerprint:   b.Fingerprint,
+		Tables:        b.Tables,
+		Mechanisms:    b.Mechanisms,
+		PolicyVersion: b.PolicyVersion,
+		CacheHit:      b.CacheHit,
+		Mode:          b.Mode,
+		SpentEpsilon:  fromEps(r.SpentEps),
+		SpentDelta:    fromDelta(r.SpentDelta),
+		Queries:       r.Queries,
+		PrevHash:      r.Prev,
+		Hash:          r.Hash,
+	}, nil
+}
