@@ -62,6 +62,10 @@ var _ Store = (*RedisStore)(nil)
 
 // NewRedis returns a store using client, which the caller keeps owning
 // (Close does not close it). It does no I/O; call CheckDurability at start.
+//
+// Configure the client with ContextTimeoutEnabled: true so that a debit
+// honours its context deadline (go-redis otherwise waits for ReadTimeout);
+// every failure to reach Redis in time is returned wrapping ErrUnavailable.
 func NewRedis(client redis.UniversalClient, opts RedisOptions) (*RedisStore, error) {
 	if client == nil {
 		return nil, errors.New("ledger: NewRedis: nil client")
@@ -78,6 +82,18 @@ func NewRedis(client redis.UniversalClient, opts RedisOptions) (*RedisStore, err
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	var ctxTimeouts bool
+	switch c := client.(type) {
+	case *redis.Client:
+		ctxTimeouts = c.Options().ContextTimeoutEnabled
+	case *redis.ClusterClient:
+		ctxTimeouts = c.Options().ContextTimeoutEnabled
+	default:
+		ctxTimeouts = true // unknown: do not warn
+	}
+	if !ctxTimeouts {
+		opts.Logger.Warn("ledger: the Redis client ignores context deadlines (ContextTimeoutEnabled false); a stalled Redis delays debits up to the client's ReadTimeout")
 	}
 	return &RedisStore{client: client, prefix: opts.Prefix, mode: mode, log: opts.Logger, volOK: opts.AllowVolatile}, nil
 }
