@@ -1,0 +1,64 @@
+// Command dpproxy is a PostgreSQL wire-protocol proxy that answers aggregate
+// queries over private tables with differential privacy.
+//
+// Exit codes: 0 success, 1 runtime failure, 2 usage error.
+package main
+
+import (
+	"fmt"
+	"os"
+)
+
+const usage = `dpproxy: a PostgreSQL proxy that enforces differential privacy
+
+Usage:
+  dpproxy serve --policy FILE          serve analysts with the policy in FILE
+  dpproxy demo [flags]                 start a local PostgreSQL with demo data and serve it
+  dpproxy policy check FILE            validate a policy file
+  dpproxy ledger report [flags]        budgets spent per analyst
+  dpproxy passwd                       print a SCRAM-SHA-256 verifier for a password read from stdin
+  dpproxy errors [--markdown]          print the catalogue of refusals
+
+Run 'dpproxy COMMAND --help' for a command's flags.
+Exit codes: 0 success, 1 failure, 2 usage error.
+`
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	}
+	var err error
+	args := os.Args[2:]
+	switch os.Args[1] {
+	case "serve":
+		err = cmdServe(args)
+	case "demo":
+		err = cmdDemo(args)
+	case "policy":
+		err = cmdPolicy(args)
+	case "ledger":
+		err = cmdLedger(args)
+	case "passwd":
+		err = cmdPasswd(args)
+	case "errors":
+		err = cmdErrors(args)
+	case "-h", "--help", "help":
+		fmt.Print(usage)
+		return
+	default:
+		fmt.Fprintf(os.Stderr, "dpproxy: unknown command %q\n\n%s", os.Args[1], usage)
+		os.Exit(2)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "dpproxy %s: %v\n", os.Args[1], err)
+		if _, ok := err.(usageError); ok {
+			os.Exit(2)
+		}
+		os.Exit(1)
+	}
+}
+
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }

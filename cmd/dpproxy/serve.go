@@ -1,0 +1,130 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/dpproxy/dpproxy/ledger"
+	"github.com/dpproxy/dpproxy/policy"
+	"github.com/dpproxy/dpproxy/wire"
+)
+
+func cmdServe(args []string) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	policyPath := fs.String("policy", "", "policy file (required)")
+	admin := fs.String("admin", "127.0.0.1:6433", "admin HTTP address for /healthz and /ledger/report (empty: off)")
+	logFormat := fs.String("log-format", "text", "log format: text or json")
+	if err := fs.Parse(args); err != nil {
+		return usageError{err.Error()}
+	}
+	if *policyPath == "" {
+		return usageError{"--policy FILE is required"}
+	}
+	pol, err := policy.Load(*policyPath)
+	if err != nil {
+		return err
+	}
+	return serve(pol, *policyPath, *admin, newLogger(*logFormat), nil)
+}
+
+func newLogger(format string) *slog.Logger {
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, nil))
+}
+
+// serve runs the proxy until SIGINT or SIGTERM. ready, when set, is called
+// once the listener is up. SIGHUP reloads the policy from policyPath.
+func serve(pol *policy.Policy, policyPath, adminAddr string, log *slog.Logger, ready func(addr string)) error {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	store, err := openLedger(pol, log)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+
+	poolCfg, err := pgxpool.ParseConfig(pol.Upstream.DSN)
+	if err != nil {
+		return fmt.Errorf("upstream dsn: %w", err)
+	}
+	poolCfg.MaxConns = pol.Upstream.MaxConns
+	startCtx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	pool, err := pgxpool.NewWithConfig(startCtx, poolCfg)
+	if err != nil {
+		return fmt.Errorf("upstream: %w", err)
+	}
+	defer pool.Close()
+	srv, err := wire.NewServer(startCtx, wire.Config{Policy: pol, Ledger: store, Upstream: pool, Logger: log})
+	if err != nil {
+		return fmt.Errorf("upstream: %w", err)
+	}
+	ln, err := net.Listen("tcp", pol.Listen)
+	if err != nil {
+		return err
+	}
+	log.Info("dpproxy listening", "addr", ln.Addr().String(), "policy_version", pol.Version, "ledger", pol.Ledger.Backend)
+	if adminAddr != "" {
+		adminSrv := &http.Server{Addr: adminAddr, Handler: adminHandler(srv, store, pool), ReadHeaderTimeout: 5 * time.Second}
+		go func() {
+			if err := adminSrv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("admin server failed", "err", err)
+			}
+		}()
+		defer adminSrv.Close()
+	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for range hup {
+			if policyPath == "" {
+				continue
+			}
+			np, err := policy.Load(policyPath)
+			if err != nil {
+				log.Error("policy reload rejected; keeping the old policy", "err", err)
+				continue
+			}
+			srv.SetPolicy(np)
+			log.Info("policy reloaded", "policy_version", np.Version)
+		}
+	}()
+	if ready != nil {
+		ready(ln.Addr().String())
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("shutting down: finishing running statements")
+	_ = ln.Close()
+	shutCtx, cancelShut := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancelShut()
+	return srv.Shutdown(shutCtx)
+}
+
+func openLedger(pol *policy.Policy, log *slog.Logger) (ledger.Store, error) {
+	switch pol.Ledger.Backend {
+	case "bolt":
+		return ledger.OpenBolt(pol.Ledger.Path, ledger.BoltOptions{Logger: log})
+	}
+	return nil, fmt.Errorf("ledger backend %q is not wired into serve yet", pol.Ledger.Backend)
+}

@@ -1,0 +1,43 @@
+// Package wire is dpproxy's PostgreSQL front end: it speaks protocol 3.0 to
+// analysts' clients with pgx's pgproto3 and runs what the rewriter allows on
+// the upstream pool.
+//
+// Connection lifecycle, top to bottom (see serveConn):
+//
+//  1. Accept. One goroutine per connection; everything for one connection
+//     happens on it, in order, so a session needs no locks (except the
+//     cancel hook, which another connection's CancelRequest calls).
+//     A panic is recovered, logged, and closes only that connection.
+//  2. SSLRequest and GSSEncRequest are answered 'N' (TLS is not yet
+//     offered). A CancelRequest cancels the running upstream statement of
+//     the session whose BackendKeyData it carries, then closes.
+//  3. StartupMessage: the user is an analyst of the policy; SCRAM-SHA-256
+//     with verifiers in Postgres's own format (an unknown analyst goes
+//     through a mock exchange and fails like a wrong password). Startup
+//     `options` are refused.
+//  4. AuthenticationOk, ParameterStatus (server_version and TimeZone from
+//     upstream), BackendKeyData, ReadyForQuery.
+//  5. The command loop: Query (simple protocol; several statements run in
+//     turn and stop at the first error), Parse/Bind/Describe/Execute/Close/
+//     Sync/Flush (extended protocol; an error discards messages until Sync),
+//     Terminate. FunctionCall and COPY are refused.
+//
+// Statements come back from rewrite classified:
+//   - session commands (SET/SHOW/RESET/BEGIN/COMMIT/ROLLBACK/...) are
+//     answered by the proxy. Transactions are tracked for ReadyForQuery's
+//     status only: every DP query runs upstream in its own read-only
+//     transaction, so BEGIN...COMMIT groups nothing upstream. Ordinary SET
+//     values are kept per session and echoed by SHOW; they are not applied
+//     upstream.
+//   - passthrough statements (no table read) run upstream as they are;
+//     their upstream errors are forwarded.
+//   - DP queries: charge the ledger first (refuse if it is unreachable or
+//     the budget is short), run the rewritten SQL in one round trip as
+//     `BEGIN READ ONLY; SET LOCAL statement_timeout; ...; COMMIT`, add noise,
+//     post-process, send a NOTICE with the cost, the budget left and the 95%
+//     accuracy, then the row. Upstream errors on DP queries are replaced by a
+//     generic error; the charge stands.
+//
+// Describe of a DP statement answers from the plan and charges nothing;
+// Execute charges. Errors are flattened from pgerror only here.
+package wire

@@ -1,0 +1,180 @@
+package wire
+
+import (
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/dpproxy/dpproxy/pgerror"
+	"github.com/dpproxy/dpproxy/rewrite"
+)
+
+// prepared is a statement named by Parse.
+type prepared struct {
+	sql       string
+	stmt      *rewrite.Statement
+	paramOIDs []uint32
+	fields    []pgproto3.FieldDescription // nil: NoData
+	described bool
+}
+
+// portal is a prepared statement bound to parameters.
+type portal struct {
+	prep *prepared
+	args execArgs
+}
+
+func (sess *session) parse(m *pgproto3.Parse) error {
+	name := m.Name
+	if _, exists := sess.prepared[name]; exists && name != "" {
+		return pgerror.Newf("42P05", "prepared statement %q already exists", name)
+	}
+	sql := m.Query
+	stmts, err := sess.srv.plans.Classify(sql, sess.srv.Policy())
+	if err != nil {
+		sess.logStatement(sql, "refused", err)
+		return err
+	}
+	if len(stmts) > 1 {
+		return pgerror.Newf(pgerror.CodeSyntaxError, "cannot insert multiple commands into a prepared statement")
+	}
+	st := &rewrite.Statement{Kind: rewrite.KindEmpty}
+	if len(stmts) == 1 {
+		st = stmts[0]
+	}
+	sess.prepared[name] = &prepared{sql: sql, stmt: st, paramOIDs: append([]uint32(nil), m.ParameterOIDs...)}
+	sess.be.Send(&pgproto3.ParseComplete{})
+	return nil
+}
+
+func (sess *session) bind(m *pgproto3.Bind) error {
+	prep, ok := sess.prepared[m.PreparedStatement]
+	if !ok {
+		return pgerror.Newf(pgerror.CodeInvalidPreparedStatement, "prepared statement %q does not exist", m.PreparedStatement)
+	}
+	if _, exists := sess.portals[m.DestinationPortal]; exists && m.DestinationPortal != "" {
+		return pgerror.Newf("42P03", "cursor %q already exists", m.DestinationPortal)
+	}
+	// pgproto3 reuses its buffers on the next Receive: copy what we keep.
+	params := make([][]byte, len(m.Parameters))
+	for i, p := range m.Parameters {
+		if p != nil {
+			params[i] = append([]byte{}, p...)
+		}
+	}
+	sess.portals[m.DestinationPortal] = &portal{prep: prep, args: execArgs{
+		params:        params,
+		paramFormats:  append([]int16(nil), m.ParameterFormatCodes...),
+		paramOIDs:     prep.paramOIDs,
+		resultFormats: append([]int16(nil), m.ResultFormatCodes...),
+	}}
+	sess.be.Send(&pgproto3.BindComplete{})
+	return nil
+}
+
+func (sess *session) describe(m *pgproto3.Describe) error {
+	switch m.ObjectType {
+	case 'S':
+		prep, ok := sess.prepared[m.Name]
+		if !ok {
+			return pgerror.Newf(pgerror.CodeInvalidPreparedStatement, "prepared statement %q does not exist", m.Name)
+		}
+		if err := sess.describeStatement(prep); err != nil {
+			return err
+		}
+		sess.be.Send(&pgproto3.ParameterDescription{ParameterOIDs: prep.paramOIDs})
+		sess.sendRowDescription(prep.fields, nil)
+	case 'P':
+		p, ok := sess.portals[m.Name]
+		if !ok {
+			return pgerror.Newf(pgerror.CodeInvalidCursorName, "portal %q does not exist", m.Name)
+		}
+		if err := sess.describeStatement(p.prep); err != nil {
+			return err
+		}
+		sess.sendRowDescription(p.prep.fields, p.args.resultFormats)
+	default:
+		return pgerror.RefuseProtocol.New("invalid DESCRIBE message subtype %d", m.ObjectType)
+	}
+	return nil
+}
+
+func (sess *session) sendRowDescription(fields []pgproto3.FieldDescription, formats []int16) {
+	if fields == nil {
+		sess.be.Send(&pgproto3.NoData{})
+		return
+	}
+	out := make([]pgproto3.FieldDescription, len(fields))
+	for i, f := range fields {
+		f.Format = formatFor(formats, i)
+		out[i] = f
+	}
+	sess.be.Send(&pgproto3.RowDescription{Fields: out})
+}
+
+// describeStatement fills in a prepared statement's parameter types and
+// result columns, without charging anything: DP answers are described from
+// the plan, passthrough statements by upstream.
+func (sess *session) describeStatement(prep *prepared) error {
+	if prep.described {
+		return nil
+	}
+	st := prep.stmt
+	switch st.Kind {
+	case rewrite.KindDP:
+		prep.fields = dpFields(st.Plan, nil)
+		if prep.paramOIDs == nil {
+			prep.paramOIDs = []uint32{}
+		}
+	case rewrite.KindPassthrough:
+		ctx, done := sess.runContext()
+		defer done()
+		conn, err := sess.srv.cfg.Upstream.Acquire(ctx)
+		if err != nil {
+			return pgerror.Wrapf(err, pgerror.CodeCannotConnectNow, "cannot reach the upstream database")
+		}
+		defer conn.Release()
+		desc, err := conn.Conn().PgConn().Prepare(ctx, "", st.SQL, prep.paramOIDs)
+		if err != nil {
+			return upstreamError(err)
+		}
+		prep.paramOIDs = desc.ParamOIDs
+		if len(desc.Fields) > 0 {
+			prep.fields = toFields(desc.Fields)
+		}
+	case rewrite.KindSession:
+		if st.Session.Op == rewrite.OpShow {
+			name := st.Session.Name
+			if name == "transaction isolation level" {
+				name = "transaction_isolation"
+			}
+			prep.fields = []pgproto3.FieldDescription{textField(name)}
+		}
+	}
+	if prep.paramOIDs == nil {
+		prep.paramOIDs = []uint32{}
+	}
+	prep.described = true
+	return nil
+}
+
+func (sess *session) execute(m *pgproto3.Execute) error {
+	p, ok := sess.portals[m.Portal]
+	if !ok {
+		return pgerror.Newf(pgerror.CodeInvalidCursorName, "portal %q does not exist", m.Portal)
+	}
+	// Row limits (MaxRows) are not honoured: every answer is sent whole. DP
+	// answers are one row; passthrough statements are small.
+	return sess.execute1(p.prep.stmt, p.args)
+}
+
+func (sess *session) closeObject(m *pgproto3.Close) error {
+	switch m.ObjectType {
+	case 'S':
+		delete(sess.prepared, m.Name)
+	case 'P':
+		delete(sess.portals, m.Name)
+	default:
+		return pgerror.RefuseProtocol.New("invalid CLOSE message subtype %d", m.ObjectType)
+	}
+	sess.be.Send(&pgproto3.CloseComplete{})
+	return nil
+}

@@ -1,0 +1,62 @@
+package wire
+
+import (
+	"errors"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/dpproxy/dpproxy/pgerror"
+	"github.com/dpproxy/dpproxy/rewrite"
+)
+
+// runPassthrough runs a statement that reads no private data (SELECT 1,
+// SELECT version(), SHOW of an upstream setting) upstream as it is and relays
+// the result. Upstream errors are forwarded: they cannot depend on private
+// rows.
+func (sess *session) runPassthrough(st *rewrite.Statement, a execArgs) error {
+	ctx, done := sess.runContext()
+	defer done()
+	conn, err := sess.srv.cfg.Upstream.Acquire(ctx)
+	if err != nil {
+		return pgerror.Wrapf(err, pgerror.CodeCannotConnectNow, "cannot reach the upstream database").
+			WithHint("retry later; the DBA should check the upstream named in the policy")
+	}
+	defer conn.Release()
+	rr := conn.Conn().PgConn().ExecParams(ctx, st.SQL, a.params, a.paramOIDs, a.paramFormats, a.resultFormats)
+	if a.describe {
+		sess.be.Send(&pgproto3.RowDescription{Fields: toFields(rr.FieldDescriptions())})
+	}
+	row := &pgproto3.DataRow{}
+	for rr.NextRow() {
+		row.Values = rr.Values()
+		sess.be.Send(row)
+	}
+	tag, err := rr.Close()
+	if err != nil {
+		return upstreamError(err)
+	}
+	sess.complete(tag.String())
+	return nil
+}
+
+// upstreamError forwards an upstream error on a statement that reads no
+// private data.
+func upstreamError(err error) error {
+	var pge *pgconn.PgError
+	if errors.As(err, &pge) {
+		return &pgerror.Error{Code: pge.Code, Message: pge.Message, Detail: pge.Detail, Hint: pge.Hint, Position: pge.Position}
+	}
+	return pgerror.Wrapf(err, pgerror.CodeConnectionFailure, "lost the connection to the upstream database")
+}
+
+func toFields(fds []pgconn.FieldDescription) []pgproto3.FieldDescription {
+	out := make([]pgproto3.FieldDescription, len(fds))
+	for i, f := range fds {
+		out[i] = pgproto3.FieldDescription{
+			Name: []byte(f.Name), TableOID: f.TableOID, TableAttributeNumber: f.TableAttributeNumber,
+			DataTypeOID: f.DataTypeOID, DataTypeSize: f.DataTypeSize, TypeModifier: f.TypeModifier, Format: f.Format,
+		}
+	}
+	return out
+}

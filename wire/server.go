@@ -1,0 +1,192 @@
+package wire
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/dpproxy/dpproxy/ledger"
+	"github.com/dpproxy/dpproxy/policy"
+	"github.com/dpproxy/dpproxy/rewrite"
+)
+
+// Config is what a Server needs. Policy may be swapped at run time with
+// SetPolicy; every other field is fixed.
+type Config struct {
+	Policy   *policy.Policy
+	Ledger   ledger.Store
+	Upstream *pgxpool.Pool
+	Logger   *slog.Logger
+	// Now is the clock for ledger entries; time.Now when nil.
+	Now func() time.Time
+}
+
+// Server accepts analyst connections. Each connection is served by one
+// goroutine; calls for one connection are serialised by it.
+type Server struct {
+	cfg    Config
+	policy atomic.Pointer[policy.Policy]
+	plans  *rewrite.Cache
+	log    *slog.Logger
+
+	upstreamParams map[string]string // ParameterStatus values read from upstream once
+
+	mu       sync.Mutex
+	sessions map[uint64]*session // by BackendKeyData, for CancelRequest
+	conns    map[net.Conn]struct{}
+	closing  bool
+	wg       sync.WaitGroup
+}
+
+// NewServer checks the upstream and returns a server ready to Serve.
+func NewServer(ctx context.Context, cfg Config) (*Server, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	s := &Server{
+		cfg:      cfg,
+		plans:    rewrite.NewCache(4096),
+		log:      cfg.Logger,
+		sessions: map[uint64]*session{},
+		conns:    map[net.Conn]struct{}{},
+	}
+	s.policy.Store(cfg.Policy)
+	params, err := readUpstreamParams(ctx, cfg.Upstream)
+	if err != nil {
+		return nil, fmt.Errorf("reading upstream settings: %w", err)
+	}
+	s.upstreamParams = params
+	return s, nil
+}
+
+// SetPolicy replaces the policy for statements that start after the call.
+func (s *Server) SetPolicy(p *policy.Policy) { s.policy.Store(p) }
+
+// Policy returns the policy in force.
+func (s *Server) Policy() *policy.Policy { return s.policy.Load() }
+
+func readUpstreamParams(ctx context.Context, pool *pgxpool.Pool) (map[string]string, error) {
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Release()
+	out := map[string]string{}
+	for _, name := range []string{"server_version", "TimeZone"} {
+		if v := conn.Conn().PgConn().ParameterStatus(name); v != "" {
+			out[name] = v
+		}
+	}
+	return out, nil
+}
+
+// Serve accepts connections on ln until it is closed.
+func (s *Server) Serve(ln net.Listener) error {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				time.Sleep(5 * time.Millisecond)
+				continue
+			}
+			return err
+		}
+		s.mu.Lock()
+		if s.closing {
+			s.mu.Unlock()
+			_ = c.Close()
+			continue
+		}
+		s.conns[c] = struct{}{}
+		s.wg.Add(1)
+		s.mu.Unlock()
+		go func() {
+			defer s.wg.Done()
+			defer func() {
+				s.mu.Lock()
+				delete(s.conns, c)
+				s.mu.Unlock()
+			}()
+			s.serveConn(c)
+		}()
+	}
+}
+
+// Shutdown stops accepting statements and waits for connections to end or
+// ctx to expire, then closes what is left.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closing = true
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		s.mu.Lock()
+		for c := range s.conns {
+			_ = c.Close()
+		}
+		s.mu.Unlock()
+		<-done
+		return ctx.Err()
+	}
+}
+
+func (s *Server) isClosing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closing
+}
+
+func (s *Server) register(sess *session) {
+	for {
+		var b [8]byte
+		_, _ = rand.Read(b[:])
+		key := binary.BigEndian.Uint64(b[:])
+		s.mu.Lock()
+		if _, taken := s.sessions[key]; !taken && key != 0 {
+			s.sessions[key] = sess
+			s.mu.Unlock()
+			sess.key = key
+			return
+		}
+		s.mu.Unlock()
+	}
+}
+
+func (s *Server) unregister(sess *session) {
+	s.mu.Lock()
+	delete(s.sessions, sess.key)
+	s.mu.Unlock()
+}
+
+func (s *Server) cancel(pid uint32, secret []byte) {
+	if len(secret) != 4 {
+		return
+	}
+	key := uint64(pid)<<32 | uint64(binary.BigEndian.Uint32(secret))
+	s.mu.Lock()
+	sess := s.sessions[key]
+	s.mu.Unlock()
+	if sess != nil {
+		sess.cancelRunning()
+	}
+}

@@ -1,0 +1,217 @@
+package wire
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/dpproxy/dpproxy/pgerror"
+	"github.com/dpproxy/dpproxy/rewrite"
+)
+
+// reportedSettings are announced with ParameterStatus when SET, as Postgres
+// does for GUC_REPORT settings.
+var reportedSettings = map[string]string{
+	"application_name": "application_name", "client_encoding": "client_encoding",
+	"datestyle": "DateStyle", "timezone": "TimeZone", "intervalstyle": "IntervalStyle",
+}
+
+// localShow answers SHOW for settings the proxy owns without asking upstream.
+var localShow = map[string]string{
+	"transaction_isolation":         "read committed",
+	"transaction isolation level":   "read committed",
+	"transaction_read_only":         "on",
+	"default_transaction_read_only": "on",
+	"client_encoding":               "UTF8",
+	"server_encoding":               "UTF8",
+	"standard_conforming_strings":   "on",
+	"integer_datetimes":             "on",
+	"datestyle":                     "ISO, MDY",
+	"intervalstyle":                 "postgres",
+	"max_identifier_length":         "63",
+}
+
+func (sess *session) runSession(st *rewrite.Statement, a execArgs) error {
+	s := st.Session
+	switch s.Op {
+	case rewrite.OpSet:
+		if err := sess.set(s.Name, s.Value); err != nil {
+			return err
+		}
+	case rewrite.OpShow:
+		return sess.show(s.Name, a)
+	case rewrite.OpReset:
+		if s.Name == "dp.epsilon" {
+			sess.epsilon = 0
+		}
+		delete(sess.settings, s.Name)
+	case rewrite.OpResetAll:
+		sess.settings = map[string]string{}
+		sess.epsilon = 0
+	case rewrite.OpBegin:
+		if sess.txStatus != 'I' {
+			sess.warning("there is already a transaction in progress")
+		}
+		sess.txStatus = 'T'
+	case rewrite.OpCommit:
+		tag := s.Tag
+		switch sess.txStatus {
+		case 'I':
+			sess.warning("there is no transaction in progress")
+		case 'E':
+			tag = "ROLLBACK"
+		}
+		sess.txStatus = 'I'
+		sess.complete(tag)
+		return nil
+	case rewrite.OpRollback:
+		if sess.txStatus == 'I' {
+			sess.warning("there is no transaction in progress")
+		}
+		sess.txStatus = 'I'
+	case rewrite.OpSavepoint, rewrite.OpRelease, rewrite.OpRollbackTo:
+		if sess.txStatus == 'I' {
+			return pgerror.Newf("25P01", "%s can only be used in transaction blocks", s.Tag)
+		}
+		if s.Op == rewrite.OpRollbackTo {
+			sess.txStatus = 'T'
+		}
+	case rewrite.OpDiscard:
+		sess.settings = map[string]string{}
+		sess.epsilon = 0
+		if s.Tag == "DISCARD ALL" {
+			sess.prepared = map[string]*prepared{}
+			sess.portals = map[string]*portal{}
+		}
+	case rewrite.OpDeallocate:
+		if s.Name == "" {
+			sess.prepared = map[string]*prepared{}
+		} else if _, ok := sess.prepared[s.Name]; !ok {
+			return pgerror.Newf(pgerror.CodeInvalidPreparedStatement, "prepared statement %q does not exist", s.Name)
+		} else {
+			delete(sess.prepared, s.Name)
+		}
+	}
+	sess.complete(s.Tag)
+	return nil
+}
+
+func (sess *session) complete(tag string) {
+	sess.be.Send(&pgproto3.CommandComplete{CommandTag: []byte(tag)})
+}
+
+func (sess *session) warning(msg string) {
+	sess.be.Send(&pgproto3.NoticeResponse{Severity: "WARNING", SeverityUnlocalized: "WARNING", Code: "25001", Message: msg})
+}
+
+func (sess *session) set(name, value string) error {
+	if name == "" {
+		return nil // SET TRANSACTION ...: everything is read-only already
+	}
+	if strings.HasPrefix(name, "dp.") {
+		return sess.setDP(name, value)
+	}
+	sess.settings[name] = value
+	if reported, ok := reportedSettings[name]; ok {
+		if name == "client_encoding" && !strings.EqualFold(strings.ReplaceAll(value, "-", ""), "utf8") && !strings.EqualFold(value, "unicode") {
+			delete(sess.settings, name)
+			return pgerror.Newf(pgerror.CodeFeatureNotSupported, "dpproxy supports only the UTF8 client encoding").
+				WithHint("SET client_encoding = 'UTF8'")
+		}
+		if name == "client_encoding" {
+			value = "UTF8"
+		}
+		sess.be.Send(&pgproto3.ParameterStatus{Name: reported, Value: value})
+	}
+	return nil
+}
+
+func (sess *session) setDP(name, value string) error {
+	pol := sess.srv.Policy()
+	switch name {
+	case "dp.epsilon":
+		eps, err := strconv.ParseFloat(strings.TrimSpace(value), 64)
+		capEps := pol.EpsilonCap(sess.analyst)
+		if err != nil || !(eps > 0) || math.IsInf(eps, 0) {
+			return pgerror.RefuseSetting.New("invalid value for dp.epsilon: %q is not a positive number", value)
+		}
+		if eps > capEps {
+			return pgerror.RefuseSetting.New("dp.epsilon %g exceeds your per-query cap of %g", eps, capEps).
+				WithHint("SET dp.epsilon to at most %g", capEps)
+		}
+		sess.epsilon = eps
+		return nil
+	}
+	return pgerror.Newf(pgerror.CodeUndefinedObject, "unrecognized configuration parameter %q", name).
+		WithHint("dpproxy's settings are dp.epsilon (SET and SHOW), dp.budget and dp.max_epsilon (SHOW)")
+}
+
+// queryEpsilon is the ε the next DP query spends.
+func (sess *session) queryEpsilon() float64 {
+	if sess.epsilon > 0 {
+		return sess.epsilon
+	}
+	pol := sess.srv.Policy()
+	return math.Min(pol.Defaults.Epsilon, pol.EpsilonCap(sess.analyst))
+}
+
+func (sess *session) show(name string, a execArgs) error {
+	value, ok := "", true
+	switch {
+	case name == "dp.epsilon":
+		value = formatFloat(sess.queryEpsilon())
+	case name == "dp.max_epsilon":
+		value = formatFloat(sess.srv.Policy().EpsilonCap(sess.analyst))
+	case name == "dp.budget":
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		bal, err := sess.srv.cfg.Ledger.Balance(ctx, sess.user)
+		if err != nil {
+			return pgerror.RefuseLedgerUnavailable.Wrap(err, "cannot read the privacy ledger")
+		}
+		budget := sess.analyst.Budget.Epsilon
+		value = fmt.Sprintf("%s of %s left", formatFloat(math.Max(0, budget-bal.SpentEpsilon)), formatFloat(budget))
+	case strings.HasPrefix(name, "dp."):
+		return pgerror.Newf(pgerror.CodeUndefinedObject, "unrecognized configuration parameter %q", name).
+			WithHint("SHOW dp.epsilon, dp.max_epsilon or dp.budget")
+	default:
+		if v, set := sess.settings[name]; set {
+			value = v
+		} else if v, local := localShow[name]; local {
+			value = v
+		} else {
+			ok = false
+		}
+	}
+	if !ok {
+		return sess.runPassthrough(&rewrite.Statement{Kind: rewrite.KindPassthrough, SQL: "SHOW " + quoteShowName(name)}, a)
+	}
+	colName := name
+	if name == "transaction isolation level" {
+		colName = "transaction_isolation"
+	}
+	if a.describe {
+		sess.be.Send(&pgproto3.RowDescription{Fields: []pgproto3.FieldDescription{textField(colName)}})
+	}
+	sess.be.Send(&pgproto3.DataRow{Values: [][]byte{[]byte(value)}})
+	sess.complete("SHOW")
+	return nil
+}
+
+func quoteShowName(name string) string {
+	if name == "all" || name == "transaction isolation level" {
+		return name
+	}
+	return `"` + strings.ReplaceAll(name, `"`, `""`) + `"`
+}
+
+func textField(name string) pgproto3.FieldDescription {
+	return pgproto3.FieldDescription{Name: []byte(name), DataTypeOID: 25, DataTypeSize: -1, TypeModifier: -1}
+}
+
+func formatFloat(f float64) string { return strconv.FormatFloat(f, 'g', -1, 64) }

@@ -1,0 +1,82 @@
+package wire
+
+import (
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/dpproxy/dpproxy/pgerror"
+	"github.com/dpproxy/dpproxy/rewrite"
+)
+
+// simpleQuery answers a Query message: each statement in turn, stopping at
+// the first error, as Postgres does.
+func (sess *session) simpleQuery(sql string) {
+	stmts, err := sess.srv.plans.Classify(sql, sess.srv.Policy())
+	for _, st := range stmts {
+		if st.Kind == rewrite.KindEmpty {
+			sess.be.Send(&pgproto3.EmptyQueryResponse{})
+			continue
+		}
+		if xerr := sess.execute1(st, execArgs{describe: true}); xerr != nil {
+			sess.sendError(xerr)
+			return
+		}
+	}
+	if err != nil {
+		sess.logStatement(sql, "refused", err)
+		sess.sendError(err)
+	}
+}
+
+// execArgs carries what the extended protocol adds to a statement.
+type execArgs struct {
+	describe      bool // send RowDescription first (simple protocol)
+	params        [][]byte
+	paramFormats  []int16
+	paramOIDs     []uint32
+	resultFormats []int16
+}
+
+// execute1 runs one classified statement and writes its result.
+func (sess *session) execute1(st *rewrite.Statement, a execArgs) error {
+	if sess.txStatus == 'E' && !endsTransaction(st) {
+		return pgerror.RefuseTransaction.New("current transaction is aborted, commands ignored until end of transaction block")
+	}
+	switch st.Kind {
+	case rewrite.KindEmpty:
+		sess.be.Send(&pgproto3.EmptyQueryResponse{})
+		return nil
+	case rewrite.KindSession:
+		return sess.runSession(st, a)
+	case rewrite.KindPassthrough:
+		return sess.runPassthrough(st, a)
+	case rewrite.KindDP:
+		return sess.runDP(st, a)
+	}
+	return pgerror.RefuseUnsupported.New("unsupported statement")
+}
+
+func endsTransaction(st *rewrite.Statement) bool {
+	if st.Kind != rewrite.KindSession {
+		return false
+	}
+	switch st.Session.Op {
+	case rewrite.OpCommit, rewrite.OpRollback, rewrite.OpRollbackTo:
+		return true
+	}
+	return false
+}
+
+func (sess *session) logStatement(sql, outcome string, err error, attrs ...any) {
+	if err != nil {
+		pe := pgerror.As(err)
+		attrs = append(attrs, "code", pe.Code, "refusal", pe.ID, "err", pe.Message)
+	}
+	sess.log.Info("statement", append([]any{"outcome", outcome, "sql", truncate(sql, 200)}, attrs...)...)
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}
