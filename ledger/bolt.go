@@ -250,7 +250,7 @@ func (s *BoltStore) apply(tx *bolt.Tx, r *boltReq) (boltRes, error) {
 	c, a := r.c, r.a
 	ids, accts, audit, meta := tx.Bucket(bucketIDs), tx.Bucket(bucketAccounts), tx.Bucket(bucketAudit), tx.Bucket(bucketMeta)
 
-	if v := ids.Get([]byte(c.ID)); v != nil {
+	if v := ids.Get(idKey(c.Analyst, c.ID)); v != nil {
 		rec, err := getRecord(audit, v)
 		if err != nil {
 			return boltRes{}, err
@@ -260,8 +260,8 @@ func (s *BoltStore) apply(tx *bolt.Tx, r *boltReq) (boltRes, error) {
 			return boltRes{}, fmt.Errorf("entry %d: %w", rec.Seq, err)
 		}
 		if b.Analyst != c.Analyst || b.EpsUnits != a.eps || b.DeltaUnits != a.delta {
-			return boltRes{err: fmt.Errorf("%w: id %q was charged to analyst %q (epsilon %g, delta %g)",
-				ErrIDConflict, c.ID, b.Analyst, fromEps(b.EpsUnits), fromDelta(b.DeltaUnits))}, nil
+			return boltRes{err: fmt.Errorf("%w: id %q was charged epsilon %g, delta %g",
+				ErrIDConflict, c.ID, fromEps(b.EpsUnits), fromDelta(b.DeltaUnits))}, nil
 		}
 		return boltRes{bal: recordBalance(rec, &b)}, nil
 	}
@@ -308,7 +308,7 @@ func (s *BoltStore) apply(tx *bolt.Tx, r *boltReq) (boltRes, error) {
 	}{
 		{audit, key, recBytes},
 		{accts, []byte(c.Analyst), acctBytes},
-		{ids, []byte(c.ID), key},
+		{ids, idKey(c.Analyst, c.ID), key},
 		{meta, keyHeadSeq, key},
 		{meta, keyHeadHash, []byte(rec.Hash)},
 	} {
@@ -325,6 +325,13 @@ func recordBalance(rec *record, b *entryBody) Balance {
 		BudgetEps: b.BudgetEps, BudgetDelta: b.BudgetDelta,
 		Queries: rec.Queries,
 	}.balance(b.Analyst)
+}
+
+// idKey is the idempotency key: charge IDs are scoped per analyst.
+func idKey(analyst, id string) []byte {
+	k := binary.AppendUvarint(nil, uint64(len(analyst)))
+	k = append(k, analyst...)
+	return append(k, id...)
 }
 
 func seqKey(seq uint64) []byte {
@@ -483,7 +490,7 @@ func (s *BoltStore) Verify(ctx context.Context) error {
 				return tampered("entry %d: running totals do not match earlier entries of analyst %q", seq, b.Analyst)
 			}
 			sums[b.Analyst] = sum
-			if !bytes.Equal(ids.Get([]byte(b.ID)), k) {
+			if !bytes.Equal(ids.Get(idKey(b.Analyst, b.ID)), k) {
 				return tampered("entry %d: charge id %q is not indexed to it", seq, b.ID)
 			}
 			prev = rec.Hash

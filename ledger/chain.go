@@ -12,14 +12,15 @@ import (
 // The hash chain, shared by both backends.
 //
 // body   = canonical JSON of entryBody (the charge as given, in fixed point)
-// digest = hex(SHA-256(body))
-// link   = prev + "\n" + seq + "\n" + spentEps + "\n" + spentDelta + "\n" + queries + "\n" + digest
-// hash   = hex(SHA-256(link))
+// digest = SHA-256(body)
+// link   = prev (32 bytes) ‖ digest (32 bytes) ‖ seq "\n" spentEps "\n" spentDelta "\n" queries
+// hash   = SHA-256(link), stored in hex
 //
-// prev is the hash of the previous entry in the chain (genesisHash for the
-// first). The numbers are decimal integers (fixed-point units). RedisStore
-// computes link and hash inside its Lua script (lua/debit.lua); Go computes
-// them for BoltStore and for Verify.
+// prev is the hash of the previous entry in the chain (32 zero bytes for the
+// first). The numbers are decimal integers (fixed-point units); with typical
+// values link fits in two SHA-256 blocks. RedisStore computes link and hash
+// inside its Lua script (lua/debit.lua); Go computes them for BoltStore and
+// for Verify.
 
 const genesisHash = "0000000000000000000000000000000000000000000000000000000000000000"
 
@@ -83,9 +84,9 @@ func sha256Hex(b []byte) string {
 }
 
 func linkHash(prev string, seq uint64, spentEps, spentDelta, queries int64, digest string) string {
-	buf := make([]byte, 0, 64+digestLen+64)
-	buf = append(buf, prev...)
-	buf = append(buf, '\n')
+	buf := make([]byte, 0, 64+4*20)
+	buf = appendHex(buf, prev)
+	buf = appendHex(buf, digest)
 	buf = strconv.AppendUint(buf, seq, 10)
 	buf = append(buf, '\n')
 	buf = strconv.AppendInt(buf, spentEps, 10)
@@ -93,9 +94,17 @@ func linkHash(prev string, seq uint64, spentEps, spentDelta, queries int64, dige
 	buf = strconv.AppendInt(buf, spentDelta, 10)
 	buf = append(buf, '\n')
 	buf = strconv.AppendInt(buf, queries, 10)
-	buf = append(buf, '\n')
-	buf = append(buf, digest...)
 	return sha256Hex(buf)
+}
+
+// appendHex appends the bytes of hex string h. A malformed h (only possible
+// in a tampered record) is appended as is, so the hash simply mismatches.
+func appendHex(buf []byte, h string) []byte {
+	b, err := hex.DecodeString(h)
+	if err != nil || len(b) != 32 {
+		return append(buf, h...)
+	}
+	return append(buf, b...)
 }
 
 const digestLen = 64

@@ -11,10 +11,11 @@ import (
 // Charge is one debit request: the cost of one answer, paid before the answer
 // is computed. The caller fills every field; the ledger never reads a clock.
 type Charge struct {
-	// ID is the idempotency key (required), e.g. 128 random bits in hex. A
-	// repeated ID for the same analyst and amounts charges once and returns
-	// the original Balance; a repeated ID with different analyst or amounts
-	// fails with ErrIDConflict.
+	// ID is the idempotency key (required), e.g. 128 random bits in hex,
+	// scoped to the analyst. A repeated (Analyst, ID) with the same amounts
+	// charges once and returns the original Balance; with different amounts
+	// it fails with ErrIDConflict. The same ID under two analysts is two
+	// charges (the safe direction: both pay).
 	ID      string
 	Analyst string // required
 	// Epsilon and Delta are the cost of this answer (>= 0, finite). They are
@@ -166,8 +167,8 @@ var (
 	// ErrInvalidCharge is wrapped (use errors.Is) when a Charge is malformed
 	// (missing ID, analyst or time; negative, NaN or infinite amounts).
 	ErrInvalidCharge = errors.New("ledger: invalid charge")
-	// ErrIDConflict is wrapped (use errors.Is) when a charge ID was already
-	// used for a different analyst or amount. Nothing is debited.
+	// ErrIDConflict is wrapped (use errors.Is) when an analyst's charge ID
+	// was already used with a different amount. Nothing is debited.
 	ErrIDConflict = errors.New("ledger: charge ID reused for a different charge")
 	// ErrTampered is wrapped (use errors.Is) by Verify when the audit log or
 	// the accounts do not match the hash chain.

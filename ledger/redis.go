@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	"github.com/redis/go-redis/v9"
@@ -44,11 +45,10 @@ type RedisOptions struct {
 //	<prefix>:{A}:log    stream: the audit entries, IDs "<seq>-0"
 //	<prefix>:{A}:ids    hash: charge ID -> result of that charge (idempotency)
 //	<prefix>:analysts   set: every analyst ever charged (index for reports)
-//	<prefix>:id:<ID>    string: analyst that owns charge ID (IDs are global)
 //
 // The first three share the hash tag {A}, so the debit script touches one
-// Cluster slot. The last two are written before the script and only index
-// or reserve; they are never needed for the budget check.
+// Cluster slot. The index is added to before an analyst's first debit in
+// each process; it is never needed for the budget check.
 type RedisStore struct {
 	client redis.UniversalClient
 	prefix string
@@ -56,6 +56,8 @@ type RedisStore struct {
 	log    *slog.Logger
 	volOK  bool
 	closed atomic.Bool
+	// indexed holds analysts known to be in the report index.
+	indexed sync.Map
 }
 
 var _ Store = (*RedisStore)(nil)
@@ -111,8 +113,7 @@ func (s *RedisStore) keys(analyst string) (acct, log, ids string) {
 	return base + "acct", base + "log", base + "ids"
 }
 
-func (s *RedisStore) indexKey() string       { return s.prefix + ":analysts" }
-func (s *RedisStore) idKey(id string) string { return s.prefix + ":id:" + id }
+func (s *RedisStore) indexKey() string { return s.prefix + ":analysts" }
 
 // unavailable wraps a Redis or context error in ErrUnavailable (keeping the
 // cause reachable with errors.Is).
@@ -160,9 +161,7 @@ func (s *RedisStore) CheckDurability(ctx context.Context) error {
 	}
 }
 
-// Debit implements Store with one Lua script (lua/debit.lua). Before it, one
-// pipelined round trip adds the analyst to the report index and reserves the
-// charge ID for this analyst (SET NX); neither changes any budget.
+// Debit implements Store with one Lua script (lua/debit.lua): one round trip.
 func (s *RedisStore) Debit(ctx context.Context, c Charge) (Balance, error) {
 	if s.closed.Load() {
 		return Balance{}, ErrClosed
@@ -180,18 +179,13 @@ func (s *RedisStore) Debit(ctx context.Context, c Charge) (Balance, error) {
 		return Balance{}, fmt.Errorf("%w: encoding entry: %v", ErrInvalidCharge, err)
 	}
 
-	var owner *redis.StringCmd
-	_, err = s.client.Pipelined(ctx, func(p redis.Pipeliner) error {
-		p.SAdd(ctx, s.indexKey(), c.Analyst)
-		p.SetNX(ctx, s.idKey(c.ID), c.Analyst, 0)
-		owner = p.Get(ctx, s.idKey(c.ID))
-		return nil
-	})
-	if err != nil {
-		return Balance{}, unavailable("reserving charge id", err)
-	}
-	if owner.Val() != c.Analyst {
-		return Balance{}, fmt.Errorf("%w: id %q was charged to analyst %q", ErrIDConflict, c.ID, owner.Val())
+	if _, ok := s.indexed.Load(c.Analyst); !ok {
+		// The report index is a separate (cross-slot) key, so it cannot be
+		// in the script; added before the first debit of each analyst.
+		if err := s.client.SAdd(ctx, s.indexKey(), c.Analyst).Err(); err != nil {
+			return Balance{}, unavailable("SADD analysts", err)
+		}
+		s.indexed.Store(c.Analyst, true)
 	}
 
 	acct, log, ids := s.keys(c.Analyst)

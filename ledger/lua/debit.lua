@@ -16,8 +16,8 @@
 -- {"ok", seq, spent_eps, spent_delta, queries, hash}. All amounts are integers
 -- below 2^53, exact in Lua numbers; they are formatted with %.0f.
 --
--- The chain link (see chain.go) is
---   hash = hex(SHA-256(prev .. "\n" .. seq .. "\n" .. spent_eps .. "\n" .. spent_delta .. "\n" .. queries .. "\n" .. digest))
+-- The chain link (see chain.go) is, with prev and digest as 32 raw bytes,
+--   hash = hex(SHA-256(prev .. digest .. seq .. "\n" .. spent_eps .. "\n" .. spent_delta .. "\n" .. queries))
 -- Redis Lua has no SHA-256, so it is implemented below with the bit library.
 
 local band, bor, bxor, bnot = bit.band, bit.bor, bit.bxor, bit.bnot
@@ -77,6 +77,10 @@ end
 
 local function n(x) return string.format("%.0f", x) end
 
+local function fromhex(h)
+  return (string.gsub(h, "..", function(cc) return string.char(tonumber(cc, 16)) end))
+end
+
 -- Self-test hook for the Go tests: EVAL with no keys and ARGV = {"sha256", msg}.
 if #KEYS == 0 and ARGV[1] == "sha256" then
   return sha256hex(ARGV[2])
@@ -108,7 +112,7 @@ spent_eps = spent_eps + eps
 spent_delta = spent_delta + delta
 queries = queries + 1
 seq = seq + 1
-local hash = sha256hex(prev .. "\n" .. n(seq) .. "\n" .. n(spent_eps) .. "\n" .. n(spent_delta) .. "\n" .. n(queries) .. "\n" .. digest)
+local hash = sha256hex(fromhex(prev) .. fromhex(digest) .. n(seq) .. "\n" .. n(spent_eps) .. "\n" .. n(spent_delta) .. "\n" .. n(queries))
 
 redis.call("XADD", log, n(seq) .. "-0",
   "body", body, "prev", prev, "hash", hash,
