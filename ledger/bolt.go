@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"runtime/debug"
 	"sort"
 	"strconv"
 	"sync"
@@ -96,11 +97,15 @@ func OpenBolt(path string, opts BoltOptions) (s *BoltStore, err error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if p := recover(); p != nil {
 			err = fmt.Errorf("%w: opening %s: corrupt file: %v", ErrUnavailable, path, p)
 		}
 	}()
+	if err := preflight(path); err != nil {
+		return nil, fmt.Errorf("%w: opening %s: %w", ErrUnavailable, path, err)
+	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.LockTimeout})
 	if err != nil {
 		if errors.Is(err, bolt.ErrTimeout) {
@@ -363,6 +368,8 @@ func (s *BoltStore) view(fn func(*bolt.Tx) error) error {
 }
 
 func (s *BoltStore) tx(write bool, fn func(*bolt.Tx) error) (err error) {
+	// A fault on the memory-mapped file becomes a recoverable panic.
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	wrapped := func(tx *bolt.Tx) (err error) {
 		defer func() {
 			if p := recover(); p != nil {

@@ -286,3 +286,64 @@ func TestBoltTamper(t *testing.T) {
 		})
 	}
 }
+
+// TestBoltCorruptPages damages a real ledger file on disk: every operation
+// must fail with ErrUnavailable (or ErrTampered from Verify), never panic or
+// succeed silently.
+func TestBoltCorruptPages(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		damage func(f *os.File, size int64) error
+	}{
+		{"both meta pages", func(f *os.File, _ int64) error {
+			_, err := f.WriteAt(make([]byte, 8192), 0)
+			return err
+		}},
+		{"truncated", func(f *os.File, _ int64) error { return f.Truncate(4096 * 3) }},
+		{"data pages", func(f *os.File, size int64) error {
+			junk := make([]byte, size-8192)
+			for i := range junk {
+				junk[i] = 0xA5
+			}
+			_, err := f.WriteAt(junk, 8192)
+			return err
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := testCtx(t)
+			s, path := openTestBolt(t)
+			for i := range 20 {
+				if _, err := s.Debit(ctx, charge("alice", idN(i), 0.01, Budget{Epsilon: 1})); err != nil {
+					t.Fatal(err)
+				}
+			}
+			s.Close()
+			f, err := os.OpenFile(path, os.O_RDWR, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			st, _ := f.Stat()
+			if err := tc.damage(f, st.Size()); err != nil {
+				t.Fatal(err)
+			}
+			f.Close()
+			s, err = OpenBolt(path, BoltOptions{})
+			if err != nil {
+				if !errors.Is(err, ErrUnavailable) {
+					t.Fatalf("OpenBolt: %v, want ErrUnavailable", err)
+				}
+				t.Log(err)
+				return
+			}
+			defer s.Close()
+			_, err = s.Debit(ctx, charge("alice", "new", 0.01, Budget{Epsilon: 1}))
+			if !errors.Is(err, ErrUnavailable) {
+				t.Fatalf("Debit on a damaged file: %v, want ErrUnavailable", err)
+			}
+			if err := s.Verify(ctx); !errors.Is(err, ErrUnavailable) && !errors.Is(err, ErrTampered) {
+				t.Fatalf("Verify on a damaged file: %v", err)
+			}
+			t.Log(err)
+		})
+	}
+}
