@@ -8,8 +8,6 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/dpproxy/dpproxy/demo"
 	"github.com/dpproxy/dpproxy/internal/pgcluster"
 	"github.com/dpproxy/dpproxy/policy"
@@ -34,7 +32,7 @@ func cmdDemo(args []string) error {
 		return err
 	}
 	defer cluster.Stop()
-	if err := loadDemo(ctx, cluster); err != nil {
+	if err := demo.Install(ctx, cluster.DSN, os.Stderr); err != nil {
 		return err
 	}
 
@@ -66,41 +64,4 @@ func portOf(addr string) string {
 		}
 	}
 	return addr
-}
-
-// loadDemo creates the demo database, its data and a read-only role for the
-// proxy, unless they exist already.
-func loadDemo(ctx context.Context, cluster *pgcluster.Cluster) error {
-	admin, err := pgx.Connect(ctx, cluster.DSN("postgres"))
-	if err != nil {
-		return err
-	}
-	defer admin.Close(ctx)
-	var exists bool
-	if err := admin.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = 'demo')").Scan(&exists); err != nil {
-		return err
-	}
-	if exists {
-		return nil
-	}
-	fmt.Fprintf(os.Stderr, "loading %d demo patients ...\n", demo.PatientRows)
-	for _, sql := range []string{
-		"CREATE DATABASE demo",
-		"DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'dpproxy_reader') THEN CREATE ROLE dpproxy_reader LOGIN; END IF; END $$",
-	} {
-		if _, err := admin.Exec(ctx, sql); err != nil {
-			return err
-		}
-	}
-	db, err := pgx.Connect(ctx, cluster.DSN("demo"))
-	if err != nil {
-		return err
-	}
-	defer db.Close(ctx)
-	if err := demo.Load(ctx, db); err != nil {
-		return err
-	}
-	_, err = db.Exec(ctx, `GRANT SELECT ON ALL TABLES IN SCHEMA public TO dpproxy_reader;
-		ALTER ROLE dpproxy_reader SET default_transaction_read_only = on`)
-	return err
 }

@@ -1,0 +1,224 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/dpproxy/dpproxy/internal/pgcluster"
+	"github.com/dpproxy/dpproxy/internal/testenv"
+	"github.com/dpproxy/dpproxy/policy"
+)
+
+var (
+	binary string            // the dpproxy binary under test
+	pg     *testenv.Postgres // shared upstream with the demo data
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "dpproxy-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	binary = filepath.Join(dir, "dpproxy")
+	build := exec.Command("go", "build", "-o", binary, "../cmd/dpproxy")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building dpproxy:", err)
+		return 1
+	}
+	pg, err = testenv.StartDemoPostgres()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "starting PostgreSQL:", err)
+		return 1
+	}
+	defer pg.Stop()
+	return m.Run()
+}
+
+// Passwords of the test analysts.
+const (
+	alicePassword = "alice-demo" // from demo/policy.yaml
+	carolPassword = "carol-test"
+)
+
+// proxy is a running dpproxy process.
+type proxy struct {
+	addr       string
+	policyPath string
+	ledgerPath string
+	cmd        *exec.Cmd
+	logs       *syncBuffer
+	stopOnce   sync.Once
+}
+
+type proxyOptions struct {
+	carolBudget float64 // carol's epsilon budget; 0 means 1.0
+	ledgerPath  string  // reuse a ledger file
+}
+
+// testPolicy is the demo policy plus carol, an analyst with a small budget.
+func testPolicy(t *testing.T, listen, ledgerPath string, o proxyOptions) string {
+	t.Helper()
+	demoPolicy, err := os.ReadFile("../demo/policy.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := policy.NewVerifier(carolPassword, []byte("integration-salt"), 4096)
+	if err != nil {
+		t.Fatal(err)
+	}
+	budget := o.carolBudget
+	if budget == 0 {
+		budget = 1.0
+	}
+	text := string(demoPolicy)
+	text = strings.Replace(text, "listen: 127.0.0.1:6432", "listen: "+listen, 1)
+	text = strings.Replace(text, "path: ledger.db", "path: "+ledgerPath, 1)
+	carol := fmt.Sprintf("  - name: carol\n    password: %q\n    budget: {epsilon: %g}\n", v.String(), budget)
+	text = strings.Replace(text, "\ntables:\n", "\n"+carol+"\ntables:\n", 1)
+	if !strings.Contains(text, "name: carol") || !strings.Contains(text, listen) {
+		t.Fatal("could not derive the test policy from demo/policy.yaml")
+	}
+	return text
+}
+
+func startProxy(t *testing.T, o proxyOptions) *proxy {
+	t.Helper()
+	dir := t.TempDir()
+	port, err := pgcluster.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &proxy{
+		addr:       fmt.Sprintf("127.0.0.1:%d", port),
+		policyPath: filepath.Join(dir, "policy.yaml"),
+		ledgerPath: o.ledgerPath,
+		logs:       &syncBuffer{},
+	}
+	if p.ledgerPath == "" {
+		p.ledgerPath = filepath.Join(dir, "ledger.db")
+	}
+	if err := os.WriteFile(p.policyPath, []byte(testPolicy(t, p.addr, p.ledgerPath, o)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p.cmd = exec.Command(binary, "serve", "--policy", p.policyPath, "--admin", "")
+	p.cmd.Env = append(os.Environ(), "DPPROXY_UPSTREAM_DSN="+pg.ReaderDSN())
+	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		p.stop(t)
+		if t.Failed() {
+			t.Logf("dpproxy logs:\n%s", p.logs.String())
+		}
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", p.addr, time.Second)
+		if err == nil {
+			c.Close()
+			return p
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("dpproxy did not listen on %s: %v\n%s", p.addr, err, p.logs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// stop sends SIGTERM and waits for a clean exit.
+func (p *proxy) stop(t *testing.T) {
+	p.stopOnce.Do(func() {
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan error, 1)
+		go func() { done <- p.cmd.Wait() }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("dpproxy exited with %v", err)
+			}
+		case <-time.After(40 * time.Second):
+			_ = p.cmd.Process.Kill()
+			t.Error("dpproxy did not stop within 40s of SIGTERM")
+		}
+	})
+}
+
+func (p *proxy) dsn(user, password string) string {
+	host, port, _ := net.SplitHostPort(p.addr)
+	return fmt.Sprintf("host=%s port=%s user=%s password=%s dbname=demo sslmode=disable", host, port, user, password)
+}
+
+func (p *proxy) connect(t *testing.T, ctx context.Context, user, password string, simple bool) *pgx.Conn {
+	t.Helper()
+	cfg, err := pgx.ParseConfig(p.dsn(user, password))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if simple {
+		cfg.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		t.Fatalf("connecting to dpproxy as %s: %v", user, err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return conn
+}
+
+// exact runs sql directly on the upstream as superuser.
+func exact(t *testing.T, ctx context.Context, sql string) int64 {
+	t.Helper()
+	conn, err := pgx.Connect(ctx, pg.AdminDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var n int64
+	if err := conn.QueryRow(ctx, sql).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func testContext(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}

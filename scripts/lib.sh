@@ -1,0 +1,57 @@
+# Shared setup for scripts/quickstart.sh and scripts/test.sh: install what is
+# missing from Debian's packages and find a Go toolchain new enough for go.mod.
+# Sourced, not run.
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+    echo "need root to run: $*" >&2; return 1; fi
+}
+
+apt_updated=
+apt_install() {
+  [ -n "$apt_updated" ] || { as_root apt-get update -qq; apt_updated=1; }
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+# ensure_packages installs the PostgreSQL server and client, Redis and a C
+# compiler (pg_query_go uses cgo) when they are missing.
+ensure_packages() {
+  local need=()
+  ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || need+=(postgresql)
+  command -v psql >/dev/null || need+=(postgresql-client)
+  command -v redis-server >/dev/null || need+=(redis-server)
+  command -v redis-cli >/dev/null || need+=(redis-tools)
+  command -v gcc >/dev/null || need+=(gcc libc6-dev)
+  command -v git >/dev/null || need+=(git)
+  command -v runuser >/dev/null || need+=(util-linux)
+  command -v curl >/dev/null || need+=(ca-certificates curl)
+  if [ ${#need[@]} -gt 0 ]; then
+    echo "installing ${need[*]} ..." >&2
+    apt_install "${need[@]}"
+  fi
+}
+
+# ensure_go puts a Go toolchain that satisfies go.mod first on PATH. Debian's
+# golang-go is older than go.mod needs, so when only that is available the
+# official toolchain is fetched as the module golang.org/toolchain through the
+# Go module proxy (the same mechanism as GOTOOLCHAIN=auto).
+ensure_go() {
+  local want have gobin
+  want=$(awk '/^go /{print $2; exit}' go.mod)
+  [ -x /usr/local/go/bin/go ] && export PATH="/usr/local/go/bin:$PATH"
+  if command -v go >/dev/null; then
+    have=$(go env GOVERSION 2>/dev/null | sed 's/^go//')
+    if [ -n "$have" ] && [ "$(printf '%s\n%s\n' "$want" "$have" | sort -V | head -1)" = "$want" ]; then
+      return 0
+    fi
+  else
+    echo "installing golang-go to bootstrap Go $want ..." >&2
+    apt_install golang-go ca-certificates
+  fi
+  local mod="golang.org/toolchain@v0.0.1-go${want}.linux-$(dpkg --print-architecture)"
+  echo "fetching Go $want ($mod) through the Go module proxy ..." >&2
+  gobin=$(cd "$(mktemp -d)" && GOFLAGS=-mod=mod GOTOOLCHAIN=local go mod download -json "$mod" | awk -F'"' '/"Dir"/{print $4}')
+  [ -x "$gobin/bin/go" ] || { echo "could not get Go $want; install it in /usr/local/go" >&2; return 1; }
+  chmod +x "$gobin"/bin/* "$gobin"/pkg/tool/*/* 2>/dev/null || true
+  export PATH="$gobin/bin:$PATH" GOTOOLCHAIN=local
+}

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Runs the whole test suite. The tests start their own PostgreSQL clusters and
+# redis-servers on free loopback ports; this script only makes sure the
+# binaries are installed. Extra arguments go to `go test`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+ensure_packages
+ensure_go
+echo "go vet ..." >&2
+go vet ./...
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
+if [ -n "$unformatted" ]; then echo "gofmt needed: $unformatted" >&2; exit 1; fi
+go test -count=1 -timeout 30m "$@" ./...
