@@ -296,6 +296,30 @@ var conformanceCases = []struct {
 			t.Fatalf("limit: %d", len(lim))
 		}
 	}},
+	{"odd analyst names", func(t *testing.T, s Store) {
+		ctx := testCtx(t)
+		names := []string{"{x}", "a%7Bb", "a}b{c", "ü ñ", "tab\there", "%"}
+		for i, a := range names {
+			if _, err := s.Debit(ctx, charge(a, idN(i), 0.5, Budget{Epsilon: 1})); err != nil {
+				t.Fatalf("%q: %v", a, err)
+			}
+			if _, err := s.Debit(ctx, charge(a, "again", 0.6, Budget{Epsilon: 1})); !isBudgetErr(err) {
+				t.Fatalf("%q: accounts must not be shared: %v", a, err)
+			}
+		}
+		bs, err := s.Balances(ctx)
+		if err != nil || len(bs) != len(names) {
+			t.Fatalf("Balances: %v %v", bs, err)
+		}
+		for _, b := range bs {
+			if b.SpentEpsilon != 0.5 {
+				t.Fatalf("balance %+v", b)
+			}
+		}
+		if err := s.Verify(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}},
 	{"cancelled context", func(t *testing.T, s Store) {
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()

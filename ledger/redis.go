@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"sort"
 	"strconv"
 	"strings"
@@ -431,12 +432,65 @@ func (s *RedisStore) Verify(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// Every account must be in the index, or reports would omit it.
+	accounts, err := s.scanAccounts(ctx)
+	if err != nil {
+		return err
+	}
+	indexed := make(map[string]bool, len(names))
+	for _, a := range names {
+		indexed[a] = true
+	}
+	for _, a := range accounts {
+		if !indexed[a] {
+			return fmt.Errorf("%w: analyst %q has an account but is missing from the index %s", ErrTampered, a, s.indexKey())
+		}
+	}
 	for _, a := range names {
 		if err := s.verifyAnalyst(ctx, a); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// scanAccounts lists the analysts that have an account key, scanning every
+// master of a Cluster.
+func (s *RedisStore) scanAccounts(ctx context.Context) ([]string, error) {
+	var mu sync.Mutex
+	seen := map[string]bool{}
+	pattern := s.prefix + ":{*}:acct"
+	scan := func(ctx context.Context, c redis.UniversalClient) error {
+		it := c.Scan(ctx, 0, pattern, 1000).Iterator()
+		for it.Next(ctx) {
+			k := it.Val()
+			tag := strings.TrimSuffix(strings.TrimPrefix(k, s.prefix+":{"), "}:acct")
+			if a, err := url.PathUnescape(tag); err == nil {
+				mu.Lock()
+				seen[a] = true
+				mu.Unlock()
+			}
+		}
+		if err := it.Err(); err != nil {
+			return unavailable("SCAN accounts", err)
+		}
+		return nil
+	}
+	var err error
+	if cc, ok := s.client.(*redis.ClusterClient); ok {
+		err = cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error { return scan(ctx, c) })
+	} else {
+		err = scan(ctx, s.client)
+	}
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, 0, len(seen))
+	for a := range seen {
+		out = append(out, a)
+	}
+	sort.Strings(out)
+	return out, nil
 }
 
 func (s *RedisStore) verifyAnalyst(ctx context.Context, analyst string) error {

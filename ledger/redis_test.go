@@ -198,6 +198,9 @@ func TestRedisTamper(t *testing.T) {
 			ms[1].Values, ms[2].Values = ms[2].Values, ms[1].Values
 			return ms
 		}), "entry 2: previous-hash link broken"},
+		{"drop from index", func(ctx context.Context, c *redis.Client, s *RedisStore) error {
+			return c.SRem(ctx, s.indexKey(), "alice").Err()
+		}, `analyst "alice" has an account but is missing from the index`},
 		{"edit balance", func(ctx context.Context, c *redis.Client, s *RedisStore) error {
 			acct, _, _ := s.keys("alice")
 			return c.HSet(ctx, acct, "spent_eps", "0").Err()
