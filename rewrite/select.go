@@ -19,6 +19,9 @@ func classifySelect(sel *pg_query.SelectStmt, text string, pol *policy.Policy) (
 		}
 		return &Statement{Kind: KindPassthrough, SQL: text}, nil
 	}
+	if readsCatalog(sel) {
+		return classifyCatalog(sel, text, pol)
+	}
 	plan, err := planAggregate(sel, pol)
 	if err != nil {
 		return nil, err
