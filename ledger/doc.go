@@ -19,7 +19,8 @@
 //     ErrUnavailable / context expiry after the request was sent) the debit
 //     may have happened: the caller must treat both as "refuse", which errs
 //     on the side of overcharging. Retrying with the same Charge.ID is safe:
-//     IDs are idempotency keys, so a charge is debited at most once.
+//     (analyst, ID) is an idempotency key, so a charge is debited at most
+//     once and the retry returns the original Balance.
 //
 //  3. Fixed-point accounting. Amounts are integers: epsilon in units of 1e-9,
 //     delta in units of 1e-15 (see EpsilonUnit). Each charge is rounded up
@@ -53,9 +54,12 @@
 // # Accounting modes
 //
 // Only ModeBasic (basic composition: epsilons and deltas add up against an
-// (epsilon, delta) budget) is implemented. ModeRDP is the reserved extension
-// point for Rényi-DP accounting: a charge will carry an RDP curve from
-// mechanisms/ and the account will hold per-order sums, converted to
-// (epsilon, delta) for the budget check. The ledger does not import policy/,
-// rewrite/ or wire/: budgets arrive with each charge.
+// (epsilon, delta) budget) is implemented; a store opened with another Mode
+// fails with ErrUnsupportedMode, and a bolt file remembers its mode. ModeRDP
+// is the reserved extension point for Rényi-DP accounting: a Charge will
+// carry a mechanisms.RDPVector, the account will hold its per-order sums in
+// fixed point (rounded up, like epsilon), and the budget check will accept a
+// charge iff min(basic total, RDPVector.Epsilon(budget delta)) fits, in the
+// same atomic step (bolt transaction / Lua script). The ledger does not
+// import policy/, rewrite/ or wire/: budgets arrive with each charge.
 package ledger
