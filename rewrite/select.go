@@ -10,17 +10,22 @@ import (
 )
 
 func classifySelect(sel *pg_query.SelectStmt, text string, pol *policy.Policy) (*Statement, error) {
+	if readsCatalog(sel) {
+		return classifyCatalog(sel, text, pol)
+	}
 	if err := checkSelectShape(sel); err != nil {
 		return nil, err
 	}
 	if len(sel.FromClause) == 0 {
 		if err := checkConstantSelect(sel); err != nil {
+			// SELECT current_schemas(false), SELECT 'patients'::regclass:
+			// catalog functions without a catalog relation.
+			if st, cerr := classifyCatalog(sel, text, pol); cerr == nil {
+				return st, nil
+			}
 			return nil, err
 		}
 		return &Statement{Kind: KindPassthrough, SQL: text}, nil
-	}
-	if readsCatalog(sel) {
-		return classifyCatalog(sel, text, pol)
 	}
 	plan, err := planAggregate(sel, pol)
 	if err != nil {
