@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"crypto/tls"
 	"strings"
 	"time"
 )
@@ -12,19 +13,75 @@ const (
 	PrivacyPublic = "public" // no private data; not charged
 )
 
+// TLS modes for analysts' connections.
+const (
+	TLSDisable = "disable" // refuse SSLRequest; everything in clear (loopback only)
+	TLSPrefer  = "prefer"  // accept TLS when the client asks, plain otherwise
+	TLSRequire = "require" // refuse clients that do not start TLS
+)
+
+// Accounting modes: how the charges of one budget compose.
+const (
+	AccountingBasic = "basic" // epsilons and deltas add up
+	AccountingRDP   = "rdp"   // Rényi-DP accounting: tighter totals over many queries
+)
+
+// Budget periods: when a budget starts afresh.
+const (
+	PeriodLifetime = "lifetime" // never
+	PeriodDaily    = "daily"    // at midnight UTC
+	PeriodMonthly  = "monthly"  // on the first day of each month, UTC
+	PeriodYearly   = "yearly"   // on January 1st, UTC
+)
+
 // Policy is a validated policy file.
 type Policy struct {
 	Version  string // hex SHA-256 of the file's bytes
 	Listen   string
+	Admin    string // admin HTTP address; "" turns the admin endpoint off
+	TLS      TLS
 	Upstream Upstream
 	Ledger   Ledger
 	Defaults Defaults
 	Analysts []*Analyst
+	Teams    []*Team
+	Datasets []*Dataset
 	Tables   []*Table
 	Trust    bool // accept analysts without a password (local demos only)
 
+	// Warnings are risky but valid choices (large epsilons, wide bounds),
+	// each with its position; `dpproxy policy check` prints them.
+	Warnings Problems
+
 	analysts map[string]*Analyst
 	tables   map[string]*Table // key: schema.name
+	teams    map[string]*Team
+	datasets map[string]*Dataset // key: table schema.name
+}
+
+// TLS configures TLS for analysts' connections. Wire loads the certificate.
+type TLS struct {
+	Mode     string // TLSDisable, TLSPrefer or TLSRequire
+	CertFile string // resolved against the policy file's directory
+	KeyFile  string
+	// Certificate is the key pair read and checked while validating, so a
+	// reload picks up a renewed certificate; nil when Mode is TLSDisable.
+	Certificate *tls.Certificate
+}
+
+// Team is a group of analysts sharing one budget on top of their own.
+type Team struct {
+	Name    string
+	Members []string
+	Budget  Budget
+}
+
+// Dataset is a set of tables whose budget is shared by every analyst:
+// all queries reading any of its tables, by anyone, draw on it.
+type Dataset struct {
+	Name   string
+	Tables []string // qualified names
+	Budget Budget
 }
 
 // Upstream is the database dpproxy fronts.
@@ -46,12 +103,19 @@ type RedisLedger struct {
 	Addrs         []string
 	MasterName    string // Sentinel
 	AllowVolatile bool
+	Username      string
+	Password      string // resolved from password_env or password_file
 }
 
 // Defaults apply when a statement or session does not say otherwise.
 type Defaults struct {
 	Epsilon    float64 // per query
 	MaxEpsilon float64 // per-query cap an analyst may SET
+	Delta      float64 // per query, spent by partition selection; 0: no partition selection
+	Accounting string  // AccountingBasic or AccountingRDP
+	// CacheWindow is how long an identical statement returns the same noisy
+	// answer at no new cost; 0 turns the cache off.
+	CacheWindow time.Duration
 }
 
 // Analyst is one person or service allowed to connect.
@@ -60,12 +124,33 @@ type Analyst struct {
 	Verifier   *Verifier // nil only when the policy trusts local connections
 	Budget     Budget
 	MaxEpsilon float64 // per-query cap; 0 means Defaults.MaxEpsilon
+	// MaxDelta is the per-query delta the analyst may spend on partition
+	// selection (GROUP BY keys without a public domain); 0 means
+	// Defaults.Delta. See DeltaCap.
+	MaxDelta float64
+	// Tables lists the qualified names the analyst may query; nil means
+	// every table of the policy. See MayQuery.
+	Tables []string
+	Team   string // name of the analyst's team, or ""
 }
 
 // Budget is a total privacy budget.
 type Budget struct {
 	Epsilon float64
 	Delta   float64
+	Period  string // PeriodLifetime, PeriodDaily, PeriodMonthly or PeriodYearly
+}
+
+// EpsilonPerYear is the most epsilon the budget lets through in a year
+// (for a lifetime budget, its total).
+func (b Budget) EpsilonPerYear() float64 {
+	switch b.Period {
+	case PeriodDaily:
+		return b.Epsilon * 365
+	case PeriodMonthly:
+		return b.Epsilon * 12
+	}
+	return b.Epsilon
 }
 
 // Table is a table analysts may query.
@@ -88,13 +173,55 @@ type Column struct {
 	Granularity float64 // noisy sums are multiples of this; 0 means 1 for integers and 0.01 otherwise
 	Hidden      bool
 	Domain      []string // public domain of values, for GROUP BY keys
+	// Range is the public range of a date or timestamp column, so keys
+	// derived from it (date_trunc('month', col)) have a public domain: every
+	// bucket in [Lower, Upper).
+	Range *Range
 }
 
 // Bounds clamp a column's values.
 type Bounds struct{ Lower, Upper float64 }
 
+// Range is a half-open time range [Lower, Upper), in UTC.
+type Range struct{ Lower, Upper time.Time }
+
 // Analyst returns the analyst with that name, or nil.
 func (p *Policy) Analyst(name string) *Analyst { return p.analysts[name] }
+
+// Team returns the team with that name, or nil.
+func (p *Policy) Team(name string) *Team { return p.teams[name] }
+
+// DatasetOf returns the dataset that table t belongs to, or nil.
+func (p *Policy) DatasetOf(t *Table) *Dataset {
+	if t == nil {
+		return nil
+	}
+	return p.datasets[t.QualifiedName()]
+}
+
+// MayQuery reports whether the analyst may query table t.
+func (a *Analyst) MayQuery(t *Table) bool {
+	if a == nil || t == nil {
+		return false
+	}
+	if a.Tables == nil {
+		return true
+	}
+	return contains(a.Tables, t.QualifiedName())
+}
+
+// DeltaCap is the largest delta one query of this analyst may spend: the
+// analyst's max_delta, else the default delta, never more than the budget.
+func (p *Policy) DeltaCap(a *Analyst) float64 {
+	if a == nil {
+		return 0
+	}
+	d := p.Defaults.Delta
+	if a.MaxDelta > 0 {
+		d = a.MaxDelta
+	}
+	return min(d, a.Budget.Delta)
+}
 
 // Table returns the table schema.name, or nil. An empty schema means "public".
 func (p *Policy) Table(schema, name string) *Table {
@@ -161,6 +288,7 @@ var typeAliases = map[string]string{
 	"date": "date", "timestamp": "timestamp", "timestamptz": "timestamptz",
 	"timestamp with time zone": "timestamptz", "timestamp without time zone": "timestamp",
 	"boolean": "boolean", "bool": "boolean",
+	"character": "text", "bpchar": "text", "uuid": "uuid",
 }
 
 func canonicalType(s string) (string, bool) {
