@@ -95,4 +95,7 @@ var (
 	RefuseShutdown = register(Refusal{"DP020", CodeAdminShutdown,
 		"the proxy is shutting down",
 		"reconnect; another proxy node or the restarted proxy will answer"})
+	RefuseNoDelta = register(Refusal{"DP021", CodeInsufficientPrivilege,
+		"a GROUP BY key has no public domain, so releasing its groups needs a delta budget the analyst does not have",
+		"group by columns with a public domain in the policy, or ask the DBA for a delta budget"})
 )

@@ -1,6 +1,7 @@
 package rewrite
 
 import (
+	"maps"
 	"strings"
 
 	pg_query "github.com/pganalyze/pg_query_go/v6"
@@ -101,7 +102,7 @@ func isCatalogRelation(rv *pg_query.RangeVar) bool {
 // the allowlist.
 func classifyCatalog(sel *pg_query.SelectStmt, text string, _ *policy.Policy) (*Statement, error) {
 	w := &catalogWalker{}
-	if err := w.selectStmt(sel, nil); err != nil {
+	if err := w.selectStmt(sel, &catalogScope{}); err != nil {
 		return nil, err
 	}
 	return &Statement{Kind: KindPassthrough, SQL: text}, nil
@@ -116,7 +117,7 @@ var catalogRelations = setOf(
 	"pg_inherits", "pg_init_privs", "pg_language", "pg_namespace", "pg_opclass", "pg_operator",
 	"pg_opfamily", "pg_parameter_acl", "pg_partitioned_table", "pg_policy", "pg_proc", "pg_publication",
 	"pg_publication_namespace", "pg_publication_rel", "pg_range", "pg_rewrite", "pg_seclabel",
-	"pg_shdepend", "pg_shdescription", "pg_shseclabel", "pg_statistic_ext", "pg_tablespace",
+	"pg_sequence", "pg_shdepend", "pg_shdescription", "pg_shseclabel", "pg_statistic_ext", "pg_tablespace",
 	"pg_transform", "pg_trigger", "pg_ts_config", "pg_ts_config_map", "pg_ts_dict", "pg_ts_parser",
 	"pg_ts_template", "pg_type",
 	// views
@@ -206,44 +207,40 @@ func setOf(names ...string) map[string]bool {
 	return m
 }
 
-// catalogWalker checks a catalog query. It tracks which CTE names are in
-// scope so a CTE cannot be used to smuggle a user table past the check.
-type catalogWalker struct {
-	statRel bool // a relation with statistic columns is read
-	// rowNames are the names (aliases and relation names) that denote a
-	// whole row of a relation with statistic columns.
-	rowNames map[string]bool
-	stars    bool // a `*` column reference was seen
+// catalogWalker checks a catalog query. Its scope tracks which CTE names
+// are visible, so a CTE cannot be used to smuggle a user table past the
+// check, and which names denote a row of pg_class or pg_database, whose
+// statistics columns `*` and whole-row references would expose.
+type catalogWalker struct{}
+
+type catalogScope struct {
+	ctes map[string]bool
+	// statRows are the aliases (and relation names) of pg_class and
+	// pg_database in this SELECT's FROM and the enclosing ones.
+	statRows map[string]bool
+	// localStat: this SELECT's own FROM reads pg_class or pg_database, so
+	// an unqualified `*` would include statistics.
+	localStat bool
 }
 
-type cteScope map[string]bool
-
-func (s cteScope) with(names ...string) cteScope {
-	out := make(cteScope, len(s)+len(names))
-	for k := range s {
-		out[k] = true
+func (s *catalogScope) child() *catalogScope {
+	c := &catalogScope{ctes: map[string]bool{}, statRows: map[string]bool{}}
+	if s != nil {
+		maps.Copy(c.ctes, s.ctes)
+		maps.Copy(c.statRows, s.statRows)
 	}
-	for _, n := range names {
-		out[n] = true
-	}
-	return out
+	return c
 }
 
-func (w *catalogWalker) selectStmt(sel *pg_query.SelectStmt, ctes cteScope) error {
-	if err := w.walkSelect(sel, ctes); err != nil {
-		return err
-	}
-	if w.statRel && w.stars {
-		return pgerror.RefuseCatalog.New("`*` over pg_class or pg_database would include the statistics columns reltuples, relpages and relallvisible").
-			WithHint("name the columns you need; statistics such as row and page counts are not available through dpproxy")
-	}
-	return nil
+func (w *catalogWalker) selectStmt(sel *pg_query.SelectStmt, sc *catalogScope) error {
+	return w.walkSelect(sel, sc)
 }
 
-func (w *catalogWalker) walkSelect(sel *pg_query.SelectStmt, ctes cteScope) error {
+func (w *catalogWalker) walkSelect(sel *pg_query.SelectStmt, outer *catalogScope) error {
 	if sel == nil {
 		return nil
 	}
+	ctes := outer.child()
 	switch {
 	case sel.IntoClause != nil:
 		return pgerror.RefuseWrite.New("SELECT INTO creates a table and is not allowed through dpproxy")
@@ -251,12 +248,10 @@ func (w *catalogWalker) walkSelect(sel *pg_query.SelectStmt, ctes cteScope) erro
 		return pgerror.RefuseWrite.New("SELECT ... FOR UPDATE/SHARE locks rows and is not allowed")
 	}
 	if wc := sel.WithClause; wc != nil {
-		var names []string
 		if wc.Recursive {
 			for _, c := range wc.Ctes {
-				names = append(names, c.GetCommonTableExpr().GetCtename())
+				ctes.ctes[c.GetCommonTableExpr().GetCtename()] = true
 			}
-			ctes = ctes.with(names...)
 		}
 		for _, c := range wc.Ctes {
 			cte := c.GetCommonTableExpr()
@@ -269,9 +264,7 @@ func (w *catalogWalker) walkSelect(sel *pg_query.SelectStmt, ctes cteScope) erro
 			if err := w.node(cte.Ctequery, ctes); err != nil {
 				return err
 			}
-			if !wc.Recursive {
-				ctes = ctes.with(cte.Ctename)
-			}
+			ctes.ctes[cte.Ctename] = true
 		}
 	}
 	if sel.Op != pg_query.SetOperation_SETOP_NONE {
@@ -282,7 +275,11 @@ func (w *catalogWalker) walkSelect(sel *pg_query.SelectStmt, ctes cteScope) erro
 			return err
 		}
 	}
-	lists := [][]*pg_query.Node{sel.FromClause, sel.TargetList, sel.DistinctClause, sel.GroupClause,
+	// FROM first: it decides what `*` and whole-row references mean.
+	if err := w.nodes(sel.FromClause, ctes); err != nil {
+		return err
+	}
+	lists := [][]*pg_query.Node{sel.TargetList, sel.DistinctClause, sel.GroupClause,
 		sel.WindowClause, sel.SortClause}
 	for _, vl := range sel.ValuesLists {
 		lists = append(lists, []*pg_query.Node{vl})
@@ -306,7 +303,7 @@ func refuseCatalogShape() error {
 	return pgerror.RefuseUnsupported.New("unsupported construct in a catalog query")
 }
 
-func (w *catalogWalker) nodes(ns []*pg_query.Node, ctes cteScope) error {
+func (w *catalogWalker) nodes(ns []*pg_query.Node, ctes *catalogScope) error {
 	for _, n := range ns {
 		if err := w.node(n, ctes); err != nil {
 			return err
@@ -316,7 +313,7 @@ func (w *catalogWalker) nodes(ns []*pg_query.Node, ctes cteScope) error {
 }
 
 // node checks one node of a catalog query. The default refuses.
-func (w *catalogWalker) node(n *pg_query.Node, ctes cteScope) error {
+func (w *catalogWalker) node(n *pg_query.Node, ctes *catalogScope) error {
 	if n == nil || n.Node == nil {
 		return nil
 	}
@@ -327,9 +324,6 @@ func (w *catalogWalker) node(n *pg_query.Node, ctes cteScope) error {
 		return w.relation(x.RangeVar, ctes)
 	case *pg_query.Node_JoinExpr:
 		j := x.JoinExpr
-		if j.Alias != nil {
-			w.noteAlias(j.Alias.Aliasname, false)
-		}
 		return w.nodes([]*pg_query.Node{j.Larg, j.Rarg, j.Quals}, ctes)
 	case *pg_query.Node_RangeSubselect:
 		return w.node(x.RangeSubselect.Subquery, ctes)
@@ -348,7 +342,7 @@ func (w *catalogWalker) node(n *pg_query.Node, ctes cteScope) error {
 	case *pg_query.Node_ResTarget:
 		return w.nodes(append([]*pg_query.Node{x.ResTarget.Val}, x.ResTarget.Indirection...), ctes)
 	case *pg_query.Node_ColumnRef:
-		return w.columnRef(x.ColumnRef)
+		return w.columnRef(x.ColumnRef, ctes)
 	case *pg_query.Node_AConst, *pg_query.Node_ParamRef, *pg_query.Node_SqlvalueFunction, *pg_query.Node_AStar:
 		return nil
 	case *pg_query.Node_String_:
@@ -405,7 +399,7 @@ func (w *catalogWalker) node(n *pg_query.Node, ctes cteScope) error {
 	return refuseCatalogShape()
 }
 
-func (w *catalogWalker) relation(rv *pg_query.RangeVar, ctes cteScope) error {
+func (w *catalogWalker) relation(rv *pg_query.RangeVar, ctes *catalogScope) error {
 	name := rv.Relname
 	if rv.Schemaname != "" {
 		name = rv.Schemaname + "." + rv.Relname
@@ -417,21 +411,19 @@ func (w *catalogWalker) relation(rv *pg_query.RangeVar, ctes cteScope) error {
 	switch {
 	case rv.Catalogname != "":
 		return pgerror.RefuseUnsupported.New("cross-database references are not supported")
-	case rv.Schemaname == "" && ctes[rv.Relname]:
-		w.noteAlias(alias, false)
+	case rv.Schemaname == "" && ctes.ctes[rv.Relname]:
 		return nil
 	case rv.Schemaname == "information_schema":
 		if refusedInformationSchema[rv.Relname] {
 			return pgerror.RefuseCatalog.New("information_schema.%s is not schema metadata and is not available through dpproxy", rv.Relname)
 		}
-		w.noteAlias(alias, false)
 		return nil
 	case rv.Schemaname == "pg_catalog" || (rv.Schemaname == "" && strings.HasPrefix(rv.Relname, "pg_")):
 		if catalogRelations[rv.Relname] {
-			stat := rv.Relname == "pg_class" || rv.Relname == "pg_database"
-			w.noteAlias(alias, stat)
-			if stat {
-				w.noteAlias(rv.Relname, true)
+			if rv.Relname == "pg_class" || rv.Relname == "pg_database" {
+				ctes.localStat = true
+				ctes.statRows[alias] = true
+				ctes.statRows[rv.Relname] = true
 			}
 			return nil
 		}
@@ -447,46 +439,28 @@ func (w *catalogWalker) relation(rv *pg_query.RangeVar, ctes cteScope) error {
 
 func isStatisticRelation(rel string) bool {
 	return rel == "pg_statistic" || rel == "pg_statistic_ext_data" || strings.HasPrefix(rel, "pg_stat") ||
-		rel == "pg_sequences" || rel == "pg_sequence" || rel == "pg_locks" || rel == "pg_largeobject"
+		rel == "pg_sequences" || rel == "pg_locks" || rel == "pg_largeobject"
 }
 
-func (w *catalogWalker) noteAlias(name string, stat bool) {
-	if !stat {
-		return
-	}
-	w.statRel = true
-	if w.rowNames == nil {
-		w.rowNames = map[string]bool{}
-	}
-	w.rowNames[name] = true
-}
-
-func (w *catalogWalker) columnRef(cr *pg_query.ColumnRef) error {
+func (w *catalogWalker) columnRef(cr *pg_query.ColumnRef, sc *catalogScope) error {
 	for _, f := range cr.Fields {
-		switch v := f.Node.(type) {
-		case *pg_query.Node_AStar:
-			w.stars = true
-			if w.statRel {
-				return w.starError()
-			}
-		case *pg_query.Node_String_:
-			if table, ok := statisticColumns[v.String_.Sval]; ok {
-				return refuseStatColumn(table, v.String_.Sval)
+		if v := f.GetString_(); v != nil {
+			if table, ok := statisticColumns[v.Sval]; ok {
+				return refuseStatColumn(table, v.Sval)
 			}
 		}
 	}
-	if len(cr.Fields) == 1 {
-		if s := cr.Fields[0].GetString_(); s != nil && w.rowNames[s.Sval] {
-			return pgerror.RefuseCatalog.New("a whole-row reference to %s would include its statistics columns", s.Sval).
-				WithHint("name the columns you need")
-		}
+	last := cr.Fields[len(cr.Fields)-1]
+	switch {
+	case last.GetAStar() != nil && len(cr.Fields) == 1 && sc.localStat,
+		last.GetAStar() != nil && len(cr.Fields) > 1 && sc.statRows[cr.Fields[len(cr.Fields)-2].GetString_().GetSval()]:
+		return pgerror.RefuseCatalog.New("`*` over pg_class or pg_database would include statistics columns such as reltuples and relpages").
+			WithHint("name the columns you need; row and page counts are not available through dpproxy")
+	case len(cr.Fields) == 1 && last.GetString_() != nil && sc.statRows[last.GetString_().GetSval()]:
+		return pgerror.RefuseCatalog.New("a whole-row reference to %s would include its statistics columns", last.GetString_().GetSval()).
+			WithHint("name the columns you need")
 	}
 	return nil
-}
-
-func (w *catalogWalker) starError() error {
-	return pgerror.RefuseCatalog.New("`*` over pg_class or pg_database would include statistics columns such as reltuples and relpages").
-		WithHint("name the columns you need; row and page counts are not available through dpproxy")
 }
 
 func refuseStatColumn(table, col string) error {
@@ -494,7 +468,7 @@ func refuseStatColumn(table, col string) error {
 		WithHint("schema metadata is allowed; row counts, page counts and transaction ids are not")
 }
 
-func (w *catalogWalker) funcCall(f *pg_query.FuncCall, ctes cteScope) error {
+func (w *catalogWalker) funcCall(f *pg_query.FuncCall, ctes *catalogScope) error {
 	name := funcName(f)
 	switch {
 	case statisticFunc(name):

@@ -28,6 +28,7 @@ func TestCatalogAllowed(t *testing.T) {
 		"WITH RECURSIVE t AS (SELECT oid, typbasetype FROM pg_type WHERE oid = $1 UNION ALL SELECT p.oid, p.typbasetype FROM pg_type p JOIN t ON p.oid = t.typbasetype) SELECT * FROM t",
 		"SELECT n.nspname, c.relname FROM pg_namespace n, pg_class c WHERE c.relnamespace = n.oid AND (information_schema._pg_expandarray(ARRAY[1,2])).n = 1",
 		"SELECT a.attname, row_number() OVER (PARTITION BY a.attrelid ORDER BY a.attnum) FROM pg_attribute a",
+		"SELECT * FROM (SELECT c.relname, a.attname FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid) c WHERE c.relname LIKE 'p%'",
 		"SELECT relname FROM pg_class UNION SELECT nspname FROM pg_namespace ORDER BY 1 LIMIT 5",
 	}
 	for _, sql := range append(strings.Split(string(data), "\n----\n"), extra...) {
@@ -63,6 +64,8 @@ func TestCatalogRefused(t *testing.T) {
 		{"SELECT x.* FROM (SELECT * FROM pg_catalog.pg_class) x", "DP014", "*"},
 		{"SELECT c FROM pg_class c", "DP014", "c"},
 		{"SELECT row_to_json(c) FROM pg_class c", "DP014", "c"},
+		{"SELECT (SELECT c FROM pg_namespace n LIMIT 1) FROM pg_class c", "DP014", "c"},
+		{"SELECT (SELECT c.* FROM pg_namespace n LIMIT 1) FROM pg_class c", "DP014", "*"},
 		{"SELECT (c).reltuples FROM pg_class c", "DP014", ""},
 		{"SELECT pg_relation_size('patients')", "DP012", ""}, // FROM-less: the constant-SELECT refusal wins
 		{"SELECT pg_total_relation_size(oid) FROM pg_class", "DP014", "pg_total_relation_size"},

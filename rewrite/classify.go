@@ -87,6 +87,13 @@ func statementVerb(text string) string {
 
 func sessionSet(v *pg_query.VariableSetStmt, text string) (*Statement, error) {
 	s := &Session{Name: strings.ToLower(v.Name), Local: v.IsLocal, Tag: "SET"}
+	switch s.Name {
+	case "role", "session_authorization":
+		// Settings are not applied upstream, so this would only pretend to
+		// change the role; say so instead.
+		return nil, pgerror.RefuseSetting.New("SET %s is not allowed through dpproxy", s.Name).
+			WithHint("dpproxy runs every query upstream as the DBA's read-only role")
+	}
 	switch v.Kind {
 	case pg_query.VariableSetKind_VAR_SET_VALUE:
 		s.Op = OpSet

@@ -12,10 +12,29 @@ import (
 	"github.com/dpproxy/dpproxy/policy"
 )
 
-// scope is what column references in a query can resolve to.
-type scope struct {
-	table *policy.Table
-	alias string // the name the query uses for the table
+// maxDomainGroups bounds the groups a query over public domains may produce.
+const maxDomainGroups = 10000
+
+// planBuilder accumulates a plan for one SELECT.
+type planBuilder struct {
+	sc   *scope
+	plan *Plan
+	// keyNodes are the GROUP BY expressions as written; keySQL their SQL.
+	keyNodes []*pg_query.Node
+	keySQL   []string
+	keyCol   []*policy.Column // the column a key reads, nil for none
+	// aggByText dedups aggregates written more than once.
+	aggByText map[string]int
+	// qs are the quantities' SQL, parallel to plan.Quantities.
+	qs []quantitySQL
+}
+
+// quantitySQL is how one quantity is computed. Row-level tables use Row;
+// unit-level tables compute Inner per (unit, group) and Outer over those.
+type quantitySQL struct {
+	Row   string
+	Inner string
+	Outer string // with %s for the inner column
 }
 
 func planAggregate(sel *pg_query.SelectStmt, pol *policy.Policy) (*Plan, error) {
@@ -23,280 +42,175 @@ func planAggregate(sel *pg_query.SelectStmt, pol *policy.Policy) (*Plan, error) 
 	if err != nil {
 		return nil, err
 	}
+	b := &planBuilder{
+		sc:        sc,
+		plan:      &Plan{Tables: []string{sc.table.QualifiedName()}, Limit: -1, MaxGroups: 1},
+		aggByText: map[string]int{},
+	}
+	b.plan.UnitLevel = sc.table.Privacy == policy.PrivacyUnit
 	if sel.WhereClause != nil {
 		if err := checkPredicate(sel.WhereClause, sc); err != nil {
 			return nil, err
 		}
 	}
-	b := &planBuilder{sc: sc, plan: &Plan{Tables: []string{sc.table.QualifiedName()}}}
-	for _, t := range sel.TargetList {
-		if err := b.addTarget(t.GetResTarget()); err != nil {
+	if err := b.addKeys(sel); err != nil {
+		return nil, err
+	}
+	if err := b.addOutputs(sel); err != nil {
+		return nil, err
+	}
+	if sel.HavingClause != nil {
+		e, err := b.postExpr(sel.HavingClause, "HAVING")
+		if err != nil {
 			return nil, err
 		}
+		b.plan.Having = e
 	}
-	for i := range b.plan.Quantities {
-		b.plan.Quantities[i].Weight = 1 / float64(len(b.plan.Quantities))
+	if err := b.addOrder(sel); err != nil {
+		return nil, err
 	}
-	sql, err := b.rewrite(sel)
+	if err := b.addLimit(sel); err != nil {
+		return nil, err
+	}
+	if len(b.plan.Aggs) == 0 {
+		return nil, pgerror.RefusePrivateColumn.New("a query over private table %s must aggregate", sc.table.QualifiedName()).
+			WithHint("add an aggregate such as count(*) to the select list")
+	}
+	b.finishSensitivities()
+	sql, err := b.generateSQL(sel.WhereClause)
 	if err != nil {
 		return nil, err
+	}
+	if err := verifyRewritten(sql, b.sc, b.plan); err != nil {
+		return nil, fmt.Errorf("rewritten query failed verification: %w", err)
 	}
 	b.plan.SQL = sql
 	return b.plan, nil
 }
 
-func resolveFrom(from []*pg_query.Node, pol *policy.Policy) (*scope, error) {
-	if len(from) != 1 {
-		return nil, pgerror.RefuseUnsupported.New("joins are not supported yet: query one table at a time")
+// finishSensitivities scales sensitivities by the groups one unit may touch,
+// adds the partition-selection count when some key has no public domain, and
+// splits ε evenly over the quantities.
+func (b *planBuilder) finishSensitivities() {
+	t := b.sc.table
+	if b.plan.UnitLevel && len(b.plan.Keys) > 0 {
+		b.plan.MaxGroups = max(1, t.MaxGroupsPerUnit)
 	}
-	rv := from[0].GetRangeVar()
-	if rv == nil {
-		switch from[0].Node.(type) {
-		case *pg_query.Node_JoinExpr:
-			return nil, pgerror.RefuseUnsupported.New("joins are not supported yet: query one table at a time")
-		case *pg_query.Node_RangeSubselect:
-			return nil, pgerror.RefuseUnsupported.New("subqueries in FROM are not supported yet")
-		case *pg_query.Node_RangeFunction:
-			return nil, pgerror.RefuseFunction.New("set-returning functions in FROM are not allowed")
+	for i := range b.plan.Quantities {
+		b.plan.Quantities[i].L1Sensitivity *= float64(b.plan.MaxGroups)
+	}
+	for _, k := range b.plan.Keys {
+		if k.Domain == nil {
+			units := quantitySQL{Row: "count(*)", Inner: "1", Outer: "count(%s)"}
+			idx := b.addQuantity(Quantity{Expr: "privacy units in group", L1Sensitivity: 1, Granularity: 1, NonNegative: true}, units)
+			b.plan.Selection = &Selection{Units: idx, MaxGroups: b.plan.MaxGroups}
+			break
 		}
-		return nil, pgerror.RefuseUnsupported.New("unsupported FROM item")
 	}
-	if rv.Catalogname != "" {
-		return nil, pgerror.RefuseUnsupported.New("cross-database references are not supported")
+	for i := range b.plan.Quantities {
+		b.plan.Quantities[i].Weight = 1 / float64(len(b.plan.Quantities))
 	}
-	t := pol.Table(rv.Schemaname, rv.Relname)
-	if t == nil {
-		name := rv.Relname
-		if rv.Schemaname != "" {
-			name = rv.Schemaname + "." + name
-		}
-		if strings.HasPrefix(rv.Schemaname, "pg_") || rv.Schemaname == "information_schema" || strings.HasPrefix(rv.Relname, "pg_") {
-			return nil, pgerror.RefuseCatalog.New("catalog relation %s is not allowed in this query", name)
-		}
-		return nil, pgerror.RefuseUnknownTable.New("relation %q is not declared in the dpproxy policy", name)
-	}
-	switch t.Privacy {
-	case policy.PrivacyUnit:
-		return nil, pgerror.RefuseUnsupported.New("table %s has a privacy unit; contribution bounding is not supported yet", t.QualifiedName())
-	case policy.PrivacyPublic:
-		return nil, pgerror.RefuseUnsupported.New("queries over public table %s are not supported yet", t.QualifiedName())
-	}
-	alias := t.Name
-	if rv.Alias != nil {
-		alias = rv.Alias.Aliasname
-	}
-	return &scope{table: t, alias: alias}, nil
 }
 
-// column resolves a column reference against the scope.
-func (sc *scope) column(cr *pg_query.ColumnRef) (*policy.Column, error) {
-	fields := cr.Fields
-	var names []string
-	for _, f := range fields {
-		if _, star := f.Node.(*pg_query.Node_AStar); star {
-			return nil, pgerror.RefusePrivateColumn.New("SELECT * would return the private rows of table %s", sc.table.QualifiedName())
-		}
-		names = append(names, f.GetString_().GetSval())
-	}
-	var col string
-	switch len(names) {
-	case 1:
-		col = names[0]
-	case 2:
-		if names[0] != sc.alias {
-			return nil, pgerror.RefuseUnknownColumn.New("missing FROM-clause entry for table %q", names[0])
-		}
-		col = names[1]
-	case 3:
-		if names[0] != sc.table.Schema || names[1] != sc.table.Name {
-			return nil, pgerror.RefuseUnknownColumn.New("missing FROM-clause entry for table %q", names[0]+"."+names[1])
-		}
-		col = names[2]
-	default:
-		return nil, pgerror.RefuseUnknownColumn.New("improper qualified name %q", strings.Join(names, "."))
-	}
-	c := sc.table.Column(col)
-	if c == nil {
-		return nil, pgerror.RefuseUnknownColumn.New("column %q of table %s is not declared in the dpproxy policy", col, sc.table.QualifiedName())
-	}
-	if c.Hidden {
-		return nil, pgerror.RefuseHiddenColumn.New("column %q of table %s is hidden by the policy", col, sc.table.QualifiedName())
-	}
-	return c, nil
-}
-
-type planBuilder struct {
-	sc      *scope
-	plan    *Plan
-	targets []string // rewritten select list, one entry per quantity
-}
-
-func (b *planBuilder) quantity(expr, sqlExpr string, sens, gran float64, nonNeg bool) int {
-	b.plan.Quantities = append(b.plan.Quantities, Quantity{Expr: expr, L1Sensitivity: sens, Granularity: gran, NonNegative: nonNeg})
-	b.targets = append(b.targets, fmt.Sprintf("%s AS q%d", sqlExpr, len(b.targets)))
+func (b *planBuilder) addQuantity(q Quantity, s quantitySQL) int {
+	b.plan.Quantities = append(b.plan.Quantities, q)
+	b.qs = append(b.qs, s)
 	return len(b.plan.Quantities) - 1
 }
 
-func (b *planBuilder) addTarget(rt *pg_query.ResTarget) error {
-	if rt == nil || rt.Val == nil {
-		return pgerror.RefuseUnsupported.New("unsupported select list item")
+func (b *planBuilder) addLimit(sel *pg_query.SelectStmt) error {
+	get := func(n *pg_query.Node, what string) (int64, error) {
+		c := n.GetAConst()
+		if c == nil {
+			return 0, pgerror.RefuseUnsupported.New("%s must be an integer constant", what)
+		}
+		iv, ok := c.Val.(*pg_query.A_Const_Ival)
+		if c.Isnull {
+			return -1, nil
+		}
+		if !ok || iv.Ival.Ival < 0 {
+			return 0, pgerror.RefuseUnsupported.New("%s must be a non-negative integer constant", what)
+		}
+		return int64(iv.Ival.Ival), nil
 	}
-	switch v := rt.Val.Node.(type) {
-	case *pg_query.Node_ColumnRef:
-		c, err := b.sc.column(v.ColumnRef)
+	if sel.LimitOption == pg_query.LimitOption_LIMIT_OPTION_WITH_TIES {
+		return pgerror.RefuseUnsupported.New("FETCH ... WITH TIES is not supported")
+	}
+	if sel.LimitCount != nil {
+		n, err := get(sel.LimitCount, "LIMIT")
 		if err != nil {
 			return err
 		}
-		return pgerror.RefusePrivateColumn.New("column %q of table %s is private and can only be read through an aggregate", c.Name, b.sc.table.QualifiedName()).
-			WithHint("use an aggregate like count(*) or avg(%s)", c.Name)
-	case *pg_query.Node_FuncCall:
-		return b.addAggregate(v.FuncCall, rt.Name)
+		b.plan.Limit = n
 	}
-	return pgerror.RefuseUnsupported.New("select list items must be aggregates such as count(*), sum(col) or avg(col)")
-}
-
-func (b *planBuilder) addAggregate(f *pg_query.FuncCall, alias string) error {
-	name := funcName(f)
-	switch {
-	case f.Over != nil:
-		return pgerror.RefuseUnsupported.New("window functions are not supported")
-	case f.AggFilter != nil:
-		return pgerror.RefuseUnsupported.New("FILTER (WHERE ...) is not supported yet").WithHint("move the condition into WHERE")
-	case f.AggDistinct:
-		return pgerror.RefuseUnsupported.New("%s(DISTINCT ...) is not supported yet", name)
-	case len(f.AggOrder) > 0 || f.AggWithinGroup:
-		return pgerror.RefuseUnsupported.New("ordered-set aggregates are not supported yet")
-	case f.FuncVariadic:
-		return pgerror.RefuseUnsupported.New("VARIADIC calls are not supported")
-	}
-	out := Output{Name: alias, Agg: name}
-	if out.Name == "" {
-		out.Name = name
-	}
-	switch name {
-	case AggCount:
-		out.Type = TypeInt8
-		if f.AggStar {
-			out.Value = b.quantity("count(*)", "count(*)", 1, 1, true)
-			break
-		}
-		c, err := b.singleColumnArg(f, name)
+	if sel.LimitOffset != nil {
+		n, err := get(sel.LimitOffset, "OFFSET")
 		if err != nil {
 			return err
 		}
-		out.Value = b.quantity(fmt.Sprintf("count(%s)", c.Name), fmt.Sprintf("count(%s)", quoteIdent(c.Name)), 1, 1, true)
-	case AggSum, AggAvg:
-		c, err := b.singleColumnArg(f, name)
-		if err != nil {
-			return err
-		}
-		if !c.IsNumeric() {
-			return pgerror.RefuseUnsupported.New("%s(%s) needs a numeric column; %s is %s", name, c.Name, c.Name, c.Type).
-				WithHint("use count(%s) for non-numeric columns", c.Name)
-		}
-		if c.Bounds == nil {
-			return pgerror.RefuseNoBounds.New("%s(%s) needs bounds for column %q, and the policy declares none", name, c.Name, c.Name)
-		}
-		lo, hi := c.Bounds.Lower, c.Bounds.Upper
-		clamped := clampSQL(c, lo, hi)
-		gran := c.EffectiveGranularity()
-		if name == AggSum {
-			out.Type = sumType(c)
-			out.Value = b.quantity(fmt.Sprintf("sum(%s)", c.Name), fmt.Sprintf("sum(%s)", clamped), math.Max(math.Abs(lo), math.Abs(hi)), gran, false)
-			break
-		}
-		// avg = mid + noisy Σ(x - mid) / noisy count: centring halves the
-		// sum's sensitivity (Google's differential-privacy BoundedMean).
-		mid := lo + (hi-lo)/2
-		out.Type = avgType(c)
-		out.Lower, out.Upper, out.Mid = lo, hi, mid
-		centred := fmt.Sprintf("sum(%s - %s)", clamped, numLiteral(mid, c))
-		out.Value = b.quantity(fmt.Sprintf("sum(%s - mid)", c.Name), centred, (hi-lo)/2, gran, false)
-		out.Count = b.quantity(fmt.Sprintf("count(%s)", c.Name), fmt.Sprintf("count(%s)", quoteIdent(c.Name)), 1, 1, true)
-	default:
-		return pgerror.RefuseFunction.New("function %s is not a supported aggregate", name).
-			WithHint("supported aggregates are count(*), count(col), sum(col) and avg(col)")
+		b.plan.Offset = max(0, n)
 	}
-	b.plan.Outputs = append(b.plan.Outputs, out)
 	return nil
-}
-
-func (b *planBuilder) singleColumnArg(f *pg_query.FuncCall, name string) (*policy.Column, error) {
-	if len(f.Args) != 1 {
-		return nil, pgerror.RefuseUnsupported.New("%s takes exactly one column", name)
-	}
-	cr := f.Args[0].GetColumnRef()
-	if cr == nil {
-		return nil, pgerror.RefuseUnsupported.New("%s of an expression is not supported yet; aggregate a column", name)
-	}
-	return b.sc.column(cr)
 }
 
 // clampSQL clamps a column to [lo, hi]. Integer columns with int4-sized
 // bounds stay int4, so sum() uses its fast int8 accumulator without overflow;
 // anything else is clamped as numeric, which cannot overflow either.
-func clampSQL(c *policy.Column, lo, hi float64) string {
-	col := quoteIdent(c.Name)
-	if !(c.IsInteger() && isInt32(lo) && isInt32(hi) && c.Type != "bigint") {
-		col += "::numeric"
+func clampSQL(colSQL string, c *policy.Column, lo, hi float64) string {
+	if !intArithmetic(c, lo, hi) && c.Type != "numeric" {
+		colSQL += "::numeric"
 	}
-	return fmt.Sprintf("LEAST(GREATEST(%s, %s), %s)", col, numLiteral(lo, c), numLiteral(hi, c))
+	return fmt.Sprintf("LEAST(GREATEST(%s, %s), %s)", colSQL, numLiteral(lo, c), numLiteral(hi, c))
+}
+
+func intArithmetic(c *policy.Column, lo, hi float64) bool {
+	return c != nil && c.IsInteger() && c.Type != "bigint" && isInt32(lo) && isInt32(hi)
 }
 
 func isInt32(f float64) bool { return f == math.Trunc(f) && f >= math.MinInt32 && f <= math.MaxInt32 }
 
 func numLiteral(f float64, c *policy.Column) string {
-	if c.IsInteger() && isInt32(f) && c.Type != "bigint" {
-		return strconv.FormatInt(int64(f), 10)
+	var s string
+	if c != nil && c.IsInteger() && c.Type != "bigint" && isInt32(f) {
+		s = strconv.FormatInt(int64(f), 10)
+	} else {
+		s = strconv.FormatFloat(f, 'f', -1, 64)
 	}
-	s := strconv.FormatFloat(f, 'f', -1, 64)
 	if f < 0 {
 		return "(" + s + ")"
 	}
 	return s
 }
 
-func sumType(c *policy.Column) ResultType {
-	switch c.Type {
-	case "smallint", "integer":
-		return TypeInt8
-	case "real", "double precision":
-		return TypeFloat8
-	}
-	return TypeNumeric
-}
-
-func avgType(c *policy.Column) ResultType {
-	if c.Type == "real" || c.Type == "double precision" {
-		return TypeFloat8
-	}
-	return TypeNumeric
-}
-
-// rewrite replaces the select list with the quantities and deparses, then
-// re-parses and re-validates the result.
-func (b *planBuilder) rewrite(sel *pg_query.SelectStmt) (string, error) {
-	tmpl, err := pg_query.Parse("SELECT " + strings.Join(b.targets, ", "))
-	if err != nil {
-		return "", fmt.Errorf("building rewritten select list: %w", err)
-	}
-	out := &pg_query.SelectStmt{
-		TargetList:  tmpl.Stmts[0].Stmt.GetSelectStmt().TargetList,
-		FromClause:  sel.FromClause,
-		WhereClause: sel.WhereClause,
-		LimitOption: pg_query.LimitOption_LIMIT_OPTION_DEFAULT,
-		Op:          pg_query.SetOperation_SETOP_NONE,
-	}
-	sql, err := deparse(&pg_query.Node{Node: &pg_query.Node_SelectStmt{SelectStmt: out}})
-	if err != nil {
-		return "", fmt.Errorf("deparsing rewritten query: %w", err)
-	}
-	if err := verifyRewritten(sql, b.sc, len(b.plan.Quantities)); err != nil {
-		return "", err
-	}
-	return sql, nil
-}
-
 func quoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
 
+func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+
 func itoa(i int64) string { return strconv.FormatInt(i, 10) }
+
+// exprSQL renders a validated expression node as SQL with the real deparser.
+func exprSQL(n *pg_query.Node) (string, error) {
+	sel := &pg_query.SelectStmt{
+		TargetList:  []*pg_query.Node{{Node: &pg_query.Node_ResTarget{ResTarget: &pg_query.ResTarget{Val: n}}}},
+		LimitOption: pg_query.LimitOption_LIMIT_OPTION_DEFAULT, Op: pg_query.SetOperation_SETOP_NONE,
+	}
+	s, err := deparse(&pg_query.Node{Node: &pg_query.Node_SelectStmt{SelectStmt: sel}})
+	if err != nil {
+		return "", err
+	}
+	s, ok := strings.CutPrefix(s, "SELECT ")
+	if !ok {
+		return "", fmt.Errorf("unexpected deparse %q", s)
+	}
+	return s, nil
+}
+
+// decimalsOf is how many digits after the point a granularity needs.
+func decimalsOf(g float64) int {
+	d := 0
+	for d < 12 && math.Abs(g-math.Round(g)) > 1e-9*math.Max(1, math.Abs(g)) {
+		g *= 10
+		d++
+	}
+	return d
+}

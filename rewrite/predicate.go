@@ -72,6 +72,13 @@ func checkExpr(n *pg_query.Node, sc *scope, inArith bool) error {
 			}
 		}
 		return nil
+	case *pg_query.Node_CoalesceExpr:
+		for _, a := range e.CoalesceExpr.Args {
+			if err := checkExpr(a, sc, inArith); err != nil {
+				return err
+			}
+		}
+		return nil
 	case *pg_query.Node_SubLink:
 		return pgerror.RefuseUnsupported.New("subqueries in WHERE are not supported yet")
 	case *pg_query.Node_SqlvalueFunction:

@@ -50,17 +50,9 @@ func checkSelectShape(sel *pg_query.SelectStmt) error {
 		return pgerror.RefuseWrite.New("SELECT ... FOR UPDATE/SHARE locks rows and is not allowed")
 	case len(sel.DistinctClause) > 0:
 		return pgerror.RefuseUnsupported.New("SELECT DISTINCT is not supported").
-			WithHint("use count(DISTINCT ...) is not available yet either; use count(*) with WHERE")
-	case len(sel.GroupClause) > 0:
-		return pgerror.RefuseUnsupported.New("GROUP BY is not supported yet").
-			WithHint("filter with WHERE on one group at a time, e.g. WHERE sex = 'F'")
-	case sel.HavingClause != nil:
-		return pgerror.RefuseUnsupported.New("HAVING is not supported yet")
+			WithHint("to list groups, use GROUP BY with an aggregate such as count(*)")
 	case len(sel.WindowClause) > 0:
 		return pgerror.RefuseUnsupported.New("window clauses are not supported")
-	case len(sel.SortClause) > 0, sel.LimitCount != nil, sel.LimitOffset != nil:
-		return pgerror.RefuseUnsupported.New("ORDER BY, LIMIT and OFFSET are not supported yet on aggregate queries").
-			WithHint("an aggregate query without GROUP BY returns one row; drop ORDER BY and LIMIT")
 	}
 	return nil
 }

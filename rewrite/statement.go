@@ -6,7 +6,7 @@ type Kind int
 const (
 	KindEmpty       Kind = iota // an empty query string
 	KindSession                 // SET, SHOW, RESET, BEGIN, COMMIT, ... handled by the proxy
-	KindPassthrough             // reads no table (SELECT 1, SELECT version()): run upstream as is
+	KindPassthrough             // reads no private data (SELECT 1, allowed catalog queries): run upstream as is
 	KindDP                      // an aggregate over private tables: charge, run the plan, add noise
 )
 
@@ -45,42 +45,113 @@ const (
 	OpDeallocate
 )
 
-// Plan is how a DP query is answered.
+// Plan is how a DP query is answered. The rewritten SQL returns one row per
+// group: first the group keys, then the exact quantities. Noise is added to
+// each quantity; everything after that (aggregates from quantities, output
+// expressions, HAVING, ORDER BY, LIMIT) is post-processing.
 type Plan struct {
-	SQL        string     // rewritten SQL computing the exact clamped quantities, one row
+	SQL        string
 	Tables     []string   // schema.name of every table read
-	Quantities []Quantity // noisy quantities, in the rewritten SQL's column order
+	Keys       []Key      // group keys; none without GROUP BY (then SQL returns exactly one row)
+	Quantities []Quantity // noisy quantities, after the keys in SQL's columns
+	Aggs       []Agg      // aggregates computed from quantities
 	Outputs    []Output   // columns the analyst sees
+	// Selection is set when some group key has no public domain: a group is
+	// released only if its noisy count of privacy units passes a threshold,
+	// which costs delta.
+	Selection *Selection
+	Having    *Expr
+	Order     []Order
+	Limit     int64 // -1: no LIMIT
+	Offset    int64
+	// UnitLevel is true when the table has a privacy unit; MaxGroups is the
+	// most groups one unit contributes to (1 without GROUP BY or for
+	// row-level tables).
+	UnitLevel bool
+	MaxGroups int
+}
+
+// Key is a group key column.
+type Key struct {
+	Name   string
+	Type   ResultType
+	Domain []string // public domain (every group is answered, empty ones too); nil: partition selection
+}
+
+// Selection is DP partition selection over the groups.
+type Selection struct {
+	Units     int // quantity index of the exact count of privacy units in the group
+	MaxGroups int // partitions one unit contributes to
 }
 
 // Quantity is one exact value the rewritten SQL returns, to which noise is
 // added. Its ε is Weight × the query's ε; weights of a plan sum to 1.
 type Quantity struct {
 	Expr          string  // what it measures, for notices and explain
-	L1Sensitivity float64 // from the policy's bounds
+	L1Sensitivity float64 // over all groups, from the policy's bounds
 	Granularity   float64
 	Weight        float64
 	NonNegative   bool // counts: clamp the noisy value at zero (post-processing)
 }
 
-// Aggregate kinds of an output.
+// Aggregate kinds.
 const (
 	AggCount = "count"
 	AggSum   = "sum"
 	AggAvg   = "avg"
 )
 
-// Output is one column of the answer, computed from noisy quantities by
-// post-processing only.
-type Output struct {
-	Name  string
+// Agg is one aggregate of the query, computed from noisy quantities.
+type Agg struct {
+	Kind  string
+	Text  string // as written, for notices
 	Type  ResultType
-	Agg   string
-	Value int // index into Quantities: the count or sum; for avg the centred sum
-	Count int // for avg: index of the count quantity
-	// For avg: the clamping range and its midpoint, which the centred sum
-	// is relative to.
+	Value int // quantity: the count or sum; for avg the centred sum
+	Count int // avg: the count quantity
+	// avg: the clamping range and its midpoint.
 	Lower, Upper, Mid float64
+	Decimals          int // digits after the point for numeric results
+}
+
+// Output is one column of the answer.
+type Output struct {
+	Name     string
+	Type     ResultType
+	Expr     *Expr
+	Decimals int // numeric results: digits after the point
+}
+
+// Order is one ORDER BY item, evaluated after noise.
+type Order struct {
+	Expr       *Expr
+	Desc       bool
+	NullsFirst bool
+}
+
+// ExprKind is the kind of a post-processing expression node.
+type ExprKind int
+
+const (
+	ExprAgg   ExprKind = iota // Index: into Plan.Aggs
+	ExprKey                   // Index: into Plan.Keys
+	ExprConst                 // Num or Str
+	ExprOp                    // Op over Args: + - * / = <> < <= > >= AND OR NOT
+	ExprFunc                  // Op names the function: round, abs, greatest, least, coalesce
+	ExprCast                  // Type is the target
+	ExprIsNull                // Args[0] IS NULL; Op "not" for IS NOT NULL
+)
+
+// Expr is an expression over aggregates and keys, evaluated after noise.
+type Expr struct {
+	Kind  ExprKind
+	Index int
+	Num   float64
+	Str   string
+	IsStr bool
+	Null  bool
+	Op    string
+	Args  []*Expr
+	Type  ResultType
 }
 
 // ResultType is the Postgres type of an output column, as a direct query
@@ -90,9 +161,52 @@ type ResultType struct {
 	Name string
 }
 
-// Type OIDs used in answers.
+// Result types.
 var (
-	TypeInt8    = ResultType{20, "bigint"}
-	TypeNumeric = ResultType{1700, "numeric"}
-	TypeFloat8  = ResultType{701, "double precision"}
+	TypeBool        = ResultType{16, "boolean"}
+	TypeInt8        = ResultType{20, "bigint"}
+	TypeInt2        = ResultType{21, "smallint"}
+	TypeInt4        = ResultType{23, "integer"}
+	TypeText        = ResultType{25, "text"}
+	TypeFloat4      = ResultType{700, "real"}
+	TypeFloat8      = ResultType{701, "double precision"}
+	TypeDate        = ResultType{1082, "date"}
+	TypeTimestamp   = ResultType{1114, "timestamp without time zone"}
+	TypeTimestamptz = ResultType{1184, "timestamp with time zone"}
+	TypeNumeric     = ResultType{1700, "numeric"}
 )
+
+// IsInteger reports whether values of t are integers.
+func (t ResultType) IsInteger() bool { return t == TypeInt2 || t == TypeInt4 || t == TypeInt8 }
+
+// IsNumber reports whether t is a number type.
+func (t ResultType) IsNumber() bool {
+	return t.IsInteger() || t == TypeNumeric || t == TypeFloat8 || t == TypeFloat4
+}
+
+// columnType maps a policy column type to its result type.
+func columnType(policyType string) ResultType {
+	switch policyType {
+	case "smallint":
+		return TypeInt2
+	case "integer":
+		return TypeInt4
+	case "bigint":
+		return TypeInt8
+	case "numeric":
+		return TypeNumeric
+	case "real":
+		return TypeFloat4
+	case "double precision":
+		return TypeFloat8
+	case "date":
+		return TypeDate
+	case "timestamp":
+		return TypeTimestamp
+	case "timestamptz":
+		return TypeTimestamptz
+	case "boolean":
+		return TypeBool
+	}
+	return TypeText
+}

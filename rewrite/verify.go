@@ -6,64 +6,275 @@ import (
 	pg_query "github.com/pganalyze/pg_query_go/v6"
 )
 
-// verifyRewritten re-parses a rewritten statement and checks, independently
-// of how it was built, that it is one SELECT over the scope's table whose
-// select list holds exactly n aggregates of clamped columns or counts, and
-// whose WHERE passes the predicate allowlist.
-func verifyRewritten(sql string, sc *scope, n int) error {
+// verifyRewritten re-parses a rewritten statement and checks, without the
+// planner's help, that it can only release bounded aggregates: one SELECT
+// whose outputs are the plan's group keys followed by aggregates that are
+// counts, or sums of values clamped to constant bounds; that reads only the
+// scope's table, filtered by predicates on the allowlist; and, for tables
+// with a privacy unit, that per-unit totals are clamped and groups per unit
+// are limited before the final aggregation.
+func verifyRewritten(sql string, sc *scope, plan *Plan) error {
 	raws, err := parse(sql)
 	if err != nil {
-		return fmt.Errorf("rewritten query does not re-parse: %w", err)
+		return fmt.Errorf("does not re-parse: %w", err)
 	}
-	if len(raws) != 1 {
-		return fmt.Errorf("rewritten query has %d statements", len(raws))
+	if len(raws) != 1 || raws[0].Stmt.GetSelectStmt() == nil {
+		return fmt.Errorf("is not one SELECT")
 	}
-	sel := raws[0].Stmt.GetSelectStmt()
-	if sel == nil {
-		return fmt.Errorf("rewritten query is not a SELECT")
+	top := raws[0].Stmt.GetSelectStmt()
+	nk, nq := len(plan.Keys), len(plan.Quantities)
+	if !plan.UnitLevel {
+		return verifyRowLevel(top, sc, nk, nq)
 	}
-	if err := checkSelectShape(sel); err != nil {
-		return fmt.Errorf("rewritten query has a refused clause: %w", err)
+	if err := verifyPlainSelect(top); err != nil {
+		return err
 	}
-	if len(sel.FromClause) != 1 {
-		return fmt.Errorf("rewritten query reads %d FROM items", len(sel.FromClause))
+	if len(top.TargetList) != nk+nq {
+		return fmt.Errorf("has %d outputs, want %d", len(top.TargetList), nk+nq)
 	}
-	rv := sel.FromClause[0].GetRangeVar()
-	if rv == nil || rv.Relname != sc.table.Name || (rv.Schemaname != "" && rv.Schemaname != sc.table.Schema) {
-		return fmt.Errorf("rewritten query reads another relation")
-	}
-	if sel.WhereClause != nil {
-		if err := checkPredicate(sel.WhereClause, sc); err != nil {
-			return fmt.Errorf("rewritten WHERE fails validation: %w", err)
+	for i, t := range top.TargetList[nk:] {
+		if err := verifyOuterAggregate(t.GetResTarget().GetVal()); err != nil {
+			return fmt.Errorf("output %d: %w", nk+i, err)
 		}
 	}
-	if len(sel.TargetList) != n {
-		return fmt.Errorf("rewritten query has %d outputs, want %d", len(sel.TargetList), n)
+	if len(top.FromClause) != 1 || top.FromClause[0].GetRangeSubselect() == nil {
+		return fmt.Errorf("outer query does not read a subquery")
 	}
-	for i, t := range sel.TargetList {
-		f := t.GetResTarget().GetVal().GetFuncCall()
-		if f == nil || f.Over != nil || f.AggFilter != nil || f.AggDistinct || len(f.AggOrder) > 0 {
-			return fmt.Errorf("rewritten output %d is not a plain aggregate", i)
+	sub := top.FromClause[0].GetRangeSubselect().Subquery.GetSelectStmt()
+	if sub == nil || verifyPlainSelect(sub) != nil {
+		return fmt.Errorf("malformed bounding subquery")
+	}
+	perUnit := sub
+	if nk > 0 {
+		// dp_bounded: row_number() OVER (PARTITION BY dp_unit ORDER BY random()),
+		// and the outer WHERE keeps rank <= max groups.
+		if err := verifyRankFilter(top.WhereClause, plan.MaxGroups); err != nil {
+			return err
 		}
-		switch funcName(f) {
-		case "count":
-			if !f.AggStar && (len(f.Args) != 1 || f.Args[0].GetColumnRef() == nil) {
-				return fmt.Errorf("rewritten count %d has an unexpected argument", i)
+		if err := verifyRanking(sub); err != nil {
+			return err
+		}
+		if len(sub.FromClause) != 1 || sub.FromClause[0].GetRangeSubselect() == nil {
+			return fmt.Errorf("bounding layer does not read the per-unit subquery")
+		}
+		perUnit = sub.FromClause[0].GetRangeSubselect().Subquery.GetSelectStmt()
+		if perUnit == nil {
+			return fmt.Errorf("missing per-unit subquery")
+		}
+	} else if top.WhereClause != nil || len(top.GroupClause) > 0 {
+		return fmt.Errorf("ungrouped outer query has WHERE or GROUP BY")
+	}
+	return verifyPerUnit(perUnit, sc)
+}
+
+func verifyPlainSelect(s *pg_query.SelectStmt) error {
+	if s.Op != pg_query.SetOperation_SETOP_NONE || s.WithClause != nil || s.IntoClause != nil || len(s.ValuesLists) > 0 ||
+		len(s.LockingClause) > 0 || len(s.DistinctClause) > 0 || s.HavingClause != nil || len(s.WindowClause) > 0 ||
+		len(s.SortClause) > 0 || s.LimitCount != nil || s.LimitOffset != nil {
+		return fmt.Errorf("has a clause the rewriter never emits")
+	}
+	return nil
+}
+
+func verifyTableRef(from []*pg_query.Node, sc *scope) error {
+	if len(from) != 1 {
+		return fmt.Errorf("reads %d relations", len(from))
+	}
+	rv := from[0].GetRangeVar()
+	if rv == nil || rv.Relname != sc.table.Name || rv.Schemaname != sc.table.Schema || !rv.Inh {
+		return fmt.Errorf("reads a relation other than %s", sc.table.QualifiedName())
+	}
+	return nil
+}
+
+func verifyRowLevel(s *pg_query.SelectStmt, sc *scope, nk, nq int) error {
+	if err := verifyPlainSelect(s); err != nil {
+		return err
+	}
+	if err := verifyTableRef(s.FromClause, sc); err != nil {
+		return err
+	}
+	if s.WhereClause != nil {
+		if err := checkPredicate(s.WhereClause, sc); err != nil {
+			return fmt.Errorf("WHERE fails validation: %w", err)
+		}
+	}
+	if len(s.TargetList) != nk+nq {
+		return fmt.Errorf("has %d outputs, want %d", len(s.TargetList), nk+nq)
+	}
+	for i, t := range s.TargetList {
+		v := t.GetResTarget().GetVal()
+		if i < nk {
+			if err := verifyKeyExpr(v, sc); err != nil {
+				return err
 			}
-			if !f.AggStar {
-				if _, err := sc.column(f.Args[0].GetColumnRef()); err != nil {
-					return err
-				}
-			}
-		case "sum":
-			if len(f.Args) != 1 || !isClamped(f.Args[0], sc) {
-				return fmt.Errorf("rewritten sum %d does not sum a clamped column", i)
-			}
-		default:
-			return fmt.Errorf("rewritten output %d uses %s", i, funcName(f))
+			continue
+		}
+		if err := verifyRowAggregate(v, sc); err != nil {
+			return fmt.Errorf("output %d: %w", i, err)
+		}
+	}
+	return verifyGroupPositions(s.GroupClause, nk)
+}
+
+func verifyPerUnit(s *pg_query.SelectStmt, sc *scope) error {
+	if err := verifyPlainSelect(s); err != nil {
+		return err
+	}
+	if err := verifyTableRef(s.FromClause, sc); err != nil {
+		return err
+	}
+	if s.WhereClause != nil {
+		if err := checkPredicate(s.WhereClause, sc); err != nil {
+			return fmt.Errorf("WHERE fails validation: %w", err)
+		}
+	}
+	if len(s.TargetList) == 0 {
+		return fmt.Errorf("per-unit query is empty")
+	}
+	first := s.TargetList[0].GetResTarget()
+	cr := first.GetVal().GetColumnRef()
+	if first.Name != unitCol || cr == nil {
+		return fmt.Errorf("per-unit query does not start with the privacy unit")
+	}
+	last := cr.Fields[len(cr.Fields)-1].GetString_().GetSval()
+	if last != sc.table.Unit {
+		return fmt.Errorf("per-unit query groups by %q, not the privacy unit %q", last, sc.table.Unit)
+	}
+	if len(s.GroupClause) == 0 {
+		return fmt.Errorf("per-unit query is not grouped")
+	}
+	if p, ok := intConst(s.GroupClause[0]); !ok || p != 1 {
+		return fmt.Errorf("per-unit query is not grouped by the unit first")
+	}
+	for _, t := range s.TargetList[1:] {
+		v := t.GetResTarget().GetVal()
+		if c := v.GetAConst(); c != nil {
+			continue
+		}
+		if verifyRowAggregate(v, sc) == nil || verifyKeyExpr(v, sc) == nil {
+			continue
+		}
+		return fmt.Errorf("per-unit query has an unexpected output")
+	}
+	return nil
+}
+
+func verifyGroupPositions(items []*pg_query.Node, nk int) error {
+	if len(items) != nk {
+		return fmt.Errorf("groups by %d items, want %d", len(items), nk)
+	}
+	for i, g := range items {
+		if p, ok := intConst(g); !ok || int(p) != i+1 {
+			return fmt.Errorf("GROUP BY item %d is not position %d", i, i+1)
 		}
 	}
 	return nil
+}
+
+// verifyKeyExpr accepts a column or an allowed derived key.
+func verifyKeyExpr(n *pg_query.Node, sc *scope) error {
+	if cr := n.GetColumnRef(); cr != nil {
+		_, err := sc.column(cr)
+		return err
+	}
+	b := &planBuilder{sc: sc}
+	if f := n.GetFuncCall(); f != nil {
+		_, _, err := b.derivedKey(f)
+		return err
+	}
+	return fmt.Errorf("group key is neither a column nor an allowed derived key")
+}
+
+// verifyRowAggregate accepts count(*), count(col), sum(clamp(col)) and
+// sum(clamp(col) - c), each with an optional FILTER on the allowlist.
+func verifyRowAggregate(n *pg_query.Node, sc *scope) error {
+	f := n.GetFuncCall()
+	if f == nil || f.Over != nil || f.AggDistinct || len(f.AggOrder) > 0 || f.AggWithinGroup {
+		return fmt.Errorf("is not a plain aggregate")
+	}
+	if f.AggFilter != nil {
+		if err := checkPredicate(f.AggFilter, sc); err != nil {
+			return err
+		}
+	}
+	switch funcName(f) {
+	case "count":
+		if f.AggStar {
+			return nil
+		}
+		if len(f.Args) == 1 && f.Args[0].GetColumnRef() != nil {
+			_, err := sc.column(f.Args[0].GetColumnRef())
+			return err
+		}
+	case "sum":
+		if len(f.Args) == 1 && isClamped(f.Args[0], sc) {
+			return nil
+		}
+	}
+	return fmt.Errorf("is not a count or a sum of a clamped column")
+}
+
+// verifyOuterAggregate accepts count(col), sum(LEAST(col, c)) and
+// sum(LEAST(GREATEST(col, c1), c2)) over per-unit columns.
+func verifyOuterAggregate(n *pg_query.Node) error {
+	f := n.GetFuncCall()
+	if f == nil || f.Over != nil || f.AggDistinct || f.AggFilter != nil || len(f.Args) != 1 {
+		return fmt.Errorf("is not a plain aggregate")
+	}
+	arg := f.Args[0]
+	switch funcName(f) {
+	case "count":
+		if arg.GetColumnRef() != nil {
+			return nil
+		}
+	case "sum":
+		least := arg.GetMinMaxExpr()
+		if least == nil || least.Op != pg_query.MinMaxOp_IS_LEAST || len(least.Args) != 2 || !isNumConst(least.Args[1]) {
+			return fmt.Errorf("per-unit total is not clamped from above")
+		}
+		inner := least.Args[0]
+		if g := inner.GetMinMaxExpr(); g != nil {
+			if g.Op != pg_query.MinMaxOp_IS_GREATEST || len(g.Args) != 2 || !isNumConst(g.Args[1]) {
+				return fmt.Errorf("per-unit total is not clamped from below")
+			}
+			inner = g.Args[0]
+		}
+		if inner.GetColumnRef() != nil {
+			return nil
+		}
+	}
+	return fmt.Errorf("is not a bounded aggregate of per-unit totals")
+}
+
+func verifyRankFilter(w *pg_query.Node, maxGroups int) error {
+	a := w.GetAExpr()
+	if a == nil || operatorName(a.Name) != "<=" || a.Lexpr.GetColumnRef() == nil {
+		return fmt.Errorf("outer WHERE does not limit groups per unit")
+	}
+	if c, ok := intConst(a.Rexpr); !ok || c != int64(maxGroups) {
+		return fmt.Errorf("outer WHERE limits groups per unit to the wrong number")
+	}
+	return nil
+}
+
+func verifyRanking(s *pg_query.SelectStmt) error {
+	for _, t := range s.TargetList {
+		rt := t.GetResTarget()
+		f := rt.GetVal().GetFuncCall()
+		if f == nil {
+			continue
+		}
+		if rt.Name != rankCol || funcName(f) != "row_number" || f.Over == nil || len(f.Over.PartitionClause) != 1 || len(f.Over.OrderClause) != 1 {
+			return fmt.Errorf("bounding layer computes something other than a random rank per unit")
+		}
+		order := f.Over.OrderClause[0].GetSortBy().GetNode().GetFuncCall()
+		if order == nil || funcName(order) != "random" {
+			return fmt.Errorf("groups per unit are not chosen in random order")
+		}
+		return nil
+	}
+	return fmt.Errorf("bounding layer has no rank")
 }
 
 // isClamped matches LEAST(GREATEST(col[::numeric], c1), c2) [- c3].

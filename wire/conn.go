@@ -40,6 +40,7 @@ type session struct {
 	txStatus byte // 'I', 'T' or 'E'
 	settings map[string]string
 	epsilon  float64 // SET dp.epsilon; 0 means the policy default
+	delta    float64 // SET dp.delta; 0 means defaultQueryDelta
 
 	prepared      map[string]*prepared
 	portals       map[string]*portal

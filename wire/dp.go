@@ -13,8 +13,8 @@ import (
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"github.com/dpproxy/dpproxy/answer"
 	"github.com/dpproxy/dpproxy/ledger"
-	"github.com/dpproxy/dpproxy/mechanisms"
 	"github.com/dpproxy/dpproxy/pgerror"
 	"github.com/dpproxy/dpproxy/rewrite"
 )
@@ -22,6 +22,10 @@ import (
 // ledgerTimeout bounds a debit: a slow ledger refuses the query rather than
 // stall it (fail closed).
 const ledgerTimeout = 3 * time.Second
+
+// defaultQueryDelta is the δ a query with partition selection spends when the
+// session does not SET dp.delta.
+const defaultQueryDelta = 1e-7
 
 // runDP answers a DP query: price it, charge the ledger, run the rewritten
 // SQL upstream, add noise, post-process, respond. The charge happens before
@@ -37,70 +41,66 @@ func (sess *session) runDP(st *rewrite.Statement, a execArgs) error {
 	if capEps := pol.EpsilonCap(sess.analyst); eps > capEps {
 		return pgerror.RefuseSetting.New("dp.epsilon %g exceeds your per-query cap of %g", eps, capEps)
 	}
-	mechs, err := calibrate(plan, eps)
+	delta := 0.0
+	if plan.Selection != nil {
+		if sess.analyst.Budget.Delta <= 0 {
+			return pgerror.RefuseNoDelta.New("group key %q has no public domain: releasing its groups needs delta, and analyst %q has no delta budget",
+				selectionKey(plan), sess.user)
+		}
+		delta = sess.queryDelta()
+	}
+	mechs, err := answer.Calibrate(plan, eps, delta)
 	if err != nil {
 		return pgerror.RefuseSetting.Wrap(err, "cannot calibrate noise for epsilon %g: %v", eps, err)
 	}
-	bal, err := sess.charge(st, plan, eps, mechs)
+	bal, err := sess.charge(st, plan, eps, delta, mechs.Summary(plan))
 	if err != nil {
 		sess.logStatement(st.SQL, "refused", err, "epsilon", eps)
 		return err
 	}
-	exact, err := sess.runUpstreamDP(plan.SQL)
+	exact, err := sess.runUpstreamDP(plan)
 	if err != nil {
 		sess.log.Warn("dp query failed upstream; charge stands", "err", err, "sql", truncate(plan.SQL, 200))
 		return pgerror.RefuseUpstreamFailed.Wrap(err, "the query failed in the upstream database (epsilon %g was charged)", eps)
 	}
-	noisy := make([]float64, len(plan.Quantities))
-	for i, q := range plan.Quantities {
-		noisy[i] = mechs[i].AddNoise(sess.src, exact[i])
-		if q.NonNegative {
-			noisy[i] = math.Max(0, noisy[i])
-		}
-	}
-	values := make([]string, len(plan.Outputs))
-	accuracy := make([]string, len(plan.Outputs))
-	for i, out := range plan.Outputs {
-		values[i], accuracy[i] = postProcess(out, plan, noisy, mechs)
+	res, err := answer.Compute(plan, mechs, exact, sess.src)
+	if err != nil {
+		return pgerror.Wrapf(err, pgerror.CodeInternalError, "post-processing failed (epsilon %g was charged)", eps)
 	}
 	left := bal.Budget.Epsilon - bal.SpentEpsilon
-	sess.notice(fmt.Sprintf("dp: spent epsilon %s (%s of %s left); %s",
-		formatFloat(eps), formatFloat(math.Max(0, roundTo(left, 1e-9))), formatFloat(bal.Budget.Epsilon), strings.Join(accuracy, ", ")))
+	cost := "epsilon " + formatFloat(eps)
+	if delta > 0 {
+		cost += fmt.Sprintf(", delta %s", formatFloat(delta))
+	}
+	sess.notice(fmt.Sprintf("dp: spent %s (%s of %s left); %s",
+		cost, formatFloat(math.Max(0, roundTo(left, 1e-9))), formatFloat(bal.Budget.Epsilon), strings.Join(res.Accuracy, ", ")))
 	if a.describe {
 		sess.be.Send(&pgproto3.RowDescription{Fields: dpFields(plan, a.resultFormats)})
 	}
-	row, err := encodeRow(plan, values, a.resultFormats)
-	if err != nil {
-		return err
+	for i, r := range res.Rows {
+		row, err := encodeRow(plan, r, res.Nulls[i], a.resultFormats)
+		if err != nil {
+			return err
+		}
+		sess.be.Send(row)
 	}
-	sess.be.Send(row)
-	sess.complete("SELECT 1")
-	sess.logStatement(st.SQL, "answered", nil, "epsilon", eps)
+	sess.complete("SELECT " + strconv.Itoa(len(res.Rows)))
+	sess.logStatement(st.SQL, "answered", nil, "epsilon", eps, "delta", delta, "rows", len(res.Rows))
 	return nil
 }
 
-// calibrate builds one Laplace mechanism per quantity for the query's ε.
-func calibrate(plan *rewrite.Plan, eps float64) ([]*mechanisms.Laplace, error) {
-	out := make([]*mechanisms.Laplace, len(plan.Quantities))
-	for i, q := range plan.Quantities {
-		m, err := mechanisms.NewLaplace(mechanisms.LaplaceOptions{
-			Epsilon: eps * q.Weight, L1Sensitivity: q.L1Sensitivity, Granularity: q.Granularity,
-		})
-		if err != nil {
-			return nil, err
+func selectionKey(plan *rewrite.Plan) string {
+	for _, k := range plan.Keys {
+		if k.Domain == nil {
+			return k.Name
 		}
-		out[i] = m
 	}
-	return out, nil
+	return ""
 }
 
-func (sess *session) charge(st *rewrite.Statement, plan *rewrite.Plan, eps float64, mechs []*mechanisms.Laplace) (ledger.Balance, error) {
+func (sess *session) charge(st *rewrite.Statement, plan *rewrite.Plan, eps, delta float64, summary string) (ledger.Balance, error) {
 	var idb [16]byte
 	_, _ = rand.Read(idb[:])
-	summary := make([]string, len(plan.Quantities))
-	for i, q := range plan.Quantities {
-		summary[i] = fmt.Sprintf("laplace(%s) scale=%s", q.Expr, formatFloat(mechs[i].Scale()))
-	}
 	pol := sess.srv.Policy()
 	ctx, cancel := context.WithTimeout(context.Background(), ledgerTimeout)
 	defer cancel()
@@ -108,10 +108,11 @@ func (sess *session) charge(st *rewrite.Statement, plan *rewrite.Plan, eps float
 		ID:            hex.EncodeToString(idb[:]),
 		Analyst:       sess.user,
 		Epsilon:       eps,
+		Delta:         delta,
 		Budget:        ledger.Budget{Epsilon: sess.analyst.Budget.Epsilon, Delta: sess.analyst.Budget.Delta},
 		Statement:     st.SQL,
 		Tables:        plan.Tables,
-		Mechanisms:    strings.Join(summary, "; "),
+		Mechanisms:    summary,
 		PolicyVersion: pol.Version,
 		Time:          sess.srv.cfg.Now(),
 	})
@@ -120,15 +121,20 @@ func (sess *session) charge(st *rewrite.Statement, plan *rewrite.Plan, eps float
 	}
 	var be *ledger.BudgetError
 	if errors.As(err, &be) {
-		return bal, pgerror.RefuseBudgetExhausted.New("privacy budget exhausted for analyst %q: the query costs epsilon %s but only %s is left",
-			sess.user, formatFloat(eps), formatFloat(math.Max(0, be.Remaining)))
+		if be.Requested > be.Remaining {
+			return bal, pgerror.RefuseBudgetExhausted.New("privacy budget exhausted for analyst %q: the query costs epsilon %s but only %s is left",
+				sess.user, formatFloat(eps), formatFloat(math.Max(0, be.Remaining)))
+		}
+		return bal, pgerror.RefuseBudgetExhausted.New("delta budget exhausted for analyst %q: the query costs delta %s but only %s is left",
+			sess.user, formatFloat(delta), formatFloat(math.Max(0, be.RemainingDelta)))
 	}
 	return bal, pgerror.RefuseLedgerUnavailable.Wrap(err, "the privacy ledger is unavailable, so the query was not run")
 }
 
 // runUpstreamDP runs the rewritten SQL in a read-only transaction with a
-// statement timeout, in one round trip, and returns the exact quantities.
-func (sess *session) runUpstreamDP(sql string) ([]float64, error) {
+// statement timeout, in one round trip, and returns its rows: group keys as
+// text, then the exact quantities.
+func (sess *session) runUpstreamDP(plan *rewrite.Plan) ([]answer.Row, error) {
 	ctx, done := sess.runContext()
 	defer done()
 	conn, err := sess.srv.cfg.Upstream.Acquire(ctx)
@@ -137,7 +143,7 @@ func (sess *session) runUpstreamDP(sql string) ([]float64, error) {
 	}
 	defer conn.Release()
 	timeout := sess.srv.Policy().Upstream.StatementTimeout.Milliseconds()
-	batch := fmt.Sprintf("BEGIN READ ONLY; SET LOCAL statement_timeout = %d; %s; COMMIT", timeout, sql)
+	batch := fmt.Sprintf("BEGIN READ ONLY; SET LOCAL statement_timeout = %d; %s; COMMIT", timeout, plan.SQL)
 	results, err := conn.Conn().PgConn().Exec(ctx, batch).ReadAll()
 	if err != nil {
 		return nil, err
@@ -145,69 +151,32 @@ func (sess *session) runUpstreamDP(sql string) ([]float64, error) {
 	if len(results) != 4 || results[2].Err != nil {
 		return nil, fmt.Errorf("unexpected upstream results: %d", len(results))
 	}
-	rows := results[2].Rows
-	if len(rows) != 1 {
-		return nil, fmt.Errorf("aggregate query returned %d rows", len(rows))
-	}
-	out := make([]float64, len(rows[0]))
-	for i, v := range rows[0] {
-		if v == nil { // sum over no rows
-			continue
+	nk, nq := len(plan.Keys), len(plan.Quantities)
+	rows := make([]answer.Row, 0, len(results[2].Rows))
+	for _, raw := range results[2].Rows {
+		if len(raw) != nk+nq {
+			return nil, fmt.Errorf("upstream row has %d columns, want %d", len(raw), nk+nq)
 		}
-		f, err := strconv.ParseFloat(string(v), 64)
-		if err != nil {
-			return nil, fmt.Errorf("quantity %d: %w", i, err)
+		r := answer.Row{Keys: make([]*string, nk), Q: make([]float64, nq)}
+		for i := range nk {
+			if raw[i] != nil {
+				s := string(raw[i])
+				r.Keys[i] = &s
+			}
 		}
-		out[i] = f
+		for i, v := range raw[nk:] {
+			if v == nil { // sum over no rows
+				continue
+			}
+			f, err := strconv.ParseFloat(string(v), 64)
+			if err != nil {
+				return nil, fmt.Errorf("quantity %d: %w", i, err)
+			}
+			r.Q[i] = f
+		}
+		rows = append(rows, r)
 	}
-	return out, nil
-}
-
-// postProcess turns noisy quantities into one output value and its accuracy
-// note. Everything here is post-processing of DP values, so it costs nothing.
-func postProcess(out rewrite.Output, plan *rewrite.Plan, noisy []float64, mechs []*mechanisms.Laplace) (value, accuracy string) {
-	hw := mechs[out.Value].HalfWidth(0.95)
-	switch out.Agg {
-	case rewrite.AggCount:
-		return strconv.FormatInt(int64(math.Round(noisy[out.Value])), 10), fmt.Sprintf("%s ±%s at 95%%", out.Name, formatAccuracy(hw))
-	case rewrite.AggSum:
-		return formatValue(noisy[out.Value], out.Type, plan.Quantities[out.Value].Granularity), fmt.Sprintf("%s ±%s at 95%%", out.Name, formatAccuracy(hw))
-	case rewrite.AggAvg:
-		n := math.Max(1, noisy[out.Count])
-		avg := out.Mid + noisy[out.Value]/n
-		avg = math.Min(out.Upper, math.Max(out.Lower, avg))
-		// The half-width of a ratio has no exact form; this first-order
-		// figure ignores the count's noise and is labelled approximate.
-		return formatValue(avg, out.Type, plan.Quantities[out.Value].Granularity/100), fmt.Sprintf("%s ±%s at 95%% (approx.)", out.Name, formatAccuracy(hw/n))
-	}
-	return "", ""
-}
-
-func formatValue(v float64, t rewrite.ResultType, granularity float64) string {
-	switch t {
-	case rewrite.TypeInt8:
-		return strconv.FormatInt(int64(math.Round(v)), 10)
-	case rewrite.TypeFloat8:
-		return strconv.FormatFloat(v, 'g', -1, 64)
-	}
-	return strconv.FormatFloat(v, 'f', decimals(granularity), 64)
-}
-
-// decimals is how many digits after the point a granularity needs.
-func decimals(g float64) int {
-	d := 0
-	for g < 1 && d < 12 && math.Abs(g-math.Round(g)) > 1e-12 {
-		g *= 10
-		d++
-	}
-	return d
-}
-
-func formatAccuracy(hw float64) string {
-	if hw >= 100 {
-		return strconv.FormatFloat(math.Ceil(hw), 'f', 0, 64)
-	}
-	return strconv.FormatFloat(hw, 'g', 3, 64)
+	return rows, nil
 }
 
 func roundTo(v, unit float64) float64 { return math.Round(v/unit) * unit }

@@ -32,22 +32,35 @@ func formatFor(formats []int16, i int) int16 {
 func dpFields(plan *rewrite.Plan, formats []int16) []pgproto3.FieldDescription {
 	fields := make([]pgproto3.FieldDescription, len(plan.Outputs))
 	for i, out := range plan.Outputs {
-		size := int16(8)
-		if out.Type == rewrite.TypeNumeric {
-			size = -1
-		}
 		fields[i] = pgproto3.FieldDescription{
-			Name: []byte(out.Name), DataTypeOID: out.Type.OID, DataTypeSize: size, TypeModifier: -1,
+			Name: []byte(out.Name), DataTypeOID: out.Type.OID, DataTypeSize: typeSize(out.Type), TypeModifier: -1,
 			Format: formatFor(formats, i),
 		}
 	}
 	return fields
 }
 
+func typeSize(t rewrite.ResultType) int16 {
+	switch t {
+	case rewrite.TypeBool:
+		return 1
+	case rewrite.TypeInt2:
+		return 2
+	case rewrite.TypeInt4, rewrite.TypeFloat4, rewrite.TypeDate:
+		return 4
+	case rewrite.TypeInt8, rewrite.TypeFloat8, rewrite.TypeTimestamp, rewrite.TypeTimestamptz:
+		return 8
+	}
+	return -1
+}
+
 // encodeRow encodes a DP answer's text values in the requested formats.
-func encodeRow(plan *rewrite.Plan, values []string, formats []int16) (*pgproto3.DataRow, error) {
+func encodeRow(plan *rewrite.Plan, values []string, nulls []bool, formats []int16) (*pgproto3.DataRow, error) {
 	row := &pgproto3.DataRow{Values: make([][]byte, len(values))}
 	for i, v := range values {
+		if nulls[i] {
+			continue
+		}
 		if formatFor(formats, i) == 0 {
 			row.Values[i] = []byte(v)
 			continue
@@ -63,6 +76,7 @@ func encodeRow(plan *rewrite.Plan, values []string, formats []int16) (*pgproto3.
 
 var typeMap = pgtype.NewMap()
 
+// encodeBinary converts Postgres's text form of a value to its binary form.
 func encodeBinary(t rewrite.ResultType, v string) ([]byte, error) {
 	switch t {
 	case rewrite.TypeInt8:
@@ -77,10 +91,18 @@ func encodeBinary(t rewrite.ResultType, v string) ([]byte, error) {
 			return nil, err
 		}
 		return binary.BigEndian.AppendUint64(nil, math.Float64bits(f)), nil
+	case rewrite.TypeText:
+		return []byte(v), nil
+	case rewrite.TypeNumeric:
+		var n pgtype.Numeric
+		if err := n.Scan(v); err != nil {
+			return nil, err
+		}
+		return typeMap.Encode(pgtype.NumericOID, pgtype.BinaryFormatCode, n, nil)
 	}
-	var n pgtype.Numeric
-	if err := n.Scan(v); err != nil {
+	var val any
+	if err := typeMap.Scan(t.OID, pgtype.TextFormatCode, []byte(v), &val); err != nil {
 		return nil, err
 	}
-	return typeMap.Encode(pgtype.NumericOID, pgtype.BinaryFormatCode, n, nil)
+	return typeMap.Encode(t.OID, pgtype.BinaryFormatCode, val, nil)
 }

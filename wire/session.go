@@ -46,13 +46,16 @@ func (sess *session) runSession(st *rewrite.Statement, a execArgs) error {
 	case rewrite.OpShow:
 		return sess.show(s.Name, a)
 	case rewrite.OpReset:
-		if s.Name == "dp.epsilon" {
+		switch s.Name {
+		case "dp.epsilon":
 			sess.epsilon = 0
+		case "dp.delta":
+			sess.delta = 0
 		}
 		delete(sess.settings, s.Name)
 	case rewrite.OpResetAll:
 		sess.settings = map[string]string{}
-		sess.epsilon = 0
+		sess.epsilon, sess.delta = 0, 0
 	case rewrite.OpBegin:
 		if sess.txStatus != 'I' {
 			sess.warning("there is already a transaction in progress")
@@ -146,9 +149,25 @@ func (sess *session) setDP(name, value string) error {
 		}
 		sess.epsilon = eps
 		return nil
+	case "dp.delta":
+		d, err := strconv.ParseFloat(strings.TrimSpace(value), 64)
+		if err != nil || !(d > 0) || d >= 1e-3 {
+			return pgerror.RefuseSetting.New("invalid value for dp.delta: %q must be a positive number below 0.001", value).
+				WithHint("SET dp.delta = 1e-7")
+		}
+		sess.delta = d
+		return nil
 	}
 	return pgerror.Newf(pgerror.CodeUndefinedObject, "unrecognized configuration parameter %q", name).
 		WithHint("dpproxy's settings are dp.epsilon (SET and SHOW), dp.budget and dp.max_epsilon (SHOW)")
+}
+
+// queryDelta is the δ a DP query with partition selection spends.
+func (sess *session) queryDelta() float64 {
+	if sess.delta > 0 {
+		return sess.delta
+	}
+	return defaultQueryDelta
 }
 
 // queryEpsilon is the ε the next DP query spends.
@@ -165,6 +184,8 @@ func (sess *session) show(name string, a execArgs) error {
 	switch {
 	case name == "dp.epsilon":
 		value = formatFloat(sess.queryEpsilon())
+	case name == "dp.delta":
+		value = formatFloat(sess.queryDelta())
 	case name == "dp.max_epsilon":
 		value = formatFloat(sess.srv.Policy().EpsilonCap(sess.analyst))
 	case name == "dp.budget":

@@ -1,0 +1,199 @@
+package rewrite
+
+import (
+	"fmt"
+	"math"
+
+	pg_query "github.com/pganalyze/pg_query_go/v6"
+
+	"github.com/dpproxy/dpproxy/pgerror"
+	"github.com/dpproxy/dpproxy/policy"
+)
+
+// isAggregateName reports whether a function is an aggregate dpproxy knows
+// (or knows to refuse with a specific message).
+func isAggregateName(name string) bool {
+	switch name {
+	case "count", "sum", "avg", "min", "max", "stddev", "variance", "var_pop", "var_samp", "stddev_pop", "stddev_samp",
+		"percentile_cont", "percentile_disc", "mode", "array_agg", "string_agg", "json_agg", "jsonb_agg", "bool_and", "bool_or", "every":
+		return true
+	}
+	return false
+}
+
+// aggregate plans one aggregate call and returns its index in plan.Aggs.
+func (b *planBuilder) aggregate(f *pg_query.FuncCall) (int, error) {
+	text, err := exprSQL(&pg_query.Node{Node: &pg_query.Node_FuncCall{FuncCall: f}})
+	if err != nil {
+		return 0, err
+	}
+	if i, ok := b.aggByText[text]; ok {
+		return i, nil
+	}
+	name := funcName(f)
+	switch {
+	case f.Over != nil:
+		return 0, pgerror.RefuseUnsupported.New("window functions are not supported")
+	case len(f.AggOrder) > 0 || f.AggWithinGroup:
+		return 0, pgerror.RefuseUnsupported.New("ordered-set aggregates such as %s are not supported yet", name)
+	case f.FuncVariadic:
+		return 0, pgerror.RefuseUnsupported.New("VARIADIC calls are not supported")
+	}
+	var filterSQL string
+	if f.AggFilter != nil {
+		if err := checkPredicate(f.AggFilter, b.sc); err != nil {
+			return 0, err
+		}
+		if filterSQL, err = exprSQL(f.AggFilter); err != nil {
+			return 0, err
+		}
+	}
+	filter := func(agg string) string {
+		if filterSQL == "" {
+			return agg
+		}
+		return fmt.Sprintf("%s FILTER (WHERE %s)", agg, filterSQL)
+	}
+	m := float64(b.maxRows())
+	agg := Agg{Kind: name, Text: text}
+	switch name {
+	case AggCount:
+		agg.Type = TypeInt8
+		switch {
+		case f.AggDistinct:
+			c, colSQL, err := b.columnArg(f, name)
+			if err != nil {
+				return 0, err
+			}
+			if !b.plan.UnitLevel || c.Name != b.sc.table.Unit {
+				return 0, pgerror.RefuseUnsupported.New("count(DISTINCT %s) is not supported: only count(DISTINCT <privacy unit>) is", c.Name).
+					WithHint("count distinct privacy units with count(DISTINCT %s)", orDefault(b.sc.table.Unit, "<unit column>"))
+			}
+			_ = colSQL
+			agg.Value = b.addQuantity(Quantity{Expr: text, L1Sensitivity: 1, Granularity: 1, NonNegative: true},
+				quantitySQL{Inner: filter("count(*)"), Outer: "sum(LEAST(%s, 1))"})
+		case f.AggStar || b.isConstArg(f):
+			agg.Value = b.addQuantity(Quantity{Expr: text, L1Sensitivity: m, Granularity: 1, NonNegative: true},
+				quantitySQL{Row: filter("count(*)"), Inner: filter("count(*)"), Outer: fmt.Sprintf("sum(LEAST(%%s, %d))", int64(m))})
+		default:
+			_, colSQL, err := b.columnArg(f, name)
+			if err != nil {
+				return 0, err
+			}
+			cnt := filter(fmt.Sprintf("count(%s)", colSQL))
+			agg.Value = b.addQuantity(Quantity{Expr: text, L1Sensitivity: m, Granularity: 1, NonNegative: true},
+				quantitySQL{Row: cnt, Inner: cnt, Outer: fmt.Sprintf("sum(LEAST(%%s, %d))", int64(m))})
+		}
+	case AggSum, AggAvg:
+		if f.AggDistinct {
+			return 0, pgerror.RefuseUnsupported.New("%s(DISTINCT ...) is not supported", name)
+		}
+		c, colSQL, err := b.columnArg(f, name)
+		if err != nil {
+			return 0, err
+		}
+		if !c.IsNumeric() {
+			return 0, pgerror.RefuseUnsupported.New("%s(%s) needs a numeric column; %s is %s", name, c.Name, c.Name, c.Type).
+				WithHint("use count(%s) for non-numeric columns", c.Name)
+		}
+		if c.Bounds == nil {
+			return 0, pgerror.RefuseNoBounds.New("%s(%s) needs bounds for column %q, and the policy declares none", name, c.Name, c.Name)
+		}
+		lo, hi := c.Bounds.Lower, c.Bounds.Upper
+		gran := c.EffectiveGranularity()
+		clamped := clampSQL(colSQL, c, lo, hi)
+		if name == AggSum {
+			agg.Type, agg.Decimals = sumType(c), decimalsOf(gran)
+			plo, phi := m*math.Min(lo, 0), m*math.Max(hi, 0)
+			s := filter(fmt.Sprintf("sum(%s)", clamped))
+			agg.Value = b.addQuantity(Quantity{Expr: text, L1Sensitivity: m * math.Max(math.Abs(lo), math.Abs(hi)), Granularity: gran},
+				quantitySQL{Row: s, Inner: s, Outer: fmt.Sprintf("sum(LEAST(GREATEST(%%s, %s), %s))", numLiteral(plo, nil), numLiteral(phi, nil))})
+			break
+		}
+		// avg = mid + noisy Σ(x - mid) / noisy count: centring halves the
+		// sum's sensitivity (Google's differential-privacy BoundedMean).
+		mid := lo + (hi-lo)/2
+		half := (hi - lo) / 2
+		agg.Type, agg.Decimals = avgType(c), decimalsOf(gran)+2
+		agg.Lower, agg.Upper, agg.Mid = lo, hi, mid
+		var midLit string
+		if intArithmetic(c, lo, hi) && mid == math.Trunc(mid) {
+			midLit = numLiteral(mid, c)
+		} else {
+			midLit = numLiteral(mid, nil)
+		}
+		s := filter(fmt.Sprintf("sum(%s - %s)", clamped, midLit))
+		agg.Value = b.addQuantity(Quantity{Expr: text + " centred sum", L1Sensitivity: m * half, Granularity: gran},
+			quantitySQL{Row: s, Inner: s, Outer: fmt.Sprintf("sum(LEAST(GREATEST(%%s, %s), %s))", numLiteral(-m*half, nil), numLiteral(m*half, nil))})
+		cnt := filter(fmt.Sprintf("count(%s)", colSQL))
+		agg.Count = b.addQuantity(Quantity{Expr: text + " count", L1Sensitivity: m, Granularity: 1, NonNegative: true},
+			quantitySQL{Row: cnt, Inner: cnt, Outer: fmt.Sprintf("sum(LEAST(%%s, %d))", int64(m))})
+	case "min", "max":
+		return 0, pgerror.RefuseUnsupported.New("%s is not supported yet: an exact extreme reveals one row", name).
+			WithHint("use a DP quantile when available, or filter with WHERE and count")
+	default:
+		return 0, pgerror.RefuseFunction.New("aggregate %s is not supported", name).
+			WithHint("supported aggregates are count(*), count(col), count(DISTINCT <unit>), sum(col) and avg(col), with FILTER (WHERE ...)")
+	}
+	b.plan.Aggs = append(b.plan.Aggs, agg)
+	b.aggByText[text] = len(b.plan.Aggs) - 1
+	return len(b.plan.Aggs) - 1, nil
+}
+
+// maxRows is the most rows one privacy unit contributes.
+func (b *planBuilder) maxRows() int {
+	if b.plan.UnitLevel {
+		return max(1, b.sc.table.MaxRowsPerUnit)
+	}
+	return 1
+}
+
+func (b *planBuilder) isConstArg(f *pg_query.FuncCall) bool {
+	if len(f.Args) != 1 {
+		return false
+	}
+	c := f.Args[0].GetAConst()
+	return c != nil && !c.Isnull
+}
+
+func (b *planBuilder) columnArg(f *pg_query.FuncCall, name string) (*policy.Column, string, error) {
+	if len(f.Args) != 1 {
+		return nil, "", pgerror.RefuseUnsupported.New("%s takes exactly one column", name)
+	}
+	cr := f.Args[0].GetColumnRef()
+	if cr == nil {
+		return nil, "", pgerror.RefuseUnsupported.New("%s of an expression is not supported yet; aggregate a column", name)
+	}
+	c, err := b.sc.column(cr)
+	if err != nil {
+		return nil, "", err
+	}
+	s, err := exprSQL(f.Args[0])
+	return c, s, err
+}
+
+func sumType(c *policy.Column) ResultType {
+	switch c.Type {
+	case "smallint", "integer":
+		return TypeInt8
+	case "real":
+		return TypeFloat4
+	case "double precision":
+		return TypeFloat8
+	}
+	return TypeNumeric
+}
+
+func avgType(c *policy.Column) ResultType {
+	if c.Type == "real" || c.Type == "double precision" {
+		return TypeFloat8
+	}
+	return TypeNumeric
+}
+
+func orDefault(s, d string) string {
+	if s == "" {
+		return d
+	}
+	return s
+}

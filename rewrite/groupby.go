@@ -1,0 +1,232 @@
+package rewrite
+
+import (
+	"strconv"
+
+	pg_query "github.com/pganalyze/pg_query_go/v6"
+
+	"github.com/dpproxy/dpproxy/pgerror"
+	"github.com/dpproxy/dpproxy/policy"
+)
+
+// dateTruncUnits are the date_trunc units allowed in group keys.
+var dateTruncUnits = map[string]bool{"year": true, "quarter": true, "month": true, "week": true, "day": true, "hour": true}
+
+// extractFields are the EXTRACT fields allowed in group keys.
+var extractFields = map[string]bool{"year": true, "quarter": true, "month": true, "dow": true, "isodow": true, "day": true, "hour": true, "week": true}
+
+// addKeys resolves GROUP BY items: positions and output aliases refer to the
+// select list; anything else is an expression over the table.
+func (b *planBuilder) addKeys(sel *pg_query.SelectStmt) error {
+	if sel.GroupDistinct {
+		return pgerror.RefuseUnsupported.New("GROUP BY DISTINCT is not supported")
+	}
+	for _, item := range sel.GroupClause {
+		n, err := resolveGroupItem(item, sel.TargetList, b.sc)
+		if err != nil {
+			return err
+		}
+		if err := b.addKey(n); err != nil {
+			return err
+		}
+	}
+	size := 1
+	for _, k := range b.plan.Keys {
+		if k.Domain != nil {
+			size *= max(1, len(k.Domain))
+			if size > maxDomainGroups {
+				return pgerror.RefuseUnsupported.New("the public domains of the group keys make more than %d groups", maxDomainGroups).
+					WithHint("group by fewer keys, or filter with WHERE")
+			}
+		}
+	}
+	return nil
+}
+
+func resolveGroupItem(item *pg_query.Node, targets []*pg_query.Node, sc *scope) (*pg_query.Node, error) {
+	switch v := item.Node.(type) {
+	case *pg_query.Node_AConst:
+		iv, ok := v.AConst.Val.(*pg_query.A_Const_Ival)
+		if !ok || iv.Ival.Ival < 1 || int(iv.Ival.Ival) > len(targets) {
+			return nil, pgerror.Newf("42P10", "GROUP BY position is not in select list").
+				WithHint("GROUP BY positions count select list items from 1")
+		}
+		return targets[iv.Ival.Ival-1].GetResTarget().Val, nil
+	case *pg_query.Node_ColumnRef:
+		// A bare name is an input column first, then an output alias, as in
+		// Postgres.
+		if len(v.ColumnRef.Fields) == 1 {
+			name := v.ColumnRef.Fields[0].GetString_().GetSval()
+			if sc.table.Column(name) == nil {
+				for _, t := range targets {
+					if rt := t.GetResTarget(); rt.Name == name {
+						return rt.Val, nil
+					}
+				}
+			}
+		}
+	case *pg_query.Node_GroupingSet:
+		return nil, pgerror.RefuseUnsupported.New("GROUPING SETS, ROLLUP and CUBE are not supported")
+	}
+	return item, nil
+}
+
+func (b *planBuilder) addKey(n *pg_query.Node) error {
+	text, err := exprSQL(n)
+	if err != nil {
+		return err
+	}
+	for _, s := range b.keySQL {
+		if s == text {
+			return nil // GROUP BY a, a
+		}
+	}
+	key, col, err := b.keyOf(n)
+	if err != nil {
+		return err
+	}
+	key.Name = defaultName(n)
+	b.plan.Keys = append(b.plan.Keys, key)
+	b.keyNodes = append(b.keyNodes, n)
+	b.keySQL = append(b.keySQL, text)
+	b.keyCol = append(b.keyCol, col)
+	return nil
+}
+
+// keyOf validates a group key and finds its type and public domain.
+func (b *planBuilder) keyOf(n *pg_query.Node) (Key, *policy.Column, error) {
+	switch v := n.Node.(type) {
+	case *pg_query.Node_ColumnRef:
+		c, err := b.sc.column(v.ColumnRef)
+		if err != nil {
+			return Key{}, nil, err
+		}
+		k := Key{Type: columnType(c.Type)}
+		switch {
+		case len(c.Domain) > 0:
+			k.Domain = append([]string(nil), c.Domain...)
+		case c.Type == "boolean":
+			k.Domain = []string{"f", "t"}
+		}
+		return k, c, nil
+	case *pg_query.Node_FuncCall:
+		return b.derivedKey(v.FuncCall)
+	}
+	return Key{}, nil, pgerror.RefuseUnsupported.New("unsupported GROUP BY expression").
+		WithHint("group by columns, date_trunc('month', col), extract(year from col) or width_bucket(col, lo, hi, n)")
+}
+
+func (b *planBuilder) derivedKey(f *pg_query.FuncCall) (Key, *policy.Column, error) {
+	name := funcName(f)
+	if f.AggStar || f.AggDistinct || f.Over != nil || f.AggFilter != nil || len(f.AggOrder) > 0 {
+		return Key{}, nil, pgerror.RefuseUnsupported.New("unsupported GROUP BY expression %s", name)
+	}
+	colArg := func(i int) (*policy.Column, error) {
+		cr := f.Args[i].GetColumnRef()
+		if cr == nil {
+			return nil, pgerror.RefuseUnsupported.New("%s in GROUP BY must apply to a column", name)
+		}
+		return b.sc.column(cr)
+	}
+	switch name {
+	case "date_trunc", "extract", "date_part":
+		if len(f.Args) != 2 {
+			return Key{}, nil, pgerror.RefuseUnsupported.New("%s takes two arguments", name)
+		}
+		unit, ok := stringConst(f.Args[0])
+		allowed := dateTruncUnits
+		if name != "date_trunc" {
+			allowed = extractFields
+		}
+		if !ok || !allowed[unit] {
+			return Key{}, nil, pgerror.RefuseUnsupported.New("%s unit %q is not supported in GROUP BY", name, unit)
+		}
+		c, err := colArg(1)
+		if err != nil {
+			return Key{}, nil, err
+		}
+		if c.Type != "date" && c.Type != "timestamp" && c.Type != "timestamptz" {
+			return Key{}, nil, pgerror.RefuseUnsupported.New("%s needs a date or timestamp column; %s is %s", name, c.Name, c.Type)
+		}
+		switch {
+		case name == "extract":
+			return Key{Type: TypeNumeric}, c, nil
+		case name == "date_part":
+			return Key{Type: TypeFloat8}, c, nil
+		case c.Type == "timestamp":
+			return Key{Type: TypeTimestamp}, c, nil
+		}
+		return Key{Type: TypeTimestamptz}, c, nil
+	case "width_bucket":
+		if len(f.Args) != 4 {
+			return Key{}, nil, pgerror.RefuseUnsupported.New("width_bucket in GROUP BY takes (column, low, high, count)")
+		}
+		c, err := colArg(0)
+		if err != nil {
+			return Key{}, nil, err
+		}
+		if !c.IsInteger() {
+			// numeric and float columns can hold NaN, for which width_bucket
+			// raises an error: a data-dependent error.
+			return Key{}, nil, pgerror.RefuseUnsupported.New("width_bucket needs an integer column; %s is %s", c.Name, c.Type)
+		}
+		lo, ok1 := intConst(f.Args[1])
+		hi, ok2 := intConst(f.Args[2])
+		count, ok3 := intConst(f.Args[3])
+		if !ok1 || !ok2 || !ok3 || lo == hi || count < 1 || count > 1000 {
+			return Key{}, nil, pgerror.RefuseUnsupported.New("width_bucket needs integer constants with low <> high and 1 <= count <= 1000")
+		}
+		domain := make([]string, count+2)
+		for i := range domain {
+			domain[i] = strconv.Itoa(i)
+		}
+		return Key{Type: TypeInt4, Domain: domain}, c, nil
+	}
+	return Key{}, nil, pgerror.RefuseFunction.New("function %s is not allowed in GROUP BY", name).
+		WithHint("group by columns, date_trunc('month', col), extract(year from col) or width_bucket(col, lo, hi, n)")
+}
+
+func stringConst(n *pg_query.Node) (string, bool) {
+	if c := n.GetAConst(); c != nil {
+		if s, ok := c.Val.(*pg_query.A_Const_Sval); ok {
+			return s.Sval.Sval, true
+		}
+	}
+	return "", false
+}
+
+func intConst(n *pg_query.Node) (int64, bool) {
+	if c := n.GetAConst(); c != nil {
+		if iv, ok := c.Val.(*pg_query.A_Const_Ival); ok {
+			return int64(iv.Ival.Ival), true
+		}
+	}
+	return 0, false
+}
+
+// defaultName is the column name Postgres gives an unnamed output.
+func defaultName(n *pg_query.Node) string {
+	switch v := n.Node.(type) {
+	case *pg_query.Node_ColumnRef:
+		f := v.ColumnRef.Fields
+		return f[len(f)-1].GetString_().GetSval()
+	case *pg_query.Node_FuncCall:
+		return funcName(v.FuncCall)
+	case *pg_query.Node_TypeCast:
+		if v.TypeCast.Arg.GetAConst() == nil {
+			return defaultName(v.TypeCast.Arg)
+		}
+		names := v.TypeCast.TypeName.Names
+		return typeDisplayName(names[len(names)-1].GetString_().GetSval())
+	}
+	return "?column?"
+}
+
+func typeDisplayName(s string) string {
+	switch s {
+	case "int4":
+		return "int4"
+	}
+	return s
+}
+

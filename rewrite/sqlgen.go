@@ -1,0 +1,105 @@
+package rewrite
+
+import (
+	"fmt"
+	"strings"
+
+	pg_query "github.com/pganalyze/pg_query_go/v6"
+)
+
+// Names of the columns the rewritten SQL introduces. Analysts' identifiers
+// are always quoted, so these cannot collide with them.
+const (
+	unitCol = "dp_unit"
+	rankCol = "dp_rank"
+)
+
+// generateSQL writes the rewritten statement.
+//
+// Row-level tables:
+//
+//	SELECT <keys>, <quantities> FROM t WHERE <where> [AND <domain filters>] GROUP BY <keys>
+//
+// Tables with a privacy unit pre-aggregate per (unit, group) with a hash
+// aggregate, keep at most max_groups_per_unit groups per unit chosen at
+// random (only with GROUP BY), and clamp each unit's totals so that it
+// contributes at most what max_rows_per_unit rows within the bounds could:
+//
+//	SELECT k0.., sum(LEAST(a0, m)), ...
+//	FROM (SELECT .., row_number() OVER (PARTITION BY dp_unit ORDER BY random()) AS dp_rank
+//	      FROM (SELECT unit AS dp_unit, <keys>, <per-unit aggregates> FROM t WHERE .. GROUP BY unit, <keys>) u) b
+//	WHERE dp_rank <= max_groups_per_unit GROUP BY <keys>
+//
+// Clamping a unit's total to m·[lo, hi] bounds its influence exactly as
+// keeping m rows clamped to [lo, hi] would, without a sort over all rows.
+// The random order is independent of every value, as the bound requires.
+func (b *planBuilder) generateSQL(where *pg_query.Node) (string, error) {
+	t := b.sc.table
+	from := fmt.Sprintf("%s.%s AS %s", quoteIdent(t.Schema), quoteIdent(t.Name), quoteIdent(b.sc.alias))
+	conds := []string{}
+	if where != nil {
+		w, err := exprSQL(where)
+		if err != nil {
+			return "", err
+		}
+		conds = append(conds, "("+w+")")
+	}
+	for i, k := range b.plan.Keys {
+		if k.Domain != nil && b.keyCol[i] != nil && b.keyNodes[i].GetColumnRef() != nil {
+			lits := make([]string, len(k.Domain))
+			for j, v := range k.Domain {
+				lits[j] = quoteLiteral(v)
+			}
+			conds = append(conds, fmt.Sprintf("%s IN (%s)", b.keySQL[i], strings.Join(lits, ", ")))
+		}
+	}
+	whereSQL := ""
+	if len(conds) > 0 {
+		whereSQL = " WHERE " + strings.Join(conds, " AND ")
+	}
+	groupBy := func(offset int) string {
+		if len(b.plan.Keys) == 0 && offset == 0 {
+			return ""
+		}
+		pos := make([]string, len(b.plan.Keys)+offset)
+		for i := range pos {
+			pos[i] = itoa(int64(i + 1))
+		}
+		return " GROUP BY " + strings.Join(pos, ", ")
+	}
+	keyList := make([]string, len(b.plan.Keys))
+	for i, k := range b.keySQL {
+		keyList[i] = fmt.Sprintf("%s AS k%d", k, i)
+	}
+	if !b.plan.UnitLevel {
+		cols := append([]string{}, keyList...)
+		for i, q := range b.qs {
+			cols = append(cols, fmt.Sprintf("%s AS q%d", q.Row, i))
+		}
+		return fmt.Sprintf("SELECT %s FROM %s%s%s", strings.Join(cols, ", "), from, whereSQL, groupBy(0)), nil
+	}
+	unitRef := fmt.Sprintf("%s.%s", quoteIdent(b.sc.alias), quoteIdent(t.Unit))
+	inner := []string{fmt.Sprintf("%s AS %s", unitRef, unitCol)}
+	inner = append(inner, keyList...)
+	for i, q := range b.qs {
+		inner = append(inner, fmt.Sprintf("%s AS a%d", q.Inner, i))
+	}
+	perUnit := fmt.Sprintf("SELECT %s FROM %s%s%s", strings.Join(inner, ", "), from, whereSQL, groupBy(1))
+	outer := make([]string, 0, len(b.plan.Keys)+len(b.qs))
+	passCols := []string{}
+	for i := range b.plan.Keys {
+		outer = append(outer, fmt.Sprintf("k%d", i))
+		passCols = append(passCols, fmt.Sprintf("k%d", i))
+	}
+	for i, q := range b.qs {
+		outer = append(outer, fmt.Sprintf(q.Outer, fmt.Sprintf("a%d", i))+fmt.Sprintf(" AS q%d", i))
+		passCols = append(passCols, fmt.Sprintf("a%d", i))
+	}
+	if len(b.plan.Keys) == 0 {
+		return fmt.Sprintf("SELECT %s FROM (%s) AS dp_per_unit", strings.Join(outer, ", "), perUnit), nil
+	}
+	bounded := fmt.Sprintf("SELECT %s, row_number() OVER (PARTITION BY %s ORDER BY random()) AS %s FROM (%s) AS dp_per_unit",
+		strings.Join(passCols, ", "), unitCol, rankCol, perUnit)
+	return fmt.Sprintf("SELECT %s FROM (%s) AS dp_bounded WHERE %s <= %d%s",
+		strings.Join(outer, ", "), bounded, rankCol, b.plan.MaxGroups, groupBy(0)), nil
+}
