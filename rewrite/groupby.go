@@ -229,4 +229,3 @@ func typeDisplayName(s string) string {
 	}
 	return s
 }
-

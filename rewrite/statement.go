@@ -132,13 +132,13 @@ type Order struct {
 type ExprKind int
 
 const (
-	ExprAgg   ExprKind = iota // Index: into Plan.Aggs
-	ExprKey                   // Index: into Plan.Keys
-	ExprConst                 // Num or Str
-	ExprOp                    // Op over Args: + - * / = <> < <= > >= AND OR NOT
-	ExprFunc                  // Op names the function: round, abs, greatest, least, coalesce
-	ExprCast                  // Type is the target
-	ExprIsNull                // Args[0] IS NULL; Op "not" for IS NOT NULL
+	ExprAgg    ExprKind = iota // Index: into Plan.Aggs
+	ExprKey                    // Index: into Plan.Keys
+	ExprConst                  // Num or Str
+	ExprOp                     // Op over Args: + - * / = <> < <= > >= AND OR NOT
+	ExprFunc                   // Op names the function: round, abs, greatest, least, coalesce
+	ExprCast                   // Type is the target
+	ExprIsNull                 // Args[0] IS NULL; Op "not" for IS NOT NULL
 )
 
 // Expr is an expression over aggregates and keys, evaluated after noise.
