@@ -92,7 +92,7 @@ func testPolicy(t *testing.T, listen, ledgerPath string, o proxyOptions) string 
 	text := string(demoPolicy)
 	text = strings.Replace(text, "listen: 127.0.0.1:6432", "listen: "+listen, 1)
 	text = strings.Replace(text, "path: ledger.db", "path: "+ledgerPath, 1)
-	carol := fmt.Sprintf("  - name: carol\n    password: %q\n    budget: {epsilon: %g}\n", v.String(), budget)
+	carol := fmt.Sprintf("  - name: carol\n    password: %q\n    budget: {epsilon: %g, delta: 1.0e-5}\n", v.String(), budget)
 	text = strings.Replace(text, "\ntables:\n", "\n"+carol+"\ntables:\n", 1)
 	if !strings.Contains(text, "name: carol") || !strings.Contains(text, listen) {
 		t.Fatal("could not derive the test policy from demo/policy.yaml")

@@ -1,0 +1,225 @@
+package integration
+
+import (
+	"context"
+	"errors"
+	"math"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
+)
+
+// Tolerances: a discrete Laplace of scale b exceeds t in absolute value with
+// probability at most 2e^{-t/b}; t = 19.2b makes that below 1e-8 per check,
+// and this file makes fewer than 100 such checks, so a correct proxy fails it
+// with probability below 1e-6.
+func tol(b float64) float64 { return math.Ceil(19.2 * b) }
+
+// dpRows runs a DP query and returns its rows as maps, and its field types.
+func dpRows(t *testing.T, ctx context.Context, conn *pgx.Conn, sql string) ([]map[string]any, []uint32) {
+	t.Helper()
+	rows, err := conn.Query(ctx, sql)
+	if err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+	defer rows.Close()
+	var types []uint32
+	for _, f := range rows.FieldDescriptions() {
+		types = append(types, f.DataTypeOID)
+	}
+	var out []map[string]any
+	for rows.Next() {
+		vals, err := rows.Values()
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := map[string]any{}
+		for i, f := range rows.FieldDescriptions() {
+			m[f.Name] = vals[i]
+		}
+		out = append(out, m)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+	return out, types
+}
+
+func num(t *testing.T, v any) float64 {
+	t.Helper()
+	switch x := v.(type) {
+	case int64:
+		return float64(x)
+	case int32:
+		return float64(x)
+	case float64:
+		return x
+	case pgtype.Numeric:
+		f, err := x.Float64Value()
+		if err != nil || !f.Valid {
+			t.Fatalf("numeric %v: %v", x, err)
+		}
+		return f.Float64
+	}
+	t.Fatalf("not a number: %T %v", v, v)
+	return 0
+}
+
+func exactMap(t *testing.T, ctx context.Context, sql string) map[string]float64 {
+	t.Helper()
+	conn, err := pgx.Connect(ctx, pg.AdminDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	rows, err := conn.Query(ctx, sql)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	out := map[string]float64{}
+	for rows.Next() {
+		var k string
+		var v float64
+		if err := rows.Scan(&k, &v); err != nil {
+			t.Fatal(err)
+		}
+		out[k] = v
+	}
+	return out
+}
+
+func TestRepresentativeQueries(t *testing.T) {
+	ctx := testContext(t)
+	p := startProxy(t, proxyOptions{carolBudget: 200})
+	conn := p.connect(t, ctx, "carol", carolPassword, false)
+	if _, err := conn.Exec(ctx, "SET dp.epsilon = 1"); err != nil {
+		t.Fatal(err)
+	}
+
+	t.Run("count with WHERE", func(t *testing.T) {
+		want := float64(exact(t, ctx, "SELECT count(*) FROM patients WHERE age > 40"))
+		for range 3 {
+			rows, types := dpRows(t, ctx, conn, "SELECT count(*) FROM patients WHERE age > 40")
+			if len(rows) != 1 || types[0] != 20 {
+				t.Fatalf("rows %v types %v", rows, types)
+			}
+			if got := num(t, rows[0]["count"]); math.Abs(got-want) > tol(1) {
+				t.Errorf("count %v, exact %v", got, want)
+			}
+		}
+	})
+
+	t.Run("GROUP BY public domain with avg", func(t *testing.T) {
+		counts := exactMap(t, ctx, "SELECT sex, count(*) FROM patients GROUP BY sex")
+		avgs := exactMap(t, ctx, "SELECT sex, avg(age) FROM patients GROUP BY sex")
+		for range 3 {
+			rows, types := dpRows(t, ctx, conn, "SELECT sex, count(*), avg(age) FROM patients GROUP BY sex ORDER BY sex")
+			if len(rows) != 2 || types[0] != 25 || types[1] != 20 || types[2] != 1700 {
+				t.Fatalf("rows %v types %v", rows, types)
+			}
+			for _, r := range rows {
+				sex := r["sex"].(string)
+				c := num(t, r["count"])
+				tc := tol(3) // three quantities share ε = 1; count sensitivity 1
+				if math.Abs(c-counts[sex]) > tc {
+					t.Errorf("%s: count %v, exact %v", sex, c, counts[sex])
+				}
+				ts := tol(150) // centred sum: sensitivity 50 at ε/3
+				bound := (ts + math.Abs(avgs[sex]-50)*tc) / (counts[sex] - tc)
+				if a := num(t, r["avg"]); math.Abs(a-avgs[sex]) > bound {
+					t.Errorf("%s: avg %v, exact %v, bound %v", sex, a, avgs[sex], bound)
+				}
+			}
+		}
+	})
+
+	t.Run("privacy unit: clamped per-unit sum", func(t *testing.T) {
+		// The bound the policy implies: each patient's total within
+		// max_rows_per_unit (10) x [0, 5000], each visit within [0, 5000].
+		want := float64(exact(t, ctx, `SELECT round(sum(LEAST(GREATEST(s, 0), 50000)))::bigint FROM
+			(SELECT patient_id, sum(LEAST(GREATEST(cost, 0), 5000)) AS s FROM visits GROUP BY 1) u`))
+		rows, types := dpRows(t, ctx, conn, "SELECT sum(cost) FROM visits")
+		if types[0] != 1700 {
+			t.Errorf("sum(numeric) type %d, want numeric", types[0])
+		}
+		if got := num(t, rows[0]["sum"]); math.Abs(got-want) > tol(50000) {
+			t.Errorf("sum %v, exact bounded %v", got, want)
+		}
+	})
+
+	t.Run("privacy unit: distinct units per group with group bounding", func(t *testing.T) {
+		raw := exactMap(t, ctx, "SELECT department, count(DISTINCT patient_id) FROM visits GROUP BY 1")
+		// Patients in more than max_groups_per_unit (3) departments lose
+		// some of them at random: the answer may fall short by at most
+		// their number.
+		excess := float64(exact(t, ctx, "SELECT count(*) FROM (SELECT patient_id FROM visits GROUP BY 1 HAVING count(DISTINCT department) > 3) x"))
+		rows, _ := dpRows(t, ctx, conn, "SELECT department, count(DISTINCT patient_id) AS patients FROM visits GROUP BY department")
+		if len(rows) != 5 {
+			t.Fatalf("got %d departments, want the 5 of the public domain", len(rows))
+		}
+		for _, r := range rows {
+			d := r["department"].(string)
+			got := num(t, r["patients"])
+			if got > raw[d]+tol(3) || got < raw[d]-excess-tol(3) {
+				t.Errorf("%s: %v units, raw %v, excess %v", d, got, raw[d], excess)
+			}
+		}
+	})
+
+	t.Run("empty groups of a public domain are answered", func(t *testing.T) {
+		rows, _ := dpRows(t, ctx, conn, "SELECT department, count(*) FROM visits WHERE department = 'oncology' GROUP BY department")
+		if len(rows) != 5 {
+			t.Fatalf("got %d groups, want 5", len(rows))
+		}
+		for _, r := range rows {
+			// count sensitivity: 10 rows x 3 groups per unit = 30 at ε 1.
+			if d := r["department"].(string); d != "oncology" && num(t, r["count"]) > tol(30) {
+				t.Errorf("empty group %s answered %v", d, r["count"])
+			}
+		}
+	})
+
+	t.Run("partition selection releases large groups", func(t *testing.T) {
+		counts := exactMap(t, ctx, "SELECT zip, count(*) FROM patients GROUP BY zip")
+		rows, _ := dpRows(t, ctx, conn, "SELECT zip, count(*) FROM patients GROUP BY zip")
+		if len(rows) != len(counts) {
+			t.Errorf("released %d of %d groups of about 2000 patients each", len(rows), len(counts))
+		}
+		for _, r := range rows {
+			z := r["zip"].(string)
+			if got := num(t, r["count"]); math.Abs(got-counts[z]) > tol(2) {
+				t.Errorf("zip %s: %v, exact %v", z, got, counts[z])
+			}
+		}
+	})
+
+	t.Run("HAVING ORDER BY LIMIT after noise", func(t *testing.T) {
+		rows, _ := dpRows(t, ctx, conn, "SELECT diagnosis, count(*) AS n FROM patients GROUP BY 1 HAVING count(*) > 100 ORDER BY n DESC LIMIT 1")
+		if len(rows) != 1 || rows[0]["diagnosis"] != "hypertension" {
+			t.Errorf("top diagnosis: %v (hypertension leads by thousands)", rows)
+		}
+	})
+
+	t.Run("derived key date_trunc is a timestamptz", func(t *testing.T) {
+		rows, types := dpRows(t, ctx, conn, "SELECT date_trunc('year', visit_date) AS y, count(*) FROM patients GROUP BY 1 ORDER BY 1")
+		if types[0] != 1184 || len(rows) != 2 {
+			t.Fatalf("types %v rows %v", types, rows)
+		}
+		if y, ok := rows[0]["y"].(time.Time); !ok || y.Year() != 2024 {
+			t.Errorf("first year %v", rows[0]["y"])
+		}
+	})
+
+	t.Run("no delta budget refuses partition selection", func(t *testing.T) {
+		bob := p.connect(t, ctx, "bob", "bob-demo", false)
+		_, err := bob.Exec(ctx, "SELECT zip, count(*) FROM patients GROUP BY zip")
+		var pge *pgconn.PgError
+		if !errors.As(err, &pge) || pge.Code != "42501" || pge.Hint == "" {
+			t.Errorf("got %v, want 42501 with a hint", err)
+		}
+	})
+}
