@@ -122,17 +122,9 @@ func Parse(file string, data []byte, env Env) (*Policy, error) {
 // position.
 func Check(file string, data []byte, env Env) (pol *Policy, errs, warnings Problems) {
 	d := &decoder{file: file, anchors: map[string]ast.Node{}}
-	defer func() {
-		// go-yaml is third-party code fed with whatever the file holds: a
-		// panic in it must not take the proxy down on reload.
-		if r := recover(); r != nil {
-			pol, warnings = nil, nil
-			errs = Problems{{File: file, Line: 1, Column: 1, Message: fmt.Sprintf("the YAML parser failed on this file (%v); check its syntax", r)}}
-		}
-	}()
 	p := d.parse(data, env)
-	sortProblems(d.errs)
-	sortProblems(d.warns)
+	d.errs = sortProblems(d.errs)
+	d.warns = sortProblems(d.warns)
 	if len(d.errs) > 0 {
 		return nil, d.errs, d.warns
 	}
@@ -140,13 +132,24 @@ func Check(file string, data []byte, env Env) (pol *Policy, errs, warnings Probl
 	return p, nil, d.warns
 }
 
-func sortProblems(ps Problems) {
+// sortProblems orders problems by position and drops repeats (an aliased
+// node is decoded once per use).
+func sortProblems(ps Problems) Problems {
 	sort.SliceStable(ps, func(i, j int) bool {
 		if ps[i].Line != ps[j].Line {
 			return ps[i].Line < ps[j].Line
 		}
 		return ps[i].Column < ps[j].Column
 	})
+	out := ps[:0]
+	seen := map[Problem]bool{}
+	for _, p := range ps {
+		if !seen[p] {
+			seen[p] = true
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 func (d *decoder) parse(data []byte, env Env) *Policy {
@@ -162,7 +165,7 @@ func (d *decoder) parse(data []byte, env Env) *Policy {
 		d.errorf(pos{1, 1}, "the policy file is %d bytes; the limit is %d", len(data), MaxFileSize)
 		return p
 	}
-	f, err := parser.ParseBytes(data, 0)
+	f, err := parseYAML(data)
 	if err != nil {
 		d.errs = append(d.errs, yamlProblem(d.file, err))
 		return p
@@ -188,6 +191,17 @@ func (d *decoder) parse(data []byte, env Env) *Policy {
 		"defaults", "analysts", "teams", "datasets", "tables")
 	d.top(p, top, env)
 	return p
+}
+
+// parseYAML runs go-yaml's parser. It is third-party code fed with whatever
+// the file holds: a panic in it must not take the proxy down on reload.
+func parseYAML(data []byte) (f *ast.File, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			f, err = nil, fmt.Errorf("the YAML parser failed on this file (%v); check its syntax", r)
+		}
+	}()
+	return parser.ParseBytes(data, 0)
 }
 
 func yamlProblem(file string, err error) Problem {
@@ -252,11 +266,11 @@ func (d *decoder) top(p *Policy, o *object, env Env) {
 	for _, n := range tables {
 		d.table(p, n)
 	}
-	analysts, _ := o.list("analysts", "[{name: alice, password: ..., budget: {epsilon: 5}}]")
+	analysts, listOK := o.list("analysts", "[{name: alice, password: ..., budget: {epsilon: 5}}]")
 	for _, n := range analysts {
 		d.analyst(p, n)
 	}
-	if len(p.Analysts) == 0 && len(analysts) == 0 {
+	if len(analysts) == 0 && (listOK || !o.has("analysts")) {
 		d.errorf(o.keyAt("analysts"), "no analysts: add an `analysts:` list with at least one name, password and budget")
 	}
 	teams, _ := o.list("teams", "[{name: research, members: [alice, bob], budget: {epsilon: 10}}]")
@@ -637,6 +651,9 @@ func (d *decoder) name(o *object, what, example string) string {
 func (d *decoder) analyst(p *Policy, n ast.Node) {
 	o := d.object(n, posOf(n), "an analyst",
 		"name", "password", "budget", "max_epsilon", "max_delta", "tables")
+	if o.broken {
+		return
+	}
 	name := d.name(o, "analyst", "alice")
 	a := &Analyst{Name: name}
 	who := fmt.Sprintf("analyst %q", name)
@@ -723,6 +740,9 @@ func (d *decoder) tableRef(p *Policy, n ast.Node, owner string) *Table {
 
 func (d *decoder) team(p *Policy, n ast.Node) {
 	o := d.object(n, posOf(n), "a team", "name", "members", "budget")
+	if o.broken {
+		return
+	}
 	name := d.name(o, "team", "research")
 	tm := &Team{Name: name}
 	who := fmt.Sprintf("team %q", name)
@@ -765,6 +785,9 @@ func (d *decoder) team(p *Policy, n ast.Node) {
 
 func (d *decoder) dataset(p *Policy, n ast.Node) {
 	o := d.object(n, posOf(n), "a dataset", "name", "tables", "budget")
+	if o.broken {
+		return
+	}
 	name := d.name(o, "dataset", "clinical")
 	ds := &Dataset{Name: name}
 	who := fmt.Sprintf("dataset %q", name)
@@ -799,6 +822,9 @@ func (d *decoder) dataset(p *Policy, n ast.Node) {
 func (d *decoder) table(p *Policy, n ast.Node) {
 	o := d.object(n, posOf(n), "a table",
 		"name", "schema", "privacy", "unit", "max_rows_per_unit", "max_groups_per_unit", "columns")
+	if o.broken {
+		return
+	}
 	name := d.name(o, "table", "patients")
 	t := &Table{Name: name, Schema: "public", columns: map[string]*Column{}}
 	if s, ok := o.str("schema", "public"); ok {
@@ -887,6 +913,9 @@ func (d *decoder) table(p *Policy, n ast.Node) {
 
 func (d *decoder) column(t *Table, n ast.Node) {
 	o := d.object(n, posOf(n), "a column", "name", "type", "bounds", "granularity", "domain", "hidden", "range")
+	if o.broken {
+		return
+	}
 	name := d.name(o, "column", "age")
 	c := &Column{Name: name}
 	if name != "" && t.columns[name] != nil {
@@ -924,7 +953,7 @@ func (d *decoder) column(t *Table, n ast.Node) {
 	if c.Hidden {
 		for _, k := range []string{"bounds", "granularity", "domain", "range"} {
 			if o.has(k) {
-				d.warnf(o.keyAt(k), "%s of hidden column %q is never used: hidden columns cannot appear in queries at all", k, name)
+				d.warnf(o.keyAt(k), "hidden column %q has %s, which are never used: hidden columns cannot appear in queries at all", name, k)
 			}
 		}
 	}

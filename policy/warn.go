@@ -1,6 +1,9 @@
 package policy
 
-import "math"
+import (
+	"math"
+	"strings"
+)
 
 // Warnings flag choices that are valid but risky. Each names the risk and
 // the usual value, and leaves the decision to the DBA.
@@ -61,8 +64,15 @@ func (d *decoder) boundsWarnings(at pos, c *Column, b *Bounds) {
 	}
 	switch {
 	case hi != 0 && (b.Lower < lo || b.Upper > hi):
-		d.warnf(at, "bounds [%g, %g] are wider than a %s column can hold ([%g, %g]); bounds should be what the column plausibly holds, e.g. [0, 120] for an age", b.Lower, b.Upper, c.Type, lo, hi)
+		d.warnf(at, "bounds [%g, %g] are wider than %s %s column can hold ([%g, %g]); bounds should be what the column plausibly holds, e.g. [0, 120] for an age", b.Lower, b.Upper, article(c.Type), c.Type, lo, hi)
 	case math.Abs(b.Lower) > warnBoundMagnitude || math.Abs(b.Upper) > warnBoundMagnitude:
 		d.warnf(at, "bounds [%g, %g] of %q are absurdly wide: noise on sums and averages scales with them, so answers will be useless; choose the range values plausibly take", b.Lower, b.Upper, c.Name)
 	}
+}
+
+func article(word string) string {
+	if strings.ContainsAny(word[:1], "aeiou") {
+		return "an"
+	}
+	return "a"
 }
