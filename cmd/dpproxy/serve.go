@@ -23,7 +23,7 @@ import (
 func cmdServe(args []string) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	policyPath := fs.String("policy", "", "policy file (required)")
-	admin := fs.String("admin", "127.0.0.1:6433", "admin HTTP address for /healthz and /ledger/report (empty: off)")
+	admin := fs.String("admin", "", "admin HTTP address for /healthz and /ledger/report (empty: off; default: the policy's admin, 127.0.0.1:6433)")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	if err := fs.Parse(args); err != nil {
 		return usageError{err.Error()}
@@ -35,7 +35,13 @@ func cmdServe(args []string) error {
 	if err != nil {
 		return err
 	}
-	return serve(pol, *policyPath, *admin, newLogger(*logFormat), nil)
+	adminAddr := pol.Admin
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == "admin" {
+			adminAddr = *admin
+		}
+	})
+	return serve(pol, *policyPath, adminAddr, newLogger(*logFormat), nil)
 }
 
 func newLogger(format string) *slog.Logger {
@@ -90,20 +96,9 @@ func serve(pol *policy.Policy, policyPath, adminAddr string, log *slog.Logger, r
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	go func() {
-		for range hup {
-			if policyPath == "" {
-				continue
-			}
-			np, err := policy.Load(policyPath)
-			if err != nil {
-				log.Error("policy reload rejected; keeping the old policy", "err", err)
-				continue
-			}
-			srv.SetPolicy(np)
-			log.Info("policy reloaded", "policy_version", np.Version)
-		}
-	}()
+	if policyPath != "" {
+		go watchPolicy(ctx, policyPath, pol, srv, hup, log)
+	}
 	if ready != nil {
 		ready(ln.Addr().String())
 	}
