@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/dpproxy/dpproxy/ledger"
 	"github.com/dpproxy/dpproxy/policy"
@@ -116,10 +118,58 @@ func serve(pol *policy.Policy, policyPath, adminAddr string, log *slog.Logger, r
 	return srv.Shutdown(shutCtx)
 }
 
+// openLedger opens the ledger the policy names. For Redis it builds a
+// go-redis UniversalClient (one address: a single server; master_name: a
+// Sentinel deployment, addrs are the sentinels; several addresses: a
+// Cluster), with ContextTimeoutEnabled so a debit honours its deadline, and
+// refuses to start on a Redis without persistence unless the policy sets
+// allow_volatile (which is logged).
 func openLedger(pol *policy.Policy, log *slog.Logger) (ledger.Store, error) {
 	switch pol.Ledger.Backend {
 	case "bolt":
 		return ledger.OpenBolt(pol.Ledger.Path, ledger.BoltOptions{Logger: log})
+	case "redis":
+		rc := pol.Ledger.Redis
+		client := redis.NewUniversalClient(&redis.UniversalOptions{
+			Addrs:                 rc.Addrs,
+			MasterName:            rc.MasterName,
+			Username:              rc.Username,
+			Password:              rc.Password,
+			ContextTimeoutEnabled: true,
+			DialTimeout:           2 * time.Second,
+			ReadTimeout:           2 * time.Second,
+			WriteTimeout:          2 * time.Second,
+		})
+		if rc.AllowVolatile {
+			log.Warn("ledger: allow_volatile is set: dpproxy will accept a Redis without persistence, where a restart erases spent budgets")
+		}
+		store, err := ledger.NewRedis(client, ledger.RedisOptions{AllowVolatile: rc.AllowVolatile, Logger: log})
+		if err != nil {
+			client.Close()
+			return nil, err
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := store.CheckDurability(ctx); err != nil {
+			client.Close()
+			return nil, fmt.Errorf("ledger: %w", err)
+		}
+		log.Info("ledger: using Redis", "addrs", rc.Addrs, "master_name", rc.MasterName)
+		return closeWith{store, client}, nil
 	}
-	return nil, fmt.Errorf("ledger backend %q is not wired into serve yet", pol.Ledger.Backend)
+	return nil, fmt.Errorf("ledger backend %q is not supported", pol.Ledger.Backend)
+}
+
+// closeWith is a Store whose Close also closes the client it owns.
+type closeWith struct {
+	ledger.Store
+	client io.Closer
+}
+
+func (c closeWith) Close() error {
+	err := c.Store.Close()
+	if cerr := c.client.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
