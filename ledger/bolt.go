@@ -12,6 +12,7 @@ import (
 	"runtime/debug"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -24,7 +25,8 @@ type BoltOptions struct {
 	// the file open (default 1s); on timeout OpenBolt fails with ErrUnavailable.
 	LockTimeout time.Duration
 	// Mode is the accounting mode (default ModeBasic). A file remembers the
-	// mode it was created with and refuses to open under another.
+	// mode it was created with and refuses to open under another
+	// (ErrUnsupportedMode).
 	Mode Mode
 	// MaxBatch is the most debits committed in one transaction (default 256).
 	MaxBatch int
@@ -57,6 +59,7 @@ var (
 	bucketAccounts = []byte("accounts")
 	bucketAudit    = []byte("audit")
 	bucketIDs      = []byte("ids")
+	bucketBudgets  = []byte("budgets") // level states other than analysts' lifetime accounts, by stateKey
 
 	keyFormat   = []byte("format")
 	keyMode     = []byte("mode")
@@ -135,7 +138,7 @@ func OpenBolt(path string, opts BoltOptions) (s *BoltStore, err error) {
 		if m := Mode(meta.Get(keyMode)); m != mode {
 			return fmt.Errorf("%w: file uses accounting mode %q, store opened with %q", ErrUnsupportedMode, m, mode)
 		}
-		for _, b := range [][]byte{bucketAccounts, bucketAudit, bucketIDs} {
+		for _, b := range [][]byte{bucketAccounts, bucketAudit, bucketIDs, bucketBudgets} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -163,7 +166,7 @@ func OpenBolt(path string, opts BoltOptions) (s *BoltStore, err error) {
 
 // Debit implements Store.
 func (s *BoltStore) Debit(ctx context.Context, c Charge) (Balance, error) {
-	a, err := validate(&c)
+	a, err := validate(&c, s.mode)
 	if err != nil {
 		return Balance{}, err
 	}
@@ -253,38 +256,61 @@ func (s *BoltStore) commit(batch []*boltReq) {
 // errors are results, not transaction failures: they write nothing.
 func (s *BoltStore) apply(tx *bolt.Tx, r *boltReq) (boltRes, error) {
 	c, a := r.c, r.a
-	ids, accts, audit, meta := tx.Bucket(bucketIDs), tx.Bucket(bucketAccounts), tx.Bucket(bucketAudit), tx.Bucket(bucketMeta)
+	ids, audit := tx.Bucket(bucketIDs), tx.Bucket(bucketAudit)
 
 	if v := ids.Get(idKey(c.Analyst, c.ID)); v != nil {
-		rec, err := getRecord(audit, v)
+		rec, b, err := getRecordBody(audit, v[:8])
 		if err != nil {
 			return boltRes{}, err
 		}
-		var b entryBody
-		if err := json.Unmarshal([]byte(rec.Body), &b); err != nil {
-			return boltRes{}, fmt.Errorf("entry %d: %w", rec.Seq, err)
-		}
-		if b.Analyst != c.Analyst || b.EpsUnits != a.eps || b.DeltaUnits != a.delta {
+		if b.Kind != "" || b.EpsUnits != a.eps || b.DeltaUnits != a.delta {
 			return boltRes{err: fmt.Errorf("%w: id %q was charged epsilon %g, delta %g",
 				ErrIDConflict, c.ID, fromEps(b.EpsUnits), fromDelta(b.DeltaUnits))}, nil
 		}
-		return boltRes{bal: recordBalance(rec, &b)}, nil
+		return boltRes{bal: storedBalance(v, rec, b, s.mode)}, nil
 	}
 
-	var acct account
-	if v := accts.Get([]byte(c.Analyst)); v != nil {
-		if err := json.Unmarshal(v, &acct); err != nil {
-			return boltRes{}, fmt.Errorf("account %q: %w", c.Analyst, err)
+	states := boltStates{tx: tx, analyst: c.Analyst, m: map[string]*account{}}
+	life, err := states.get(level{Account: analystAccount(c.Analyst)})
+	if err != nil {
+		return boltRes{}, err
+	}
+	lv := make([]*account, len(a.levels))
+	for i, l := range a.levels {
+		if lv[i], err = states.get(l); err != nil {
+			return boltRes{}, err
+		}
+		if !lv[i].fits(&a, l, s.mode) {
+			return boltRes{err: budgetError(c.Analyst, &a, l, lv[i], s.mode)}, nil
 		}
 	}
-	if a.exceeds(acct.SpentEps, acct.SpentDelta) {
-		return boltRes{err: budgetError(c.Analyst, a, acct.SpentEps, acct.SpentDelta)}, nil
+	life.add(&a, s.mode)
+	life.BudgetEps, life.BudgetDelta = a.levels[0].BudgetEps, a.levels[0].BudgetDelta
+	for i, l := range a.levels {
+		if lv[i] != life {
+			lv[i].add(&a, s.mode)
+		}
+		lv[i].BudgetEps, lv[i].BudgetDelta = l.BudgetEps, l.BudgetDelta
 	}
-	acct.SpentEps += a.eps
-	acct.SpentDelta += a.delta
-	acct.BudgetEps, acct.BudgetDelta = a.budgetEps, a.budgetDelta
-	acct.Queries++
+	key, err := s.appendRecord(tx, r.body, r.digest, life)
+	if err != nil {
+		return boltRes{}, err
+	}
+	bal := lv[0].balance(c.Analyst, a.levels[0], s.mode)
+	snap, err := json.Marshal(lv[0])
+	if err != nil {
+		return boltRes{}, err
+	}
+	if err := ids.Put(idKey(c.Analyst, c.ID), append(key, snap...)); err != nil {
+		return boltRes{}, err
+	}
+	return boltRes{bal: bal}, states.put()
+}
 
+// appendRecord appends one entry to the chain with the analyst's lifetime
+// totals after it and returns its key.
+func (s *BoltStore) appendRecord(tx *bolt.Tx, body []byte, digest string, life *account) ([]byte, error) {
+	audit, meta := tx.Bucket(bucketAudit), tx.Bucket(bucketMeta)
 	seq, prev := uint64(0), genesisHash
 	if v := meta.Get(keyHeadSeq); v != nil {
 		seq = binary.BigEndian.Uint64(v)
@@ -293,43 +319,178 @@ func (s *BoltStore) apply(tx *bolt.Tx, r *boltReq) (boltRes, error) {
 	seq++
 	rec := record{
 		Seq: seq, Prev: prev,
-		SpentEps: acct.SpentEps, SpentDelta: acct.SpentDelta, Queries: acct.Queries,
-		Body: string(r.body),
+		SpentEps: life.SpentEps, SpentDelta: life.SpentDelta, Queries: life.Queries,
+		Body: string(body),
 	}
-	rec.Hash = linkHash(prev, seq, rec.SpentEps, rec.SpentDelta, rec.Queries, r.digest)
-
+	rec.Hash = linkHash(prev, seq, rec.SpentEps, rec.SpentDelta, rec.Queries, digest)
 	key := seqKey(seq)
 	recBytes, err := json.Marshal(&rec)
 	if err != nil {
-		return boltRes{}, err
+		return nil, err
 	}
-	acctBytes, err := json.Marshal(&acct)
-	if err != nil {
-		return boltRes{}, err
+	if err := audit.Put(key, recBytes); err != nil {
+		return nil, err
 	}
-	for _, p := range []struct {
-		b    *bolt.Bucket
-		k, v []byte
-	}{
-		{audit, key, recBytes},
-		{accts, []byte(c.Analyst), acctBytes},
-		{ids, idKey(c.Analyst, c.ID), key},
-		{meta, keyHeadSeq, key},
-		{meta, keyHeadHash, []byte(rec.Hash)},
-	} {
-		if err := p.b.Put(p.k, p.v); err != nil {
-			return boltRes{}, err
-		}
+	if err := meta.Put(keyHeadSeq, key); err != nil {
+		return nil, err
 	}
-	return boltRes{bal: acct.balance(c.Analyst)}, nil
+	return key, meta.Put(keyHeadHash, []byte(rec.Hash))
 }
 
-func recordBalance(rec *record, b *entryBody) Balance {
-	return account{
+// boltStates loads and stores the account states one transaction touches:
+// the analyst's lifetime account in bucketAccounts, other levels' states
+// in bucketBudgets.
+type boltStates struct {
+	tx      *bolt.Tx
+	analyst string
+	m       map[string]*account
+}
+
+func (b *boltStates) loc(l level) (*bolt.Bucket, []byte) {
+	if l.lifetime(b.analyst) {
+		return b.tx.Bucket(bucketAccounts), []byte(b.analyst)
+	}
+	return b.tx.Bucket(bucketBudgets), []byte(l.stateKey())
+}
+
+func (b *boltStates) get(l level) (*account, error) {
+	bk, k := b.loc(l)
+	key := "b/" + string(k)
+	if l.lifetime(b.analyst) {
+		key = lifetimeKey(b.analyst)
+	}
+	if st := b.m[key]; st != nil {
+		return st, nil
+	}
+	st := &account{}
+	if v := bk.Get(k); v != nil {
+		if err := json.Unmarshal(v, st); err != nil {
+			return nil, fmt.Errorf("account %q: %w", k, err)
+		}
+	}
+	b.m[key] = st
+	return st, nil
+}
+
+func (b *boltStates) put() error {
+	for key, st := range b.m {
+		v, err := json.Marshal(st)
+		if err != nil {
+			return err
+		}
+		if key == lifetimeKey(b.analyst) {
+			err = b.tx.Bucket(bucketAccounts).Put([]byte(b.analyst), v)
+		} else {
+			_, k, _ := strings.Cut(key, "/")
+			err = b.tx.Bucket(bucketBudgets).Put([]byte(k), v)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// storedBalance is the result recorded for a charge ID: the analyst's
+// level state after it (files written before levels: the lifetime totals).
+func storedBalance(idVal []byte, rec *record, b *entryBody, mode Mode) Balance {
+	var st account
+	if len(idVal) > 8 && json.Unmarshal(idVal[8:], &st) == nil {
+		l := b.ownLevel()
+		l.BudgetEps, l.BudgetDelta = st.BudgetEps, st.BudgetDelta
+		return st.balance(b.Analyst, l, mode)
+	}
+	st = account{
 		SpentEps: rec.SpentEps, SpentDelta: rec.SpentDelta,
 		BudgetEps: b.BudgetEps, BudgetDelta: b.BudgetDelta,
 		Queries: rec.Queries,
-	}.balance(b.Analyst)
+	}
+	return st.balance(b.Analyst, b.ownLevel(), mode)
+}
+
+func getRecordBody(audit *bolt.Bucket, key []byte) (*record, *entryBody, error) {
+	rec, err := getRecord(audit, key)
+	if err != nil {
+		return nil, nil, err
+	}
+	var b entryBody
+	if err := json.Unmarshal([]byte(rec.Body), &b); err != nil {
+		return nil, nil, fmt.Errorf("entry %d: %w", rec.Seq, err)
+	}
+	return rec, &b, nil
+}
+
+// Grant implements Store: one transaction adjusts the analyst's account and
+// appends the entry.
+func (s *BoltStore) Grant(ctx context.Context, g Grant) (Balance, error) {
+	l, err := grantLevel(&g)
+	if err != nil {
+		return Balance{}, err
+	}
+	if err := ctx.Err(); err != nil {
+		return Balance{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	s.mu.RLock()
+	closed := s.closed
+	s.mu.RUnlock()
+	if closed {
+		return Balance{}, ErrClosed
+	}
+	var bal Balance
+	var result error
+	err = s.update(func(tx *bolt.Tx) error {
+		ids, audit := tx.Bucket(bucketIDs), tx.Bucket(bucketAudit)
+		if v := ids.Get(idKey(g.Analyst, g.ID)); v != nil {
+			rec, b, err := getRecordBody(audit, v[:8])
+			if err != nil {
+				return err
+			}
+			if b.Kind == "" {
+				result = fmt.Errorf("%w: id %q was used by a charge", ErrIDConflict, g.ID)
+				return nil
+			}
+			bal = storedBalance(v, rec, b, s.mode)
+			return nil
+		}
+		states := boltStates{tx: tx, analyst: g.Analyst, m: map[string]*account{}}
+		life, err := states.get(level{Account: analystAccount(g.Analyst)})
+		if err != nil {
+			return err
+		}
+		st, err := states.get(l)
+		if err != nil {
+			return err
+		}
+		eps, delta := signedUnits(g.Epsilon, epsScale), signedUnits(g.Delta, deltaScale)
+		if g.Reset {
+			eps, delta = st.SpentEps-st.GrantEps, st.SpentDelta-st.GrantDelta
+		}
+		gb := newGrantBody(&g, l, eps, delta, s.mode)
+		body, digest, err := gb.encode()
+		if err != nil {
+			return err
+		}
+		st.GrantEps += eps
+		st.GrantDelta += delta
+		key, err := s.appendRecord(tx, body, digest, life)
+		if err != nil {
+			return err
+		}
+		l.BudgetEps, l.BudgetDelta = st.BudgetEps, st.BudgetDelta
+		bal = st.balance(g.Analyst, l, s.mode)
+		snap, err := json.Marshal(st)
+		if err != nil {
+			return err
+		}
+		if err := ids.Put(idKey(g.Analyst, g.ID), append(key, snap...)); err != nil {
+			return err
+		}
+		return states.put()
+	})
+	if err != nil {
+		return Balance{}, err
+	}
+	return bal, result
 }
 
 // idKey is the idempotency key: charge IDs are scoped per analyst.
@@ -407,7 +568,7 @@ func (s *BoltStore) Balance(ctx context.Context, analyst string) (Balance, error
 	if err != nil {
 		return Balance{}, err
 	}
-	return acct.balance(analyst), nil
+	return acct.balance(analyst, acct.lifetimeLevel(analyst), s.mode), nil
 }
 
 // Balances implements Store.
@@ -422,7 +583,7 @@ func (s *BoltStore) Balances(ctx context.Context) ([]Balance, error) {
 			if err := json.Unmarshal(v, &acct); err != nil {
 				return fmt.Errorf("account %q: %w", k, err)
 			}
-			out = append(out, acct.balance(string(k)))
+			out = append(out, acct.balance(string(k), acct.lifetimeLevel(string(k)), s.mode))
 			return nil
 		})
 	})
@@ -464,12 +625,12 @@ func (s *BoltStore) Entries(ctx context.Context, f Filter) ([]Entry, error) {
 
 // Verify implements Store. It walks the whole chain, checks that the head
 // recorded in the file matches its last entry (so a deleted tail is
-// detected), that every charge ID points at its entry, and that each account
-// equals the sum of its entries.
+// detected), that every charge ID points at its entry, and that every
+// account and period bucket equals the replay of its entries.
 func (s *BoltStore) Verify(ctx context.Context) error {
 	return s.view(func(tx *bolt.Tx) error {
 		ids, meta := tx.Bucket(bucketIDs), tx.Bucket(bucketMeta)
-		sums := map[string]account{}
+		rp := newReplay()
 		prev, seq := genesisHash, uint64(0)
 		c := tx.Bucket(bucketAudit).Cursor()
 		for k, v := c.First(); k != nil; k, v = c.Next() {
@@ -488,16 +649,17 @@ func (s *BoltStore) Verify(ctx context.Context) error {
 			if err != nil {
 				return tampered("%v", err)
 			}
-			sum := sums[b.Analyst]
-			sum.SpentEps += b.EpsUnits
-			sum.SpentDelta += b.DeltaUnits
-			sum.Queries++
-			sum.BudgetEps, sum.BudgetDelta = b.BudgetEps, b.BudgetDelta
-			if sum.SpentEps != rec.SpentEps || sum.SpentDelta != rec.SpentDelta || sum.Queries != rec.Queries {
+			if b.Mode != s.mode && !(b.Mode == "" && s.mode == ModeBasic) {
+				return tampered("entry %d: accounting mode %q in a %q ledger", seq, b.Mode, s.mode)
+			}
+			if err := rp.apply(&b); err != nil {
+				return tampered("entry %d: %v", seq, err)
+			}
+			life := rp.state(lifetimeKey(b.Analyst))
+			if life.SpentEps != rec.SpentEps || life.SpentDelta != rec.SpentDelta || life.Queries != rec.Queries {
 				return tampered("entry %d: running totals do not match earlier entries of analyst %q", seq, b.Analyst)
 			}
-			sums[b.Analyst] = sum
-			if !bytes.Equal(ids.Get(idKey(b.Analyst, b.ID)), k) {
+			if v := ids.Get(idKey(b.Analyst, b.ID)); len(v) < 8 || !bytes.Equal(v[:8], k) {
 				return tampered("entry %d: charge id %q is not indexed to it", seq, b.ID)
 			}
 			prev = rec.Hash
@@ -513,23 +675,32 @@ func (s *BoltStore) Verify(ctx context.Context) error {
 			return tampered("%d charge ids indexed for %d entries", n, seq)
 		}
 		n := 0
-		err := tx.Bucket(bucketAccounts).ForEach(func(k, v []byte) error {
-			n++
-			var acct account
-			if err := json.Unmarshal(v, &acct); err != nil {
-				return tampered("account %q: undecodable: %v", k, err)
-			}
-			if acct != sums[string(k)] {
-				return tampered("account %q does not equal the sum of its entries (spent epsilon %s, entries say %s)",
-					k, strconv.FormatFloat(fromEps(acct.SpentEps), 'g', -1, 64), strconv.FormatFloat(fromEps(sums[string(k)].SpentEps), 'g', -1, 64))
-			}
-			return nil
-		})
-		if err != nil {
+		check := func(bk []byte, key func(k []byte) string, what string) error {
+			return tx.Bucket(bk).ForEach(func(k, v []byte) error {
+				n++
+				var acct account
+				if err := json.Unmarshal(v, &acct); err != nil {
+					return tampered("%s %q: undecodable: %v", what, k, err)
+				}
+				want := rp.states[key(k)]
+				if want == nil {
+					return tampered("%s %q has no entries", what, k)
+				}
+				if !acct.equal(want) {
+					return tampered("%s %q does not equal the sum of its entries (spent epsilon %s, entries say %s)",
+						what, k, strconv.FormatFloat(fromEps(acct.SpentEps), 'g', -1, 64), strconv.FormatFloat(fromEps(want.SpentEps), 'g', -1, 64))
+				}
+				return nil
+			})
+		}
+		if err := check(bucketAccounts, func(k []byte) string { return lifetimeKey(string(k)) }, "account"); err != nil {
 			return err
 		}
-		if n != len(sums) {
-			return tampered("%d accounts for %d analysts with entries", n, len(sums))
+		if err := check(bucketBudgets, func(k []byte) string { return string(k) }, "budget"); err != nil {
+			return err
+		}
+		if n != len(rp.states) {
+			return tampered("%d accounts and budgets stored for %d with entries", n, len(rp.states))
 		}
 		return nil
 	})

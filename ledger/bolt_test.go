@@ -182,8 +182,8 @@ func TestBoltPersistsAcrossReopen(t *testing.T) {
 	if err := s.Verify(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := OpenBolt(path+"x", BoltOptions{Mode: ModeRDP}); !errors.Is(err, ErrUnsupportedMode) {
-		t.Fatalf("ModeRDP: %v", err)
+	if _, err := OpenBolt(path+"x", BoltOptions{Mode: "zcdp"}); !errors.Is(err, ErrUnsupportedMode) {
+		t.Fatalf("unknown mode: %v", err)
 	}
 }
 

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"strconv"
 	"time"
+
+	"github.com/dpproxy/dpproxy/mechanisms"
 )
 
 // The hash chain, shared by both backends.
@@ -24,7 +26,9 @@ import (
 
 const genesisHash = "0000000000000000000000000000000000000000000000000000000000000000"
 
-const bodyVersion = 1
+// bodyVersion 2 added the optional fields after Mode; version 1 bodies
+// (without them) still verify and decode.
+const bodyVersion = 2
 
 // entryBody is the canonical encoding of a charge. Field order is fixed by
 // the struct; do not reorder or rename (bump bodyVersion instead).
@@ -44,6 +48,14 @@ type entryBody struct {
 	PolicyVersion string   `json:"policy_version"`
 	CacheHit      bool     `json:"cache_hit"`
 	Mode          Mode     `json:"mode"`
+	Kind          string   `json:"kind,omitempty"` // "" (a charge), KindGrant or KindReset
+	// The analyst's budget period and bucket, and the shared levels.
+	Period   Period  `json:"period,omitempty"`
+	Bucket   string  `json:"bucket,omitempty"`
+	Shared   []level `json:"shared,omitempty"`
+	RDPUnits []int64 `json:"rdp_units,omitempty"`
+	XEps     int64   `json:"x_eps_units,omitempty"`
+	XDelta   int64   `json:"x_delta_units,omitempty"`
 }
 
 func newBody(c *Charge, a amounts, mode Mode) entryBody {
@@ -51,6 +63,7 @@ func newBody(c *Charge, a amounts, mode Mode) entryBody {
 	if tables == nil {
 		tables = []string{}
 	}
+	own := a.levels[0]
 	return entryBody{
 		V:             bodyVersion,
 		ID:            c.ID,
@@ -58,8 +71,8 @@ func newBody(c *Charge, a amounts, mode Mode) entryBody {
 		Analyst:       c.Analyst,
 		EpsUnits:      a.eps,
 		DeltaUnits:    a.delta,
-		BudgetEps:     a.budgetEps,
-		BudgetDelta:   a.budgetDelta,
+		BudgetEps:     own.BudgetEps,
+		BudgetDelta:   own.BudgetDelta,
 		Statement:     c.Statement,
 		Fingerprint:   c.Fingerprint,
 		Tables:        tables,
@@ -67,7 +80,40 @@ func newBody(c *Charge, a amounts, mode Mode) entryBody {
 		PolicyVersion: c.PolicyVersion,
 		CacheHit:      c.CacheHit,
 		Mode:          mode,
+		Period:        own.Period,
+		Bucket:        own.Bucket,
+		Shared:        a.levels[1:],
+		RDPUnits:      a.rdp,
+		XEps:          a.xeps,
+		XDelta:        a.xdelt,
 	}
+}
+
+// newGrantBody encodes an admin adjustment of level l by (eps, delta) units.
+func newGrantBody(g *Grant, l level, eps, delta int64, mode Mode) entryBody {
+	kind := KindGrant
+	if g.Reset {
+		kind = KindReset
+	}
+	return entryBody{
+		V:          bodyVersion,
+		ID:         g.ID,
+		Time:       g.Time.UTC().Format(time.RFC3339Nano),
+		Analyst:    g.Analyst,
+		EpsUnits:   eps,
+		DeltaUnits: delta,
+		Statement:  g.Note,
+		Tables:     []string{},
+		Mode:       mode,
+		Kind:       kind,
+		Period:     l.Period,
+		Bucket:     l.Bucket,
+	}
+}
+
+// ownLevel is the analyst's level recorded in a body (its budget included).
+func (b *entryBody) ownLevel() level {
+	return level{Account: analystAccount(b.Analyst), Period: b.Period, Bucket: b.Bucket, BudgetEps: b.BudgetEps, BudgetDelta: b.BudgetDelta}
 }
 
 func (b *entryBody) encode() (body []byte, digest string, err error) {
@@ -149,14 +195,31 @@ func (r *record) entry() (Entry, error) {
 	if err != nil {
 		return Entry{}, fmt.Errorf("%w: entry %d: bad time: %v", ErrUnavailable, r.Seq, err)
 	}
+	kind := b.Kind
+	if kind == "" {
+		kind = KindCharge
+	}
+	var shared []Limit
+	for _, l := range b.Shared {
+		shared = append(shared, Limit{Account: l.Account, Budget: Budget{Epsilon: fromEps(l.BudgetEps), Delta: fromDelta(l.BudgetDelta), Period: l.Period}})
+	}
+	var rdp *mechanisms.RDPVector
+	if len(b.RDPUnits) == mechanisms.NumRDPOrders {
+		rdp = new(mechanisms.RDPVector)
+		for i, u := range b.RDPUnits {
+			rdp[i] = fromEps(u)
+		}
+	}
+	eps, delta := fromEps(b.EpsUnits), fromDelta(b.DeltaUnits)
 	return Entry{
 		Seq:           r.Seq,
+		Kind:          kind,
 		ID:            b.ID,
 		Time:          t,
 		Analyst:       b.Analyst,
-		Epsilon:       fromEps(b.EpsUnits),
-		Delta:         fromDelta(b.DeltaUnits),
-		Budget:        Budget{Epsilon: fromEps(b.BudgetEps), Delta: fromDelta(b.BudgetDelta)},
+		Epsilon:       eps,
+		Delta:         delta,
+		Budget:        Budget{Epsilon: fromEps(b.BudgetEps), Delta: fromDelta(b.BudgetDelta), Period: b.Period},
 		Statement:     b.Statement,
 		Fingerprint:   b.Fingerprint,
 		Tables:        b.Tables,
@@ -164,6 +227,9 @@ func (r *record) entry() (Entry, error) {
 		PolicyVersion: b.PolicyVersion,
 		CacheHit:      b.CacheHit,
 		Mode:          b.Mode,
+		Bucket:        b.Bucket,
+		Shared:        shared,
+		RDP:           rdp,
 		SpentEpsilon:  fromEps(r.SpentEps),
 		SpentDelta:    fromDelta(r.SpentDelta),
 		Queries:       r.Queries,

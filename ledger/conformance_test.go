@@ -276,7 +276,7 @@ var conformanceCases = []struct {
 		if e.ID != idN(3) || !e.Time.Equal(t0.Add(3*time.Minute)) || e.Epsilon != 0.25 || !e.CacheHit ||
 			e.Statement != "SELECT 3 -- 'quoted' \"ü\" \n" || e.Fingerprint != "fpamy" || e.Mechanisms != "laplace(count) scale=2" ||
 			e.PolicyVersion != "v1" || len(e.Tables) != 1 || e.Tables[0] != "public.patients" || e.Mode != ModeBasic ||
-			e.SpentEpsilon != 0.5 || e.Queries != 2 || e.Budget != (Budget{2, 1e-6}) || e.PrevHash != es[0].Hash && e.Seq == es[0].Seq+1 {
+			e.SpentEpsilon != 0.5 || e.Queries != 2 || e.Budget != (Budget{Epsilon: 2, Delta: 1e-6}) || e.PrevHash != es[0].Hash && e.Seq == es[0].Seq+1 {
 			t.Fatalf("entry %+v", e)
 		}
 		all, err := s.Entries(ctx, Filter{})

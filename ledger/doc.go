@@ -39,6 +39,55 @@
 //     entry. (A chain shows tampering; it cannot stop a writer who rewrites
 //     the whole chain. Record the last Entry.Hash elsewhere to anchor it.)
 //
+// # Budget levels and periods
+//
+// A charge draws on the analyst's own Budget and on every Charge.Shared
+// Limit (a team's budget, a dataset's budget across all analysts). Every
+// level must hold, and all are checked and debited in the same atomic step;
+// a refusal names the level (BudgetError.Account, Bucket) and debits none.
+// Each budget has a Period: lifetime, daily, monthly or yearly. A periodic
+// budget keeps one account per period ("bucket": "2025-06-01", "2025-06",
+// "2025"), chosen from Charge.Time in UTC, so it starts afresh at midnight
+// UTC / the first of the month / January 1st. Independently of periods,
+// every analyst has a lifetime account (Store.Balance, reports) whose totals
+// are the ones in the hash chain. Budgets still arrive with each charge:
+// the policy (teams, datasets, periods) is mapped to levels by the caller.
+//
+// # Admin grants and resets
+//
+// Store.Grant writes an entry of kind "grant" or "reset" to the analyst's
+// chain and, in the same atomic step, adds its amounts to the granted
+// amounts of one account (the lifetime one, or the current period's). A
+// grant RAISES THE BUDGET: a charge fits when spent + charge <= budget +
+// granted; spent amounts are never lowered, so the chain's running totals
+// stay the sums of all charges ever answered. A reset is a grant of exactly
+// spent - granted, after which the remaining budget is the whole Budget
+// again; its entry records the amount it computed. Negative grants take
+// budget back. Verify replays the entries: spent sums from charges, granted
+// sums from grants and resets, for every account and bucket.
+//
+// # Accounting modes
+//
+// ModeBasic (basic composition): epsilons and deltas add up, and a charge
+// fits when the sums stay within the budget.
+//
+// ModeRDP (Rényi DP): every account also holds the sum of the charges'
+// RDP curves at mechanisms.RDPOrders, in fixed point (epsilon units, each
+// charge rounded up), plus an "approximate" (epsilon, delta) part for
+// charges that have no curve and a positive delta. A charge without a curve
+// and with delta 0 is accounted with mechanisms.RDPPureDP (tight for any
+// pure-DP mechanism); a charge with a curve contributes its Delta to the
+// approximate part. A charge fits a level when EITHER the basic sums fit,
+// OR approximate epsilon + the conversion of the curve sums at
+// (budget delta - approximate delta) fits the budget epsilon (conversion of
+// Canonne, Kamath & Steinke 2020, Prop. 12, as mechanisms.RDPVector.Epsilon;
+// the two composed guarantees are both valid, so the tighter one may be
+// used). The check and the update happen in the bolt transaction and inside
+// the Lua script (which receives the per-order constants from Go and only
+// computes log(delta) itself, so the backends agree to within one 1e-9
+// unit at an exact boundary). A bolt file remembers its mode; a Redis
+// ledger's mode is checked entry by entry by Verify.
+//
 // # Backends
 //
 // BoltStore (OpenBolt) is a single bbolt file, the default for one node: one
@@ -51,15 +100,21 @@
 // refuses a volatile server) and appendfsync always if losing the last second
 // of debits in a crash is not acceptable.
 //
-// # Accounting modes
+// Redis Cluster: one script may only touch keys of one hash slot. Keys are
+// tagged per analyst ({analyst}), which spreads analysts over shards; a
+// charge with Shared budgets touches the shared accounts too, so a Cluster
+// deployment with team or dataset budgets must set RedisOptions.HashTag,
+// which puts the whole ledger in one slot (one shard, ~6–7k debits/s).
+// NewRedis refuses nothing, but such a Debit fails with ErrInvalidCharge.
+// Single-node Redis and Sentinel have no such constraint.
 //
-// Only ModeBasic (basic composition: epsilons and deltas add up against an
-// (epsilon, delta) budget) is implemented; a store opened with another Mode
-// fails with ErrUnsupportedMode, and a bolt file remembers its mode. ModeRDP
-// is the reserved extension point for Rényi-DP accounting: a Charge will
-// carry a mechanisms.RDPVector, the account will hold its per-order sums in
-// fixed point (rounded up, like epsilon), and the budget check will accept a
-// charge iff min(basic total, RDPVector.Epsilon(budget delta)) fits, in the
-// same atomic step (bolt transaction / Lua script). The ledger does not
-// import policy/, rewrite/ or wire/: budgets arrive with each charge.
+// Durability recommendations for Redis: appendonly yes with appendfsync
+// always (every debit is on disk before the script returns, so a crash of
+// Redis loses no answered charge), or, for replicated setups, appendfsync
+// everysec on a primary whose replicas acknowledge each write (WAIT 1 0
+// after the debit, which the proxy does not do today: a failover may lose
+// the last second of debits otherwise). CheckDurability refuses a Redis
+// with appendonly no unless RedisOptions.AllowVolatile (policy
+// ledger.redis.allow_volatile), which is logged.
+
 package ledger

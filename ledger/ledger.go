@@ -4,8 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"time"
+
+	"github.com/dpproxy/dpproxy/mechanisms"
 )
 
 // Charge is one debit request: the cost of one answer, paid before the answer
@@ -23,8 +24,23 @@ type Charge struct {
 	Epsilon float64
 	Delta   float64
 	// Budget is the analyst's limit from the policy, passed with every charge.
-	// It is rounded DOWN to the fixed-point units.
+	// It is rounded DOWN to the fixed-point units. Its Period says when it
+	// starts afresh (default lifetime), computed from Time in UTC.
 	Budget Budget
+	// Shared are further budgets the charge draws on, e.g. the analyst's
+	// team ("team:oncology") or a dataset shared by every analyst
+	// ("dataset:clinical"). Every one, and Budget, must hold; they are all
+	// checked and debited in the same atomic step as Budget. Account names
+	// must be distinct (per period) and must not start with "analyst:".
+	// On Redis Cluster they need RedisOptions.HashTag (see RedisStore).
+	Shared []Limit
+	// RDP is the charge's Rényi-DP curve (ModeRDP only; ignored in
+	// ModeBasic). When set, the charge is the composition of a mechanism
+	// with that curve and a (0, Delta) part. When nil, a charge with Delta
+	// 0 is accounted with the tight curve of an Epsilon-DP mechanism
+	// (mechanisms.RDPPureDP), and one with Delta > 0 as an (Epsilon,
+	// Delta) part outside the RDP sum.
+	RDP *mechanisms.RDPVector
 	// Statement is the statement text (never results). Fingerprint is the
 	// normalised statement fingerprint, if the caller has one.
 	Statement     string
@@ -36,31 +52,137 @@ type Charge struct {
 	Time          time.Time // required; the caller supplies the clock
 }
 
-// Budget is an analyst's (epsilon, delta) limit under basic composition.
+// Budget is an (epsilon, delta) limit per period.
 type Budget struct {
 	Epsilon float64 `json:"epsilon"`
 	Delta   float64 `json:"delta"`
+	Period  Period  `json:"period,omitempty"` // "" means PeriodLifetime
 }
 
-// Balance is an analyst's account. Budget is the budget passed with the most
-// recent successful charge (zero if the analyst has never been charged).
+// Limit is a budget shared by several analysts (a team's, a dataset's).
+type Limit struct {
+	Account string `json:"account"` // e.g. "team:oncology", "dataset:clinical"
+	Budget  Budget `json:"budget"`
+}
+
+// Period says when a budget starts afresh. Period boundaries are computed
+// from Charge.Time in UTC: each period has its own account (a "bucket"),
+// e.g. "2025-06-01" for a daily budget, "2025-06" monthly, "2025" yearly.
+type Period string
+
+const (
+	PeriodLifetime Period = "lifetime"
+	PeriodDaily    Period = "daily"
+	PeriodMonthly  Period = "monthly"
+	PeriodYearly   Period = "yearly"
+)
+
+// bucket returns the period's bucket holding t ("" for lifetime).
+func (p Period) bucket(t time.Time) (string, error) {
+	t = t.UTC()
+	switch p {
+	case "", PeriodLifetime:
+		return "", nil
+	case PeriodDaily:
+		return t.Format("2006-01-02"), nil
+	case PeriodMonthly:
+		return t.Format("2006-01"), nil
+	case PeriodYearly:
+		return t.Format("2006"), nil
+	}
+	return "", fmt.Errorf("%w: unknown budget period %q (want lifetime, daily, monthly or yearly)", ErrInvalidCharge, p)
+}
+
+func (p Period) norm() Period {
+	if p == "" {
+		return PeriodLifetime
+	}
+	return p
+}
+
+// Balance is an account. Budget is the budget passed with the most recent
+// successful charge (zero if the analyst has never been charged).
+//
+// Store.Balance and Store.Balances return analysts' lifetime accounts
+// (all their charges). Debit returns the account the analyst's own Budget
+// applies to: for a periodic budget, that of the current period (Bucket).
 type Balance struct {
-	Analyst      string  `json:"analyst"`
+	Analyst string `json:"analyst"`
+	// Bucket is the period the account covers ("" for lifetime).
+	Bucket string `json:"bucket,omitempty"`
+	// SpentEpsilon and SpentDelta are the sums of the charges (basic
+	// composition), in both modes.
 	SpentEpsilon float64 `json:"spent_epsilon"`
 	SpentDelta   float64 `json:"spent_delta"`
 	Budget       Budget  `json:"budget"`
-	Queries      int64   `json:"queries"`
+	// GrantedEpsilon and GrantedDelta are added to Budget by admin grants
+	// and resets (Store.Grant); they may be negative.
+	GrantedEpsilon float64 `json:"granted_epsilon,omitempty"`
+	GrantedDelta   float64 `json:"granted_delta,omitempty"`
+	Queries        int64   `json:"queries"`
+	// RDP is the Rényi-DP state in ModeRDP (nil in ModeBasic).
+	RDP *RDPBalance `json:"rdp,omitempty"`
 }
 
-// RemainingEpsilon is Budget.Epsilon - SpentEpsilon, never below zero,
-// computed in fixed point so it matches what the next Debit will allow.
+// RDPBalance is the Rényi-DP accounting state of an account.
+type RDPBalance struct {
+	// Orders is the sum of the charges' RDP curves at mechanisms.RDPOrders.
+	Orders mechanisms.RDPVector `json:"orders"`
+	// ApproxEpsilon and ApproxDelta sum the parts accounted outside the
+	// RDP curves (charges with Delta > 0 and no curve).
+	ApproxEpsilon float64 `json:"approx_epsilon"`
+	ApproxDelta   float64 `json:"approx_delta"`
+	// Epsilon is the total epsilon certified by RDP accounting at the
+	// budget's delta (ApproxEpsilon plus the conversion of Orders at delta
+	// budget - ApproxDelta); Converted is false when that delta is not
+	// positive, and Epsilon is then meaningless.
+	Epsilon   float64 `json:"epsilon"`
+	Converted bool    `json:"converted"`
+}
+
+// EffectiveBudget is Budget plus the granted amounts, never negative.
+func (b Balance) EffectiveBudget() Budget {
+	return Budget{
+		Epsilon: fromEps(max(0, floorUnits(b.Budget.Epsilon, epsScale)+signedUnits(b.GrantedEpsilon, epsScale))),
+		Delta:   fromDelta(max(0, floorUnits(b.Budget.Delta, deltaScale)+signedUnits(b.GrantedDelta, deltaScale))),
+		Period:  b.Budget.Period,
+	}
+}
+
+// EffectiveEpsilon is the epsilon the account has used up: SpentEpsilon in
+// ModeBasic; in ModeRDP the smaller of SpentEpsilon (when SpentDelta fits
+// the budget) and the RDP conversion.
+func (b Balance) EffectiveEpsilon() float64 {
+	eff := b.EffectiveBudget()
+	if b.RDP != nil && b.RDP.Converted && (b.RDP.Epsilon < b.SpentEpsilon || b.SpentDelta > eff.Delta) {
+		return b.RDP.Epsilon
+	}
+	return b.SpentEpsilon
+}
+
+// RemainingEpsilon is the effective budget minus EffectiveEpsilon, never
+// below zero, computed in fixed point so it matches what the next Debit
+// will allow (in ModeRDP, the next charge's cost depends on its curve).
 func (b Balance) RemainingEpsilon() float64 {
-	return fromEps(remainingUnits(floorUnits(b.Budget.Epsilon, epsScale), ceilUnits(b.SpentEpsilon, epsScale)))
+	return fromEps(remainingUnits(floorUnits(b.EffectiveBudget().Epsilon, epsScale), ceilUnits(b.EffectiveEpsilon(), epsScale)))
 }
 
-// RemainingDelta is Budget.Delta - SpentDelta, never below zero.
+// RemainingDelta is the effective budget's delta minus SpentDelta, never
+// below zero (in ModeRDP, when the RDP conversion is used it takes the
+// whole delta budget, and RemainingDelta is 0).
 func (b Balance) RemainingDelta() float64 {
-	return fromDelta(remainingUnits(floorUnits(b.Budget.Delta, deltaScale), ceilUnits(b.SpentDelta, deltaScale)))
+	if b.RDP != nil && b.EffectiveEpsilon() != b.SpentEpsilon {
+		return 0
+	}
+	return fromDelta(remainingUnits(floorUnits(b.EffectiveBudget().Delta, deltaScale), ceilUnits(b.SpentDelta, deltaScale)))
+}
+
+// signedUnits converts a possibly negative amount, rounding toward zero.
+func signedUnits(x float64, scale int64) int64 {
+	if x < 0 {
+		return -floorUnits(-x, scale)
+	}
+	return floorUnits(x, scale)
 }
 
 func remainingUnits(budget, spent int64) int64 {
@@ -77,7 +199,12 @@ func remainingUnits(budget, spent int64) int64 {
 type Entry struct {
 	// Seq is the entry's position in its chain, from 1: one chain for the
 	// whole file in BoltStore, one chain per analyst in RedisStore.
-	Seq           uint64    `json:"seq"`
+	Seq uint64 `json:"seq"`
+	// Kind is KindCharge for a debit, KindGrant or KindReset for an admin
+	// adjustment (Store.Grant), whose Epsilon and Delta are the amounts
+	// added to the analyst's budget (possibly negative) and whose
+	// Statement is the admin's note.
+	Kind          string    `json:"kind"`
 	ID            string    `json:"id"`
 	Time          time.Time `json:"time"`
 	Analyst       string    `json:"analyst"`
@@ -91,7 +218,12 @@ type Entry struct {
 	PolicyVersion string    `json:"policy_version,omitempty"`
 	CacheHit      bool      `json:"cache_hit"`
 	Mode          Mode      `json:"mode"`
-	// Totals for the analyst after this charge.
+	// Bucket is the period of Budget the charge was debited from.
+	Bucket string  `json:"bucket,omitempty"`
+	Shared []Limit `json:"shared,omitempty"`
+	// RDP is the curve debited in ModeRDP (nil for KindGrant, ModeBasic).
+	RDP *mechanisms.RDPVector `json:"rdp,omitempty"`
+	// Lifetime totals for the analyst after this entry.
 	SpentEpsilon float64 `json:"spent_epsilon"`
 	SpentDelta   float64 `json:"spent_delta"`
 	Queries      int64   `json:"queries"`
@@ -126,9 +258,9 @@ type Mode string
 const (
 	// ModeBasic is basic (sequential) composition: epsilons and deltas add up.
 	ModeBasic Mode = "basic"
-	// ModeRDP is reserved for Rényi-DP accounting, which will take its
-	// per-order vectors from mechanisms/ once that package defines them.
-	// Opening a store with it currently fails with ErrUnsupportedMode.
+	// ModeRDP is Rényi-DP accounting: each account also sums the charges'
+	// RDP curves (mechanisms.RDPVector) and a charge is accepted if either
+	// the basic sums or the RDP conversion fit the budget (doc.go).
 	ModeRDP Mode = "rdp"
 )
 
@@ -136,9 +268,39 @@ func checkMode(m Mode) (Mode, error) {
 	switch m {
 	case "", ModeBasic:
 		return ModeBasic, nil
+	case ModeRDP:
+		return ModeRDP, nil
 	default:
-		return "", fmt.Errorf("%w: %q (only %q is implemented)", ErrUnsupportedMode, m, ModeBasic)
+		return "", fmt.Errorf("%w: %q (want %q or %q)", ErrUnsupportedMode, m, ModeBasic, ModeRDP)
 	}
+}
+
+// Entry kinds.
+const (
+	KindCharge = "charge"
+	KindGrant  = "grant"
+	KindReset  = "reset"
+)
+
+// Grant is an admin adjustment of an analyst's budget (Store.Grant). It is
+// written to the audit chain like a charge.
+type Grant struct {
+	ID      string // required idempotency key, like Charge.ID
+	Analyst string // required
+	// Reset, when true, sets the granted amounts so that the analyst's
+	// remaining budget is the whole Budget again (granted = spent);
+	// Epsilon and Delta must then be 0.
+	Reset bool
+	// Epsilon and Delta are added to the analyst's budget (negative values
+	// take back an earlier grant).
+	Epsilon float64
+	Delta   float64
+	// Period selects the account adjusted: the analyst's lifetime account,
+	// or the current day's / month's / year's (from Time) when the analyst
+	// has a periodic budget.
+	Period Period
+	Note   string    // why, by whom; stored as the entry's Statement
+	Time   time.Time // required
 }
 
 // Store is a privacy budget ledger. All methods are safe for concurrent use.
@@ -153,6 +315,10 @@ type Store interface {
 	// Entries returns the audit entries matching f, in order (for RedisStore
 	// without an analyst filter: by time, then analyst, then Seq).
 	Entries(ctx context.Context, f Filter) ([]Entry, error)
+	// Grant applies an admin adjustment and appends it to the audit chain,
+	// atomically; it returns the adjusted account. Grants are idempotent
+	// by (Analyst, ID) like charges.
+	Grant(ctx context.Context, g Grant) (Balance, error)
 	// Verify checks the hash chain(s) and that the accounts equal the sums of
 	// their entries. The error (wrapping ErrTampered) names the first bad entry.
 	Verify(ctx context.Context) error
@@ -183,7 +349,11 @@ var (
 // BudgetError is returned (use errors.As) when a charge would exceed the
 // analyst's budget. Nothing is debited and no entry is written.
 type BudgetError struct {
-	Analyst        string
+	Analyst string
+	// Account is the budget that does not hold: "analyst:<name>" for the
+	// analyst's own, else the Limit's Account; Bucket is its period.
+	Account        string
+	Bucket         string
 	Requested      float64 // epsilon of the refused charge (rounded up)
 	Remaining      float64 // epsilon left
 	RequestedDelta float64
@@ -191,109 +361,17 @@ type BudgetError struct {
 }
 
 func (e *BudgetError) Error() string {
+	which := ""
+	if e.Account != "" && e.Account != analystAccount(e.Analyst) {
+		which = fmt.Sprintf(" (shared budget %q)", e.Account)
+	}
+	if e.Bucket != "" {
+		which += fmt.Sprintf(" (period %s)", e.Bucket)
+	}
 	if e.RequestedDelta > e.RemainingDelta {
-		return fmt.Sprintf("ledger: privacy budget exceeded for analyst %q: requested delta %g, remaining delta %g (epsilon requested %g, remaining %g)",
-			e.Analyst, e.RequestedDelta, e.RemainingDelta, e.Requested, e.Remaining)
+		return fmt.Sprintf("ledger: privacy budget exceeded for analyst %q%s: requested delta %g, remaining delta %g (epsilon requested %g, remaining %g)",
+			e.Analyst, which, e.RequestedDelta, e.RemainingDelta, e.Requested, e.Remaining)
 	}
-	return fmt.Sprintf("ledger: privacy budget exceeded for analyst %q: requested epsilon %g, remaining epsilon %g",
-		e.Analyst, e.Requested, e.Remaining)
-}
-
-// amounts is a validated charge in fixed point.
-type amounts struct {
-	eps, delta             int64
-	budgetEps, budgetDelta int64
-}
-
-func validate(c *Charge) (amounts, error) {
-	var a amounts
-	switch {
-	case c.ID == "":
-		return a, fmt.Errorf("%w: empty charge ID", ErrInvalidCharge)
-	case len(c.ID) > 256:
-		return a, fmt.Errorf("%w: charge ID longer than 256 bytes", ErrInvalidCharge)
-	case c.Analyst == "":
-		return a, fmt.Errorf("%w: empty analyst", ErrInvalidCharge)
-	case c.Time.IsZero():
-		return a, fmt.Errorf("%w: zero time (the caller supplies the clock)", ErrInvalidCharge)
-	}
-	var err error
-	if a.eps, err = chargeUnits("epsilon", c.Epsilon, epsScale); err != nil {
-		return a, err
-	}
-	if a.delta, err = chargeUnits("delta", c.Delta, deltaScale); err != nil {
-		return a, err
-	}
-	if a.budgetEps, err = budgetUnits("budget epsilon", c.Budget.Epsilon, epsScale); err != nil {
-		return a, err
-	}
-	if a.budgetDelta, err = budgetUnits("budget delta", c.Budget.Delta, deltaScale); err != nil {
-		return a, err
-	}
-	if c.Delta > 1 || c.Budget.Delta > 1 {
-		return a, fmt.Errorf("%w: delta must be at most 1", ErrInvalidCharge)
-	}
-	return a, nil
-}
-
-func checkAmount(name string, x float64) error {
-	if math.IsNaN(x) || math.IsInf(x, 0) || x < 0 {
-		return fmt.Errorf("%w: %s must be non-negative and finite, got %g", ErrInvalidCharge, name, x)
-	}
-	return nil
-}
-
-func chargeUnits(name string, x float64, scale int64) (int64, error) {
-	if err := checkAmount(name, x); err != nil {
-		return 0, err
-	}
-	if x > maxAmount(scale) {
-		return 0, fmt.Errorf("%w: %s %g exceeds the maximum %g", ErrInvalidCharge, name, x, maxAmount(scale))
-	}
-	return ceilUnits(x, scale), nil
-}
-
-func budgetUnits(name string, x float64, scale int64) (int64, error) {
-	if err := checkAmount(name, x); err != nil {
-		return 0, err
-	}
-	if x > maxAmount(scale) {
-		return 0, fmt.Errorf("%w: %s %g exceeds the maximum %g", ErrInvalidCharge, name, x, maxAmount(scale))
-	}
-	return floorUnits(x, scale), nil
-}
-
-func (a amounts) exceeds(spentEps, spentDelta int64) bool {
-	return spentEps+a.eps > a.budgetEps || spentDelta+a.delta > a.budgetDelta
-}
-
-func budgetError(analyst string, a amounts, spentEps, spentDelta int64) *BudgetError {
-	return &BudgetError{
-		Analyst:        analyst,
-		Requested:      fromEps(a.eps),
-		Remaining:      fromEps(remainingUnits(a.budgetEps, spentEps)),
-		RequestedDelta: fromDelta(a.delta),
-		RemainingDelta: fromDelta(remainingUnits(a.budgetDelta, spentDelta)),
-	}
-}
-
-// account is an analyst's state in fixed point, shared by both backends.
-type account struct {
-	SpentEps    int64  `json:"spent_eps_units"`
-	SpentDelta  int64  `json:"spent_delta_units"`
-	BudgetEps   int64  `json:"budget_eps_units"`
-	BudgetDelta int64  `json:"budget_delta_units"`
-	Queries     int64  `json:"queries"`
-	Seq         uint64 `json:"seq,omitempty"`  // RedisStore: last entry of this analyst's chain
-	Head        string `json:"head,omitempty"` // RedisStore: hash of that entry
-}
-
-func (a account) balance(analyst string) Balance {
-	return Balance{
-		Analyst:      analyst,
-		SpentEpsilon: fromEps(a.SpentEps),
-		SpentDelta:   fromDelta(a.SpentDelta),
-		Budget:       Budget{Epsilon: fromEps(a.BudgetEps), Delta: fromDelta(a.BudgetDelta)},
-		Queries:      a.Queries,
-	}
+	return fmt.Sprintf("ledger: privacy budget exceeded for analyst %q%s: requested epsilon %g, remaining epsilon %g",
+		e.Analyst, which, e.Requested, e.Remaining)
 }

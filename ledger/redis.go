@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/dpproxy/dpproxy/mechanisms"
 )
 
 //go:embed lua/debit.lua
@@ -30,6 +32,15 @@ type RedisOptions struct {
 	Prefix string
 	// Mode is the accounting mode (default ModeBasic).
 	Mode Mode
+	// HashTag, when set, puts every key of the ledger in the one Cluster
+	// slot of {HashTag}. It is required on Redis Cluster when charges carry
+	// Shared budgets (a team's or dataset's account is debited in the same
+	// script as each member's account, and a script may only touch one
+	// slot); it then pins the whole ledger to one shard (roughly 6–7k
+	// debits/s, docs/benchmarks.md). Without it, each analyst's keys have
+	// their own slot. Changing it later orphans the existing keys. It must
+	// not contain '{' or '}'.
+	HashTag string
 	// AllowVolatile lets CheckDurability accept a Redis without
 	// persistence (appendonly no). Only for tests and demos.
 	AllowVolatile bool
@@ -42,21 +53,32 @@ type RedisOptions struct {
 //
 // Keys, for analyst A (with '{', '}' and '%' in A percent-encoded):
 //
-//	<prefix>:{A}:acct   hash: the account, in fixed-point units, and the chain head
-//	<prefix>:{A}:log    stream: the audit entries, IDs "<seq>-0"
-//	<prefix>:{A}:ids    hash: charge ID -> result of that charge (idempotency)
-//	<prefix>:analysts   set: every analyst ever charged (index for reports)
+//	<prefix>:{A}:acct        hash: the lifetime account, in fixed-point units, and the chain head
+//	<prefix>:{A}:log         stream: the audit entries, IDs "<seq>-0"
+//	<prefix>:{A}:ids         hash: charge ID -> result of that charge (idempotency)
+//	<prefix>:{T}:b:<acct>@<bucket>  hash: the state of a budget level in one
+//	                         period (bucket "life" for lifetime), T = A for the
+//	                         analyst's own periodic budget, T = the account
+//	                         ("team:x") for a shared one
+//	<prefix>:analysts        set: every analyst ever charged (index for reports)
 //
-// The first three share the hash tag {A}, so the debit script touches one
-// Cluster slot. The index is added to before an analyst's first debit in
-// each process; it is never needed for the budget check.
+// With RedisOptions.HashTag G, every key above except the index is instead
+// <prefix>:{G}:<A>:acct, <prefix>:{G}:<A>:log, <prefix>:{G}:<A>:ids and
+// <prefix>:{G}:b:<acct>@<bucket>, all in one slot.
+//
+// The keys of one charge share a hash tag, so the debit script touches one
+// Cluster slot (shared budgets need HashTag for that). The index is added
+// to before an analyst's first debit in each process; it is never needed
+// for the budget check.
 type RedisStore struct {
-	client redis.UniversalClient
-	prefix string
-	mode   Mode
-	log    *slog.Logger
-	volOK  bool
-	closed atomic.Bool
+	client  redis.UniversalClient
+	prefix  string
+	hashTag string
+	cluster bool
+	mode    Mode
+	log     *slog.Logger
+	volOK   bool
+	closed  atomic.Bool
 	// indexed holds analysts known to be in the report index.
 	indexed sync.Map
 }
@@ -83,6 +105,9 @@ func NewRedis(client redis.UniversalClient, opts RedisOptions) (*RedisStore, err
 	if strings.ContainsAny(opts.Prefix, "{}") {
 		return nil, fmt.Errorf("ledger: NewRedis: prefix %q must not contain '{' or '}'", opts.Prefix)
 	}
+	if strings.ContainsAny(opts.HashTag, "{}") {
+		return nil, fmt.Errorf("ledger: NewRedis: hash tag %q must not contain '{' or '}'", opts.HashTag)
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -98,7 +123,9 @@ func NewRedis(client redis.UniversalClient, opts RedisOptions) (*RedisStore, err
 	if !ctxTimeouts {
 		opts.Logger.Warn("ledger: the Redis client ignores context deadlines (ContextTimeoutEnabled false); a stalled Redis delays debits up to the client's ReadTimeout")
 	}
-	return &RedisStore{client: client, prefix: opts.Prefix, mode: mode, log: opts.Logger, volOK: opts.AllowVolatile}, nil
+	_, cluster := client.(*redis.ClusterClient)
+	return &RedisStore{client: client, prefix: opts.Prefix, hashTag: opts.HashTag, cluster: cluster,
+		mode: mode, log: opts.Logger, volOK: opts.AllowVolatile}, nil
 }
 
 func tagEscape(s string) string {
@@ -111,8 +138,44 @@ func tagEscape(s string) string {
 
 func (s *RedisStore) keys(analyst string) (acct, log, ids string) {
 	base := s.prefix + ":{" + tagEscape(analyst) + "}:"
+	if s.hashTag != "" {
+		base = s.prefix + ":{" + s.hashTag + "}:" + tagEscape(analyst) + ":"
+	}
 	return base + "acct", base + "log", base + "ids"
 }
+
+// levelKey is the key holding the state of level l.
+func (s *RedisStore) levelKey(analyst string, l level) string {
+	if l.lifetime(analyst) {
+		acct, _, _ := s.keys(analyst)
+		return acct
+	}
+	tag := s.hashTag
+	if tag == "" {
+		if a, ok := strings.CutPrefix(l.Account, "analyst:"); ok {
+			tag = tagEscape(a)
+		} else {
+			tag = tagEscape(l.Account)
+		}
+	}
+	bucket := l.Bucket
+	if bucket == "" {
+		bucket = "life"
+	}
+	return s.prefix + ":{" + tag + "}:b:" + tagEscape(l.Account) + "@" + bucket
+}
+
+// rdpConvArgs are the conversion constants passed to the script.
+var rdpConvArgs = func() []any {
+	out := make([]any, 0, 2*mechanisms.NumRDPOrders)
+	for _, v := range rdpShift {
+		out = append(out, strconv.FormatFloat(v, 'g', -1, 64))
+	}
+	for _, v := range rdpInv {
+		out = append(out, strconv.FormatFloat(v, 'g', -1, 64))
+	}
+	return out
+}()
 
 func (s *RedisStore) indexKey() string { return s.prefix + ":analysts" }
 
@@ -167,9 +230,12 @@ func (s *RedisStore) Debit(ctx context.Context, c Charge) (Balance, error) {
 	if s.closed.Load() {
 		return Balance{}, ErrClosed
 	}
-	a, err := validate(&c)
+	a, err := validate(&c, s.mode)
 	if err != nil {
 		return Balance{}, err
+	}
+	if len(a.levels) > 1 && s.cluster && s.hashTag == "" {
+		return Balance{}, fmt.Errorf("%w: shared budgets on Redis Cluster need RedisOptions.HashTag (all keys of one charge must share a slot)", ErrInvalidCharge)
 	}
 	if err := ctx.Err(); err != nil {
 		return Balance{}, unavailable("debit", err)
@@ -179,19 +245,24 @@ func (s *RedisStore) Debit(ctx context.Context, c Charge) (Balance, error) {
 	if err != nil {
 		return Balance{}, fmt.Errorf("%w: encoding entry: %v", ErrInvalidCharge, err)
 	}
-
-	if _, ok := s.indexed.Load(c.Analyst); !ok {
-		// The report index is a separate (cross-slot) key, so it cannot be
-		// in the script; added before the first debit of each analyst.
-		if err := s.client.SAdd(ctx, s.indexKey(), c.Analyst).Err(); err != nil {
-			return Balance{}, unavailable("SADD analysts", err)
-		}
-		s.indexed.Store(c.Analyst, true)
+	if err := s.index(ctx, c.Analyst); err != nil {
+		return Balance{}, err
 	}
-
 	acct, log, ids := s.keys(c.Analyst)
-	res, err := debitScript.Run(ctx, s.client, []string{acct, log, ids},
-		c.ID, a.eps, a.delta, a.budgetEps, a.budgetDelta, body, digest).StringSlice()
+	keys := []string{acct, log, ids}
+	args := []any{KindCharge, c.ID, a.eps, a.delta, body, digest, string(s.mode), len(a.levels)}
+	for _, l := range a.levels {
+		keys = append(keys, s.levelKey(c.Analyst, l))
+		args = append(args, l.BudgetEps, l.BudgetDelta)
+	}
+	if s.mode == ModeRDP {
+		args = append(args, a.xeps, a.xdelt)
+		for _, r := range a.rdp {
+			args = append(args, r)
+		}
+		args = append(args, rdpConvArgs...)
+	}
+	res, err := debitScript.Run(ctx, s.client, keys, args...).StringSlice()
 	if err != nil {
 		return Balance{}, unavailable("debit script", err)
 	}
@@ -200,39 +271,171 @@ func (s *RedisStore) Debit(ctx context.Context, c Charge) (Balance, error) {
 	}
 	switch res[0] {
 	case "ok":
-		if len(res) != 6 {
+		if len(res) != 4 {
 			break
 		}
-		v, err := parseInts(res[1:5])
+		st, err := parseState(res[3])
 		if err != nil {
 			break
 		}
-		return account{SpentEps: v[1], SpentDelta: v[2], BudgetEps: a.budgetEps, BudgetDelta: a.budgetDelta, Queries: v[3]}.balance(c.Analyst), nil
+		return st.balance(c.Analyst, a.levels[0], s.mode), nil
 	case "budget":
 		if len(res) != 3 {
 			break
 		}
-		v, err := parseInts(res[1:3])
-		if err != nil {
+		i, err := strconv.Atoi(res[1])
+		st, err2 := parseState(res[2])
+		if err != nil || err2 != nil || i < 0 || i >= len(a.levels) {
 			break
 		}
-		return Balance{}, budgetError(c.Analyst, a, v[0], v[1])
+		return Balance{}, budgetError(c.Analyst, &a, a.levels[i], &st, s.mode)
 	case "dup":
 		if len(res) != 2 {
 			break
 		}
-		// seq eps delta spent_eps spent_delta budget_eps budget_delta queries
-		v, err := parseInts(strings.Fields(res[1]))
-		if err != nil || len(v) != 8 {
+		d, err := parseDone(res[1])
+		if err != nil {
 			break
 		}
-		if v[1] != a.eps || v[2] != a.delta {
+		if d.kind != KindCharge || d.eps != a.eps || d.delta != a.delta {
 			return Balance{}, fmt.Errorf("%w: id %q was charged epsilon %g, delta %g",
-				ErrIDConflict, c.ID, fromEps(v[1]), fromDelta(v[2]))
+				ErrIDConflict, c.ID, fromEps(d.eps), fromDelta(d.delta))
 		}
-		return account{SpentEps: v[3], SpentDelta: v[4], BudgetEps: v[5], BudgetDelta: v[6], Queries: v[7]}.balance(c.Analyst), nil
+		l := a.levels[0]
+		l.BudgetEps, l.BudgetDelta = d.st.BudgetEps, d.st.BudgetDelta
+		return d.st.balance(c.Analyst, l, s.mode), nil
 	}
 	return Balance{}, fmt.Errorf("%w: debit script returned %q", ErrUnavailable, res)
+}
+
+// index adds analyst to the report index before its first debit or grant
+// in this process. The index is a separate (cross-slot) key, so it cannot
+// be in the script.
+func (s *RedisStore) index(ctx context.Context, analyst string) error {
+	if _, ok := s.indexed.Load(analyst); ok {
+		return nil
+	}
+	if err := s.client.SAdd(ctx, s.indexKey(), analyst).Err(); err != nil {
+		return unavailable("SADD analysts", err)
+	}
+	s.indexed.Store(analyst, true)
+	return nil
+}
+
+// Grant implements Store with the same script (kind "grant"). A reset reads
+// the account first and applies only if it is unchanged (else retries).
+func (s *RedisStore) Grant(ctx context.Context, g Grant) (Balance, error) {
+	if s.closed.Load() {
+		return Balance{}, ErrClosed
+	}
+	l, err := grantLevel(&g)
+	if err != nil {
+		return Balance{}, err
+	}
+	if err := s.index(ctx, g.Analyst); err != nil {
+		return Balance{}, err
+	}
+	acct, log, ids := s.keys(g.Analyst)
+	lkey := s.levelKey(g.Analyst, l)
+	for range 20 {
+		eps, delta := signedUnits(g.Epsilon, epsScale), signedUnits(g.Delta, deltaScale)
+		expect := []any{"", "", "", ""}
+		if g.Reset {
+			st, _, err := s.state(ctx, lkey)
+			if err != nil {
+				return Balance{}, err
+			}
+			eps, delta = st.SpentEps-st.GrantEps, st.SpentDelta-st.GrantDelta
+			expect = []any{st.SpentEps, st.SpentDelta, st.GrantEps, st.GrantDelta}
+		}
+		gb := newGrantBody(&g, l, eps, delta, s.mode)
+		body, digest, err := gb.encode()
+		if err != nil {
+			return Balance{}, fmt.Errorf("%w: encoding entry: %v", ErrInvalidCharge, err)
+		}
+		args := append([]any{KindGrant, g.ID, eps, delta, body, digest, string(s.mode), 1, 0, 0}, expect...)
+		res, err := debitScript.Run(ctx, s.client, []string{acct, log, ids, lkey}, args...).StringSlice()
+		if err != nil {
+			return Balance{}, unavailable("grant script", err)
+		}
+		switch {
+		case len(res) == 1 && res[0] == "retry":
+			continue
+		case len(res) == 4 && res[0] == "ok":
+			st, err := parseState(res[3])
+			if err == nil {
+				l.BudgetEps, l.BudgetDelta = st.BudgetEps, st.BudgetDelta
+				return st.balance(g.Analyst, l, s.mode), nil
+			}
+		case len(res) == 2 && res[0] == "dup":
+			d, err := parseDone(res[1])
+			if err == nil {
+				if d.kind != KindGrant {
+					return Balance{}, fmt.Errorf("%w: id %q was used by a charge", ErrIDConflict, g.ID)
+				}
+				l.BudgetEps, l.BudgetDelta = d.st.BudgetEps, d.st.BudgetDelta
+				return d.st.balance(g.Analyst, l, s.mode), nil
+			}
+		}
+		return Balance{}, fmt.Errorf("%w: grant script returned %q", ErrUnavailable, res)
+	}
+	return Balance{}, fmt.Errorf("%w: reset of %q kept racing with debits", ErrUnavailable, g.Analyst)
+}
+
+// stateFields are the fields of a state hash, in the script's order.
+var stateFields = func() []string {
+	f := []string{"spent_eps", "spent_delta", "queries", "grant_eps", "grant_delta", "x_eps", "x_delta", "budget_eps", "budget_delta"}
+	for j := 1; j <= mechanisms.NumRDPOrders; j++ {
+		f = append(f, "r"+strconv.Itoa(j))
+	}
+	return f
+}()
+
+const baseFields = 9
+
+// parseState decodes a space-separated state as the script writes it.
+func parseState(s string) (account, error) {
+	v, err := parseInts(strings.Fields(s))
+	if err != nil {
+		return account{}, err
+	}
+	if len(v) != baseFields && len(v) != baseFields+mechanisms.NumRDPOrders {
+		return account{}, fmt.Errorf("state with %d fields", len(v))
+	}
+	st := account{SpentEps: v[0], SpentDelta: v[1], Queries: v[2], GrantEps: v[3], GrantDelta: v[4],
+		XEps: v[5], XDelta: v[6], BudgetEps: v[7], BudgetDelta: v[8]}
+	if len(v) > baseFields {
+		st.RDP = v[baseFields:]
+	}
+	return st, nil
+}
+
+type doneResult struct {
+	seq        uint64
+	kind       string
+	eps, delta int64
+	st         account
+}
+
+// parseDone decodes a charge-id record "seq kind eps delta <state>".
+func parseDone(s string) (doneResult, error) {
+	f := strings.SplitN(s, " ", 5)
+	if len(f) != 5 {
+		return doneResult{}, fmt.Errorf("charge-id record %q", s)
+	}
+	var d doneResult
+	var err error
+	if d.seq, err = strconv.ParseUint(f[0], 10, 64); err != nil {
+		return d, err
+	}
+	d.kind = f[1]
+	v, err := parseInts(f[2:4])
+	if err != nil {
+		return d, err
+	}
+	d.eps, d.delta = v[0], v[1]
+	d.st, err = parseState(f[4])
+	return d, err
 }
 
 func parseInts(ss []string) ([]int64, error) {
@@ -247,41 +450,55 @@ func parseInts(ss []string) ([]int64, error) {
 	return out, nil
 }
 
-var acctFields = []string{"spent_eps", "spent_delta", "budget_eps", "budget_delta", "queries", "seq", "head"}
+// hmgetFields are read for a state hash: the state, then the chain head.
+var hmgetFields = append(append([]string(nil), stateFields...), "seq", "head")
 
 func parseAccount(vals []any) (acct account, exists bool, err error) {
-	if len(vals) != len(acctFields) {
+	if len(vals) != len(hmgetFields) {
 		return acct, false, fmt.Errorf("HMGET returned %d values", len(vals))
 	}
-	ints := make([]int64, 6)
-	for i := range 6 {
+	ints := make([]int64, len(hmgetFields)-1)
+	rdp := false
+	for i := range ints {
 		if vals[i] == nil {
 			continue
 		}
 		exists = true
+		if i >= baseFields && i < len(stateFields) {
+			rdp = true
+		}
 		str, _ := vals[i].(string)
 		if ints[i], err = strconv.ParseInt(str, 10, 64); err != nil {
-			return acct, exists, fmt.Errorf("field %s: %w", acctFields[i], err)
+			return acct, exists, fmt.Errorf("field %s: %w", hmgetFields[i], err)
 		}
 	}
-	head, _ := vals[6].(string)
-	return account{
-		SpentEps: ints[0], SpentDelta: ints[1], BudgetEps: ints[2], BudgetDelta: ints[3],
-		Queries: ints[4], Seq: uint64(ints[5]), Head: head,
-	}, exists, nil
+	head, _ := vals[len(vals)-1].(string)
+	acct = account{
+		SpentEps: ints[0], SpentDelta: ints[1], Queries: ints[2], GrantEps: ints[3], GrantDelta: ints[4],
+		XEps: ints[5], XDelta: ints[6], BudgetEps: ints[7], BudgetDelta: ints[8],
+		Seq: uint64(ints[len(ints)-1]), Head: head,
+	}
+	if rdp {
+		acct.RDP = ints[baseFields:len(stateFields)]
+	}
+	return acct, exists, nil
 }
 
-func (s *RedisStore) account(ctx context.Context, analyst string) (account, bool, error) {
-	acctKey, _, _ := s.keys(analyst)
-	vals, err := s.client.HMGet(ctx, acctKey, acctFields...).Result()
+func (s *RedisStore) state(ctx context.Context, key string) (account, bool, error) {
+	vals, err := s.client.HMGet(ctx, key, hmgetFields...).Result()
 	if err != nil {
 		return account{}, false, unavailable("HMGET account", err)
 	}
 	acct, ok, err := parseAccount(vals)
 	if err != nil {
-		return account{}, false, fmt.Errorf("%w: account %q: %v", ErrUnavailable, analyst, err)
+		return account{}, false, fmt.Errorf("%w: %s: %v", ErrUnavailable, key, err)
 	}
 	return acct, ok, nil
+}
+
+func (s *RedisStore) account(ctx context.Context, analyst string) (account, bool, error) {
+	acctKey, _, _ := s.keys(analyst)
+	return s.state(ctx, acctKey)
 }
 
 // Balance implements Store.
@@ -290,7 +507,7 @@ func (s *RedisStore) Balance(ctx context.Context, analyst string) (Balance, erro
 	if err != nil {
 		return Balance{}, err
 	}
-	return acct.balance(analyst), nil
+	return acct.balance(analyst, acct.lifetimeLevel(analyst), s.mode), nil
 }
 
 func (s *RedisStore) analysts(ctx context.Context) ([]string, error) {
@@ -312,7 +529,7 @@ func (s *RedisStore) Balances(ctx context.Context) ([]Balance, error) {
 	_, err = s.client.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, a := range names {
 			acctKey, _, _ := s.keys(a)
-			cmds[i] = p.HMGet(ctx, acctKey, acctFields...)
+			cmds[i] = p.HMGet(ctx, acctKey, hmgetFields...)
 		}
 		return nil
 	})
@@ -326,7 +543,7 @@ func (s *RedisStore) Balances(ctx context.Context) ([]Balance, error) {
 			return nil, fmt.Errorf("%w: account %q: %v", ErrUnavailable, a, err)
 		}
 		if ok {
-			out = append(out, acct.balance(a))
+			out = append(out, acct.balance(a, acct.lifetimeLevel(a), s.mode))
 		}
 	}
 	return out, nil
@@ -446,9 +663,26 @@ func (s *RedisStore) Verify(ctx context.Context) error {
 			return fmt.Errorf("%w: analyst %q has an account but is missing from the index %s", ErrTampered, a, s.indexKey())
 		}
 	}
+	rp := newReplay()
 	for _, a := range names {
-		if err := s.verifyAnalyst(ctx, a); err != nil {
+		if err := s.verifyAnalyst(ctx, a, rp); err != nil {
 			return err
+		}
+	}
+	// Period buckets and shared budgets: each must equal the replay of all
+	// analysts' entries that drew on it.
+	for key, l := range rp.levels {
+		st, _, err := s.state(ctx, s.levelKey("", l))
+		if err != nil {
+			return err
+		}
+		want := rp.states[key]
+		if s.mode != ModeRDP {
+			st.RDP = nil
+		}
+		if !st.equal(want) {
+			return fmt.Errorf("%w: budget %q in period %q does not equal the sum of its entries (spent epsilon %g, entries say %g)",
+				ErrTampered, l.Account, l.Bucket, fromEps(st.SpentEps), fromEps(want.SpentEps))
 		}
 	}
 	return nil
@@ -459,12 +693,16 @@ func (s *RedisStore) Verify(ctx context.Context) error {
 func (s *RedisStore) scanAccounts(ctx context.Context) ([]string, error) {
 	var mu sync.Mutex
 	seen := map[string]bool{}
-	pattern := s.prefix + ":{*}:acct"
+	pattern, head, tail := s.prefix+":{*}:acct", s.prefix+":{", "}:acct"
+	if s.hashTag != "" {
+		head = s.prefix + ":{" + s.hashTag + "}:"
+		pattern, tail = head+"*:acct", ":acct"
+	}
 	scan := func(ctx context.Context, c redis.UniversalClient) error {
 		it := c.Scan(ctx, 0, pattern, 1000).Iterator()
 		for it.Next(ctx) {
 			k := it.Val()
-			tag := strings.TrimSuffix(strings.TrimPrefix(k, s.prefix+":{"), "}:acct")
+			tag := strings.TrimSuffix(strings.TrimPrefix(k, head), tail)
 			if a, err := url.PathUnescape(tag); err == nil {
 				mu.Lock()
 				seen[a] = true
@@ -493,12 +731,11 @@ func (s *RedisStore) scanAccounts(ctx context.Context) ([]string, error) {
 	return out, nil
 }
 
-func (s *RedisStore) verifyAnalyst(ctx context.Context, analyst string) error {
+func (s *RedisStore) verifyAnalyst(ctx context.Context, analyst string, rp *replay) error {
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("%w: analyst %q: %s", ErrTampered, analyst, fmt.Sprintf(format, args...))
 	}
 	prev, seq := genesisHash, uint64(0)
-	var sum account
 	idSeq := map[string]uint64{}
 	err := s.streamRecords(ctx, analyst, func(id string, r *record) error {
 		seq++
@@ -515,11 +752,14 @@ func (s *RedisStore) verifyAnalyst(ctx context.Context, analyst string) error {
 		if b.Analyst != analyst {
 			return bad("entry %d belongs to analyst %q", seq, b.Analyst)
 		}
-		sum.SpentEps += b.EpsUnits
-		sum.SpentDelta += b.DeltaUnits
-		sum.Queries++
-		sum.BudgetEps, sum.BudgetDelta = b.BudgetEps, b.BudgetDelta
-		if sum.SpentEps != r.SpentEps || sum.SpentDelta != r.SpentDelta || sum.Queries != r.Queries {
+		if b.Mode != s.mode && !(b.Mode == "" && s.mode == ModeBasic) {
+			return bad("entry %d: accounting mode %q in a %q ledger", seq, b.Mode, s.mode)
+		}
+		if err := rp.apply(&b); err != nil {
+			return bad("entry %d: %v", seq, err)
+		}
+		life := rp.state(lifetimeKey(analyst))
+		if life.SpentEps != r.SpentEps || life.SpentDelta != r.SpentDelta || life.Queries != r.Queries {
 			return bad("entry %d: running totals do not match earlier entries", seq)
 		}
 		idSeq[b.ID] = seq
@@ -536,11 +776,15 @@ func (s *RedisStore) verifyAnalyst(ctx context.Context, analyst string) error {
 	if !exists && seq == 0 {
 		return nil // indexed, but never successfully charged
 	}
+	sum := *rp.state(lifetimeKey(analyst))
 	sum.Seq, sum.Head = seq, prev
 	if acct.Seq != seq || acct.Head != prev {
 		return bad("chain ends at entry %d but the account records entry %d (entries after %d deleted?)", seq, acct.Seq, seq)
 	}
-	if acct != sum {
+	if s.mode != ModeRDP {
+		acct.RDP = nil
+	}
+	if !acct.equal(&sum) {
 		return bad("account does not equal the sum of its entries (spent epsilon %g, entries say %g)",
 			fromEps(acct.SpentEps), fromEps(sum.SpentEps))
 	}

@@ -1,24 +1,43 @@
--- dpproxy ledger: one privacy-budget charge, atomically.
+-- dpproxy ledger: one privacy-budget charge, or one admin grant, atomically.
 --
--- Checks the budget, debits the account and appends one hash-chained entry to
--- the analyst's audit stream, or does nothing at all. All keys share the hash
--- tag {analyst}, so this runs on one Redis Cluster slot.
+-- A charge checks every budget level it draws on (the analyst's own, and
+-- shared team / dataset budgets, each in the bucket of its period), debits
+-- each account once and appends one hash-chained entry to the analyst's
+-- audit stream, or does nothing at all. The Go twin of this logic is
+-- engine.go (account.fits, account.add); keep them in step. All keys must
+-- share one hash slot on Redis Cluster (RedisStore chooses them so).
 --
--- KEYS[1]  account hash  (spent_eps, spent_delta, budget_eps, budget_delta, queries, seq, head)
+-- KEYS[1]  the analyst's account hash: the lifetime state (fields below) and
+--          the chain head (seq, head)
 -- KEYS[2]  audit stream  (entry IDs "<seq>-0"; fields body, prev, hash, spent_eps, spent_delta, queries)
--- KEYS[3]  charge-id hash (charge id -> "seq eps delta spent_eps spent_delta budget_eps budget_delta queries")
--- ARGV[1]  charge id
--- ARGV[2]  epsilon units (charge, rounded up)     ARGV[3] delta units
--- ARGV[4]  budget epsilon units (rounded down)    ARGV[5] budget delta units
--- ARGV[6]  canonical entry body (JSON)            ARGV[7] hex SHA-256 of ARGV[6]
+-- KEYS[3]  charge-id hash (charge id -> "seq kind eps delta <state of level 1>")
+-- KEYS[3+i] state hash of level i (i = 1..n); may be KEYS[1]
+-- ARGV[1]  "charge" or "grant"          ARGV[2] charge id
+-- ARGV[3]  epsilon units                ARGV[4] delta units (signed for grants)
+-- ARGV[5]  canonical entry body (JSON)  ARGV[6] hex SHA-256 of ARGV[5]
+-- ARGV[7]  accounting mode, "basic" or "rdp"
+-- ARGV[8]  n, the number of levels (1 for a grant)
+-- ARGV[7+2i], ARGV[8+2i]  budget epsilon and delta units of level i (rounded down)
+-- charge, mode "rdp", with b = 8+2n:
+--   ARGV[b+1], ARGV[b+2]   epsilon and delta units accounted outside the RDP sums
+--   ARGV[b+2+j]            RDP units of the charge at order j (j = 1..13)
+--   ARGV[b+15+j]           shift(alpha_j), ARGV[b+28+j] inv(alpha_j) (engine.go rdpConv)
+-- grant: ARGV[11..14] expected spent_eps, spent_delta, grant_eps, grant_delta
+--   of the level ("" skips the check; a reset uses it to apply to the state
+--   it was computed from, else returns {"retry"}).
 --
--- Returns {"dup", <stored result>}, {"budget", spent_eps, spent_delta} or
--- {"ok", seq, spent_eps, spent_delta, queries, hash}. All amounts are integers
+-- State fields: spent_eps spent_delta queries grant_eps grant_delta x_eps
+-- x_delta budget_eps budget_delta, and in mode "rdp" r1..r13.
+--
+-- Returns {"dup", <stored result>}, {"budget", <level index from 0>, <state>},
+-- {"retry"} or {"ok", seq, hash, <state of level 1 after>}; a state is its
+-- fields in the order above, space-separated. All amounts are integers
 -- below 2^53, exact in Lua numbers; they are formatted with %.0f.
 --
 -- The chain link (see chain.go) is, with prev and digest as 32 raw bytes,
 --   hash = hex(SHA-256(prev .. digest .. seq .. "\n" .. spent_eps .. "\n" .. spent_delta .. "\n" .. queries))
--- Redis Lua has no SHA-256, so it is implemented below with the bit library.
+-- over the analyst's lifetime totals after the entry. Redis Lua has no
+-- SHA-256, so it is implemented below with the bit library.
 
 local band, bor, bxor, bnot = bit.band, bit.bor, bit.bxor, bit.bnot
 local rshift, lshift, ror, tobit, tohex = bit.rshift, bit.lshift, bit.ror, bit.tobit, bit.tohex
@@ -87,40 +106,136 @@ if #KEYS == 0 and ARGV[1] == "sha256" then
 end
 
 local acct, log, ids = KEYS[1], KEYS[2], KEYS[3]
-local id = ARGV[1]
-local eps, delta = tonumber(ARGV[2]), tonumber(ARGV[3])
-local budget_eps, budget_delta = tonumber(ARGV[4]), tonumber(ARGV[5])
-local body, digest = ARGV[6], ARGV[7]
+local kind, id = ARGV[1], ARGV[2]
+local eps, delta = tonumber(ARGV[3]), tonumber(ARGV[4])
+local body, digest = ARGV[5], ARGV[6]
+local mode, nl = ARGV[7], tonumber(ARGV[8])
+local NR, CAP = 13, 4000000000000000
 
 local done = redis.call("HGET", ids, id)
 if done then
   return {"dup", done}
 end
 
-local st = redis.call("HMGET", acct, "spent_eps", "spent_delta", "queries", "seq", "head")
-local spent_eps = tonumber(st[1] or "0")
-local spent_delta = tonumber(st[2] or "0")
-local queries = tonumber(st[3] or "0")
-local seq = tonumber(st[4] or "0")
-local prev = st[5] or "0000000000000000000000000000000000000000000000000000000000000000"
-
-if spent_eps + eps > budget_eps or spent_delta + delta > budget_delta then
-  return {"budget", n(spent_eps), n(spent_delta)}
+local fields = {"spent_eps", "spent_delta", "queries", "grant_eps", "grant_delta", "x_eps", "x_delta", "budget_eps", "budget_delta"}
+if mode == "rdp" then
+  for j = 1, NR do fields[#fields + 1] = "r" .. j end
 end
 
-spent_eps = spent_eps + eps
-spent_delta = spent_delta + delta
-queries = queries + 1
+local cache, order = {}, {}
+local function load(key)
+  local st = cache[key]
+  if st then return st end
+  local v = redis.call("HMGET", key, unpack(fields))
+  st = {}
+  for i, f in ipairs(fields) do st[f] = tonumber(v[i] or "0") end
+  cache[key] = st
+  order[#order + 1] = key
+  return st
+end
+
+local function ser(st)
+  local out = {}
+  for i, f in ipairs(fields) do out[i] = n(st[f]) end
+  return table.concat(out, " ")
+end
+
+local life = load(acct)
+local head = redis.call("HMGET", acct, "seq", "head")
+local seq = tonumber(head[1] or "0")
+local prev = head[2] or "0000000000000000000000000000000000000000000000000000000000000000"
+
+local first
+if kind == "charge" then
+  local b = 8 + 2 * nl
+  local xe, xd, cr, shift, inv = 0, 0, {}, {}, {}
+  if mode == "rdp" then
+    xe, xd = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2])
+    for j = 1, NR do
+      cr[j] = tonumber(ARGV[b + 2 + j])
+      shift[j] = tonumber(ARGV[b + 15 + j])
+      inv[j] = tonumber(ARGV[b + 28 + j])
+    end
+  end
+  -- fits mirrors account.fits in engine.go.
+  local function fits(st, be, bd)
+    be = math.max(0, be + st.grant_eps)
+    bd = math.max(0, bd + st.grant_delta)
+    if st.spent_eps + eps <= be and st.spent_delta + delta <= bd then return true end
+    if mode ~= "rdp" then return false end
+    local x = st.x_delta + xd
+    if x >= bd then return false end
+    local ld = math.log((bd - x) * 1e-15)
+    local best = math.huge
+    for j = 1, NR do
+      local r = math.min(st["r" .. j] + cr[j], CAP)
+      local e = r / 1e9 + shift[j] - ld * inv[j]
+      if e < best then best = e end
+    end
+    local u = 0
+    if best > 0 then u = math.min(math.ceil(best * 1e9), CAP) end
+    return st.x_eps + xe + u <= be
+  end
+  local levels = {}
+  for i = 1, nl do
+    local st = load(KEYS[3 + i])
+    local be, bd = tonumber(ARGV[7 + 2 * i]), tonumber(ARGV[8 + 2 * i])
+    if not fits(st, be, bd) then
+      return {"budget", tostring(i - 1), ser(st)}
+    end
+    levels[i] = {st, be, bd}
+  end
+  -- Debit every distinct account once (KEYS[4] may be the lifetime account).
+  for _, key in ipairs(order) do
+    local st = cache[key]
+    st.spent_eps = st.spent_eps + eps
+    st.spent_delta = st.spent_delta + delta
+    st.queries = st.queries + 1
+    if mode == "rdp" then
+      st.x_eps, st.x_delta = st.x_eps + xe, st.x_delta + xd
+      for j = 1, NR do st["r" .. j] = math.min(st["r" .. j] + cr[j], CAP) end
+    end
+  end
+  life.budget_eps, life.budget_delta = levels[1][2], levels[1][3]
+  for i = 1, nl do
+    levels[i][1].budget_eps, levels[i][1].budget_delta = levels[i][2], levels[i][3]
+  end
+  first = levels[1][1]
+elseif kind == "grant" then
+  local st = load(KEYS[4])
+  if ARGV[11] ~= "" then
+    if st.spent_eps ~= tonumber(ARGV[11]) or st.spent_delta ~= tonumber(ARGV[12])
+      or st.grant_eps ~= tonumber(ARGV[13]) or st.grant_delta ~= tonumber(ARGV[14]) then
+      return {"retry"}
+    end
+  end
+  st.grant_eps = st.grant_eps + eps
+  st.grant_delta = st.grant_delta + delta
+  first = st
+else
+  return redis.error_reply("unknown kind " .. kind)
+end
+
 seq = seq + 1
-local hash = sha256hex(fromhex(prev) .. fromhex(digest) .. n(seq) .. "\n" .. n(spent_eps) .. "\n" .. n(spent_delta) .. "\n" .. n(queries))
+local hash = sha256hex(fromhex(prev) .. fromhex(digest) .. n(seq) .. "\n" .. n(life.spent_eps) .. "\n" .. n(life.spent_delta) .. "\n" .. n(life.queries))
 
 redis.call("XADD", log, n(seq) .. "-0",
   "body", body, "prev", prev, "hash", hash,
-  "spent_eps", n(spent_eps), "spent_delta", n(spent_delta), "queries", n(queries))
-redis.call("HSET", acct,
-  "spent_eps", n(spent_eps), "spent_delta", n(spent_delta),
-  "budget_eps", n(budget_eps), "budget_delta", n(budget_delta),
-  "queries", n(queries), "seq", n(seq), "head", hash)
-redis.call("HSET", ids, id, table.concat({n(seq), n(eps), n(delta), n(spent_eps), n(spent_delta),
-  n(budget_eps), n(budget_delta), n(queries)}, " "))
-return {"ok", n(seq), n(spent_eps), n(spent_delta), n(queries), hash}
+  "spent_eps", n(life.spent_eps), "spent_delta", n(life.spent_delta), "queries", n(life.queries))
+for _, key in ipairs(order) do
+  local st, kv = cache[key], {}
+  for _, f in ipairs(fields) do
+    kv[#kv + 1] = f
+    kv[#kv + 1] = n(st[f])
+  end
+  if key == acct then
+    kv[#kv + 1] = "seq"
+    kv[#kv + 1] = n(seq)
+    kv[#kv + 1] = "head"
+    kv[#kv + 1] = hash
+  end
+  redis.call("HSET", key, unpack(kv))
+end
+local res = ser(first)
+redis.call("HSET", ids, id, table.concat({n(seq), kind, n(eps), n(delta), res}, " "))
+return {"ok", n(seq), hash, res}
