@@ -69,6 +69,8 @@ type Plan struct {
 	// row-level tables).
 	UnitLevel bool
 	MaxGroups int
+
+	alias string // the name the query gave its table, for re-verification
 }
 
 // Key is a group key column.
