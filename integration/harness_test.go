@@ -57,6 +57,7 @@ func run(m *testing.M) int {
 const (
 	alicePassword = "alice-demo" // from demo/policy.yaml
 	carolPassword = "carol-test"
+	danaPassword  = "dana-test"
 )
 
 // proxy is a running dpproxy process.
@@ -72,6 +73,10 @@ type proxy struct {
 type proxyOptions struct {
 	carolBudget float64 // carol's epsilon budget; 0 means 1.0
 	ledgerPath  string  // reuse a ledger file
+	// danaBudget, when positive, adds dana, an analyst with this epsilon
+	// budget, for tests that ask many questions (the client matrix).
+	danaBudget float64
+	serveArgs  []string // extra `dpproxy serve` flags
 }
 
 // testPolicy is the demo policy plus carol, an analyst with a small budget.
@@ -93,6 +98,13 @@ func testPolicy(t *testing.T, listen, ledgerPath string, o proxyOptions) string 
 	text = strings.Replace(text, "listen: 127.0.0.1:6432", "listen: "+listen, 1)
 	text = strings.Replace(text, "path: ledger.db", "path: "+ledgerPath, 1)
 	carol := fmt.Sprintf("  - name: carol\n    password: %q\n    budget: {epsilon: %g, delta: 1.0e-5}\n", v.String(), budget)
+	if o.danaBudget > 0 {
+		dv, err := policy.NewVerifier(danaPassword, []byte("integration-dana"), 4096)
+		if err != nil {
+			t.Fatal(err)
+		}
+		carol += fmt.Sprintf("  - name: dana\n    password: %q\n    budget: {epsilon: %g}\n", dv.String(), o.danaBudget)
+	}
 	text = strings.Replace(text, "\ntables:\n", "\n"+carol+"\ntables:\n", 1)
 	if !strings.Contains(text, "name: carol") || !strings.Contains(text, listen) {
 		t.Fatal("could not derive the test policy from demo/policy.yaml")
@@ -119,7 +131,7 @@ func startProxy(t *testing.T, o proxyOptions) *proxy {
 	if err := os.WriteFile(p.policyPath, []byte(testPolicy(t, p.addr, p.ledgerPath, o)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	p.cmd = exec.Command(binary, "serve", "--policy", p.policyPath, "--admin", "")
+	p.cmd = exec.Command(binary, append([]string{"serve", "--policy", p.policyPath, "--admin", ""}, o.serveArgs...)...)
 	p.cmd.Env = append(os.Environ(), "DPPROXY_UPSTREAM_DSN="+pg.ReaderDSN())
 	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
 	if err := p.cmd.Start(); err != nil {

@@ -13,8 +13,9 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "$@" >/dev/null
 }
 
-# ensure_packages installs the PostgreSQL server and client, Redis and a C
-# compiler (pg_query_go uses cgo) when they are missing.
+# ensure_packages installs the PostgreSQL server and client, Redis, a C
+# compiler (pg_query_go uses cgo) and the clients of the client matrix when
+# they are missing.
 ensure_packages() {
   local need=()
   ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || need+=(postgresql)
@@ -25,6 +26,14 @@ ensure_packages() {
   command -v git >/dev/null || need+=(git)
   command -v runuser >/dev/null || need+=(util-linux)
   command -v curl >/dev/null || need+=(ca-certificates curl)
+  # The client matrix (integration/clients_test.go): pgbench, JDBC,
+  # psycopg2 + SQLAlchemy + pandas, node-postgres (npm ci at test time).
+  command -v pgbench >/dev/null || need+=(postgresql-client)
+  command -v javac >/dev/null || need+=(default-jdk-headless)
+  [ -f /usr/share/java/postgresql.jar ] || need+=(libpostgresql-jdbc-java)
+  /usr/bin/python3 -c 'import psycopg2, sqlalchemy, pandas' 2>/dev/null || need+=(python3-psycopg2 python3-sqlalchemy python3-pandas)
+  command -v node >/dev/null || need+=(nodejs)
+  command -v npm >/dev/null || need+=(npm)
   if [ ${#need[@]} -gt 0 ]; then
     echo "installing ${need[*]} ..." >&2
     apt_install "${need[@]}"

@@ -32,10 +32,6 @@ const defaultQueryDelta = 1e-7
 // anything is sent upstream and is never refunded.
 func (sess *session) runDP(st *rewrite.Statement, a execArgs) error {
 	plan := st.Plan
-	if len(a.params) > 0 {
-		return pgerror.RefuseUnsupported.New("bound parameters in aggregate queries are not supported yet").
-			WithHint("inline the constants, or use the simple query protocol")
-	}
 	pol := sess.srv.Policy()
 	eps := sess.queryEpsilon()
 	if capEps := pol.EpsilonCap(sess.analyst); eps > capEps {
@@ -58,7 +54,7 @@ func (sess *session) runDP(st *rewrite.Statement, a execArgs) error {
 		sess.logStatement(st.SQL, "refused", err, "epsilon", eps)
 		return err
 	}
-	exact, err := sess.runUpstreamDP(plan)
+	exact, err := sess.runUpstreamDP(plan, a)
 	if err != nil {
 		sess.log.Warn("dp query failed upstream; charge stands", "err", err, "sql", truncate(plan.SQL, 200))
 		return pgerror.RefuseUpstreamFailed.Wrap(err, "the query failed in the upstream database (epsilon %g was charged)", eps)
@@ -134,7 +130,7 @@ func (sess *session) charge(st *rewrite.Statement, plan *rewrite.Plan, eps, delt
 // runUpstreamDP runs the rewritten SQL in a read-only transaction with a
 // statement timeout, in one round trip, and returns its rows: group keys as
 // text, then the exact quantities.
-func (sess *session) runUpstreamDP(plan *rewrite.Plan) ([]answer.Row, error) {
+func (sess *session) runUpstreamDP(plan *rewrite.Plan, a execArgs) ([]answer.Row, error) {
 	ctx, done := sess.runContext()
 	defer done()
 	conn, err := sess.srv.cfg.Upstream.Acquire(ctx)
@@ -142,18 +138,13 @@ func (sess *session) runUpstreamDP(plan *rewrite.Plan) ([]answer.Row, error) {
 		return nil, err
 	}
 	defer conn.Release()
-	timeout := sess.srv.Policy().Upstream.StatementTimeout.Milliseconds()
-	batch := fmt.Sprintf("BEGIN READ ONLY; SET LOCAL statement_timeout = %d; %s; COMMIT", timeout, plan.SQL)
-	results, err := conn.Conn().PgConn().Exec(ctx, batch).ReadAll()
+	raws, err := readOnlyRows(ctx, conn.Conn().PgConn(), sess.srv.Policy().Upstream.StatementTimeout, plan.SQL, a)
 	if err != nil {
 		return nil, err
 	}
-	if len(results) != 4 || results[2].Err != nil {
-		return nil, fmt.Errorf("unexpected upstream results: %d", len(results))
-	}
 	nk, nq := len(plan.Keys), len(plan.Quantities)
-	rows := make([]answer.Row, 0, len(results[2].Rows))
-	for _, raw := range results[2].Rows {
+	rows := make([]answer.Row, 0, len(raws))
+	for _, raw := range raws {
 		if len(raw) != nk+nq {
 			return nil, fmt.Errorf("upstream row has %d columns, want %d", len(raw), nk+nq)
 		}

@@ -1,6 +1,9 @@
 package wire
 
 import (
+	"strings"
+
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/dpproxy/dpproxy/pgerror"
@@ -121,20 +124,19 @@ func (sess *session) describeStatement(prep *prepared) error {
 	switch st.Kind {
 	case rewrite.KindDP:
 		prep.fields = dpFields(st.Plan, nil)
-		if prep.paramOIDs == nil {
-			prep.paramOIDs = []uint32{}
+		if strings.Contains(st.Plan.SQL, "$") {
+			// Parameter types: upstream infers them from the rewritten SQL
+			// (the rewriter keeps $n as they are). Preparing runs nothing.
+			oids, err := sess.upstreamParamTypes(st.Plan.SQL, prep.paramOIDs)
+			if err != nil {
+				return err
+			}
+			prep.paramOIDs = oids
 		}
 	case rewrite.KindPassthrough:
-		ctx, done := sess.runContext()
-		defer done()
-		conn, err := sess.srv.cfg.Upstream.Acquire(ctx)
+		desc, err := sess.upstreamDescribe(st.SQL, prep.paramOIDs)
 		if err != nil {
-			return pgerror.Wrapf(err, pgerror.CodeCannotConnectNow, "cannot reach the upstream database")
-		}
-		defer conn.Release()
-		desc, err := conn.Conn().PgConn().Prepare(ctx, "", st.SQL, prep.paramOIDs)
-		if err != nil {
-			return upstreamError(err)
+			return err
 		}
 		prep.paramOIDs = desc.ParamOIDs
 		if len(desc.Fields) > 0 {
@@ -177,4 +179,32 @@ func (sess *session) closeObject(m *pgproto3.Close) error {
 	}
 	sess.be.Send(&pgproto3.CloseComplete{})
 	return nil
+}
+
+// upstreamDescribe prepares sql upstream (unnamed, executing nothing) to
+// learn its parameter and result types.
+func (sess *session) upstreamDescribe(sql string, paramOIDs []uint32) (*pgconn.StatementDescription, error) {
+	ctx, done := sess.runContext()
+	defer done()
+	conn, err := sess.srv.cfg.Upstream.Acquire(ctx)
+	if err != nil {
+		return nil, pgerror.Wrapf(err, pgerror.CodeCannotConnectNow, "cannot reach the upstream database")
+	}
+	defer conn.Release()
+	desc, err := conn.Conn().PgConn().Prepare(ctx, "", sql, paramOIDs)
+	if err != nil {
+		return nil, upstreamError(err)
+	}
+	return desc, nil
+}
+
+// upstreamParamTypes returns the parameter types of a rewritten DP
+// statement. Preparing reads no rows, so its errors (type mismatches) depend
+// on the schema only and are forwarded.
+func (sess *session) upstreamParamTypes(sql string, paramOIDs []uint32) ([]uint32, error) {
+	desc, err := sess.upstreamDescribe(sql, paramOIDs)
+	if err != nil {
+		return nil, err
+	}
+	return desc.ParamOIDs, nil
 }
