@@ -295,3 +295,27 @@ func canonicalType(s string) (string, bool) {
 	t, ok := typeAliases[strings.ToLower(strings.TrimSpace(s))]
 	return t, ok
 }
+
+// CanonicalType maps a PostgreSQL type name, as written in a policy or as
+// format_type prints it ("character varying(20)", "numeric(10,2)", "int4"),
+// to the name policies use. Arrays and types dpproxy does not know are not
+// mapped.
+func CanonicalType(s string) (string, bool) {
+	var b strings.Builder
+	depth := 0
+	for _, r := range s {
+		switch {
+		case r == '(':
+			depth++
+		case r == ')':
+			depth--
+		case depth == 0:
+			b.WriteRune(r)
+		}
+	}
+	name := strings.Join(strings.Fields(b.String()), " ")
+	if strings.HasSuffix(name, "]") {
+		return "", false
+	}
+	return canonicalType(name)
+}

@@ -14,9 +14,10 @@ const usage = `dpproxy: a PostgreSQL proxy that enforces differential privacy
 Usage:
   dpproxy serve --policy FILE          serve analysts with the policy in FILE
   dpproxy demo [flags]                 start a local PostgreSQL with demo data and serve it
-  dpproxy policy check FILE            validate a policy file
+  dpproxy policy check FILE            validate a policy file and summarise what it exposes
+  dpproxy policy init --dsn DSN        draft a policy from the upstream schema
   dpproxy ledger report [flags]        budgets spent per analyst
-  dpproxy passwd                       print a SCRAM-SHA-256 verifier for a password read from stdin
+  dpproxy passwd                       print a SCRAM-SHA-256 verifier for a password read from the terminal or stdin
   dpproxy errors [--markdown]          print the catalogue of refusals
 
 Run 'dpproxy COMMAND --help' for a command's flags.
