@@ -121,3 +121,80 @@ func BenchmarkRDPDiscreteLaplace(b *testing.B) {
 		sinkFloat = RDPDiscreteLaplace(2, 1)[0]
 	}
 }
+
+func BenchmarkRDPVectorAdd(b *testing.B) {
+	v := RDPGaussian(4, 1)
+	w := RDPDiscreteLaplace(2, 1)
+	for i := 0; i < b.N; i++ {
+		v = v.Add(w)
+	}
+	sinkFloat = v[0]
+}
+
+func BenchmarkZCDPEpsilon(b *testing.B) {
+	for i := 0; i < b.N; i++ {
+		sinkFloat, _ = ZCDPEpsilon(0.5, 1e-6)
+	}
+}
+
+func BenchmarkComposeOptimalK100(b *testing.B) {
+	for i := 0; i < b.N; i++ {
+		c, _ := ComposeOptimal(ApproxDP{0.1, 0}, 100, 1e-6)
+		sinkFloat = c.Epsilon
+	}
+}
+
+func BenchmarkGDPEpsilon(b *testing.B) {
+	for i := 0; i < b.N; i++ {
+		sinkFloat, _ = GDPEpsilon(0.5, 1e-6)
+	}
+}
+
+func BenchmarkNewGaussianSens1e6(b *testing.B) {
+	for i := 0; i < b.N; i++ {
+		if _, err := NewGaussian(GaussianOptions{Epsilon: 1, Delta: 1e-5, L2Sensitivity: 1e6}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkReportNoisyMax10(b *testing.B) {
+	src := NewSecureSource()
+	u := []int64{5, 3, 9, 9, 1, 0, 4, 8, 2, 7}
+	for i := 0; i < b.N; i++ {
+		j, _ := ReportNoisyMax(src, u, 1, 1)
+		sinkInt = int64(j)
+	}
+}
+
+func BenchmarkExponentialSelect10(b *testing.B) {
+	m, _ := NewExponential(ExponentialOptions{Epsilon: 1, Sensitivity: 1})
+	src := NewSecureSource()
+	u := []int64{5, 3, 9, 9, 1, 0, 4, 8, 2, 7}
+	for i := 0; i < b.N; i++ {
+		j, _ := m.Select(src, u, nil)
+		sinkInt = int64(j)
+	}
+}
+
+func BenchmarkQuantileMedian1000(b *testing.B) {
+	q, _ := NewQuantile(QuantileOptions{Epsilon: 1, Lower: 0, Upper: 1e6})
+	values := make([]float64, 1000)
+	for i := range values {
+		values[i] = float64(i * 37 % 1000)
+	}
+	src := NewSecureSource()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		sinkFloat, _ = q.Release(src, values, 0.5)
+	}
+}
+
+func BenchmarkPartitionSelectionKeep(b *testing.B) {
+	p, _ := NewPartitionSelection(PartitionSelectionOptions{Epsilon: 1, Delta: 1e-5})
+	src := NewSecureSource()
+	for i := 0; i < b.N; i++ {
+		n, _ := p.Keep(src, 20)
+		sinkInt = n
+	}
+}

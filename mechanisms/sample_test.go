@@ -182,3 +182,17 @@ func checkVariance(t *testing.T, got, want float64, n int, kurtosis float64) {
 		t.Fatalf("variance %v, want %v +- %v", got, want, 5.33*sd)
 	}
 }
+
+// TestSecureSourceNoReuse draws across several 4 KiB refills and checks that
+// no 64-bit word repeats (a repeat has probability ~2^-40 here).
+func TestSecureSourceNoReuse(t *testing.T) {
+	src := NewSecureSource()
+	seen := map[uint64]bool{}
+	for i := 0; i < 3*secureBufSize/8+5; i++ {
+		v := src.Uint64()
+		if seen[v] {
+			t.Fatalf("word %x repeated after %d draws", v, i)
+		}
+		seen[v] = true
+	}
+}
