@@ -69,10 +69,10 @@ func (m *Mechanisms) Summary(plan *rewrite.Plan) string {
 	parts := make([]string, 0, len(plan.Quantities))
 	for i, q := range plan.Quantities {
 		if m.laplace[i] == nil {
-			parts = append(parts, fmt.Sprintf("partition selection(threshold=%d units, scale=%s)", m.selection.Threshold(), ftoa(m.selection.Scale())))
+			parts = append(parts, fmt.Sprintf("partition selection(threshold=%d units, scale=%s)", m.selection.Threshold(), strconv.FormatFloat(m.selection.Scale(), 'g', 6, 64)))
 			continue
 		}
-		parts = append(parts, fmt.Sprintf("laplace(%s) scale=%s", q.Expr, ftoa(m.laplace[i].Scale())))
+		parts = append(parts, fmt.Sprintf("laplace(%s) scale=%s", q.Expr, strconv.FormatFloat(m.laplace[i].Scale(), 'g', 6, 64)))
 	}
 	return strings.Join(parts, "; ")
 }

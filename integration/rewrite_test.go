@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math"
+	"strings"
 	"testing"
 	"time"
 
@@ -222,4 +223,41 @@ func TestRepresentativeQueries(t *testing.T) {
 			t.Errorf("got %v, want 42501 with a hint", err)
 		}
 	})
+}
+
+// TestExplainChargesNothing: EXPLAIN of a DP query shows dpproxy's plan and
+// costs nothing; EXPLAIN ANALYZE is refused.
+func TestExplainChargesNothing(t *testing.T) {
+	ctx := testContext(t)
+	p := startProxy(t, proxyOptions{})
+	conn := p.connect(t, ctx, "alice", alicePassword, false)
+	var before, after string
+	if err := conn.QueryRow(ctx, "SHOW dp.budget").Scan(&before); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := conn.Query(ctx, "EXPLAIN SELECT sex, avg(age) FROM patients GROUP BY sex")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lines []string
+	for rows.Next() {
+		var l string
+		if err := rows.Scan(&l); err != nil {
+			t.Fatal(err)
+		}
+		lines = append(lines, l)
+	}
+	rows.Close()
+	text := strings.Join(lines, "\n")
+	if rows.FieldDescriptions()[0].Name != "QUERY PLAN" || !strings.Contains(text, "discrete Laplace scale") || !strings.Contains(text, "cost: epsilon 0.5") {
+		t.Errorf("EXPLAIN output:\n%s", text)
+	}
+	if err := conn.QueryRow(ctx, "SHOW dp.budget").Scan(&after); err != nil || after != before {
+		t.Errorf("budget %q before EXPLAIN, %q after (%v)", before, after, err)
+	}
+	_, err = conn.Exec(ctx, "EXPLAIN ANALYZE SELECT count(*) FROM patients")
+	var pge *pgconn.PgError
+	if !errors.As(err, &pge) || pge.Code != "42501" {
+		t.Errorf("EXPLAIN ANALYZE: %v, want 42501", err)
+	}
 }

@@ -71,8 +71,7 @@ func classifyOne(n *pg_query.Node, text string, pol *policy.Policy) (*Statement,
 		return nil, pgerror.RefuseWrite.New("COPY is not allowed through dpproxy").
 			WithHint("export aggregates with SELECT instead; raw rows of private tables are never returned")
 	case *pg_query.Node_ExplainStmt:
-		return nil, pgerror.RefuseCatalog.New("EXPLAIN is not forwarded upstream: plans and row estimates reveal data").
-			WithHint("use `dpproxy explain '<query>'` to see how dpproxy would answer a query")
+		return classifyExplain(s.ExplainStmt, text, pol)
 	}
 	return nil, pgerror.RefuseUnsupported.New("%s statements are not supported by dpproxy", statementVerb(text))
 }
@@ -197,4 +196,24 @@ func aConstText(c *pg_query.A_Const) (string, bool) {
 		return "off", true
 	}
 	return "", false
+}
+
+// classifyExplain answers EXPLAIN of a DP query with dpproxy's own plan.
+// Upstream EXPLAIN is never run: its plans and row estimates reveal data.
+func classifyExplain(e *pg_query.ExplainStmt, text string, pol *policy.Policy) (*Statement, error) {
+	for _, o := range e.Options {
+		if d := o.GetDefElem(); d != nil && d.Defname != "format" && d.Defname != "verbose" && d.Defname != "costs" {
+			return nil, pgerror.RefuseCatalog.New("EXPLAIN (%s) is not supported: dpproxy never runs EXPLAIN upstream", strings.ToUpper(d.Defname)).
+				WithHint("plain EXPLAIN <query> shows dpproxy's plan, mechanisms and cost without running anything")
+		}
+	}
+	inner, err := classifyOne(e.Query, text, pol)
+	if err != nil {
+		return nil, err
+	}
+	if inner.Kind != KindDP {
+		return nil, pgerror.RefuseCatalog.New("EXPLAIN is only answered for DP queries; upstream plans and row estimates reveal data").
+			WithHint("EXPLAIN an aggregate query over a private table")
+	}
+	return &Statement{Kind: KindExplain, SQL: text, Plan: inner.Plan}, nil
 }

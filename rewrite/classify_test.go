@@ -77,7 +77,8 @@ func TestClassifyRefusals(t *testing.T) {
 		{"SELECT count(*) FROM patients WHERE zip ~ 'a+'", "DP012"},
 		{"SELECT count(*) FROM patients WHERE age IN (SELECT 1)", "DP003"},
 		{"SELECT count(*) FROM pg_stats", "DP014"},
-		{"EXPLAIN SELECT count(*) FROM patients", "DP014"},
+		{"EXPLAIN ANALYZE SELECT count(*) FROM patients", "DP014"},
+		{"EXPLAIN SELECT 1", "DP014"},
 		{"SELEC 1", "DP009"},
 		{"SELECT zip FROM patients GROUP BY zip", "DP001"},
 	}

@@ -105,6 +105,8 @@ func renderResult(sql string, pol *policy.Policy) string {
 			b.WriteString("passthrough")
 		case KindDP:
 			b.WriteString(RenderPlan(st.Plan))
+		case KindExplain:
+			b.WriteString("explain of " + RenderPlan(st.Plan))
 		}
 	}
 	return b.String()

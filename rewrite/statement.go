@@ -8,6 +8,7 @@ const (
 	KindSession                 // SET, SHOW, RESET, BEGIN, COMMIT, ... handled by the proxy
 	KindPassthrough             // reads no private data (SELECT 1, allowed catalog queries): run upstream as is
 	KindDP                      // an aggregate over private tables: charge, run the plan, add noise
+	KindExplain                 // EXPLAIN of a DP query: describe the plan; no upstream contact, no charge
 )
 
 // Statement is one classified statement.

@@ -142,6 +142,8 @@ func (sess *session) describeStatement(prep *prepared) error {
 		if len(desc.Fields) > 0 {
 			prep.fields = toFields(desc.Fields)
 		}
+	case rewrite.KindExplain:
+		prep.fields = []pgproto3.FieldDescription{textField("QUERY PLAN")}
 	case rewrite.KindSession:
 		if st.Session.Op == rewrite.OpShow {
 			name := st.Session.Name

@@ -51,6 +51,8 @@ func (sess *session) execute1(st *rewrite.Statement, a execArgs) error {
 		return sess.runPassthrough(st, a)
 	case rewrite.KindDP:
 		return sess.runDP(st, a)
+	case rewrite.KindExplain:
+		return sess.runExplain(st, a)
 	}
 	return pgerror.RefuseUnsupported.New("unsupported statement")
 }

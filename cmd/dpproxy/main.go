@@ -17,6 +17,7 @@ Usage:
   dpproxy policy check FILE            validate a policy file and summarise what it exposes
   dpproxy policy init --dsn DSN        draft a policy from the upstream schema
   dpproxy ledger report [flags]        budgets spent per analyst
+  dpproxy explain --policy FILE 'SQL'  show how a statement would be answered, without running or charging it
   dpproxy passwd                       print a SCRAM-SHA-256 verifier for a password read from the terminal or stdin
   dpproxy errors [--markdown]          print the catalogue of refusals
 
@@ -44,6 +45,8 @@ func main() {
 		err = cmdPasswd(args)
 	case "errors":
 		err = cmdErrors(args)
+	case "explain":
+		err = cmdExplain(args)
 	case "-h", "--help", "help":
 		fmt.Print(usage)
 		return
