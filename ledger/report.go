@@ -49,14 +49,15 @@ func (r reportRow) fields() []string {
 
 // WriteReport writes balances in format "table" (aligned text), "csv"
 // (header row, then one row per analyst) or "json" (an array of objects).
-// Rows are sorted by analyst. It is pure: no I/O besides w.
+// Rows are sorted by analyst; the budget columns include admin grants
+// (Balance.EffectiveBudget). It is pure: no I/O besides w.
 func WriteReport(w io.Writer, balances []Balance, format string) error {
 	rows := make([]reportRow, len(balances))
 	for i, b := range balances {
 		rows[i] = reportRow{
 			Analyst:      b.Analyst,
-			SpentEpsilon: b.SpentEpsilon, BudgetEpsilon: b.Budget.Epsilon, RemainingEpsilon: b.RemainingEpsilon(),
-			SpentDelta: b.SpentDelta, BudgetDelta: b.Budget.Delta, RemainingDelta: b.RemainingDelta(),
+			SpentEpsilon: b.SpentEpsilon, BudgetEpsilon: b.EffectiveBudget().Epsilon, RemainingEpsilon: b.RemainingEpsilon(),
+			SpentDelta: b.SpentDelta, BudgetDelta: b.EffectiveBudget().Delta, RemainingDelta: b.RemainingDelta(),
 			Queries: b.Queries,
 		}
 	}

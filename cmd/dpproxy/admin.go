@@ -1,7 +1,11 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
+	"io"
 	"net/http"
 	"time"
 
@@ -12,7 +16,8 @@ import (
 )
 
 // adminHandler serves the admin endpoints. Bind it to loopback or a private
-// network: the ledger report names analysts and their spending.
+// network: the ledger report names analysts and their spending, and
+// POST /ledger/grant changes budgets.
 func adminHandler(srv *wire.Server, store ledger.Store, pool *pgxpool.Pool) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -32,21 +37,65 @@ func adminHandler(srv *wire.Server, store ledger.Store, pool *pgxpool.Pool) http
 		_, _ = w.Write([]byte("ready\n"))
 	})
 	mux.HandleFunc("GET /ledger/report", func(w http.ResponseWriter, r *http.Request) {
-		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+		ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
 		defer cancel()
-		bals, err := store.Balances(ctx)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		q := reportQuery{Analyst: r.URL.Query().Get("analyst"), Format: r.URL.Query().Get("format")}
+		if q.Format == "" {
+			q.Format = "table"
+		}
+		var err error
+		if q.Since, err = parseSince(r.URL.Query().Get("since")); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
-		bals = withPolicyBudgets(bals, srv.Policy())
-		format := r.URL.Query().Get("format")
-		if format == "" {
-			format = "table"
+		var buf bytes.Buffer
+		if err := writeLedgerReport(ctx, &buf, store, srv.Policy(), q); err != nil {
+			status := http.StatusServiceUnavailable
+			if !errors.Is(err, ledger.ErrUnavailable) {
+				status = http.StatusBadRequest
+			}
+			http.Error(w, err.Error(), status)
+			return
 		}
-		if err := ledger.WriteReport(w, bals, format); err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
+		if q.Format == "html" {
+			w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		}
+		_, _ = w.Write(buf.Bytes())
+	})
+	mux.HandleFunc("GET /ledger/verify", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 10*time.Minute)
+		defer cancel()
+		msg, err := verifyLedger(ctx, store)
+		if err != nil {
+			status := http.StatusServiceUnavailable
+			if errors.Is(err, ledger.ErrTampered) {
+				status = http.StatusConflict
+			}
+			http.Error(w, err.Error(), status)
+			return
+		}
+		_, _ = w.Write([]byte(msg + "\n"))
+	})
+	// POST /ledger/grant adjusts a budget (grant or reset) and writes it to
+	// the audit trail. Anyone who can reach the admin address can do this.
+	mux.HandleFunc("POST /ledger/grant", func(w http.ResponseWriter, r *http.Request) {
+		var req grantRequest
+		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&req); err != nil {
+			http.Error(w, "bad grant request: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
+		defer cancel()
+		bal, err := store.Grant(ctx, req.grant(time.Now()))
+		if err != nil {
+			status := http.StatusServiceUnavailable
+			if !errors.Is(err, ledger.ErrUnavailable) {
+				status = http.StatusBadRequest
+			}
+			http.Error(w, err.Error(), status)
+			return
+		}
+		_, _ = w.Write([]byte(describeGrant(req, bal) + "\n"))
 	})
 	return mux
 }

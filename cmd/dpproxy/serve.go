@@ -127,7 +127,7 @@ func serve(pol *policy.Policy, policyPath, adminAddr string, log *slog.Logger, r
 func openLedger(pol *policy.Policy, log *slog.Logger) (ledger.Store, error) {
 	switch pol.Ledger.Backend {
 	case "bolt":
-		return ledger.OpenBolt(pol.Ledger.Path, ledger.BoltOptions{Logger: log})
+		return ledger.OpenBolt(pol.Ledger.Path, ledger.BoltOptions{Logger: log, Mode: ledgerMode(pol)})
 	case "redis":
 		rc := pol.Ledger.Redis
 		client := redis.NewUniversalClient(&redis.UniversalOptions{
@@ -143,7 +143,7 @@ func openLedger(pol *policy.Policy, log *slog.Logger) (ledger.Store, error) {
 		if rc.AllowVolatile {
 			log.Warn("ledger: allow_volatile is set: dpproxy will accept a Redis without persistence, where a restart erases spent budgets")
 		}
-		store, err := ledger.NewRedis(client, ledger.RedisOptions{AllowVolatile: rc.AllowVolatile, Logger: log})
+		store, err := ledger.NewRedis(client, ledger.RedisOptions{AllowVolatile: rc.AllowVolatile, Logger: log, Mode: ledgerMode(pol)})
 		if err != nil {
 			client.Close()
 			return nil, err
