@@ -141,8 +141,12 @@ type discreteLaplace struct {
 	s, t uint64
 }
 
-// sample implements CKS20 Algorithm 2.
+// sample implements CKS20 Algorithm 2, or for scales t/s <= 2 the same
+// algorithm with steps 1-5 replaced by a direct geometric draw.
 func (d discreteLaplace) sample(src Source) int64 {
+	if d.t <= 2*d.s {
+		return d.sampleSmallScale(src)
+	}
 	for {
 		// Step 1: U uniform on {0, ..., t-1}.
 		u := uniform(src, d.t)
@@ -177,6 +181,32 @@ func (d discreteLaplace) sample(src Source) int64 {
 		}
 		// Step 8: Z = (1 - 2B) * Y.
 		if b {
+			return -int64(y)
+		}
+		return int64(y)
+	}
+}
+
+// sampleSmallScale draws Y ~ Geometric(1 - exp(-s/t)) by counting
+// successes of Bernoulli(exp(-s/t)) coins (CKS20 Algorithm 1), then applies
+// steps 6-8 of CKS20 Algorithm 2 to make it two-sided. For t/s <= 2 the
+// expected number of coins, p/(1-p) with p = exp(-s/t) <= e^(-1/2), is at
+// most 1.55, which makes this faster than steps 1-5 of Algorithm 2 (whose
+// cost does not grow with the scale, unlike this one's).
+func (d discreteLaplace) sampleSmallScale(src Source) int64 {
+	for {
+		var y uint64
+		for bernoulliExpNeg(src, d.s, d.t) {
+			y++
+		}
+		if y > math.MaxInt64 {
+			y = math.MaxInt64
+		}
+		b := bernoulliHalf(src)
+		if b && y == 0 { // step 7
+			continue
+		}
+		if b { // step 8
 			return -int64(y)
 		}
 		return int64(y)

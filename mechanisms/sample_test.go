@@ -126,6 +126,7 @@ func discreteLaplacePMF(scale float64) func(int64) float64 {
 func TestDiscreteLaplaceDistribution(t *testing.T) {
 	cases := []struct{ s, t uint64 }{
 		{1, 1}, {2, 1}, {1, 3}, {10, 1}, {3, 7}, {1 << 20, 1 << 20}, {1 << 20, 5 << 21}, {1, 50},
+		{1, 2}, {2, 3}, {1 << 20, (2 << 20) + 1}, // either side of the small-scale switch at t/s = 2
 	}
 	for _, c := range cases {
 		scale := float64(c.t) / float64(c.s)
