@@ -88,6 +88,37 @@
 // unit at an exact boundary). A bolt file remembers its mode; a Redis
 // ledger's mode is checked entry by entry by Verify.
 //
+// # Answer cache
+//
+// AnswerCache (BoltCache: its own file, one node; RedisCache: shared by all
+// nodes on one Redis) stores noisy answers so that a repeated statement
+// returns the same answer without a new charge. The caller (wire/) owns the
+// protocol:
+//
+//	key := "v1\x00" + policyVersion + "\x00" + analyst + "\x00" + statement + "\x00" + encodedParams
+//	if val, ok, err := cache.Get(ctx, key); ok { answer val; Debit a zero charge with CacheHit }
+//	else { Debit the full charge; run; noise; cache.Put(ctx, key, encodedAnswer, window); answer }
+//
+//   - The key must distinguish every input the answer depends on: the exact
+//     statement text, or the canonical deparse of its parse tree with every
+//     constant kept, NEVER pg_query's fingerprint or normalised text (they
+//     merge statements that differ only in constants, which would answer
+//     "age > 41" with the noisy answer of "age > 40"); the bound parameters
+//     with their types and formats; the analyst (answers are not shared
+//     between analysts: each pays for their own); the policy version (a
+//     new policy may change bounds, noise or access); and the session
+//     settings the answer depends on (dp.epsilon). Length-prefix or
+//     NUL-separate the parts so they cannot run together.
+//   - Put only after the charge succeeded; Put never replaces a live entry
+//     (first answer wins), so concurrent identical statements that both
+//     missed are both charged and later readers see one answer.
+//   - A hit is still recorded with a zero Debit (CacheHit true) so the
+//     audit trail lists every answer; a cache error is a miss (charge and
+//     compute), never a free answer.
+//   - The window is the ttl; BoltCache uses an injected clock (default
+//     time.Now), RedisCache Redis's expiry. The cache holds noisy (already
+//     DP) answers only, never exact values, and never goes in the ledger file.
+//
 // # Backends
 //
 // BoltStore (OpenBolt) is a single bbolt file, the default for one node: one
