@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"strconv"
 	"strings"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -23,6 +24,12 @@ type prepared struct {
 type portal struct {
 	prep *prepared
 	args execArgs
+	// A passthrough result fetched in parts (Execute with a row limit):
+	// the rows not sent yet and the command tag, kept until the portal is
+	// closed, as Postgres keeps a suspended portal.
+	started bool
+	rest    [][][]byte
+	tag     string
 }
 
 func (sess *session) parse(m *pgproto3.Parse) error {
@@ -165,9 +172,47 @@ func (sess *session) execute(m *pgproto3.Execute) error {
 	if !ok {
 		return pgerror.Newf(pgerror.CodeInvalidCursorName, "portal %q does not exist", m.Portal)
 	}
-	// Row limits (MaxRows) are not honoured: every answer is sent whole. DP
-	// answers are one row; passthrough statements are small.
+	if p.started {
+		return sess.resume(p, m.MaxRows)
+	}
+	// Row limits (MaxRows) are honoured for passthrough results: the result
+	// is fetched whole, sent in parts, each but the last ended by
+	// PortalSuspended. DP answers and session commands are sent whole
+	// (an aggregate answer has at most a few rows per group key).
+	if m.MaxRows > 0 && p.prep.stmt.Kind == rewrite.KindPassthrough && !(sess.txStatus == 'E') {
+		rows, tag, err := sess.fetchPassthrough(p.prep.stmt, p.args)
+		if err != nil {
+			return err
+		}
+		p.started, p.rest, p.tag = true, rows, tag
+		return sess.resume(p, m.MaxRows)
+	}
 	return sess.execute1(p.prep.stmt, p.args)
+}
+
+// resume sends up to maxRows (0: all) of a portal's remaining rows, then
+// PortalSuspended if rows remain, else CommandComplete. A completed portal
+// executed again completes with no rows, as in Postgres.
+func (sess *session) resume(p *portal, maxRows uint32) error {
+	n := len(p.rest)
+	if maxRows > 0 && int(maxRows) < n {
+		n = int(maxRows)
+	}
+	for _, r := range p.rest[:n] {
+		sess.be.Send(&pgproto3.DataRow{Values: r})
+	}
+	p.rest = p.rest[n:]
+	if len(p.rest) > 0 {
+		sess.be.Send(&pgproto3.PortalSuspended{})
+		return nil
+	}
+	tag := p.tag
+	if strings.HasPrefix(tag, "SELECT ") {
+		// Like Postgres: the rows this Execute sent, not the whole result.
+		tag = "SELECT " + strconv.Itoa(n)
+	}
+	sess.complete(tag)
+	return nil
 }
 
 func (sess *session) closeObject(m *pgproto3.Close) error {

@@ -60,3 +60,33 @@ func toFields(fds []pgconn.FieldDescription) []pgproto3.FieldDescription {
 	}
 	return out
 }
+
+// fetchPassthrough runs a passthrough statement and returns all its rows
+// (copied: pgconn reuses its buffers) and its command tag, for a portal
+// executed with a row limit.
+func (sess *session) fetchPassthrough(st *rewrite.Statement, a execArgs) ([][][]byte, string, error) {
+	ctx, done := sess.runContext()
+	defer done()
+	conn, err := sess.srv.cfg.Upstream.Acquire(ctx)
+	if err != nil {
+		return nil, "", pgerror.Wrapf(err, pgerror.CodeCannotConnectNow, "cannot reach the upstream database")
+	}
+	defer conn.Release()
+	rr := conn.Conn().PgConn().ExecParams(ctx, st.SQL, a.params, a.paramOIDs, a.paramFormats, a.resultFormats)
+	var rows [][][]byte
+	for rr.NextRow() {
+		vals := rr.Values()
+		row := make([][]byte, len(vals))
+		for i, v := range vals {
+			if v != nil {
+				row[i] = append([]byte{}, v...)
+			}
+		}
+		rows = append(rows, row)
+	}
+	tag, err := rr.Close()
+	if err != nil {
+		return nil, "", upstreamError(err)
+	}
+	return rows, tag.String(), nil
+}
