@@ -50,7 +50,7 @@ func cmdPolicyInit(args []string) error {
 		return fmt.Errorf("connecting to the upstream: %w", err)
 	}
 	defer conn.Close(context.Background())
-	var only []string
+	only := []string{} // not nil: pgx sends nil as NULL
 	if *schemas != "" {
 		only = strings.Split(*schemas, ",")
 	}
@@ -212,23 +212,35 @@ ORDER BY conrelid, contype, conname`, oids)
 func (t *dbTable) qualified() string { return t.schema + "." + t.name }
 
 // unitFK picks the foreign key that most likely names a person: one that
-// references a table's single-column primary key, preferring a referenced
-// table that has no foreign keys of its own (a root entity such as
-// patients), then the first in column order.
+// references a table's single-column primary key, preferring surrogate ids
+// (an integer or uuid key, a column named *_id) and referenced tables with no
+// foreign keys of their own (a root entity such as patients) over lookup
+// tables keyed by text (departments). Ties go to column order.
 func unitFK(t *dbTable, byOID map[uint32]*dbTable) (dbFK, []dbFK, bool) {
 	var cands []dbFK
+	score := map[string]int{}
 	for _, fk := range t.fks {
 		ref := byOID[fk.refOID]
-		if ref != nil && len(ref.pk) == 1 && ref.pk[0] == fk.refCol {
-			cands = append(cands, fk)
+		if ref == nil || len(ref.pk) != 1 || ref.pk[0] != fk.refCol {
+			continue
+		}
+		cands = append(cands, fk)
+		for _, c := range ref.columns {
+			if typ, _ := policy.CanonicalType(c.pgType); c.name == fk.refCol && (typ == "integer" || typ == "bigint" || typ == "uuid") {
+				score[fk.column] += 4
+			}
+		}
+		if strings.HasSuffix(fk.column, "_id") {
+			score[fk.column] += 2
+		}
+		if len(ref.fks) == 0 {
+			score[fk.column]++
 		}
 	}
 	if len(cands) == 0 {
 		return dbFK{}, nil, false
 	}
-	sort.SliceStable(cands, func(i, j int) bool {
-		return len(byOID[cands[i].refOID].fks) == 0 && len(byOID[cands[j].refOID].fks) > 0
-	})
+	sort.SliceStable(cands, func(i, j int) bool { return score[cands[i].column] > score[cands[j].column] })
 	return cands[0], cands[1:], true
 }
 
@@ -342,6 +354,11 @@ tables:
 		} else {
 			p("    # TODO: row means each row is one person. If this table holds no private\n")
 			p("    # data (a lookup or reference table), write privacy: public.\n")
+			if len(t.pk) == 1 && len(t.referencedBy) > 0 {
+				if typ, _ := policy.CanonicalType(pkType(t)); typ == "text" {
+					p("    # Its text primary key, referenced by other tables, suggests a lookup table.\n")
+				}
+			}
 			p("    privacy: row\n")
 		}
 		if len(t.checks) > 0 {
@@ -377,7 +394,7 @@ func writeDraftColumn(p func(string, ...any), t *dbTable, c *dbColumn, isUnit bo
 	switch {
 	case isUnit:
 		notes = append(notes, "the privacy unit")
-	case isPK && len(t.fks) == 0 && (typ == "integer" || typ == "bigint" || typ == "uuid"):
+	case isPK && (typ == "integer" || typ == "bigint" || typ == "uuid"):
 		fields = append(fields, "hidden: true")
 		notes = append(notes, "primary key: an identifier, hidden so it cannot be used at all")
 	case fk != nil:
@@ -404,4 +421,13 @@ func writeDraftColumn(p func(string, ...any), t *dbTable, c *dbColumn, isUnit bo
 		line += "  # " + strings.Join(notes, "; ")
 	}
 	p("%s\n", line)
+}
+
+func pkType(t *dbTable) string {
+	for _, c := range t.columns {
+		if len(t.pk) == 1 && c.name == t.pk[0] {
+			return c.pgType
+		}
+	}
+	return ""
 }
