@@ -411,3 +411,60 @@ func TestHalfWidthEmpiricalCoverage(t *testing.T) {
 		binomialCheck(t, in, n, p)
 	}
 }
+
+// TestConstructorsSweep calibrates over a grid of parameters and checks the
+// guarantees at the rational parameters actually used.
+func TestConstructorsSweep(t *testing.T) {
+	for _, eps := range []float64{0.01, 0.1, 1, 10} {
+		for _, sens := range []float64{1, 7, 1000, 1e6} {
+			lap, err := NewLaplace(LaplaceOptions{Epsilon: eps, L1Sensitivity: sens})
+			if err != nil {
+				t.Fatalf("laplace eps %v sens %v: %v", eps, sens, err)
+			}
+			if lap.Scale() < sens/eps {
+				t.Errorf("laplace eps %v sens %v: scale %v < %v", eps, sens, lap.Scale(), sens/eps)
+			}
+			for _, delta := range []float64{1e-3, 1e-6, 1e-10} {
+				g, err := NewGaussian(GaussianOptions{Epsilon: eps, Delta: delta, L2Sensitivity: sens})
+				if err != nil {
+					t.Fatalf("gaussian eps %v delta %v sens %v: %v", eps, delta, sens, err)
+				}
+				// (The discrete sigma is not always above the continuous one:
+				// at eps = 10, delta = 1e-6 it is 0.4999 against 0.5411.)
+				if d := DiscreteGaussianDelta(g.Sigma(), eps, int64(sens)); d > delta {
+					t.Errorf("gaussian eps %v delta %v sens %v: delta %v", eps, delta, sens, d)
+				}
+				if w := g.HalfWidth(0.95); !(w > 0) {
+					t.Errorf("half-width %v", w)
+				}
+			}
+		}
+	}
+	src := NewSeededSourceForTest(1)
+	for _, eps := range []float64{1e-9, 1e9} {
+		lap, err := NewLaplace(LaplaceOptions{Epsilon: eps, L1Sensitivity: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		v := lap.AddNoiseInt(src, 5)
+		if eps > 1 && v != 5 {
+			t.Errorf("eps %v: noise %d", eps, v-5)
+		}
+	}
+}
+
+// TestDiscreteGaussianWorstShift checks that the privacy curve at the full
+// sensitivity dominates smaller integer shifts, so calibrating at shift
+// sens covers every pair of neighbours.
+func TestDiscreteGaussianWorstShift(t *testing.T) {
+	for _, c := range []struct{ sigma, eps float64 }{{0.5, 10}, {2, 1}, {3.78, 10}, {18, 1}} {
+		prev := 0.0
+		for k := int64(1); k <= 7; k++ {
+			d := bruteDiscreteGaussianDelta(c.sigma, c.eps, k)
+			if d < prev*(1-1e-12) {
+				t.Errorf("sigma %v eps %v: delta at shift %d = %v < %v at shift %d", c.sigma, c.eps, k, d, prev, k-1)
+			}
+			prev = d
+		}
+	}
+}
