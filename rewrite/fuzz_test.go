@@ -31,9 +31,14 @@ func FuzzClassify(f *testing.F) {
 			}
 			p := st.Plan
 			schema, name, _ := strings.Cut(p.Tables[0], ".")
-			sc := &scope{table: pol.Table(schema, name), alias: p.alias}
-			if sc.table == nil {
-				t.Fatalf("plan reads undeclared table %v", p.Tables)
+			sc := p.sc
+			if pol.Table(schema, name) != sc.table || !sc.table.IsPrivate() {
+				t.Fatalf("plan reads %v, not its private table", p.Tables)
+			}
+			for _, r := range sc.public {
+				if r.table.IsPrivate() {
+					t.Fatalf("plan joins private table %s as public", r.table.QualifiedName())
+				}
 			}
 			if err := verifyRewritten(p.SQL, sc, p); err != nil {
 				t.Fatalf("%q: rewritten SQL fails verification: %v\n%s", sql, err, p.SQL)

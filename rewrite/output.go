@@ -132,11 +132,11 @@ func (b *planBuilder) postExpr(n *pg_query.Node, where string) (*Expr, error) {
 		}
 		return e, nil
 	case *pg_query.Node_ColumnRef:
-		c, err := b.sc.column(v.ColumnRef)
+		c, rel, err := b.sc.resolve(v.ColumnRef)
 		if err != nil {
 			return nil, err
 		}
-		return nil, pgerror.RefusePrivateColumn.New("column %q of table %s is private: it must appear in GROUP BY or be used in an aggregate", c.Name, b.sc.table.QualifiedName()).
+		return nil, pgerror.RefusePrivateColumn.New("column %q of table %s is private row data here: it must appear in GROUP BY or be used in an aggregate", c.Name, rel.table.QualifiedName()).
 			WithHint("use an aggregate like count(*) or avg(%s), or GROUP BY %s if the policy allows it", c.Name, c.Name)
 	case *pg_query.Node_AConst:
 		return constExpr(v.AConst), nil

@@ -85,7 +85,7 @@ func planAggregate(sel *pg_query.SelectStmt, pol *policy.Policy) (*Plan, error) 
 		return nil, fmt.Errorf("rewritten query failed verification: %w", err)
 	}
 	b.plan.SQL = sql
-	b.plan.alias = sc.alias
+	b.plan.sc = sc
 	return b.plan, nil
 }
 

@@ -9,34 +9,99 @@ import (
 	"github.com/dpproxy/dpproxy/policy"
 )
 
-// scope is what column references in a query can resolve to: one private
-// table under the name the query uses for it.
+// relation is one table of a query's FROM under the name the query uses.
+type relation struct {
+	table    *policy.Table
+	alias    string
+	joinCols []string // public tables: the columns it is joined on
+	qualSQL  string   // public tables: the ON condition
+	left     bool     // public tables: LEFT JOIN
+}
+
+// scope is what column references in a query can resolve to: exactly one
+// private table (table, alias) and any number of public tables joined to it.
 type scope struct {
-	table *policy.Table
-	alias string
+	table  *policy.Table
+	alias  string
+	public []*relation
+	// from is the FROM clause as the rewritten SQL writes it: public tables
+	// replaced by a DISTINCT ON their join columns, so that a join can
+	// never multiply a private row.
+	from string
+}
+
+func (sc *scope) relations() []*relation {
+	return append([]*relation{{table: sc.table, alias: sc.alias}}, sc.public...)
 }
 
 func resolveFrom(from []*pg_query.Node, pol *policy.Policy) (*scope, error) {
 	if len(from) != 1 {
-		return nil, pgerror.RefuseUnsupported.New("joins are not supported yet: query one table at a time")
+		return nil, pgerror.RefuseUnsupported.New("comma joins are not supported").
+			WithHint("join a public table explicitly: FROM visits v JOIN departments d ON v.department = d.name")
 	}
-	rv := from[0].GetRangeVar()
-	if rv == nil {
-		switch from[0].Node.(type) {
-		case *pg_query.Node_JoinExpr:
-			return nil, pgerror.RefuseUnsupported.New("joins are not supported yet: query one table at a time")
-		case *pg_query.Node_RangeSubselect:
-			return nil, pgerror.RefuseUnsupported.New("subqueries in FROM are not supported yet")
-		case *pg_query.Node_RangeFunction:
-			return nil, pgerror.RefuseFunction.New("set-returning functions in FROM are not allowed")
+	sc := &scope{}
+	if err := sc.addFromItem(from[0], pol, true); err != nil {
+		return nil, err
+	}
+	if sc.table == nil {
+		return nil, pgerror.RefuseUnsupported.New("queries over public tables alone are not supported yet").
+			WithHint("dpproxy answers aggregates over a private table, optionally joined to public tables")
+	}
+	return sc, nil
+}
+
+// addFromItem adds a FROM item. Joins must keep the private table on the
+// left: private [INNER|LEFT] JOIN public ON equalities.
+func (sc *scope) addFromItem(n *pg_query.Node, pol *policy.Policy, leftmost bool) error {
+	switch v := n.Node.(type) {
+	case *pg_query.Node_RangeVar:
+		return sc.addTable(v.RangeVar, pol, leftmost)
+	case *pg_query.Node_JoinExpr:
+		j := v.JoinExpr
+		if j.Jointype != pg_query.JoinType_JOIN_INNER && j.Jointype != pg_query.JoinType_JOIN_LEFT {
+			return pgerror.RefuseUnsupported.New("only INNER and LEFT joins of a private table to public tables are supported")
 		}
-		return nil, pgerror.RefuseUnsupported.New("unsupported FROM item")
+		if j.IsNatural || len(j.UsingClause) > 0 || j.Quals == nil {
+			return pgerror.RefuseUnsupported.New("joins need an explicit ON condition").
+				WithHint("write JOIN d ON v.department = d.name")
+		}
+		if j.Alias != nil {
+			return pgerror.RefuseUnsupported.New("aliases on joins are not supported")
+		}
+		if err := sc.addFromItem(j.Larg, pol, leftmost); err != nil {
+			return err
+		}
+		rv := j.Rarg.GetRangeVar()
+		if rv == nil {
+			return pgerror.RefuseUnsupported.New("the right side of a join must be a public table")
+		}
+		if err := sc.addTable(rv, pol, false); err != nil {
+			return err
+		}
+		pub := sc.public[len(sc.public)-1]
+		if err := sc.checkJoinQuals(j.Quals, pub); err != nil {
+			return err
+		}
+		q, err := exprSQL(j.Quals)
+		if err != nil {
+			return err
+		}
+		pub.qualSQL, pub.left = q, j.Jointype == pg_query.JoinType_JOIN_LEFT
+		return nil
+	case *pg_query.Node_RangeSubselect:
+		return pgerror.RefuseUnsupported.New("subqueries in FROM are not supported yet")
+	case *pg_query.Node_RangeFunction:
+		return pgerror.RefuseFunction.New("set-returning functions in FROM are not allowed")
 	}
+	return pgerror.RefuseUnsupported.New("unsupported FROM item")
+}
+
+func (sc *scope) addTable(rv *pg_query.RangeVar, pol *policy.Policy, leftmost bool) error {
 	if rv.Catalogname != "" {
-		return nil, pgerror.RefuseUnsupported.New("cross-database references are not supported")
+		return pgerror.RefuseUnsupported.New("cross-database references are not supported")
 	}
 	if !rv.Inh {
-		return nil, pgerror.RefuseUnsupported.New("FROM ONLY is not supported")
+		return pgerror.RefuseUnsupported.New("FROM ONLY is not supported")
 	}
 	t := pol.Table(rv.Schemaname, rv.Relname)
 	if t == nil {
@@ -45,55 +110,151 @@ func resolveFrom(from []*pg_query.Node, pol *policy.Policy) (*scope, error) {
 			name = rv.Schemaname + "." + name
 		}
 		if strings.HasPrefix(rv.Schemaname, "pg_") || rv.Schemaname == "information_schema" || strings.HasPrefix(rv.Relname, "pg_") {
-			return nil, pgerror.RefuseCatalog.New("catalog relation %s is not allowed in this query", name)
+			return pgerror.RefuseCatalog.New("catalog relation %s is not allowed in this query", name)
 		}
-		return nil, pgerror.RefuseUnknownTable.New("relation %q is not declared in the dpproxy policy", name)
-	}
-	if t.Privacy == policy.PrivacyPublic {
-		return nil, pgerror.RefuseUnsupported.New("queries over public table %s alone are not supported yet", t.QualifiedName())
+		return pgerror.RefuseUnknownTable.New("relation %q is not declared in the dpproxy policy", name)
 	}
 	alias := t.Name
 	if rv.Alias != nil {
 		if len(rv.Alias.Colnames) > 0 {
-			return nil, pgerror.RefuseUnsupported.New("column aliases in FROM are not supported")
+			return pgerror.RefuseUnsupported.New("column aliases in FROM are not supported")
 		}
 		alias = rv.Alias.Aliasname
 	}
-	return &scope{table: t, alias: alias}, nil
+	for _, r := range sc.relations() {
+		if r.table != nil && r.alias == alias {
+			return pgerror.Newf("42712", "table name %q specified more than once", alias)
+		}
+	}
+	if t.IsPrivate() {
+		switch {
+		case sc.table != nil:
+			return pgerror.RefuseUnsupported.New("joins of two private tables (%s and %s) are not supported yet", sc.table.QualifiedName(), t.QualifiedName()).
+				WithHint("query one private table, joined to public lookup tables")
+		case !leftmost || len(sc.public) > 0:
+			return pgerror.RefuseUnsupported.New("the private table %s must come first in FROM", t.QualifiedName()).
+				WithHint("write FROM <private table> JOIN <public table> ON ...")
+		}
+		sc.table, sc.alias = t, alias
+		return nil
+	}
+	sc.public = append(sc.public, &relation{table: t, alias: alias})
+	return nil
+}
+
+// checkJoinQuals accepts an AND of equalities between a column of the newly
+// joined public table and a column of a table before it.
+func (sc *scope) checkJoinQuals(q *pg_query.Node, pub *relation) error {
+	if b := q.GetBoolExpr(); b != nil && b.Boolop == pg_query.BoolExprType_AND_EXPR {
+		for _, a := range b.Args {
+			if err := sc.checkJoinQuals(a, pub); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	a := q.GetAExpr()
+	if a == nil || a.Kind != pg_query.A_Expr_Kind_AEXPR_OP || operatorName(a.Name) != "=" ||
+		a.Lexpr.GetColumnRef() == nil || a.Rexpr.GetColumnRef() == nil {
+		return pgerror.RefuseUnsupported.New("join conditions must be equalities between columns, joined by AND")
+	}
+	var pubCol string
+	otherSide := 0
+	for _, side := range []*pg_query.Node{a.Lexpr, a.Rexpr} {
+		c, rel, err := sc.resolve(side.GetColumnRef())
+		if err != nil {
+			return err
+		}
+		if rel == pub {
+			pubCol = c.Name
+		} else {
+			otherSide++
+		}
+	}
+	if pubCol == "" || otherSide != 1 {
+		return pgerror.RefuseUnsupported.New("each join condition must equate a column of %s with a column of an earlier table", pub.alias)
+	}
+	pub.joinCols = append(pub.joinCols, pubCol)
+	return nil
+}
+
+// fromSQL writes the FROM clause of the rewritten query. Each public table
+// is read through SELECT DISTINCT ON its join columns, so that a join
+// matches a private row at most once and cannot multiply its contribution.
+func (sc *scope) fromSQL() string {
+	var b strings.Builder
+	b.WriteString(quoteIdent(sc.table.Schema) + "." + quoteIdent(sc.table.Name) + " AS " + quoteIdent(sc.alias))
+	for _, r := range sc.public {
+		kw := " JOIN "
+		if r.left {
+			kw = " LEFT JOIN "
+		}
+		cols := make([]string, len(r.joinCols))
+		for i, c := range r.joinCols {
+			cols[i] = quoteIdent(c)
+		}
+		b.WriteString(kw + "(SELECT DISTINCT ON (" + strings.Join(cols, ", ") + ") * FROM " +
+			quoteIdent(r.table.Schema) + "." + quoteIdent(r.table.Name) + ") AS " + quoteIdent(r.alias) + " ON " + r.qualSQL)
+	}
+	return b.String()
 }
 
 // column resolves a column reference against the scope.
 func (sc *scope) column(cr *pg_query.ColumnRef) (*policy.Column, error) {
+	c, _, err := sc.resolve(cr)
+	return c, err
+}
+
+func (sc *scope) resolve(cr *pg_query.ColumnRef) (*policy.Column, *relation, error) {
 	var names []string
 	for _, f := range cr.Fields {
 		if _, star := f.Node.(*pg_query.Node_AStar); star {
-			return nil, pgerror.RefusePrivateColumn.New("SELECT * would return the private rows of table %s", sc.table.QualifiedName())
+			return nil, nil, pgerror.RefusePrivateColumn.New("SELECT * would return the private rows of table %s", sc.table.QualifiedName())
 		}
 		names = append(names, f.GetString_().GetSval())
 	}
-	var col string
+	var qual, col string
 	switch len(names) {
 	case 1:
 		col = names[0]
 	case 2:
-		if names[0] != sc.alias {
-			return nil, pgerror.RefuseUnknownColumn.New("missing FROM-clause entry for table %q", names[0])
-		}
-		col = names[1]
+		qual, col = names[0], names[1]
 	case 3:
-		if names[0] != sc.table.Schema || names[1] != sc.table.Name {
-			return nil, pgerror.RefuseUnknownColumn.New("missing FROM-clause entry for table %q", names[0]+"."+names[1])
-		}
-		col = names[2]
+		qual, col = names[0]+"."+names[1], names[2]
 	default:
-		return nil, pgerror.RefuseUnknownColumn.New("improper qualified name %q", strings.Join(names, "."))
+		return nil, nil, pgerror.RefuseUnknownColumn.New("improper qualified name %q", strings.Join(names, "."))
 	}
-	c := sc.table.Column(col)
+	var found *relation
+	for _, r := range sc.relations() {
+		if r.table == nil {
+			continue
+		}
+		switch {
+		case qual == "":
+			if r.table.Column(col) == nil {
+				continue
+			}
+			if found != nil {
+				return nil, nil, pgerror.Newf("42702", "column reference %q is ambiguous", col).
+					WithHint("qualify it with a table name, e.g. %s.%s", r.alias, col)
+			}
+			found = r
+		case qual == r.alias || (len(names) == 3 && qual == r.table.QualifiedName()):
+			found = r
+		}
+	}
+	if found == nil {
+		if qual != "" {
+			return nil, nil, pgerror.RefuseUnknownColumn.New("missing FROM-clause entry for table %q", qual)
+		}
+		return nil, nil, pgerror.RefuseUnknownColumn.New("column %q of table %s is not declared in the dpproxy policy", col, sc.table.QualifiedName())
+	}
+	c := found.table.Column(col)
 	if c == nil {
-		return nil, pgerror.RefuseUnknownColumn.New("column %q of table %s is not declared in the dpproxy policy", col, sc.table.QualifiedName())
+		return nil, nil, pgerror.RefuseUnknownColumn.New("column %q of table %s is not declared in the dpproxy policy", col, found.table.QualifiedName())
 	}
 	if c.Hidden {
-		return nil, pgerror.RefuseHiddenColumn.New("column %q of table %s is hidden by the policy", col, sc.table.QualifiedName())
+		return nil, nil, pgerror.RefuseHiddenColumn.New("column %q of table %s is hidden by the policy", col, found.table.QualifiedName())
 	}
-	return c, nil
+	return c, found, nil
 }

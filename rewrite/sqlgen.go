@@ -35,7 +35,7 @@ const (
 // The random order is independent of every value, as the bound requires.
 func (b *planBuilder) generateSQL(where *pg_query.Node) (string, error) {
 	t := b.sc.table
-	from := fmt.Sprintf("%s.%s AS %s", quoteIdent(t.Schema), quoteIdent(t.Name), quoteIdent(b.sc.alias))
+	from := b.sc.fromSQL()
 	conds := []string{}
 	if where != nil {
 		w, err := exprSQL(where)

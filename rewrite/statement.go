@@ -71,7 +71,7 @@ type Plan struct {
 	UnitLevel bool
 	MaxGroups int
 
-	alias string // the name the query gave its table, for re-verification
+	sc *scope // the tables the query reads, for re-verification
 }
 
 // Key is a group key column.

@@ -80,9 +80,83 @@ func verifyTableRef(from []*pg_query.Node, sc *scope) error {
 	if len(from) != 1 {
 		return fmt.Errorf("reads %d relations", len(from))
 	}
-	rv := from[0].GetRangeVar()
-	if rv == nil || rv.Relname != sc.table.Name || rv.Schemaname != sc.table.Schema || !rv.Inh {
-		return fmt.Errorf("reads a relation other than %s", sc.table.QualifiedName())
+	return verifyFromItem(from[0], sc, true)
+}
+
+// verifyFromItem accepts the private table, leftmost, joined to public
+// tables each read through SELECT DISTINCT ON (its join columns) * and
+// joined on equalities of columns.
+func verifyFromItem(n *pg_query.Node, sc *scope, leftmost bool) error {
+	if rv := n.GetRangeVar(); rv != nil {
+		if !leftmost || rv.Relname != sc.table.Name || rv.Schemaname != sc.table.Schema || !rv.Inh {
+			return fmt.Errorf("reads a relation other than %s", sc.table.QualifiedName())
+		}
+		return nil
+	}
+	j := n.GetJoinExpr()
+	if j == nil || (j.Jointype != pg_query.JoinType_JOIN_INNER && j.Jointype != pg_query.JoinType_JOIN_LEFT) || j.Quals == nil {
+		return fmt.Errorf("has an unexpected FROM item")
+	}
+	if err := verifyFromItem(j.Larg, sc, leftmost); err != nil {
+		return err
+	}
+	rs := j.Rarg.GetRangeSubselect()
+	if rs == nil || rs.Alias == nil || rs.Lateral {
+		return fmt.Errorf("joins something other than a deduplicated public table")
+	}
+	var pub *relation
+	for _, r := range sc.public {
+		if r.alias == rs.Alias.Aliasname {
+			pub = r
+		}
+	}
+	sub := rs.Subquery.GetSelectStmt()
+	if pub == nil || sub == nil || len(sub.FromClause) != 1 || sub.WhereClause != nil || len(sub.GroupClause) > 0 || len(sub.DistinctClause) == 0 {
+		return fmt.Errorf("joins an undeclared or undeduplicated relation")
+	}
+	prv := sub.FromClause[0].GetRangeVar()
+	if prv == nil || prv.Relname != pub.table.Name || prv.Schemaname != pub.table.Schema || pub.table.IsPrivate() {
+		return fmt.Errorf("joins a relation other than the public table %s", pub.table.QualifiedName())
+	}
+	distinct := map[string]bool{}
+	for _, d := range sub.DistinctClause {
+		cr := d.GetColumnRef()
+		if cr == nil || len(cr.Fields) != 1 {
+			return fmt.Errorf("DISTINCT ON is not over columns")
+		}
+		distinct[cr.Fields[0].GetString_().GetSval()] = true
+	}
+	return verifyJoinQuals(j.Quals, pub, sc, distinct)
+}
+
+func verifyJoinQuals(q *pg_query.Node, pub *relation, sc *scope, distinct map[string]bool) error {
+	if b := q.GetBoolExpr(); b != nil && b.Boolop == pg_query.BoolExprType_AND_EXPR {
+		for _, a := range b.Args {
+			if err := verifyJoinQuals(a, pub, sc, distinct); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	a := q.GetAExpr()
+	if a == nil || operatorName(a.Name) != "=" || a.Lexpr.GetColumnRef() == nil || a.Rexpr.GetColumnRef() == nil {
+		return fmt.Errorf("join condition is not an equality of columns")
+	}
+	onPub := 0
+	for _, side := range []*pg_query.Node{a.Lexpr, a.Rexpr} {
+		c, rel, err := sc.resolve(side.GetColumnRef())
+		if err != nil {
+			return err
+		}
+		if rel == pub {
+			if !distinct[c.Name] {
+				return fmt.Errorf("join column %s is not deduplicated", c.Name)
+			}
+			onPub++
+		}
+	}
+	if onPub != 1 {
+		return fmt.Errorf("join condition does not link the public table to an earlier one")
 	}
 	return nil
 }
