@@ -2,8 +2,8 @@ package rewrite
 
 import (
 	"os"
-	"strings"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
