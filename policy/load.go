@@ -545,7 +545,7 @@ func (d *decoder) redis(p *Policy, r *object, env Env) {
 }
 
 func (d *decoder) defaults(p *Policy, o *object) {
-	p.Defaults = Defaults{Epsilon: 0.1, MaxEpsilon: 1, Accounting: AccountingBasic}
+	p.Defaults = Defaults{Epsilon: 0.1, MaxEpsilon: 1, Delta: 1e-7, Accounting: AccountingBasic}
 	if f, ok := o.num("epsilon", "0.1"); ok {
 		if !positiveFinite(f) {
 			d.errorf(o.valueAt("epsilon"), "epsilon must be a positive finite number, e.g. 0.1")
