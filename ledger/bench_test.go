@@ -3,6 +3,7 @@ package ledger
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"sync/atomic"
 	"testing"
@@ -17,11 +18,27 @@ import (
 //	go test -run '^$' -bench Debit -benchtime 2000x ./ledger/
 func BenchmarkDebit(b *testing.B) {
 	stores := []struct {
-		name string
-		open func(b *testing.B) Store
+		name  string
+		open  func(b *testing.B) Store
+		heavy bool // ModeRDP, a daily budget and a shared team budget
 	}{
-		{"bolt", func(b *testing.B) Store { s, _ := openTestBolt(b); return s }},
-		{"redis", func(b *testing.B) Store { return openTestRedis(b) }},
+		{"bolt", func(b *testing.B) Store { s, _ := openTestBolt(b); return s }, false},
+		{"redis", func(b *testing.B) Store { return openTestRedis(b) }, false},
+		{"bolt-rdp-team", func(b *testing.B) Store {
+			s, err := OpenBolt(filepath.Join(b.TempDir(), "ledger.db"), BoltOptions{Mode: ModeRDP})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { s.Close() })
+			return s
+		}, true},
+		{"redis-rdp-team", func(b *testing.B) Store {
+			s, err := NewRedis(redisClient(b), RedisOptions{Mode: ModeRDP, HashTag: "bench"})
+			if err != nil {
+				b.Fatal(err)
+			}
+			return s
+		}, true},
 	}
 	for _, st := range stores {
 		for _, clients := range []int{1, 16} {
@@ -40,6 +57,11 @@ func BenchmarkDebit(b *testing.B) {
 					i := int(next.Add(1) - 1)
 					c := charge(analysts[i%len(analysts)], fmt.Sprintf("bench-%d", i), 0.001, budget)
 					c.Delta = 1e-12
+					if st.heavy {
+						c.Delta = 0
+						c.Budget.Period = PeriodDaily
+						c.Shared = []Limit{{Account: "team:all", Budget: budget}}
+					}
 					start := time.Now()
 					if _, err := s.Debit(ctx, c); err != nil {
 						b.Error(err)
