@@ -4,10 +4,14 @@
 // how (row-level privacy, a privacy unit, or public), with the bounds that
 // make noise meaningful.
 //
-// The package is pure: Parse takes bytes and returns a *Policy or a list of
-// problems, each with file, line and column and what to write instead. Load
-// is the one function that reads files (the policy and secret files it
-// names). A Policy is immutable once returned; reload swaps the pointer.
+// The package is pure: Parse and Check take bytes and return a *Policy or a
+// list of problems, each with file, line and column and what to write
+// instead, all at once. The YAML tree is decoded by hand (yamlpos.go) so that
+// every value keeps its position. Warnings flag valid but risky choices
+// (warn.go). Load and CheckFile read the policy and the secret files it
+// names; Watcher (reload.go) re-reads it on change or on demand, with the
+// ticks injected. A Policy is immutable once returned; reload swaps the
+// pointer. docs/policy.md documents every key.
 //
 // Version is a hash of the file's bytes; it goes into ledger entries and plan
 // cache keys so that an answer computed under one policy is never served

@@ -116,7 +116,7 @@ func (w *Watcher) Poll() bool {
 	return w.load(data, "file changed")
 }
 
-// Reload reads and applies the file now, whatever its state.
+// Reload reads and applies the file now, even when its bytes are unchanged.
 func (w *Watcher) Reload() bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -126,10 +126,8 @@ func (w *Watcher) Reload() bool {
 		return false
 	}
 	w.pending = ""
-	if version(data) == w.current.Version {
-		w.log.Info("policy unchanged", "policy_version", w.current.Version)
-		return false
-	}
+	// Load even unchanged bytes: the files the policy names (TLS key pair,
+	// dsn_file, secrets) may have changed.
 	return w.load(data, "reload requested")
 }
 
