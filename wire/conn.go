@@ -46,6 +46,9 @@ type session struct {
 	portals       map[string]*portal
 	ignoreTilSync bool // an error in an extended sequence skips to Sync
 
+	tlsOn          bool   // the connection switched to TLS after SSLRequest
+	channelBinding []byte // tls-server-end-point data under TLS, for SCRAM-SHA-256-PLUS
+
 	runMu   sync.Mutex
 	running context.CancelFunc
 }
@@ -103,7 +106,12 @@ func (sess *session) startup() (ok bool, err error) {
 			return false, pgerror.RefuseProtocol.Wrap(err, "invalid startup packet")
 		}
 		switch m := msg.(type) {
-		case *pgproto3.SSLRequest, *pgproto3.GSSEncRequest:
+		case *pgproto3.SSLRequest:
+			if err := sess.answerSSLRequest(); err != nil {
+				return false, err
+			}
+			continue
+		case *pgproto3.GSSEncRequest:
 			if _, err := sess.conn.Write([]byte{'N'}); err != nil {
 				return false, err
 			}
@@ -112,6 +120,9 @@ func (sess *session) startup() (ok bool, err error) {
 			sess.srv.cancel(m.ProcessID, m.SecretKey)
 			return false, nil
 		case *pgproto3.StartupMessage:
+			if err := sess.requireTLS(); err != nil {
+				return false, err
+			}
 			return true, sess.authenticate(m)
 		default:
 			return false, pgerror.RefuseProtocol.New("unexpected startup message %T", msg)
@@ -145,7 +156,7 @@ func (sess *session) authenticate(m *pgproto3.StartupMessage) error {
 		if sess.analyst != nil {
 			v = sess.analyst.Verifier
 		}
-		if err := scramAuthenticate(sess.be, sess.user, v); err != nil {
+		if err := scramAuthenticate(sess.be, sess.user, v, sess.channelBinding); err != nil {
 			return err
 		}
 	}

@@ -8,12 +8,17 @@
 //     happens on it, in order, so a session needs no locks (except the
 //     cancel hook, which another connection's CancelRequest calls).
 //     A panic is recovered, logged, and closes only that connection.
-//  2. SSLRequest and GSSEncRequest are answered 'N' (TLS is not yet
-//     offered). A CancelRequest cancels the running upstream statement of
-//     the session whose BackendKeyData it carries, then closes.
+//  2. SSLRequest is answered 'S' and the TLS handshake runs when a
+//     certificate is configured (the policy's tls section, or the serve
+//     command's --tls-cert/--tls-key/--tls-mode), 'N' otherwise; in mode
+//     require a plain startup is refused with 28000 (see tls.go).
+//     GSSEncRequest is answered 'N'. A CancelRequest cancels the running
+//     upstream statement of the session whose BackendKeyData it carries,
+//     then closes.
 //  3. StartupMessage: the user is an analyst of the policy; SCRAM-SHA-256
 //     with verifiers in Postgres's own format (an unknown analyst goes
-//     through a mock exchange and fails like a wrong password). Startup
+//     through a mock exchange and fails like a wrong password); under TLS
+//     SCRAM-SHA-256-PLUS (tls-server-end-point) is offered first. Startup
 //     `options` are refused.
 //  4. AuthenticationOk, ParameterStatus (server_version and TimeZone from
 //     upstream), BackendKeyData, ReadyForQuery.
@@ -29,11 +34,20 @@
 //     transaction, so BEGIN...COMMIT groups nothing upstream. Ordinary SET
 //     values are kept per session and echoed by SHOW; they are not applied
 //     upstream.
-//   - passthrough statements (no table read) run upstream as they are;
-//     their upstream errors are forwarded.
+//   - passthrough statements (no table read, or only allowed catalog
+//     relations: see rewrite/catalog.go) run upstream as they are, bound
+//     parameters and result formats included; their upstream errors are
+//     forwarded. Execute's row limit is honoured for them: the result is
+//     fetched whole and sent in parts ending in PortalSuspended. Catalog
+//     queries see every table's schema, including tables absent from the
+//     policy: schema is not private, and \dt must show what exists. Rows
+//     of undeclared tables stay unreachable (DP004); statistics (pg_stats,
+//     pg_stat_*, reltuples/relpages, size functions) are refused (DP014).
 //   - DP queries: charge the ledger first (refuse if it is unreachable or
 //     the budget is short), run the rewritten SQL in one round trip as
-//     `BEGIN READ ONLY; SET LOCAL statement_timeout; ...; COMMIT`, add noise,
+//     `BEGIN READ ONLY; SET LOCAL statement_timeout; ...; COMMIT` (with
+//     bound parameters, the same four statements as one extended-protocol
+//     batch: parameters stay parameters), add noise,
 //     post-process, send a NOTICE with the cost, the budget left and the 95%
 //     accuracy, then the row. Upstream errors on DP queries are replaced by a
 //     generic error; the charge stands.

@@ -27,14 +27,21 @@ func errAuthFailed(user string) *pgerror.Error {
 // scramAuthenticate runs SCRAM-SHA-256 (RFC 5802, RFC 7677) as Postgres does.
 // v is nil for an unknown analyst: the exchange still runs with a made-up
 // verifier and fails at the end, as Postgres's mock authentication does.
-func scramAuthenticate(be *pgproto3.Backend, user string, v *policy.Verifier) error {
+// cb is the tls-server-end-point channel binding data under TLS (nil
+// otherwise): SCRAM-SHA-256-PLUS is then offered first, and the client's
+// binding must match it.
+func scramAuthenticate(be *pgproto3.Backend, user string, v *policy.Verifier, cb []byte) error {
 	known := v != nil
 	if !known {
 		salt := make([]byte, 16)
 		_, _ = rand.Read(salt)
 		v = &policy.Verifier{Iterations: 4096, Salt: salt, StoredKey: make([]byte, 32), ServerKey: make([]byte, 32)}
 	}
-	be.Send(&pgproto3.AuthenticationSASL{AuthMechanisms: []string{"SCRAM-SHA-256"}})
+	mechs := []string{"SCRAM-SHA-256"}
+	if cb != nil {
+		mechs = []string{"SCRAM-SHA-256-PLUS", "SCRAM-SHA-256"}
+	}
+	be.Send(&pgproto3.AuthenticationSASL{AuthMechanisms: mechs})
 	if err := be.Flush(); err != nil {
 		return err
 	}
@@ -49,14 +56,29 @@ func scramAuthenticate(be *pgproto3.Backend, user string, v *policy.Verifier) er
 	if !ok {
 		return pgerror.RefuseProtocol.New("expected SASLInitialResponse, got %T", msg)
 	}
-	if initial.AuthMechanism != "SCRAM-SHA-256" {
-		return pgerror.RefuseProtocol.New("unsupported SASL mechanism %q: dpproxy offers SCRAM-SHA-256 only", initial.AuthMechanism).
-			WithHint("connect without TLS channel binding (channel_binding=disable) until SCRAM-SHA-256-PLUS is supported")
+	plus := initial.AuthMechanism == "SCRAM-SHA-256-PLUS"
+	if initial.AuthMechanism != "SCRAM-SHA-256" && !(plus && cb != nil) {
+		return pgerror.RefuseProtocol.New("unsupported SASL mechanism %q: dpproxy offers %s", initial.AuthMechanism, strings.Join(mechs, " and ")).
+			WithHint("SCRAM-SHA-256-PLUS needs TLS: connect with sslmode=require, or with channel_binding=disable")
 	}
 	clientFirst := string(initial.Data)
 	gs2, bare, err := splitClientFirst(clientFirst)
 	if err != nil {
 		return err
+	}
+	switch {
+	case plus && gs2 != "p=tls-server-end-point,,":
+		return pgerror.RefuseProtocol.New("SCRAM-SHA-256-PLUS needs the tls-server-end-point channel binding type without an authzid")
+	case !plus && strings.HasPrefix(gs2, "p="):
+		return pgerror.RefuseProtocol.New("SCRAM channel binding requested with mechanism SCRAM-SHA-256")
+	case !plus && strings.HasPrefix(gs2, "y") && cb != nil:
+		// The client supports binding but believes the server does not:
+		// the offer of SCRAM-SHA-256-PLUS was stripped (RFC 5802 §6).
+		return pgerror.RefuseProtocol.New("SCRAM channel binding negotiation error: the server offered SCRAM-SHA-256-PLUS")
+	}
+	cbindInput := []byte(gs2)
+	if plus {
+		cbindInput = append(cbindInput, cb...)
 	}
 	clientNonce, err := attr(bare, "r")
 	if err != nil {
@@ -98,7 +120,7 @@ func scramAuthenticate(be *pgproto3.Backend, user string, v *policy.Verifier) er
 		return pgerror.RefuseProtocol.New("SCRAM nonce mismatch")
 	}
 	cbind, err := attr(withoutProof, "c")
-	if err != nil || cbind != base64.StdEncoding.EncodeToString([]byte(gs2)) {
+	if err != nil || cbind != base64.StdEncoding.EncodeToString(cbindInput) {
 		return pgerror.RefuseProtocol.New("SCRAM channel binding mismatch")
 	}
 	authMessage := bare + "," + serverFirst + "," + withoutProof
@@ -116,8 +138,7 @@ func scramAuthenticate(be *pgproto3.Backend, user string, v *policy.Verifier) er
 	return nil
 }
 
-// splitClientFirst splits "gs2-header client-first-message-bare". Channel
-// binding ("p=") is refused: SCRAM-SHA-256-PLUS needs TLS.
+// splitClientFirst splits "gs2-header client-first-message-bare".
 func splitClientFirst(s string) (gs2, bare string, err error) {
 	parts := strings.SplitN(s, ",", 3)
 	if len(parts) != 3 {
@@ -126,7 +147,6 @@ func splitClientFirst(s string) (gs2, bare string, err error) {
 	switch {
 	case parts[0] == "n" || parts[0] == "y":
 	case strings.HasPrefix(parts[0], "p="):
-		return "", "", pgerror.RefuseProtocol.New("SCRAM channel binding is not supported yet")
 	default:
 		return "", "", pgerror.RefuseProtocol.New("malformed SCRAM gs2 header")
 	}

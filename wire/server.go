@@ -26,6 +26,9 @@ type Config struct {
 	Ledger   ledger.Store
 	Upstream *pgxpool.Pool
 	Logger   *slog.Logger
+	// TLS, when set, overrides the policy's tls section (the serve
+	// command's --tls-* flags); nil uses the policy in force.
+	TLS *policy.TLS
 	// Now is the clock for ledger entries; time.Now when nil.
 	Now func() time.Time
 }

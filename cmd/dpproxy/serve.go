@@ -27,8 +27,13 @@ func cmdServe(args []string) error {
 	policyPath := fs.String("policy", "", "policy file (required)")
 	admin := fs.String("admin", "", "admin HTTP address for /healthz and /ledger/report (empty: off; default: the policy's admin, 127.0.0.1:6433)")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
+	tlsOverride := tlsFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return usageError{err.Error()}
+	}
+	var err error
+	if serveTLS, err = tlsOverride(); err != nil {
+		return err
 	}
 	if *policyPath == "" {
 		return usageError{"--policy FILE is required"}
@@ -77,7 +82,7 @@ func serve(pol *policy.Policy, policyPath, adminAddr string, log *slog.Logger, r
 		return fmt.Errorf("upstream: %w", err)
 	}
 	defer pool.Close()
-	srv, err := wire.NewServer(startCtx, wire.Config{Policy: pol, Ledger: store, Upstream: pool, Logger: log})
+	srv, err := wire.NewServer(startCtx, wire.Config{Policy: pol, Ledger: store, Upstream: pool, Logger: log, TLS: serveTLS})
 	if err != nil {
 		return fmt.Errorf("upstream: %w", err)
 	}
