@@ -36,8 +36,9 @@ type Result struct {
 
 // Mechanisms is the calibrated noise of one plan at one ε.
 type Mechanisms struct {
-	laplace   []*mechanisms.Laplace // nil at the selection quantity
-	selection *mechanisms.PartitionSelection
+	laplace         []*mechanisms.Laplace // nil at the selection quantity
+	selection       *mechanisms.PartitionSelection
+	selectionGroups int
 }
 
 // Calibrate builds the mechanisms of plan for a query budget of (eps, delta).
@@ -52,7 +53,7 @@ func Calibrate(plan *rewrite.Plan, eps, delta float64) (*Mechanisms, error) {
 			if err != nil {
 				return nil, fmt.Errorf("partition selection: %w", err)
 			}
-			m.selection = ps
+			m.selection, m.selectionGroups = ps, plan.Selection.MaxGroups
 			continue
 		}
 		l, err := mechanisms.NewLaplace(mechanisms.LaplaceOptions{Epsilon: eps * q.Weight, L1Sensitivity: q.L1Sensitivity, Granularity: q.Granularity})
@@ -62,6 +63,22 @@ func Calibrate(plan *rewrite.Plan, eps, delta float64) (*Mechanisms, error) {
 		m.laplace[i] = l
 	}
 	return m, nil
+}
+
+// RDP is the Rényi-DP curve of answering with these mechanisms: the sum of
+// the discrete Laplace curves (composition), partition selection included
+// as the discrete Laplace on the unit counts (its delta is accounted apart).
+func (m *Mechanisms) RDP() mechanisms.RDPVector {
+	var v mechanisms.RDPVector
+	for _, l := range m.laplace {
+		if l != nil {
+			v = v.Add(l.RDP())
+		}
+	}
+	if m.selection != nil {
+		v = v.Add(mechanisms.RDPDiscreteLaplace(m.selection.Scale(), float64(m.selectionGroups)))
+	}
+	return v
 }
 
 // Summary describes the mechanisms for the audit trail.

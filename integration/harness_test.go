@@ -77,6 +77,9 @@ type proxyOptions struct {
 	// budget, for tests that ask many questions (the client matrix).
 	danaBudget float64
 	serveArgs  []string // extra `dpproxy serve` flags
+	// cacheWindow is the answer cache window, e.g. "10m"; "" keeps the
+	// demo policy's.
+	cacheWindow string
 }
 
 // testPolicy is the demo policy plus carol, an analyst with a small budget.
@@ -97,6 +100,9 @@ func testPolicy(t *testing.T, listen, ledgerPath string, o proxyOptions) string 
 	text := string(demoPolicy)
 	text = strings.Replace(text, "listen: 127.0.0.1:6432", "listen: "+listen, 1)
 	text = strings.Replace(text, "path: ledger.db", "path: "+ledgerPath, 1)
+	if o.cacheWindow != "" {
+		text = strings.Replace(text, "cache_window: 0s", "cache_window: "+o.cacheWindow, 1)
+	}
 	carol := fmt.Sprintf("  - name: carol\n    password: %q\n    budget: {epsilon: %g, delta: 1.0e-5}\n", v.String(), budget)
 	if o.danaBudget > 0 {
 		dv, err := policy.NewVerifier(danaPassword, []byte("integration-dana"), 4096)

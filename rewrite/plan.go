@@ -44,8 +44,11 @@ func planAggregate(sel *pg_query.SelectStmt, pol *policy.Policy) (*Plan, error) 
 	}
 	b := &planBuilder{
 		sc:        sc,
-		plan:      &Plan{Tables: []string{sc.table.QualifiedName()}, Limit: -1, MaxGroups: 1},
+		plan:      &Plan{Limit: -1, MaxGroups: 1},
 		aggByText: map[string]int{},
+	}
+	for _, r := range sc.relations() {
+		b.plan.Tables = append(b.plan.Tables, r.table.QualifiedName())
 	}
 	b.plan.UnitLevel = sc.table.Privacy == policy.PrivacyUnit
 	if sel.WhereClause != nil {

@@ -15,7 +15,9 @@ import (
 
 	"github.com/dpproxy/dpproxy/answer"
 	"github.com/dpproxy/dpproxy/ledger"
+	"github.com/dpproxy/dpproxy/mechanisms"
 	"github.com/dpproxy/dpproxy/pgerror"
+	"github.com/dpproxy/dpproxy/policy"
 	"github.com/dpproxy/dpproxy/rewrite"
 )
 
@@ -33,23 +35,42 @@ const defaultQueryDelta = 1e-7
 func (sess *session) runDP(st *rewrite.Statement, a execArgs) error {
 	plan := st.Plan
 	pol := sess.srv.Policy()
+	if err := sess.refreshAnalyst(pol); err != nil {
+		return err
+	}
+	for _, name := range plan.Tables {
+		schema, table, _ := strings.Cut(name, ".")
+		if t := pol.Table(schema, table); !sess.analyst.MayQuery(t) {
+			return pgerror.RefuseUnknownTable.New("analyst %q may not query table %s", sess.user, name).
+				WithHint("the policy lists the tables each analyst may query; ask the DBA")
+		}
+	}
 	eps := sess.queryEpsilon()
 	if capEps := pol.EpsilonCap(sess.analyst); eps > capEps {
 		return pgerror.RefuseSetting.New("dp.epsilon %g exceeds your per-query cap of %g", eps, capEps)
 	}
 	delta := 0.0
 	if plan.Selection != nil {
-		if sess.analyst.Budget.Delta <= 0 {
+		if pol.DeltaCap(sess.analyst) <= 0 {
 			return pgerror.RefuseNoDelta.New("group key %q has no public domain: releasing its groups needs delta, and analyst %q has no delta budget",
 				selectionKey(plan), sess.user)
 		}
 		delta = sess.queryDelta()
 	}
+	key := sess.cacheKey(st.SQL, a, eps, delta)
+	if cached, ok := sess.cacheGet(key); ok {
+		return sess.answerFromCache(st, plan, a, cached)
+	}
 	mechs, err := answer.Calibrate(plan, eps, delta)
 	if err != nil {
 		return pgerror.RefuseSetting.Wrap(err, "cannot calibrate noise for epsilon %g: %v", eps, err)
 	}
-	bal, err := sess.charge(st, plan, eps, delta, mechs.Summary(plan))
+	var rdp *mechanisms.RDPVector
+	if pol.Defaults.Accounting == policy.AccountingRDP {
+		v := mechs.RDP()
+		rdp = &v
+	}
+	bal, err := sess.charge(st, plan, eps, delta, mechs.Summary(plan), rdp, false)
 	if err != nil {
 		sess.logStatement(st.SQL, "refused", err, "epsilon", eps)
 		return err
@@ -63,6 +84,7 @@ func (sess *session) runDP(st *rewrite.Statement, a execArgs) error {
 	if err != nil {
 		return pgerror.Wrapf(err, pgerror.CodeInternalError, "post-processing failed (epsilon %g was charged)", eps)
 	}
+	sess.cachePut(key, res, eps, delta)
 	left := bal.Budget.Epsilon - bal.SpentEpsilon
 	cost := "epsilon " + formatFloat(eps)
 	if delta > 0 {
@@ -70,19 +92,73 @@ func (sess *session) runDP(st *rewrite.Statement, a execArgs) error {
 	}
 	sess.notice(fmt.Sprintf("dp: spent %s (%s of %s left); %s",
 		cost, formatFloat(math.Max(0, roundTo(left, 1e-9))), formatFloat(bal.Budget.Epsilon), strings.Join(res.Accuracy, ", ")))
+	return sess.sendAnswer(st, plan, a, res.Rows, res.Nulls, "answered", eps, delta)
+}
+
+// answerFromCache repeats a cached noisy answer. It costs nothing, but is
+// still written to the audit trail as a zero charge marked as a cache hit,
+// so that the trail lists every answer.
+func (sess *session) answerFromCache(st *rewrite.Statement, plan *rewrite.Plan, a execArgs, c *cachedAnswer) error {
+	bal, err := sess.charge(st, plan, 0, 0, "cache hit", nil, true)
+	if err != nil {
+		return err
+	}
+	left := bal.Budget.Epsilon - bal.SpentEpsilon
+	sess.notice(fmt.Sprintf("dp: repeated answer from the cache, no charge (%s of %s left); %s",
+		formatFloat(math.Max(0, roundTo(left, 1e-9))), formatFloat(bal.Budget.Epsilon), strings.Join(c.Accuracy, ", ")))
+	return sess.sendAnswer(st, plan, a, c.Rows, c.Nulls, "cache hit", 0, 0)
+}
+
+func (sess *session) sendAnswer(st *rewrite.Statement, plan *rewrite.Plan, a execArgs, rows [][]string, nulls [][]bool, outcome string, eps, delta float64) error {
 	if a.describe {
 		sess.be.Send(&pgproto3.RowDescription{Fields: dpFields(plan, a.resultFormats)})
 	}
-	for i, r := range res.Rows {
-		row, err := encodeRow(plan, r, res.Nulls[i], a.resultFormats)
+	for i, r := range rows {
+		row, err := encodeRow(plan, r, nulls[i], a.resultFormats)
 		if err != nil {
 			return err
 		}
 		sess.be.Send(row)
 	}
-	sess.complete("SELECT " + strconv.Itoa(len(res.Rows)))
-	sess.logStatement(st.SQL, "answered", nil, "epsilon", eps, "delta", delta, "rows", len(res.Rows))
+	sess.complete("SELECT " + strconv.Itoa(len(rows)))
+	sess.logStatement(st.SQL, outcome, nil, "epsilon", eps, "delta", delta, "rows", len(rows))
 	return nil
+}
+
+// refreshAnalyst re-reads the session's analyst from the policy in force, so
+// that a reloaded policy (a tighter budget, fewer tables, a removed analyst)
+// applies to the next statement of an open session.
+func (sess *session) refreshAnalyst(pol *policy.Policy) error {
+	a := pol.Analyst(sess.user)
+	if a == nil {
+		return pgerror.Newf(pgerror.CodeInvalidAuthorization, "analyst %q is no longer in the policy", sess.user).
+			WithHint("ask the DBA; the connection can no longer query")
+	}
+	sess.analyst = a
+	return nil
+}
+
+func ledgerBudget(b policy.Budget) ledger.Budget {
+	return ledger.Budget{Epsilon: b.Epsilon, Delta: b.Delta, Period: ledger.Period(b.Period)}
+}
+
+// sharedLimits are the team and dataset budgets a query also draws on.
+func sharedLimits(pol *policy.Policy, a *policy.Analyst, plan *rewrite.Plan) []ledger.Limit {
+	var out []ledger.Limit
+	if a.Team != "" {
+		if t := pol.Team(a.Team); t != nil {
+			out = append(out, ledger.Limit{Account: "team:" + t.Name, Budget: ledgerBudget(t.Budget)})
+		}
+	}
+	seen := map[string]bool{}
+	for _, name := range plan.Tables {
+		schema, table, _ := strings.Cut(name, ".")
+		if d := pol.DatasetOf(pol.Table(schema, table)); d != nil && !seen[d.Name] {
+			seen[d.Name] = true
+			out = append(out, ledger.Limit{Account: "dataset:" + d.Name, Budget: ledgerBudget(d.Budget)})
+		}
+	}
+	return out
 }
 
 func selectionKey(plan *rewrite.Plan) string {
@@ -94,7 +170,7 @@ func selectionKey(plan *rewrite.Plan) string {
 	return ""
 }
 
-func (sess *session) charge(st *rewrite.Statement, plan *rewrite.Plan, eps, delta float64, summary string) (ledger.Balance, error) {
+func (sess *session) charge(st *rewrite.Statement, plan *rewrite.Plan, eps, delta float64, summary string, rdp *mechanisms.RDPVector, cacheHit bool) (ledger.Balance, error) {
 	var idb [16]byte
 	_, _ = rand.Read(idb[:])
 	pol := sess.srv.Policy()
@@ -105,11 +181,14 @@ func (sess *session) charge(st *rewrite.Statement, plan *rewrite.Plan, eps, delt
 		Analyst:       sess.user,
 		Epsilon:       eps,
 		Delta:         delta,
-		Budget:        ledger.Budget{Epsilon: sess.analyst.Budget.Epsilon, Delta: sess.analyst.Budget.Delta},
+		Budget:        ledgerBudget(sess.analyst.Budget),
+		Shared:        sharedLimits(pol, sess.analyst, plan),
+		RDP:           rdp,
 		Statement:     st.SQL,
 		Tables:        plan.Tables,
 		Mechanisms:    summary,
 		PolicyVersion: pol.Version,
+		CacheHit:      cacheHit,
 		Time:          sess.srv.cfg.Now(),
 	})
 	if err == nil {

@@ -22,8 +22,11 @@ import (
 // Config is what a Server needs. Policy may be swapped at run time with
 // SetPolicy; every other field is fixed.
 type Config struct {
-	Policy   *policy.Policy
-	Ledger   ledger.Store
+	Policy *policy.Policy
+	Ledger ledger.Store
+	// Cache holds noisy answers for repeats within the policy's cache
+	// window; nil disables it.
+	Cache    ledger.AnswerCache
 	Upstream *pgxpool.Pool
 	Logger   *slog.Logger
 	// TLS, when set, overrides the policy's tls section (the serve

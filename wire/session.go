@@ -162,12 +162,18 @@ func (sess *session) setDP(name, value string) error {
 		WithHint("dpproxy's settings are dp.epsilon (SET and SHOW), dp.budget and dp.max_epsilon (SHOW)")
 }
 
-// queryDelta is the δ a DP query with partition selection spends.
+// queryDelta is the δ a DP query with partition selection spends: SET
+// dp.delta, else the policy's default, never above the analyst's cap.
 func (sess *session) queryDelta() float64 {
+	pol := sess.srv.Policy()
+	d := pol.Defaults.Delta
 	if sess.delta > 0 {
-		return sess.delta
+		d = sess.delta
 	}
-	return defaultQueryDelta
+	if d <= 0 {
+		d = defaultQueryDelta
+	}
+	return math.Min(d, pol.DeltaCap(sess.analyst))
 }
 
 // queryEpsilon is the ε the next DP query spends.
@@ -189,6 +195,9 @@ func (sess *session) show(name string, a execArgs) error {
 	case name == "dp.max_epsilon":
 		value = formatFloat(sess.srv.Policy().EpsilonCap(sess.analyst))
 	case name == "dp.budget":
+		if err := sess.refreshAnalyst(sess.srv.Policy()); err != nil {
+			return err
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		defer cancel()
 		bal, err := sess.srv.cfg.Ledger.Balance(ctx, sess.user)

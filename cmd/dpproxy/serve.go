@@ -82,7 +82,14 @@ func serve(pol *policy.Policy, policyPath, adminAddr string, log *slog.Logger, r
 		return fmt.Errorf("upstream: %w", err)
 	}
 	defer pool.Close()
-	srv, err := wire.NewServer(startCtx, wire.Config{Policy: pol, Ledger: store, Upstream: pool, Logger: log, TLS: serveTLS})
+	cache, cacheCloser, err := openCache(pol, log)
+	if err != nil {
+		return fmt.Errorf("answer cache: %w", err)
+	}
+	if cacheCloser != nil {
+		defer cacheCloser.Close()
+	}
+	srv, err := wire.NewServer(startCtx, wire.Config{Policy: pol, Ledger: store, Cache: cache, Upstream: pool, Logger: log, TLS: serveTLS})
 	if err != nil {
 		return fmt.Errorf("upstream: %w", err)
 	}

@@ -1,0 +1,102 @@
+package integration
+
+import (
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/dpproxy/dpproxy/ledger"
+)
+
+// TestAnswerCacheRepeatsForFree: within the cache window the same statement
+// gets the same noisy answer at no new cost, and the audit trail still lists
+// it as a cache hit; another constant is a new question and is charged.
+func TestAnswerCacheRepeatsForFree(t *testing.T) {
+	ctx := testContext(t)
+	p := startProxy(t, proxyOptions{cacheWindow: "10m"})
+	cfg, err := pgx.ParseConfig(p.dsn("alice", alicePassword))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var notices []string
+	cfg.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) {
+		mu.Lock()
+		notices = append(notices, n.Message)
+		mu.Unlock()
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	query := "SELECT sex, count(*) FROM patients GROUP BY sex ORDER BY sex"
+	answers := make([]string, 3)
+	for i := range answers {
+		rows, err := conn.Query(ctx, query)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var b strings.Builder
+		for rows.Next() {
+			var sex string
+			var n int64
+			if err := rows.Scan(&sex, &n); err != nil {
+				t.Fatal(err)
+			}
+			b.WriteString(sex + "=" + strconv.FormatInt(n, 10) + ";")
+		}
+		rows.Close()
+		answers[i] = b.String()
+	}
+	if answers[0] != answers[1] || answers[1] != answers[2] {
+		t.Errorf("repeats differ: %q", answers)
+	}
+	var budget string
+	if err := conn.QueryRow(ctx, "SHOW dp.budget").Scan(&budget); err != nil || budget != "4.5 of 5 left" {
+		t.Errorf("after one charged and two cached answers: %q %v", budget, err)
+	}
+	mu.Lock()
+	if len(notices) != 3 || !strings.Contains(notices[1], "from the cache, no charge") {
+		t.Errorf("notices %q", notices)
+	}
+	mu.Unlock()
+	// A different constant is a different question: charged afresh.
+	var n int64
+	if err := conn.QueryRow(ctx, "SELECT count(*) FROM patients WHERE age > 41").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.QueryRow(ctx, "SELECT count(*) FROM patients WHERE age > 42").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.QueryRow(ctx, "SHOW dp.budget").Scan(&budget); err != nil || budget != "3.5 of 5 left" {
+		t.Errorf("after two new questions: %q %v", budget, err)
+	}
+	conn.Close(ctx)
+	p.stop(t)
+	store, err := ledger.OpenBolt(p.ledgerPath, ledger.BoltOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	entries, err := store.Entries(ctx, ledger.Filter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hits := 0
+	for _, e := range entries {
+		if e.CacheHit {
+			hits++
+			if e.Epsilon != 0 {
+				t.Errorf("cache hit charged %v", e.Epsilon)
+			}
+		}
+	}
+	if len(entries) != 5 || hits != 2 {
+		t.Errorf("ledger: %d entries with %d cache hits, want 5 with 2", len(entries), hits)
+	}
+}
