@@ -259,18 +259,10 @@ func TestPolicyInitDraftPassesCheck(t *testing.T) {
 }
 
 // TestPolicyReloadOpenSessions checks what an edit does to what an open
-// connection already holds: a statement prepared before a table was removed,
-// and the budget of an analyst connected before it was tightened.
-//
-// Known gap, skipped until wire/ handles it: wire plans a prepared statement
-// once at Parse (with the policy then in service) and binds the analyst's
-// *policy.Analyst at startup, so both keep the old policy on open
-// connections. The fix belongs in wire/: re-classify at Bind/Execute when
-// Policy().Version differs from the one the statement was planned under, and
-// look the analyst up in the current policy for each statement (ending
-// sessions of analysts the policy no longer lists).
+// connection already holds: a statement prepared (and cached by pgx) before a
+// table was removed must be refused, and an analyst connected before their
+// budget was tightened must be held to the new budget.
 func TestPolicyReloadOpenSessions(t *testing.T) {
-	t.Skip("known gap in wire/: prepared statements and session analysts keep the policy of Parse/startup time (see the comment)")
 	ctx := testContext(t)
 	p := startProxy(t, proxyOptions{carolBudget: 5})
 	orig, err := os.ReadFile(p.policyPath)
