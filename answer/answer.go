@@ -36,7 +36,8 @@ type Result struct {
 
 // Mechanisms is the calibrated noise of one plan at one ε.
 type Mechanisms struct {
-	laplace         []*mechanisms.Laplace // nil at the selection quantity
+	laplace         []*mechanisms.Laplace // nil at the selection quantity and at choices
+	choiceEps       []float64             // ε of each Choice quantity
 	selection       *mechanisms.PartitionSelection
 	selectionGroups int
 }
@@ -44,8 +45,12 @@ type Mechanisms struct {
 // Calibrate builds the mechanisms of plan for a query budget of (eps, delta).
 // delta is used only by partition selection.
 func Calibrate(plan *rewrite.Plan, eps, delta float64) (*Mechanisms, error) {
-	m := &Mechanisms{laplace: make([]*mechanisms.Laplace, len(plan.Quantities))}
+	m := &Mechanisms{laplace: make([]*mechanisms.Laplace, len(plan.Quantities)), choiceEps: make([]float64, len(plan.Quantities))}
 	for i, q := range plan.Quantities {
+		if q.Choice != nil {
+			m.choiceEps[i] = eps * q.Weight
+			continue
+		}
 		if plan.Selection != nil && i == plan.Selection.Units {
 			ps, err := mechanisms.NewPartitionSelection(mechanisms.PartitionSelectionOptions{
 				Epsilon: eps * q.Weight, Delta: delta, MaxPartitionsContributed: int64(plan.Selection.MaxGroups),
@@ -70,9 +75,12 @@ func Calibrate(plan *rewrite.Plan, eps, delta float64) (*Mechanisms, error) {
 // as the discrete Laplace on the unit counts (its delta is accounted apart).
 func (m *Mechanisms) RDP() mechanisms.RDPVector {
 	var v mechanisms.RDPVector
-	for _, l := range m.laplace {
+	for i, l := range m.laplace {
 		if l != nil {
 			v = v.Add(l.RDP())
+		}
+		if m.choiceEps[i] > 0 {
+			v = v.Add(mechanisms.RDPPureDP(m.choiceEps[i]))
 		}
 	}
 	if m.selection != nil {
@@ -85,6 +93,10 @@ func (m *Mechanisms) RDP() mechanisms.RDPVector {
 func (m *Mechanisms) Summary(plan *rewrite.Plan) string {
 	parts := make([]string, 0, len(plan.Quantities))
 	for i, q := range plan.Quantities {
+		if q.Choice != nil {
+			parts = append(parts, fmt.Sprintf("exponential(%s) epsilon=%s", q.Expr, ftoa(m.choiceEps[i])))
+			continue
+		}
 		if m.laplace[i] == nil {
 			parts = append(parts, fmt.Sprintf("partition selection(threshold=%d units, scale=%s)", m.selection.Threshold(), strconv.FormatFloat(m.selection.Scale(), 'g', 6, 64)))
 			continue
@@ -108,17 +120,31 @@ func Compute(plan *rewrite.Plan, mech *Mechanisms, exact []Row, src mechanisms.S
 	aggHW := make([][]float64, len(plan.Aggs))
 	for _, g := range groups {
 		noisy := make([]float64, len(plan.Quantities))
+		chosen := make([]Value, len(plan.Quantities))
 		for i, q := range plan.Quantities {
+			off := plan.ColumnOffset(i)
+			if q.Choice != nil {
+				chosen[i], err = choose(q, mech.choiceEps[i], g.Q[off:off+q.Columns()], src)
+				if err != nil {
+					return nil, err
+				}
+				continue
+			}
 			if mech.laplace[i] == nil {
 				continue
 			}
-			noisy[i] = mech.laplace[i].AddNoise(src, g.Q[i])
+			noisy[i] = mech.laplace[i].AddNoise(src, g.Q[off])
 			if q.NonNegative {
 				noisy[i] = math.Max(0, noisy[i])
 			}
 		}
 		aggs := make([]Value, len(plan.Aggs))
 		for i, a := range plan.Aggs {
+			if a.Kind == rewrite.AggQuantile || a.Kind == rewrite.AggMode {
+				aggs[i] = chosen[a.Value]
+				aggHW[i] = append(aggHW[i], 0)
+				continue
+			}
 			aggs[i], err = aggValue(a, noisy)
 			if err != nil {
 				return nil, err
@@ -184,7 +210,7 @@ func Compute(plan *rewrite.Plan, mech *Mechanisms, exact []Row, src mechanisms.S
 // one row without GROUP BY; every combination of the public domains, empty
 // ones included; or the groups that pass partition selection.
 func selectGroups(plan *rewrite.Plan, mech *Mechanisms, exact []Row, src mechanisms.Source) ([]Row, error) {
-	nq := len(plan.Quantities)
+	nq := plan.Columns()
 	if len(plan.Keys) == 0 {
 		if len(exact) > 1 {
 			return nil, fmt.Errorf("ungrouped query returned %d rows", len(exact))
@@ -197,7 +223,7 @@ func selectGroups(plan *rewrite.Plan, mech *Mechanisms, exact []Row, src mechani
 	if plan.Selection != nil {
 		var out []Row
 		for _, r := range exact {
-			if _, keep := mech.selection.Keep(src, int64(r.Q[plan.Selection.Units])); keep {
+			if _, keep := mech.selection.Keep(src, int64(r.Q[plan.ColumnOffset(plan.Selection.Units)])); keep {
 				out = append(out, r)
 			}
 		}
@@ -272,6 +298,12 @@ func aggHalfWidth(a rewrite.Agg, mech *Mechanisms, noisy []float64) float64 {
 func accuracyNote(a rewrite.Agg, hws []float64) string {
 	if len(hws) == 0 {
 		return fmt.Sprintf("%s: no groups", a.Text)
+	}
+	switch a.Kind {
+	case rewrite.AggQuantile:
+		return fmt.Sprintf("%s by the exponential mechanism over %d buckets", a.Text, 64)
+	case rewrite.AggMode:
+		return fmt.Sprintf("%s by report noisy max", a.Text)
 	}
 	lo, hi := hws[0], hws[0]
 	for _, h := range hws {

@@ -21,6 +21,10 @@ func Explain(plan *rewrite.Plan, eps, delta float64) ([]string, error) {
 	}
 	lines := strings.Split(rewrite.RenderPlan(plan), "\n")
 	for i, q := range plan.Quantities {
+		if q.Choice != nil {
+			lines = append(lines, fmt.Sprintf("noise q%d %s: exponential mechanism (report noisy max), epsilon %s", i, q.Expr, ftoa(mech.choiceEps[i])))
+			continue
+		}
 		if mech.laplace[i] == nil {
 			lines = append(lines, fmt.Sprintf("noise q%d: partition selection, keep a group with at least %d noisy privacy units (discrete Laplace scale %s)",
 				i, mech.selection.Threshold(), strconv.FormatFloat(mech.selection.Scale(), 'g', 6, 64)))

@@ -215,6 +215,23 @@ func TestRepresentativeQueries(t *testing.T) {
 		}
 	})
 
+	t.Run("DP median and mode", func(t *testing.T) {
+		want := float64(exact(t, ctx, "SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY age) FROM patients"))
+		rows, types := dpRows(t, ctx, conn, "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY age) AS median, mode() WITHIN GROUP (ORDER BY diagnosis) AS top FROM patients")
+		if types[0] != 701 || types[1] != 25 {
+			t.Errorf("types %v, want float8 and text", types)
+		}
+		// Buckets of 100/64 years; a bucket whose rank range is hundreds of
+		// rows from n/2 has utility below -100 and is chosen with
+		// probability below 64 e^{-100 x 0.25} (ε/2 each, sensitivity 1).
+		if got := num(t, rows[0]["median"]); math.Abs(got-want) > 2*100.0/64 {
+			t.Errorf("median %v, exact %v", got, want)
+		}
+		if rows[0]["top"] != "hypertension" {
+			t.Errorf("mode %v, want hypertension (leads by about 3,800)", rows[0]["top"])
+		}
+	})
+
 	t.Run("no delta budget refuses partition selection", func(t *testing.T) {
 		bob := p.connect(t, ctx, "bob", "bob-demo", false)
 		_, err := bob.Exec(ctx, "SELECT zip, count(*) FROM patients GROUP BY zip")

@@ -34,8 +34,16 @@ func (b *planBuilder) aggregate(f *pg_query.FuncCall) (int, error) {
 	switch {
 	case f.Over != nil:
 		return 0, pgerror.RefuseUnsupported.New("window functions are not supported")
+	case f.AggWithinGroup && (name == "percentile_cont" || name == "percentile_disc" || name == "mode"):
+		agg, err := b.orderedSetAggregate(f, name, text)
+		if err != nil {
+			return 0, err
+		}
+		b.plan.Aggs = append(b.plan.Aggs, agg)
+		b.aggByText[text] = len(b.plan.Aggs) - 1
+		return len(b.plan.Aggs) - 1, nil
 	case len(f.AggOrder) > 0 || f.AggWithinGroup:
-		return 0, pgerror.RefuseUnsupported.New("ordered-set aggregates such as %s are not supported yet", name)
+		return 0, pgerror.RefuseUnsupported.New("ordered-set aggregates such as %s are not supported", name)
 	case f.FuncVariadic:
 		return 0, pgerror.RefuseUnsupported.New("VARIADIC calls are not supported")
 	}
@@ -129,8 +137,12 @@ func (b *planBuilder) aggregate(f *pg_query.FuncCall) (int, error) {
 		agg.Count = b.addQuantity(Quantity{Expr: text + " count", L1Sensitivity: m, Granularity: 1, NonNegative: true},
 			quantitySQL{Row: cnt, Inner: cnt, Outer: fmt.Sprintf("sum(LEAST(%%s, %d))", int64(m))})
 	case "min", "max":
-		return 0, pgerror.RefuseUnsupported.New("%s is not supported yet: an exact extreme reveals one row", name).
-			WithHint("use a DP quantile when available, or filter with WHERE and count")
+		q := "0.01"
+		if name == "max" {
+			q = "0.99"
+		}
+		return 0, pgerror.RefuseUnsupported.New("%s is not answered: an extreme value is one row's value, and a DP estimate of it is mostly noise", name).
+			WithHint("ask for a DP quantile near the extreme instead: percentile_disc(%s) WITHIN GROUP (ORDER BY col)", q)
 	default:
 		return 0, pgerror.RefuseFunction.New("aggregate %s is not supported", name).
 			WithHint("supported aggregates are count(*), count(col), count(DISTINCT <unit>), sum(col) and avg(col), with FILTER (WHERE ...)")

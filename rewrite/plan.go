@@ -34,7 +34,8 @@ type planBuilder struct {
 type quantitySQL struct {
 	Row   string
 	Inner string
-	Outer string // with %s for the inner column
+	Outer string   // with %s for the inner column
+	Multi []string // a Choice's columns (row-level tables only)
 }
 
 func planAggregate(sel *pg_query.SelectStmt, pol *policy.Policy) (*Plan, error) {

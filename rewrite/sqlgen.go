@@ -74,6 +74,12 @@ func (b *planBuilder) generateSQL(where *pg_query.Node) (string, error) {
 	if !b.plan.UnitLevel {
 		cols := append([]string{}, keyList...)
 		for i, q := range b.qs {
+			if q.Multi != nil {
+				for j, m := range q.Multi {
+					cols = append(cols, fmt.Sprintf("%s AS q%d_%d", m, i, j))
+				}
+				continue
+			}
 			cols = append(cols, fmt.Sprintf("%s AS q%d", q.Row, i))
 		}
 		return fmt.Sprintf("SELECT %s FROM %s%s%s", strings.Join(cols, ", "), from, whereSQL, groupBy(0)), nil

@@ -95,13 +95,64 @@ type Quantity struct {
 	Granularity   float64
 	Weight        float64
 	NonNegative   bool // counts: clamp the noisy value at zero (post-processing)
+	// Choice, when set, makes this quantity a selection by the exponential
+	// mechanism over Choice.Columns SQL columns of counts, not a noisy value.
+	Choice *Choice
+}
+
+// Choice is a quantity answered by the exponential mechanism (report noisy
+// max) over counts the rewritten SQL returns in consecutive columns.
+type Choice struct {
+	Kind   string    // ChoiceQuantile or ChoiceMode
+	Q      float64   // quantile: the fraction, in [0, 1]
+	Edges  []float64 // quantile: bucket edges over the column's bounds; len(Edges)-1 columns
+	Domain []string  // mode: the public domain, one column per value
+}
+
+// Choice kinds.
+const (
+	ChoiceQuantile = "quantile"
+	ChoiceMode     = "mode"
+)
+
+// Columns is how many SQL columns a quantity takes.
+func (q Quantity) Columns() int {
+	switch {
+	case q.Choice == nil:
+		return 1
+	case q.Choice.Kind == ChoiceMode:
+		return len(q.Choice.Domain)
+	}
+	return len(q.Choice.Edges) - 1
+}
+
+// Columns is how many quantity columns the rewritten SQL returns after the
+// keys.
+func (p *Plan) Columns() int {
+	n := 0
+	for _, q := range p.Quantities {
+		n += q.Columns()
+	}
+	return n
+}
+
+// ColumnOffset is the index of quantity i's first column among the quantity
+// columns.
+func (p *Plan) ColumnOffset(i int) int {
+	n := 0
+	for _, q := range p.Quantities[:i] {
+		n += q.Columns()
+	}
+	return n
 }
 
 // Aggregate kinds.
 const (
-	AggCount = "count"
-	AggSum   = "sum"
-	AggAvg   = "avg"
+	AggCount    = "count"
+	AggSum      = "sum"
+	AggAvg      = "avg"
+	AggQuantile = "quantile" // percentile_cont / percentile_disc
+	AggMode     = "mode"
 )
 
 // Agg is one aggregate of the query, computed from noisy quantities.

@@ -22,7 +22,7 @@ func verifyRewritten(sql string, sc *scope, plan *Plan) error {
 		return fmt.Errorf("is not one SELECT")
 	}
 	top := raws[0].Stmt.GetSelectStmt()
-	nk, nq := len(plan.Keys), len(plan.Quantities)
+	nk, nq := len(plan.Keys), plan.Columns()
 	if !plan.UnitLevel {
 		return verifyRowLevel(top, sc, nk, nq)
 	}

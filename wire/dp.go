@@ -221,7 +221,7 @@ func (sess *session) runUpstreamDP(plan *rewrite.Plan, a execArgs) ([]answer.Row
 	if err != nil {
 		return nil, err
 	}
-	nk, nq := len(plan.Keys), len(plan.Quantities)
+	nk, nq := len(plan.Keys), plan.Columns()
 	rows := make([]answer.Row, 0, len(raws))
 	for _, raw := range raws {
 		if len(raw) != nk+nq {

@@ -1,0 +1,65 @@
+package answer
+
+import (
+	"math"
+
+	"github.com/dpproxy/dpproxy/mechanisms"
+	"github.com/dpproxy/dpproxy/rewrite"
+)
+
+// utilityScale makes fractional ranks integral for the exponential
+// mechanism; the sensitivity is scaled with it.
+const utilityScale = 1 << 16
+
+// choose answers a Choice quantity from its exact counts.
+//
+// Mode: report noisy max over the counts of every domain value; one unit
+// changes one count by at most its row bound.
+//
+// Quantile (Smith 2011, on buckets): the utility of bucket i is minus the
+// distance from q·n to the range of ranks [c_i, c_i + count_i] its values
+// hold. Adding or removing one row moves c_i or count_i by one and q·n by
+// q <= 1, so the utility's sensitivity is the row bound. The answer is the
+// chosen bucket's midpoint.
+func choose(q rewrite.Quantity, eps float64, counts []float64, src mechanisms.Source) (Value, error) {
+	sens := int64(math.Max(1, q.L1Sensitivity))
+	c := q.Choice
+	if c.Kind == rewrite.ChoiceMode {
+		util := make([]int64, len(counts))
+		for i, n := range counts {
+			util[i] = int64(n)
+		}
+		i, err := mechanisms.ReportNoisyMax(src, util, eps, sens)
+		if err != nil {
+			return Value{}, err
+		}
+		return Value{Str: c.Domain[i], IsStr: true}, nil
+	}
+	n := 0.0
+	for _, x := range counts {
+		n += x
+	}
+	target := c.Q * n
+	util := make([]int64, len(counts))
+	below := 0.0
+	for i, x := range counts {
+		var d float64
+		switch {
+		case target < below:
+			d = below - target
+		case target > below+x:
+			d = target - below - x
+		}
+		util[i] = -int64(math.Round(d * utilityScale))
+		below += x
+	}
+	i, err := mechanisms.ReportNoisyMax(src, util, eps, sens*utilityScale)
+	if err != nil {
+		return Value{}, err
+	}
+	mid := (c.Edges[i] + c.Edges[i+1]) / 2
+	if q.Granularity > 0 {
+		mid = math.Round(mid/q.Granularity) * q.Granularity
+	}
+	return Value{Num: mid}, nil
+}
