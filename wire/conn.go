@@ -51,6 +51,8 @@ type session struct {
 
 	runMu   sync.Mutex
 	running context.CancelFunc
+
+	trace stmtTrace // the statement running now, for its log line and metrics (observe.go)
 }
 
 func (s *Server) serveConn(c net.Conn) {
@@ -66,6 +68,7 @@ func (s *Server) serveConn(c net.Conn) {
 	}
 	sess.be.SetMaxBodyLen(maxMessageBytes)
 	defer c.Close()
+	defer s.cfg.Metrics.ConnOpened()()
 	defer func() {
 		if r := recover(); r != nil {
 			sess.log.Error("panic serving connection; closing it", "panic", r, "stack", string(debug.Stack()))

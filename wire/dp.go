@@ -2,8 +2,6 @@ package wire
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"math"
@@ -58,7 +56,9 @@ func (sess *session) runDP(st *rewrite.Statement, a execArgs) error {
 		delta = sess.queryDelta()
 	}
 	key := sess.cacheKey(st.SQL, a, eps, delta)
-	if cached, ok := sess.cacheGet(key); ok {
+	cached, hit := sess.cacheGet(key)
+	sess.noteCacheLookup(hit)
+	if hit {
 		return sess.answerFromCache(st, plan, a, cached)
 	}
 	mechs, err := answer.Calibrate(plan, eps, delta)
@@ -72,7 +72,6 @@ func (sess *session) runDP(st *rewrite.Statement, a execArgs) error {
 	}
 	bal, err := sess.charge(st, plan, eps, delta, mechs.Summary(plan), rdp, false)
 	if err != nil {
-		sess.logStatement(st.SQL, "refused", err, "epsilon", eps)
 		return err
 	}
 	exact, err := sess.runUpstreamDP(plan, a)
@@ -121,7 +120,7 @@ func (sess *session) sendAnswer(st *rewrite.Statement, plan *rewrite.Plan, a exe
 		sess.be.Send(row)
 	}
 	sess.complete("SELECT " + strconv.Itoa(len(rows)))
-	sess.logStatement(st.SQL, outcome, nil, "epsilon", eps, "delta", delta, "rows", len(rows))
+	sess.noteAnswer(outcome, len(rows))
 	return nil
 }
 
@@ -171,13 +170,12 @@ func selectionKey(plan *rewrite.Plan) string {
 }
 
 func (sess *session) charge(st *rewrite.Statement, plan *rewrite.Plan, eps, delta float64, summary string, rdp *mechanisms.RDPVector, cacheHit bool) (ledger.Balance, error) {
-	var idb [16]byte
-	_, _ = rand.Read(idb[:])
 	pol := sess.srv.Policy()
 	ctx, cancel := context.WithTimeout(context.Background(), ledgerTimeout)
 	defer cancel()
+	t0 := time.Now()
 	bal, err := sess.srv.cfg.Ledger.Debit(ctx, ledger.Charge{
-		ID:            hex.EncodeToString(idb[:]),
+		ID:            sess.statementID(), // joins the log line to the audit entry
 		Analyst:       sess.user,
 		Epsilon:       eps,
 		Delta:         delta,
@@ -191,6 +189,7 @@ func (sess *session) charge(st *rewrite.Statement, plan *rewrite.Plan, eps, delt
 		CacheHit:      cacheHit,
 		Time:          sess.srv.cfg.Now(),
 	})
+	sess.noteLedger(time.Since(t0), eps, delta, bal, err)
 	if err == nil {
 		return bal, nil
 	}
@@ -210,6 +209,7 @@ func (sess *session) charge(st *rewrite.Statement, plan *rewrite.Plan, eps, delt
 // statement timeout, in one round trip, and returns its rows: group keys as
 // text, then the exact quantities.
 func (sess *session) runUpstreamDP(plan *rewrite.Plan, a execArgs) ([]answer.Row, error) {
+	defer sess.timeUpstream(time.Now())
 	ctx, done := sess.runContext()
 	defer done()
 	conn, err := sess.srv.cfg.Upstream.Acquire(ctx)

@@ -38,7 +38,7 @@ func (sess *session) parse(m *pgproto3.Parse) error {
 		return pgerror.Newf("42P05", "prepared statement %q already exists", name)
 	}
 	sql := m.Query
-	stmts, err := sess.srv.plans.Classify(sql, sess.srv.Policy())
+	stmts, err := sess.classify(sql)
 	if err != nil {
 		sess.logStatement(sql, "refused", err)
 		return err

@@ -2,6 +2,7 @@ package wire
 
 import (
 	"errors"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -15,6 +16,7 @@ import (
 // the result. Upstream errors are forwarded: they cannot depend on private
 // rows.
 func (sess *session) runPassthrough(st *rewrite.Statement, a execArgs) error {
+	defer sess.timeUpstream(time.Now())
 	ctx, done := sess.runContext()
 	defer done()
 	conn, err := sess.srv.cfg.Upstream.Acquire(ctx)

@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/dpproxy/dpproxy/ledger"
+	"github.com/dpproxy/dpproxy/metrics"
 	"github.com/dpproxy/dpproxy/policy"
 	"github.com/dpproxy/dpproxy/rewrite"
 )
@@ -34,6 +35,9 @@ type Config struct {
 	TLS *policy.TLS
 	// Now is the clock for ledger entries; time.Now when nil.
 	Now func() time.Time
+	// Metrics receives statement, spend, latency, cache and connection
+	// counts; nil records nothing.
+	Metrics *metrics.Metrics
 }
 
 // Server accepts analyst connections. Each connection is served by one

@@ -10,7 +10,7 @@ import (
 // simpleQuery answers a Query message: each statement in turn, stopping at
 // the first error, as Postgres does.
 func (sess *session) simpleQuery(sql string) {
-	stmts, err := sess.srv.plans.Classify(sql, sess.srv.Policy())
+	stmts, err := sess.classify(sql)
 	for _, st := range stmts {
 		if st.Kind == rewrite.KindEmpty {
 			sess.be.Send(&pgproto3.EmptyQueryResponse{})
@@ -37,7 +37,9 @@ type execArgs struct {
 }
 
 // execute1 runs one classified statement and writes its result.
-func (sess *session) execute1(st *rewrite.Statement, a execArgs) error {
+func (sess *session) execute1(st *rewrite.Statement, a execArgs) (err error) {
+	sess.beginStatement(st)
+	defer func() { sess.endStatement(st.SQL, err) }()
 	if sess.txStatus == 'E' && !endsTransaction(st) {
 		return pgerror.RefuseTransaction.New("current transaction is aborted, commands ignored until end of transaction block")
 	}
@@ -66,14 +68,6 @@ func endsTransaction(st *rewrite.Statement) bool {
 		return true
 	}
 	return false
-}
-
-func (sess *session) logStatement(sql, outcome string, err error, attrs ...any) {
-	if err != nil {
-		pe := pgerror.As(err)
-		attrs = append(attrs, "code", pe.Code, "refusal", pe.ID, "err", pe.Message)
-	}
-	sess.log.Info("statement", append([]any{"outcome", outcome, "sql", truncate(sql, 200)}, attrs...)...)
 }
 
 func truncate(s string, n int) string {
