@@ -274,6 +274,23 @@ func aggValue(a rewrite.Agg, noisy []float64) (Value, error) {
 		return Value{Num: math.Round(noisy[a.Value])}, nil
 	case rewrite.AggSum:
 		return Value{Num: noisy[a.Value]}, nil
+	case "variance", "var_samp", "var_pop", "stddev", "stddev_samp", "stddev_pop":
+		n := noisy[a.Count]
+		samp := a.Kind != "var_pop" && a.Kind != "stddev_pop"
+		if n < 1 || (samp && n < 2) {
+			return Value{Null: true}, nil
+		}
+		half := (a.Upper - a.Lower) / 2
+		mean := noisy[a.Value] / n
+		v := noisy[a.Square]/n - mean*mean
+		v = math.Min(half*half, math.Max(0, v))
+		if samp {
+			v *= n / (n - 1)
+		}
+		if a.Kind[0] == 's' {
+			v = math.Sqrt(v)
+		}
+		return Value{Num: v}, nil
 	case rewrite.AggAvg:
 		n := noisy[a.Count]
 		if n < 1 {
@@ -289,6 +306,9 @@ func aggValue(a rewrite.Agg, noisy []float64) (Value, error) {
 
 func aggHalfWidth(a rewrite.Agg, mech *Mechanisms, noisy []float64) float64 {
 	hw := mech.laplace[a.Value].HalfWidth(0.95)
+	if a.Kind != rewrite.AggAvg && a.Kind != rewrite.AggCount && a.Kind != rewrite.AggSum {
+		return math.NaN()
+	}
 	if a.Kind == rewrite.AggAvg {
 		return hw / math.Max(1, noisy[a.Count])
 	}
@@ -312,6 +332,9 @@ func accuracyNote(a rewrite.Agg, hws []float64) string {
 	name := a.Text
 	if a.Kind == rewrite.AggCount && name == "count(*)" {
 		name = "count"
+	}
+	if math.IsNaN(hi) {
+		return fmt.Sprintf("%s from noisy moments (no closed-form interval)", name)
 	}
 	if a.Kind != rewrite.AggAvg {
 		return fmt.Sprintf("%s ±%s at 95%%", name, fmtAccuracy(hi))

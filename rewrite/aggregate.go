@@ -136,6 +136,10 @@ func (b *planBuilder) aggregate(f *pg_query.FuncCall) (int, error) {
 		cnt := filter(fmt.Sprintf("count(%s)", colSQL))
 		agg.Count = b.addQuantity(Quantity{Expr: text + " count", L1Sensitivity: m, Granularity: 1, NonNegative: true},
 			quantitySQL{Row: cnt, Inner: cnt, Outer: fmt.Sprintf("sum(LEAST(%%s, %d))", int64(m))})
+	case "variance", "var_samp", "var_pop", "stddev", "stddev_samp", "stddev_pop":
+		if err := b.varianceAggregate(f, name, text, filter, &agg); err != nil {
+			return 0, err
+		}
 	case "min", "max":
 		q := "0.01"
 		if name == "max" {
@@ -150,6 +154,52 @@ func (b *planBuilder) aggregate(f *pg_query.FuncCall) (int, error) {
 	b.plan.Aggs = append(b.plan.Aggs, agg)
 	b.aggByText[text] = len(b.plan.Aggs) - 1
 	return len(b.plan.Aggs) - 1, nil
+}
+
+// varianceAggregate plans variance and standard deviation as Google's
+// BoundedVariance does: noisy count, noisy sum of (x - mid) and noisy sum of
+// (x - mid)², each with its own sensitivity; the variance is computed from
+// them after noise and clamped to [0, ((hi - lo)/2)²].
+func (b *planBuilder) varianceAggregate(f *pg_query.FuncCall, name, text string, filter func(string) string, agg *Agg) error {
+	if f.AggDistinct {
+		return pgerror.RefuseUnsupported.New("%s(DISTINCT ...) is not supported", name)
+	}
+	c, colSQL, err := b.columnArg(f, name)
+	if err != nil {
+		return err
+	}
+	if !c.IsNumeric() {
+		return pgerror.RefuseUnsupported.New("%s(%s) needs a numeric column; %s is %s", name, c.Name, c.Name, c.Type)
+	}
+	if c.Bounds == nil {
+		return pgerror.RefuseNoBounds.New("%s(%s) needs bounds for column %q, and the policy declares none", name, c.Name, c.Name)
+	}
+	m := float64(b.maxRows())
+	lo, hi := c.Bounds.Lower, c.Bounds.Upper
+	mid, half := lo+(hi-lo)/2, (hi-lo)/2
+	clamped := clampSQL(colSQL, c, lo, hi)
+	midLit := numLiteral(mid, nil)
+	centred := fmt.Sprintf("(%s - %s)", clamped, midLit)
+	// Squares in int8 (or numeric) so they cannot overflow whatever a row holds.
+	cast := "::numeric"
+	if intArithmetic(c, lo, hi) && mid == math.Trunc(mid) {
+		midLit = numLiteral(mid, c)
+		centred = fmt.Sprintf("(%s - %s)", clamped, midLit)
+		cast = "::int8"
+	}
+	gran := c.EffectiveGranularity()
+	agg.Kind, agg.Lower, agg.Upper, agg.Mid = name, lo, hi, mid
+	agg.Type, agg.Decimals = avgType(c), decimalsOf(gran)+2
+	s := filter(fmt.Sprintf("sum(%s)", centred))
+	agg.Value = b.addQuantity(Quantity{Expr: text + " centred sum", L1Sensitivity: m * half, Granularity: gran},
+		quantitySQL{Row: s, Inner: s, Outer: fmt.Sprintf("sum(LEAST(GREATEST(%%s, %s), %s))", numLiteral(-m*half, nil), numLiteral(m*half, nil))})
+	sq := filter(fmt.Sprintf("sum(%s%s * %s%s)", centred, cast, centred, cast))
+	agg.Square = b.addQuantity(Quantity{Expr: text + " centred sum of squares", L1Sensitivity: m * half * half, Granularity: gran * gran, NonNegative: true},
+		quantitySQL{Row: sq, Inner: sq, Outer: fmt.Sprintf("sum(LEAST(GREATEST(%%s, 0), %s))", numLiteral(m*half*half, nil))})
+	cnt := filter(fmt.Sprintf("count(%s)", colSQL))
+	agg.Count = b.addQuantity(Quantity{Expr: text + " count", L1Sensitivity: m, Granularity: 1, NonNegative: true},
+		quantitySQL{Row: cnt, Inner: cnt, Outer: fmt.Sprintf("sum(LEAST(%%s, %d))", int64(m))})
+	return nil
 }
 
 // maxRows is the most rows one privacy unit contributes.

@@ -117,7 +117,19 @@ func (b *planBuilder) finishSensitivities() {
 	}
 }
 
+// addQuantity adds a quantity, or returns an identical one already planned:
+// avg(x) and stddev(x) share their count, and a quantity asked for twice is
+// paid for once.
 func (b *planBuilder) addQuantity(q Quantity, s quantitySQL) int {
+	if q.Choice == nil {
+		for i, prev := range b.qs {
+			p := b.plan.Quantities[i]
+			if prev.Row == s.Row && prev.Inner == s.Inner && prev.Outer == s.Outer && prev.Multi == nil &&
+				p.Choice == nil && p.L1Sensitivity == q.L1Sensitivity && p.Granularity == q.Granularity {
+				return i
+			}
+		}
+	}
 	b.plan.Quantities = append(b.plan.Quantities, q)
 	b.qs = append(b.qs, s)
 	return len(b.plan.Quantities) - 1

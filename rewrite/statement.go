@@ -157,11 +157,12 @@ const (
 
 // Agg is one aggregate of the query, computed from noisy quantities.
 type Agg struct {
-	Kind  string
-	Text  string // as written, for notices
-	Type  ResultType
-	Value int // quantity: the count or sum; for avg the centred sum
-	Count int // avg: the count quantity
+	Kind   string
+	Text   string // as written, for notices
+	Type   ResultType
+	Value  int // quantity: the count or sum; for avg the centred sum
+	Count  int // avg, variance: the count quantity
+	Square int // variance: the centred sum of squares quantity
 	// avg: the clamping range and its midpoint.
 	Lower, Upper, Mid float64
 	Decimals          int // digits after the point for numeric results

@@ -351,8 +351,19 @@ func verifyRanking(s *pg_query.SelectStmt) error {
 	return fmt.Errorf("bounding layer has no rank")
 }
 
-// isClamped matches LEAST(GREATEST(col[::numeric], c1), c2) [- c3].
+// isClamped matches LEAST(GREATEST(col[::numeric], c1), c2) [- c3], and the
+// product of two such (centred) values, each optionally cast.
 func isClamped(n *pg_query.Node, sc *scope) bool {
+	if a := n.GetAExpr(); a != nil && a.Kind == pg_query.A_Expr_Kind_AEXPR_OP && operatorName(a.Name) == "*" {
+		return isClampedTerm(a.Lexpr, sc) && isClampedTerm(a.Rexpr, sc)
+	}
+	return isClampedTerm(n, sc)
+}
+
+func isClampedTerm(n *pg_query.Node, sc *scope) bool {
+	if tc := n.GetTypeCast(); tc != nil {
+		n = tc.Arg
+	}
 	if a := n.GetAExpr(); a != nil {
 		if a.Kind != pg_query.A_Expr_Kind_AEXPR_OP || operatorName(a.Name) != "-" || !isNumConst(a.Rexpr) {
 			return false
