@@ -139,7 +139,7 @@ func (sess *session) logStatement(sql, outcome string, err error, attrs ...any) 
 	case outcome == "":
 		outcome = metrics.OutcomeOK
 	}
-	var total time.Duration
+	total := tr.parse // refused while classifying: parsing was all of it
 	if !tr.start.IsZero() {
 		total = time.Since(tr.start)
 	}

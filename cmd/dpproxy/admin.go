@@ -12,14 +12,25 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/dpproxy/dpproxy/ledger"
+	"github.com/dpproxy/dpproxy/metrics"
 	"github.com/dpproxy/dpproxy/wire"
 )
 
 // adminHandler serves the admin endpoints. Bind it to loopback or a private
-// network: the ledger report names analysts and their spending, and
-// POST /ledger/grant changes budgets.
-func adminHandler(srv *wire.Server, store ledger.Store, pool *pgxpool.Pool) http.Handler {
+// network: the ledger report and the metrics name analysts and their
+// spending, and POST /ledger/grant changes budgets.
+//
+//	GET  /metrics        Prometheus metrics (see package metrics)
+//	GET  /healthz        200 while the process serves HTTP (liveness)
+//	GET  /readyz         200 only when the upstream and the ledger answer (readiness)
+//	GET  /ledger/report  budgets per analyst (?analyst=, ?since=, ?format=table|csv|json|html)
+//	GET  /ledger/verify  checks the audit trail's hash chain
+//	POST /ledger/grant   grants or resets a budget (JSON body)
+func adminHandler(srv *wire.Server, store ledger.Store, pool *pgxpool.Pool, mets *metrics.Metrics) http.Handler {
 	mux := http.NewServeMux()
+	if mets != nil {
+		mux.Handle("GET /metrics", mets.Handler())
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))
 	})

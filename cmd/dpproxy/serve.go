@@ -18,6 +18,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/dpproxy/dpproxy/ledger"
+	"github.com/dpproxy/dpproxy/metrics"
 	"github.com/dpproxy/dpproxy/policy"
 	"github.com/dpproxy/dpproxy/wire"
 )
@@ -25,7 +26,7 @@ import (
 func cmdServe(args []string) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	policyPath := fs.String("policy", "", "policy file (required)")
-	admin := fs.String("admin", "", "admin HTTP address for /healthz and /ledger/report (empty: off; default: the policy's admin, 127.0.0.1:6433)")
+	admin := fs.String("admin", "", "admin HTTP address for /metrics, /healthz, /readyz and /ledger/* (empty: off; default: the policy's admin, 127.0.0.1:6433)")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	tlsOverride := tlsFlags(fs)
 	if err := fs.Parse(args); err != nil {
@@ -89,7 +90,8 @@ func serve(pol *policy.Policy, policyPath, adminAddr string, log *slog.Logger, r
 	if cacheCloser != nil {
 		defer cacheCloser.Close()
 	}
-	srv, err := wire.NewServer(startCtx, wire.Config{Policy: pol, Ledger: store, Cache: cache, Upstream: pool, Logger: log, TLS: serveTLS})
+	mets := metrics.New()
+	srv, err := wire.NewServer(startCtx, wire.Config{Policy: pol, Ledger: store, Cache: cache, Upstream: pool, Logger: log, TLS: serveTLS, Metrics: mets})
 	if err != nil {
 		return fmt.Errorf("upstream: %w", err)
 	}
@@ -99,7 +101,7 @@ func serve(pol *policy.Policy, policyPath, adminAddr string, log *slog.Logger, r
 	}
 	log.Info("dpproxy listening", "addr", ln.Addr().String(), "policy_version", pol.Version, "ledger", pol.Ledger.Backend)
 	if adminAddr != "" {
-		adminSrv := &http.Server{Addr: adminAddr, Handler: adminHandler(srv, store, pool), ReadHeaderTimeout: 5 * time.Second}
+		adminSrv := &http.Server{Addr: adminAddr, Handler: adminHandler(srv, store, pool, mets), ReadHeaderTimeout: 5 * time.Second}
 		go func() {
 			if err := adminSrv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				log.Error("admin server failed", "err", err)
