@@ -256,6 +256,15 @@ func TestRepresentativeQueries(t *testing.T) {
 		}
 	})
 
+	t.Run("sum of a bounded expression", func(t *testing.T) {
+		want := float64(exact(t, ctx, "SELECT count(*) FROM patients WHERE age > 60"))
+		rows, types := dpRows(t, ctx, conn, "SELECT sum(CASE WHEN age > 60 THEN 1 ELSE 0 END) AS seniors FROM patients")
+		// Bounds [0, 1] by interval arithmetic: sensitivity 1 at ε = 1.
+		if got := num(t, rows[0]["seniors"]); types[0] != 20 || math.Abs(got-want) > tol(1) {
+			t.Errorf("seniors %v (type %d), exact %v", got, types[0], want)
+		}
+	})
+
 	t.Run("no delta budget refuses partition selection", func(t *testing.T) {
 		bob := p.connect(t, ctx, "bob", "bob-demo", false)
 		_, err := bob.Exec(ctx, "SELECT zip, count(*) FROM patients GROUP BY zip")

@@ -224,7 +224,10 @@ func (b *planBuilder) columnArg(f *pg_query.FuncCall, name string) (*policy.Colu
 	}
 	cr := f.Args[0].GetColumnRef()
 	if cr == nil {
-		return nil, "", pgerror.RefuseUnsupported.New("%s of an expression is not supported yet; aggregate a column", name)
+		if name == AggSum || name == AggAvg || name == AggCount {
+			return b.expressionColumn(f.Args[0], name)
+		}
+		return nil, "", pgerror.RefuseUnsupported.New("%s of an expression is not supported; aggregate a column", name)
 	}
 	c, err := b.sc.column(cr)
 	if err != nil {

@@ -121,6 +121,12 @@ func (b *planBuilder) finishSensitivities() {
 // avg(x) and stddev(x) share their count, and a quantity asked for twice is
 // paid for once.
 func (b *planBuilder) addQuantity(q Quantity, s quantitySQL) int {
+	if q.L1Sensitivity <= 0 {
+		// A constant (sum(0), avg over a zero-width range): no row changes
+		// it, but mechanisms need a positive sensitivity; one grid step is
+		// always sound.
+		q.L1Sensitivity = q.Granularity
+	}
 	if q.Choice == nil {
 		for i, prev := range b.qs {
 			p := b.plan.Quantities[i]
@@ -180,9 +186,14 @@ func clampSQL(colSQL string, c *policy.Column, lo, hi float64) string {
 	return fmt.Sprintf("LEAST(GREATEST(%s, %s), %s)", colSQL, numLiteral(lo, c), numLiteral(hi, c))
 }
 
+// intArithmetic reports whether clamping can stay in int4: an int4-sized
+// integer column. Expression pseudo-columns (see expressionColumn; their
+// name is SQL text) are always computed in numeric.
 func intArithmetic(c *policy.Column, lo, hi float64) bool {
-	return c != nil && c.IsInteger() && c.Type != "bigint" && isInt32(lo) && isInt32(hi)
+	return c != nil && c.IsInteger() && c.Type != "bigint" && isInt32(lo) && isInt32(hi) && !isExpressionColumn(c)
 }
+
+func isExpressionColumn(c *policy.Column) bool { return strings.ContainsAny(c.Name, "( ") }
 
 func isInt32(f float64) bool { return f == math.Trunc(f) && f >= math.MinInt32 && f <= math.MaxInt32 }
 

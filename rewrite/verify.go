@@ -281,6 +281,9 @@ func verifyRowAggregate(n *pg_query.Node, sc *scope) error {
 			_, err := sc.column(f.Args[0].GetColumnRef())
 			return err
 		}
+		if len(f.Args) == 1 && isSafeInner(f.Args[0], sc) {
+			return nil
+		}
 	case "sum":
 		if len(f.Args) == 1 && isClamped(f.Args[0], sc) {
 			return nil
@@ -384,10 +387,62 @@ func isClampedTerm(n *pg_query.Node, sc *scope) bool {
 	}
 	cr := col.GetColumnRef()
 	if cr == nil {
-		return false
+		// An aggregated expression: bounded by this clamp, it need only be
+		// free of data-dependent errors.
+		return isSafeInner(col, sc)
 	}
 	c, err := sc.column(cr)
 	return err == nil && c.Bounds != nil
+}
+
+// isSafeInner accepts what boundedExpr emits inside the outer clamp: clamped
+// numeric columns, numeric constants, + - * and division by a non-zero
+// constant, searched CASE with allowed conditions, and COALESCE.
+func isSafeInner(n *pg_query.Node, sc *scope) bool {
+	if n == nil {
+		return false
+	}
+	switch v := n.Node.(type) {
+	case *pg_query.Node_MinMaxExpr:
+		return isClampedTerm(n, sc)
+	case *pg_query.Node_AConst:
+		return isNumConst(n)
+	case *pg_query.Node_AExpr:
+		a := v.AExpr
+		op := operatorName(a.Name)
+		if a.Kind != pg_query.A_Expr_Kind_AEXPR_OP {
+			return false
+		}
+		switch op {
+		case "+", "-", "*":
+			return (a.Lexpr == nil || isSafeInner(a.Lexpr, sc)) && isSafeInner(a.Rexpr, sc)
+		case "/":
+			d, ok := numConst(a.Rexpr)
+			return ok && d != 0 && isSafeInner(a.Lexpr, sc)
+		}
+	case *pg_query.Node_CaseExpr:
+		if v.CaseExpr.Arg != nil {
+			return false
+		}
+		for _, w := range v.CaseExpr.Args {
+			cw := w.GetCaseWhen()
+			if cw == nil || checkPredicate(cw.Expr, sc) != nil || !isSafeInner(cw.Result, sc) {
+				return false
+			}
+		}
+		return v.CaseExpr.Defresult == nil || isSafeInner(v.CaseExpr.Defresult, sc)
+	case *pg_query.Node_CoalesceExpr:
+		for _, a := range v.CoalesceExpr.Args {
+			if !isSafeInner(a, sc) {
+				return false
+			}
+		}
+		return true
+	case *pg_query.Node_TypeCast:
+		names := v.TypeCast.TypeName.GetNames()
+		return len(names) > 0 && names[len(names)-1].GetString_().GetSval() == "numeric" && isSafeInner(v.TypeCast.Arg, sc)
+	}
+	return false
 }
 
 func isNumConst(n *pg_query.Node) bool {
