@@ -133,3 +133,26 @@ func TestPartitionSelectionDropsSmallGroups(t *testing.T) {
 		t.Errorf("a single-unit group was released %d times in 500", released)
 	}
 }
+
+func TestEpsilonForTarget(t *testing.T) {
+	plan := testPlan(t, "SELECT count(*), sum(age) FROM patients")
+	eps, err := EpsilonForTarget(plan, 1000, 0, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := Calibrate(plan, eps, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// sum(age) (sensitivity 100, half of ε) is the binding constraint.
+	if hw := m.laplace[1].HalfWidth(0.95); hw > 1000 {
+		t.Errorf("at epsilon %v the sum's half-width is %v > 1000", eps, hw)
+	}
+	m2, _ := Calibrate(plan, eps*0.98, 0)
+	if hw := m2.laplace[1].HalfWidth(0.95); hw <= 1000 {
+		t.Errorf("epsilon %v is not the smallest: 2%% less still gives %v", eps, hw)
+	}
+	if _, err := EpsilonForTarget(plan, 0.01, 0, 1); err == nil {
+		t.Error("an unreachable target was accepted")
+	}
+}

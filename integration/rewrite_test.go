@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"strings"
 	"testing"
@@ -67,6 +68,16 @@ func num(t *testing.T, v any) float64 {
 	}
 	t.Fatalf("not a number: %T %v", v, v)
 	return 0
+}
+
+// leftOf parses "X of Y left" from SHOW dp.budget.
+func leftOf(t *testing.T, s string) float64 {
+	t.Helper()
+	var left, total float64
+	if _, err := fmt.Sscanf(s, "%g of %g left", &left, &total); err != nil {
+		t.Fatalf("dp.budget %q: %v", s, err)
+	}
+	return left
 }
 
 func exactConn(t *testing.T, ctx context.Context) *pgx.Conn {
@@ -262,6 +273,38 @@ func TestRepresentativeQueries(t *testing.T) {
 		// Bounds [0, 1] by interval arithmetic: sensitivity 1 at ε = 1.
 		if got := num(t, rows[0]["seniors"]); types[0] != 20 || math.Abs(got-want) > tol(1) {
 			t.Errorf("seniors %v (type %d), exact %v", got, types[0], want)
+		}
+	})
+
+	t.Run("accuracy-first: dp.target_error picks the smallest epsilon", func(t *testing.T) {
+		if _, err := conn.Exec(ctx, "SET dp.target_error = 50"); err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Exec(ctx, "RESET dp.target_error")
+		var before, after string
+		if err := conn.QueryRow(ctx, "SHOW dp.budget").Scan(&before); err != nil {
+			t.Fatal(err)
+		}
+		rows, _ := dpRows(t, ctx, conn, "SELECT count(*) FROM patients WHERE age > 40")
+		if err := conn.QueryRow(ctx, "SHOW dp.budget").Scan(&after); err != nil {
+			t.Fatal(err)
+		}
+		// ±50 at 95% for a count needs ε ≈ ln(20)/50 ≈ 0.06, far below 1.
+		spent := leftOf(t, before) - leftOf(t, after)
+		if spent <= 0.03 || spent >= 0.1 {
+			t.Errorf("target ±50 spent epsilon %v, want about 0.06", spent)
+		}
+		want := float64(exact(t, ctx, "SELECT count(*) FROM patients WHERE age > 40"))
+		if got := num(t, rows[0]["count"]); math.Abs(got-want) > tol(1/0.05) {
+			t.Errorf("count %v, exact %v", got, want)
+		}
+		if _, err := conn.Exec(ctx, "SET dp.target_error = 0.001"); err != nil {
+			t.Fatal(err)
+		}
+		_, err := conn.Exec(ctx, "SELECT count(*) FROM patients WHERE age > 40")
+		var pge *pgconn.PgError
+		if !errors.As(err, &pge) || pge.Code != "22023" {
+			t.Errorf("unreachable target: %v, want 22023", err)
 		}
 	})
 

@@ -41,6 +41,9 @@ type session struct {
 	settings map[string]string
 	epsilon  float64 // SET dp.epsilon; 0 means the policy default
 	delta    float64 // SET dp.delta; 0 means defaultQueryDelta
+	// targetError, when positive, makes DP queries accuracy-first: the
+	// smallest ε whose counts and sums have this 95% half-width.
+	targetError float64
 
 	prepared      map[string]*prepared
 	portals       map[string]*portal

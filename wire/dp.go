@@ -47,6 +47,14 @@ func (sess *session) runDP(st *rewrite.Statement, a execArgs) error {
 	if capEps := pol.EpsilonCap(sess.analyst); eps > capEps {
 		return pgerror.RefuseSetting.New("dp.epsilon %g exceeds your per-query cap of %g", eps, capEps)
 	}
+	if sess.targetError > 0 {
+		e, err := answer.EpsilonForTarget(plan, sess.targetError, sess.queryDelta(), pol.EpsilonCap(sess.analyst))
+		if err != nil {
+			return pgerror.RefuseSetting.New("cannot meet dp.target_error = %g: %v", sess.targetError, err).
+				WithHint("raise dp.target_error, or RESET dp.target_error and SET dp.epsilon instead")
+		}
+		eps = e
+	}
 	delta := 0.0
 	if plan.Selection != nil {
 		if pol.DeltaCap(sess.analyst) <= 0 {

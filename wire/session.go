@@ -51,11 +51,13 @@ func (sess *session) runSession(st *rewrite.Statement, a execArgs) error {
 			sess.epsilon = 0
 		case "dp.delta":
 			sess.delta = 0
+		case "dp.target_error":
+			sess.targetError = 0
 		}
 		delete(sess.settings, s.Name)
 	case rewrite.OpResetAll:
 		sess.settings = map[string]string{}
-		sess.epsilon, sess.delta = 0, 0
+		sess.epsilon, sess.delta, sess.targetError = 0, 0, 0
 	case rewrite.OpBegin:
 		if sess.txStatus != 'I' {
 			sess.warning("there is already a transaction in progress")
@@ -157,9 +159,17 @@ func (sess *session) setDP(name, value string) error {
 		}
 		sess.delta = d
 		return nil
+	case "dp.target_error":
+		e, err := strconv.ParseFloat(strings.TrimSpace(value), 64)
+		if err != nil || e < 0 || math.IsInf(e, 0) || math.IsNaN(e) {
+			return pgerror.RefuseSetting.New("invalid value for dp.target_error: %q must be a non-negative number", value).
+				WithHint("SET dp.target_error = 10 asks for counts and sums within ±10 at 95%%; 0 turns it off")
+		}
+		sess.targetError = e
+		return nil
 	}
 	return pgerror.Newf(pgerror.CodeUndefinedObject, "unrecognized configuration parameter %q", name).
-		WithHint("dpproxy's settings are dp.epsilon (SET and SHOW), dp.budget and dp.max_epsilon (SHOW)")
+		WithHint("dpproxy's settings are dp.epsilon, dp.delta and dp.target_error (SET and SHOW), dp.budget and dp.max_epsilon (SHOW)")
 }
 
 // queryDelta is the δ a DP query with partition selection spends: SET
@@ -192,6 +202,8 @@ func (sess *session) show(name string, a execArgs) error {
 		value = formatFloat(sess.queryEpsilon())
 	case name == "dp.delta":
 		value = formatFloat(sess.queryDelta())
+	case name == "dp.target_error":
+		value = formatFloat(sess.targetError)
 	case name == "dp.max_epsilon":
 		value = formatFloat(sess.srv.Policy().EpsilonCap(sess.analyst))
 	case name == "dp.budget":
