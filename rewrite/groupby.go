@@ -1,7 +1,9 @@
 package rewrite
 
 import (
+	"fmt"
 	"strconv"
+	"time"
 
 	pg_query "github.com/pganalyze/pg_query_go/v6"
 
@@ -85,10 +87,16 @@ func (b *planBuilder) addKey(n *pg_query.Node) error {
 	if err != nil {
 		return err
 	}
+	gen := text
+	if key.gen != "" {
+		gen = key.gen
+		key.gen = ""
+	}
 	key.Name = defaultName(n)
 	b.plan.Keys = append(b.plan.Keys, key)
 	b.keyNodes = append(b.keyNodes, n)
 	b.keySQL = append(b.keySQL, text)
+	b.keyGen = append(b.keyGen, gen)
 	b.keyCol = append(b.keyCol, col)
 	return nil
 }
@@ -122,7 +130,14 @@ func (b *planBuilder) derivedKey(f *pg_query.FuncCall) (Key, *policy.Column, err
 		return Key{}, nil, pgerror.RefuseUnsupported.New("unsupported GROUP BY expression %s", name)
 	}
 	colArg := func(i int) (*policy.Column, error) {
-		cr := f.Args[i].GetColumnRef()
+		arg := f.Args[i]
+		if tc := arg.GetTypeCast(); tc != nil && name == "date_trunc" {
+			// The rewriter's own date_trunc(unit, col::timestamp).
+			if names := tc.TypeName.GetNames(); len(names) > 0 && names[len(names)-1].GetString_().GetSval() == "timestamp" {
+				arg = tc.Arg
+			}
+		}
+		cr := arg.GetColumnRef()
 		if cr == nil {
 			return nil, pgerror.RefuseUnsupported.New("%s in GROUP BY must apply to a column", name)
 		}
@@ -148,12 +163,27 @@ func (b *planBuilder) derivedKey(f *pg_query.FuncCall) (Key, *policy.Column, err
 		if c.Type != "date" && c.Type != "timestamp" && c.Type != "timestamptz" {
 			return Key{}, nil, pgerror.RefuseUnsupported.New("%s needs a date or timestamp column; %s is %s", name, c.Name, c.Type)
 		}
-		switch {
-		case name == "extract":
-			return Key{Type: TypeNumeric}, c, nil
-		case name == "date_part":
-			return Key{Type: TypeFloat8}, c, nil
-		case c.Type == "timestamp":
+		if name != "date_trunc" {
+			t := TypeNumeric
+			if name == "date_part" {
+				t = TypeFloat8
+			}
+			return Key{Type: t, Domain: fieldDomain(unit, c)}, c, nil
+		}
+		if c.Range != nil && c.Type != "timestamptz" {
+			// Truncate in timestamp without time zone, so that the keys, and
+			// their text, do not depend on the upstream session's TimeZone;
+			// then the policy's public range gives every group, empty ones
+			// included, without spending delta.
+			colSQL, err := exprSQL(f.Args[1])
+			if err != nil {
+				return Key{}, nil, err
+			}
+			if dom := truncDomain(unit, c.Range.Lower, c.Range.Upper); dom != nil {
+				return Key{Type: TypeTimestamp, Domain: dom, gen: fmt.Sprintf("date_trunc(%s, %s::timestamp)", quoteLiteral(unit), colSQL)}, c, nil
+			}
+		}
+		if c.Type == "timestamp" {
 			return Key{Type: TypeTimestamp}, c, nil
 		}
 		return Key{Type: TypeTimestamptz}, c, nil
@@ -228,4 +258,81 @@ func typeDisplayName(s string) string {
 		return "int4"
 	}
 	return s
+}
+
+// fieldDomain is the public domain of EXTRACT(field FROM col): fixed for
+// calendar fields, from the policy's range for years; nil when unknown.
+func fieldDomain(field string, c *policy.Column) []string {
+	span := func(lo, hi int) []string {
+		out := make([]string, 0, hi-lo+1)
+		for i := lo; i <= hi; i++ {
+			out = append(out, strconv.Itoa(i))
+		}
+		return out
+	}
+	switch field {
+	case "month":
+		return span(1, 12)
+	case "quarter":
+		return span(1, 4)
+	case "dow":
+		return span(0, 6)
+	case "isodow":
+		return span(1, 7)
+	case "day":
+		return span(1, 31)
+	case "hour":
+		return span(0, 23)
+	case "week":
+		return span(1, 53)
+	case "year":
+		if c.Range != nil {
+			return span(c.Range.Lower.Year(), c.Range.Upper.Add(-time.Nanosecond).Year())
+		}
+	}
+	return nil
+}
+
+// truncDomain lists date_trunc(unit, t) for every t in [lo, hi), as
+// Postgres prints a timestamp; nil when there would be too many.
+func truncDomain(unit string, lo, hi time.Time) []string {
+	trunc := func(t time.Time) time.Time {
+		switch unit {
+		case "year":
+			return time.Date(t.Year(), 1, 1, 0, 0, 0, 0, time.UTC)
+		case "quarter":
+			return time.Date(t.Year(), time.Month((int(t.Month())-1)/3*3+1), 1, 0, 0, 0, 0, time.UTC)
+		case "month":
+			return time.Date(t.Year(), t.Month(), 1, 0, 0, 0, 0, time.UTC)
+		case "week":
+			d := time.Date(t.Year(), t.Month(), t.Day(), 0, 0, 0, 0, time.UTC)
+			return d.AddDate(0, 0, -((int(d.Weekday()) + 6) % 7))
+		case "day":
+			return time.Date(t.Year(), t.Month(), t.Day(), 0, 0, 0, 0, time.UTC)
+		}
+		return time.Date(t.Year(), t.Month(), t.Day(), t.Hour(), 0, 0, 0, time.UTC)
+	}
+	next := func(t time.Time) time.Time {
+		switch unit {
+		case "year":
+			return t.AddDate(1, 0, 0)
+		case "quarter":
+			return t.AddDate(0, 3, 0)
+		case "month":
+			return t.AddDate(0, 1, 0)
+		case "week":
+			return t.AddDate(0, 0, 7)
+		case "day":
+			return t.AddDate(0, 0, 1)
+		}
+		return t.Add(time.Hour)
+	}
+	var out []string
+	for t := trunc(lo.UTC()); t.Before(hi.UTC()); t = next(t) {
+		if len(out) >= maxDomainGroups {
+			return nil
+		}
+		out = append(out, t.Format("2006-01-02 15:04:05"))
+	}
+	return out
 }

@@ -22,6 +22,7 @@ type planBuilder struct {
 	// keyNodes are the GROUP BY expressions as written; keySQL their SQL.
 	keyNodes []*pg_query.Node
 	keySQL   []string
+	keyGen   []string         // the SQL generated for each key (usually keySQL)
 	keyCol   []*policy.Column // the column a key reads, nil for none
 	// aggByText dedups aggregates written more than once.
 	aggByText map[string]int

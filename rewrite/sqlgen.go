@@ -68,7 +68,7 @@ func (b *planBuilder) generateSQL(where *pg_query.Node) (string, error) {
 		return " GROUP BY " + strings.Join(pos, ", ")
 	}
 	keyList := make([]string, len(b.plan.Keys))
-	for i, k := range b.keySQL {
+	for i, k := range b.keyGen {
 		keyList[i] = fmt.Sprintf("%s AS k%d", k, i)
 	}
 	if !b.plan.UnitLevel {

@@ -79,6 +79,8 @@ type Key struct {
 	Name   string
 	Type   ResultType
 	Domain []string // public domain (every group is answered, empty ones too); nil: partition selection
+
+	gen string // planning only: SQL to generate instead of the key as written
 }
 
 // Selection is DP partition selection over the groups.
