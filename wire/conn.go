@@ -11,6 +11,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -49,8 +50,9 @@ type session struct {
 	portals       map[string]*portal
 	ignoreTilSync bool // an error in an extended sequence skips to Sync
 
-	tlsOn          bool   // the connection switched to TLS after SSLRequest
-	channelBinding []byte // tls-server-end-point data under TLS, for SCRAM-SHA-256-PLUS
+	midSequence    atomic.Bool // between an extended-protocol message and its Sync (see limits.go)
+	tlsOn          bool        // the connection switched to TLS after SSLRequest
+	channelBinding []byte      // tls-server-end-point data under TLS, for SCRAM-SHA-256-PLUS
 
 	runMu   sync.Mutex
 	running context.CancelFunc
@@ -127,6 +129,9 @@ func (sess *session) startup() (ok bool, err error) {
 			return false, nil
 		case *pgproto3.StartupMessage:
 			if err := sess.requireTLS(); err != nil {
+				return false, err
+			}
+			if err := sess.checkConnectionLimit(); err != nil {
 				return false, err
 			}
 			return true, sess.authenticate(m)
@@ -219,14 +224,21 @@ func (sess *session) parameterStatuses() []*pgproto3.ParameterStatus {
 // loop is the command loop: one message at a time, answered in order.
 func (sess *session) loop() {
 	for {
+		sess.armReadDeadline()
 		msg, err := sess.be.Receive()
 		if err != nil {
+			if sess.receiveTimedOut(err) {
+				return
+			}
 			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && !errors.Is(err, io.ErrUnexpectedEOF) {
 				sess.fatal(pgerror.RefuseProtocol.Wrap(err, "invalid frontend message: %v", err))
 			}
 			return
 		}
-		if sess.srv.isClosing() && sess.txStatus == 'I' {
+		wasMid := sess.midSequence.Load()
+		sess.noteMessage(msg)
+		// Shutting down: refuse new work, but finish a started sequence.
+		if sess.srv.isClosing() && sess.txStatus == 'I' && !wasMid {
 			sess.fatal(pgerror.RefuseShutdown.New("terminating connection due to administrator command"))
 			return
 		}

@@ -238,8 +238,12 @@ func (sess *session) upstreamDescribe(sql string, paramOIDs []uint32) (*pgconn.S
 		return nil, pgerror.Wrapf(err, pgerror.CodeCannotConnectNow, "cannot reach the upstream database")
 	}
 	defer conn.Release()
+	defer guardCancel(ctx, conn.Conn().PgConn())()
 	desc, err := conn.Conn().PgConn().Prepare(ctx, "", sql, paramOIDs)
 	if err != nil {
+		if cerr := canceledError(ctx); cerr != nil {
+			return nil, cerr
+		}
 		return nil, upstreamError(err)
 	}
 	return desc, nil

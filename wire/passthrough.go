@@ -25,6 +25,7 @@ func (sess *session) runPassthrough(st *rewrite.Statement, a execArgs) error {
 			WithHint("retry later; the DBA should check the upstream named in the policy")
 	}
 	defer conn.Release()
+	defer guardCancel(ctx, conn.Conn().PgConn())()
 	rr := conn.Conn().PgConn().ExecParams(ctx, st.SQL, a.params, a.paramOIDs, a.paramFormats, a.resultFormats)
 	if a.describe {
 		sess.be.Send(&pgproto3.RowDescription{Fields: toFields(rr.FieldDescriptions())})
@@ -36,6 +37,9 @@ func (sess *session) runPassthrough(st *rewrite.Statement, a execArgs) error {
 	}
 	tag, err := rr.Close()
 	if err != nil {
+		if cerr := canceledError(ctx); cerr != nil {
+			return cerr
+		}
 		return upstreamError(err)
 	}
 	sess.complete(tag.String())
@@ -74,6 +78,7 @@ func (sess *session) fetchPassthrough(st *rewrite.Statement, a execArgs) ([][][]
 		return nil, "", pgerror.Wrapf(err, pgerror.CodeCannotConnectNow, "cannot reach the upstream database")
 	}
 	defer conn.Release()
+	defer guardCancel(ctx, conn.Conn().PgConn())()
 	rr := conn.Conn().PgConn().ExecParams(ctx, st.SQL, a.params, a.paramOIDs, a.paramFormats, a.resultFormats)
 	var rows [][][]byte
 	for rr.NextRow() {
@@ -88,6 +93,9 @@ func (sess *session) fetchPassthrough(st *rewrite.Statement, a execArgs) ([][][]
 	}
 	tag, err := rr.Close()
 	if err != nil {
+		if cerr := canceledError(ctx); cerr != nil {
+			return nil, "", cerr
+		}
 		return nil, "", upstreamError(err)
 	}
 	return rows, tag.String(), nil

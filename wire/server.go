@@ -30,6 +30,10 @@ type Config struct {
 	Cache    ledger.AnswerCache
 	Upstream *pgxpool.Pool
 	Logger   *slog.Logger
+	// Limits (see limits.go); zero means the default.
+	MaxConnections          int           // analyst connections at once (1000)
+	MaxStatementsPerAnalyst int           // statements running upstream at once per analyst (8)
+	IdleTimeout             time.Duration // close sessions idle this long (0: never)
 	// TLS, when set, overrides the policy's tls section (the serve
 	// command's --tls-* flags); nil uses the policy in force.
 	TLS *policy.TLS
@@ -55,6 +59,8 @@ type Server struct {
 	conns    map[net.Conn]struct{}
 	closing  bool
 	wg       sync.WaitGroup
+
+	runningByAnalyst map[string]int // statements running upstream, for MaxStatementsPerAnalyst
 }
 
 // NewServer checks the upstream and returns a server ready to Serve.
@@ -144,6 +150,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.closing = true
 	s.mu.Unlock()
+	s.kickIdle()
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
 	select {

@@ -43,6 +43,11 @@ func (sess *session) execute1(st *rewrite.Statement, a execArgs) (err error) {
 	if sess.txStatus == 'E' && !endsTransaction(st) {
 		return pgerror.RefuseTransaction.New("current transaction is aborted, commands ignored until end of transaction block")
 	}
+	release, err := sess.acquireStatement(st)
+	if err != nil {
+		return err
+	}
+	defer release()
 	switch st.Kind {
 	case rewrite.KindEmpty:
 		sess.be.Send(&pgproto3.EmptyQueryResponse{})

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/dpproxy/dpproxy/pgerror"
 )
 
 // readOnlyRows runs one rewritten DP statement upstream in a read-only
@@ -16,6 +18,7 @@ import (
 // batch (Parse/Bind/Execute each, one Sync), so the parameters reach
 // upstream as parameters, never spliced into the text.
 func readOnlyRows(ctx context.Context, conn *pgconn.PgConn, timeout time.Duration, sql string, a execArgs) ([][][]byte, error) {
+	defer guardCancel(ctx, conn)()
 	setTimeout := fmt.Sprintf("SET LOCAL statement_timeout = %d", timeout.Milliseconds())
 	var results []*pgconn.Result
 	var err error
@@ -40,4 +43,41 @@ func readOnlyRows(ctx context.Context, conn *pgconn.PgConn, timeout time.Duratio
 		return nil, fmt.Errorf("unexpected upstream results: %d", len(results))
 	}
 	return results[2].Rows, nil
+}
+
+// guardCancel makes a cancelled statement context (a CancelRequest from the
+// analyst, or the statement timeout) cancel the upstream statement too:
+// pgconn on its own only drops the connection, leaving the upstream
+// backend running. It sends a CancelRequest upstream. The returned cleanup
+// must run before the connection goes back to the pool: if the cancel was
+// sent, the connection is closed so a late cancel cannot hit a statement of
+// another session that reuses it.
+func guardCancel(ctx context.Context, pc *pgconn.PgConn) (cleanup func()) {
+	fired := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		defer close(fired)
+		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = pc.CancelRequest(cctx)
+	})
+	return func() {
+		if !stop() {
+			<-fired
+			cctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			_ = pc.Close(cctx)
+		}
+	}
+}
+
+// canceledError is what the analyst sees when a statement was cancelled,
+// with Postgres's SQLSTATE and wording; nil if ctx was not cancelled.
+func canceledError(ctx context.Context) error {
+	switch ctx.Err() {
+	case context.Canceled:
+		return pgerror.Newf(pgerror.CodeQueryCanceled, "canceling statement due to user request")
+	case context.DeadlineExceeded:
+		return pgerror.Newf(pgerror.CodeQueryCanceled, "canceling statement due to statement timeout")
+	}
+	return nil
 }
