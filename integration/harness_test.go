@@ -80,6 +80,11 @@ type proxyOptions struct {
 	// cacheWindow is the answer cache window, e.g. "10m"; "" keeps the
 	// demo policy's.
 	cacheWindow string
+	// upstreamDSN replaces the shared demo database's reader DSN, e.g. for
+	// a copy of it with planted rows.
+	upstreamDSN string
+	// statementTimeout replaces the demo policy's upstream statement_timeout.
+	statementTimeout string
 }
 
 // testPolicy is the demo policy plus carol, an analyst with a small budget.
@@ -100,6 +105,9 @@ func testPolicy(t *testing.T, listen, ledgerPath string, o proxyOptions) string 
 	text := string(demoPolicy)
 	text = strings.Replace(text, "listen: 127.0.0.1:6432", "listen: "+listen, 1)
 	text = strings.Replace(text, "path: ledger.db", "path: "+ledgerPath, 1)
+	if o.statementTimeout != "" {
+		text = strings.Replace(text, "statement_timeout: 30s", "statement_timeout: "+o.statementTimeout, 1)
+	}
 	if o.cacheWindow != "" {
 		text = strings.Replace(text, "cache_window: 0s", "cache_window: "+o.cacheWindow, 1)
 	}
@@ -138,7 +146,11 @@ func startProxy(t *testing.T, o proxyOptions) *proxy {
 		t.Fatal(err)
 	}
 	p.cmd = exec.Command(binary, append([]string{"serve", "--policy", p.policyPath, "--admin", ""}, o.serveArgs...)...)
-	p.cmd.Env = append(os.Environ(), "DPPROXY_UPSTREAM_DSN="+pg.ReaderDSN())
+	upstream := pg.ReaderDSN()
+	if o.upstreamDSN != "" {
+		upstream = o.upstreamDSN
+	}
+	p.cmd.Env = append(os.Environ(), "DPPROXY_UPSTREAM_DSN="+upstream)
 	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)

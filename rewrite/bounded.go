@@ -62,7 +62,9 @@ func (b *planBuilder) boundedExpr(n *pg_query.Node) (string, interval, error) {
 			return "", interval{}, err
 		}
 		num := &policy.Column{Type: "numeric"}
-		return clampSQL(col, num, c.Bounds.Lower, c.Bounds.Upper), interval{c.Bounds.Lower, c.Bounds.Upper, c.IsInteger()}, nil
+		// The cast comes first: clampSQL casts only non-numeric columns, and
+		// int4 arithmetic on clamped values (income * income) could overflow.
+		return clampSQL(col+"::numeric", num, c.Bounds.Lower, c.Bounds.Upper), interval{c.Bounds.Lower, c.Bounds.Upper, c.IsInteger()}, nil
 	case *pg_query.Node_AConst:
 		f, ok := numConst(n)
 		if !ok || math.Abs(f) > maxConstMagnitude {

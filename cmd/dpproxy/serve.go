@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -76,6 +77,10 @@ func serve(pol *policy.Policy, policyPath, adminAddr string, log *slog.Logger, r
 		return fmt.Errorf("upstream dsn: %w", err)
 	}
 	poolCfg.MaxConns = pol.Upstream.MaxConns
+	// Every upstream statement has a timeout: DP queries set their own with
+	// SET LOCAL; this session default bounds passthrough and catalog
+	// queries (e.g. generate_series) too.
+	poolCfg.ConnConfig.RuntimeParams["statement_timeout"] = strconv.FormatInt(pol.Upstream.StatementTimeout.Milliseconds(), 10)
 	startCtx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	pool, err := pgxpool.NewWithConfig(startCtx, poolCfg)

@@ -1,0 +1,94 @@
+package audit
+
+import (
+	"fmt"
+	"math"
+	"strconv"
+
+	"github.com/dpproxy/dpproxy/answer"
+	"github.com/dpproxy/dpproxy/mechanisms"
+	"github.com/dpproxy/dpproxy/rewrite"
+)
+
+// Absent is the statistic of an answer in which the audited group was not
+// released (partition selection suppressed it): below every real value.
+const Absent = -1e300
+
+// Statistic picks the audited number out of an answer: column Col of the
+// row whose first column is Group (or of the first row when Group is "").
+type Statistic struct {
+	Group string
+	Col   int
+}
+
+// Of returns the statistic of res, Absent when the group is missing and
+// NaN for a NULL or non-numeric value.
+func (s Statistic) Of(res *answer.Result) float64 {
+	for i, row := range res.Rows {
+		if s.Group != "" && (len(row) == 0 || row[0] != s.Group) {
+			continue
+		}
+		if s.Col >= len(row) || res.Nulls[i][s.Col] {
+			return math.NaN()
+		}
+		f, err := strconv.ParseFloat(row[s.Col], 64)
+		if err != nil {
+			return math.NaN()
+		}
+		return f
+	}
+	return Absent
+}
+
+// Case is one audit: a plan, the exact results of its rewritten SQL on two
+// neighbouring databases, and the ε and δ the proxy charges for it.
+type Case struct {
+	Plan           *rewrite.Plan
+	Exact0, Exact1 []answer.Row
+	Epsilon, Delta float64
+	Stat           Statistic
+	// NoiseFactor scales the noise down: the mechanisms are calibrated at
+	// ε·NoiseFactor while ε is charged. 1 (or 0) is the real mechanism; 2
+	// is the deliberately broken one with half the noise.
+	NoiseFactor float64
+}
+
+// Simulate answers c n times on each database with fresh noise from src,
+// exactly as the proxy post-processes an upstream result, and returns the
+// two samples of the statistic.
+func Simulate(c Case, n int, src mechanisms.Source) (s0, s1 []float64, err error) {
+	f := c.NoiseFactor
+	if f == 0 {
+		f = 1
+	}
+	mech, err := answer.Calibrate(c.Plan, c.Epsilon*f, c.Delta)
+	if err != nil {
+		return nil, nil, err
+	}
+	s0, s1 = make([]float64, 0, n), make([]float64, 0, n)
+	for range n {
+		for _, side := range []struct {
+			exact []answer.Row
+			out   *[]float64
+		}{{c.Exact0, &s0}, {c.Exact1, &s1}} {
+			res, err := answer.Compute(c.Plan, mech, copyRows(side.exact), src)
+			if err != nil {
+				return nil, nil, fmt.Errorf("audit: answering: %w", err)
+			}
+			v := c.Stat.Of(res)
+			if math.IsNaN(v) {
+				v = Absent
+			}
+			*side.out = append(*side.out, v)
+		}
+	}
+	return s0, s1, nil
+}
+
+func copyRows(rows []answer.Row) []answer.Row {
+	out := make([]answer.Row, len(rows))
+	for i, r := range rows {
+		out[i] = answer.Row{Keys: append([]*string(nil), r.Keys...), Q: append([]float64(nil), r.Q...)}
+	}
+	return out
+}

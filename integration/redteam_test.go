@@ -1,0 +1,331 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+)
+
+// TestRedTeam runs the bypass attempts of redteam_attempts_test.go and the
+// protocol-level ones below against a proxy whose upstream is a copy of the
+// demo database with one planted canary patient (redteamDB). Every attempt
+// must be refused with the expected SQLSTATE or answered only with DP noise
+// (a cost NOTICE), and no response may contain a canary value. The totals
+// are logged for docs/security.md.
+func TestRedTeam(t *testing.T) {
+	ctx := testContext(t)
+	dsn := redteamDB(t, ctx, "redteam")
+	p := startProxy(t, proxyOptions{carolBudget: 1e6, upstreamDSN: dsn})
+	carol := p.dsn("carol", carolPassword)
+
+	var tried, refused, noisy, public atomic.Int64
+	tally := func(o outcome) {
+		tried.Add(1)
+		switch {
+		case o.err != nil:
+			refused.Add(1)
+		case o.charged():
+			noisy.Add(1)
+		default:
+			public.Add(1)
+		}
+	}
+
+	t.Run("statements", func(t *testing.T) {
+		c := dialRT(t, ctx, carol)
+		c.run(ctx, "SET dp.epsilon = 0.1")
+		byCat := map[string]int{}
+		for _, a := range redteamAttempts {
+			if c.conn.IsClosed() {
+				c = dialRT(t, ctx, carol)
+				c.run(ctx, "SET dp.epsilon = 0.1")
+			}
+			o := c.run(ctx, a.sql)
+			tally(o)
+			byCat[a.cat]++
+			if err := a.check(o); err != nil {
+				t.Errorf("[%s] %s: %v", a.cat, a.sql, err)
+			}
+		}
+		t.Logf("attempts by category: %v", byCat)
+	})
+
+	t.Run("extended", func(t *testing.T) {
+		c := dialRT(t, ctx, carol)
+		c.run(ctx, "SET dp.epsilon = 0.1")
+		// Parse of a raw-row query is refused at Parse.
+		for _, sql := range []string{"SELECT zip FROM patients WHERE income > $1", "SELECT * FROM visits", "COPY patients TO STDOUT",
+			"SELECT pg_sleep($1)", "SELECT count(*) FROM patients WHERE zip = $1::int::text"} {
+			_, err := c.conn.Prepare(ctx, "", sql, nil)
+			o := outcome{}
+			if pe, ok := err.(*pgconn.PgError); ok {
+				o.err = pe
+			}
+			tally(o)
+			if err == nil || leaks(sql, o.text()) != nil {
+				t.Errorf("Prepare(%q) = %v, want a refusal without canary", sql, err)
+			}
+		}
+		// Parameters carry the canary value; the answer is noisy.
+		for _, tc := range []struct{ sql, param string }{
+			{"SELECT count(*) FROM patients WHERE zip = $1", canaryZip},
+			{"SELECT sum(income) FROM patients WHERE diagnosis = $1", canaryDiagnosis},
+			{"SELECT count(*) FROM visits WHERE clinic = $1", canaryClinic},
+			{"SELECT count(*) FROM patients WHERE income > $1", "987654320"},
+		} {
+			rr := c.conn.ExecParams(ctx, tc.sql, [][]byte{[]byte(tc.param)}, nil, nil, nil).Read()
+			o := outcome{}
+			for _, r := range rr.Rows {
+				o.rows = append(o.rows, []string{string(r[0])})
+			}
+			if pe, ok := rr.Err.(*pgconn.PgError); ok {
+				o.err = pe
+			}
+			o.notices = c.notices
+			tally(o)
+			if rr.Err != nil || len(o.rows) != 1 || leaks(tc.sql, o.text()) != nil {
+				t.Errorf("%s with %q: %v %v", tc.sql, tc.param, rr.Err, o.rows)
+			}
+		}
+	})
+
+	t.Run("protocol", func(t *testing.T) {
+		// The function-call message, COPY messages outside COPY.
+		for _, m := range []pgproto3.FrontendMessage{
+			&pgproto3.FunctionCall{Function: 2620, Arguments: [][]byte{[]byte("/etc/passwd")}, ResultFormatCode: 0}, // pg_read_file
+			&pgproto3.FunctionCall{Function: 764, Arguments: [][]byte{[]byte("/tmp/x")}},                            // lo_import
+			&pgproto3.CopyData{Data: []byte("1\tZQ\n")},
+			&pgproto3.CopyDone{},
+			&pgproto3.CopyFail{Message: "x"},
+		} {
+			fe := rawConn(t, ctx, carol)
+			fe.Send(m)
+			fe.Send(&pgproto3.Sync{})
+			if err := fe.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			code := ""
+			for {
+				msg, err := fe.Receive()
+				if err != nil {
+					break
+				}
+				if e, ok := msg.(*pgproto3.ErrorResponse); ok && code == "" {
+					code = e.Code
+				}
+				if _, ok := msg.(*pgproto3.ReadyForQuery); ok {
+					break
+				}
+			}
+			tried.Add(1)
+			if code == "08P01" {
+				refused.Add(1)
+			} else {
+				t.Errorf("%T: got SQLSTATE %q, want 08P01", m, code)
+			}
+		}
+		// Startup options would set upstream settings outside the
+		// rewriter's view.
+		for _, opt := range []string{"-c statement_timeout=0", "-c default_transaction_read_only=off", "-c search_path=evil",
+			"--dp.epsilon=100", "-c dp.epsilon=100"} {
+			cfg, err := pgconn.ParseConfig(carol)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg.RuntimeParams["options"] = opt
+			conn, err := pgconn.ConnectConfig(ctx, cfg)
+			tried.Add(1)
+			if err == nil {
+				conn.Close(ctx)
+				t.Errorf("startup options %q accepted", opt)
+				continue
+			}
+			if sqlstate(err) != "0A000" {
+				t.Errorf("startup options %q: %v, want 0A000", opt, err)
+				continue
+			}
+			refused.Add(1)
+		}
+		// The proxy still serves.
+		c := dialRT(t, ctx, carol)
+		if o := c.run(ctx, "SELECT count(*) FROM patients"); !o.charged() {
+			t.Fatalf("after protocol attacks: %v", o.text())
+		}
+	})
+
+	t.Run("selection", func(t *testing.T) {
+		// Groups only the canary has are never released (partition
+		// selection's threshold), and public-domain keys never show the
+		// canary's out-of-domain value.
+		c := dialRT(t, ctx, carol)
+		c.run(ctx, "SET dp.epsilon = 1")
+		for _, sql := range []string{
+			"SELECT zip, count(*) FROM patients GROUP BY zip",
+			"SELECT income, count(*) FROM patients GROUP BY income",
+			"SELECT clinic, count(*) FROM visits GROUP BY clinic",
+			"SELECT diagnosis, count(*) FROM patients GROUP BY diagnosis",
+			"SELECT zip, sex, avg(income) FROM patients GROUP BY zip, sex",
+			"SELECT clinic, sum(cost) FROM visits GROUP BY 1",
+		} {
+			for range 5 {
+				o := c.run(ctx, sql)
+				tally(o)
+				if o.err != nil || !o.charged() || leaks(sql, o.text()) != nil {
+					t.Errorf("%s: %v", sql, o.text())
+				}
+			}
+		}
+	})
+
+	t.Run("budget-rephrasings", func(t *testing.T) {
+		// Rephrasings of one query are separate queries: each is charged,
+		// so averaging them out costs their sum.
+		c := dialRT(t, ctx, carol)
+		c.run(ctx, "SET dp.epsilon = 0.25")
+		forms := []string{
+			"SELECT count(*) FROM patients WHERE zip = 'ZQXJ7'",
+			"select count(*) from patients where zip = 'ZQXJ7'",
+			"SELECT count(*) FROM patients WHERE zip='ZQXJ7'",
+			"SELECT count(*)  FROM patients WHERE zip = 'ZQXJ7' ",
+			"SELECT count(*) FROM patients WHERE zip = 'ZQXJ7' -- again",
+			"SELECT /* x */ count(*) FROM patients WHERE zip = 'ZQXJ7'",
+			"SELECT count(1) FROM patients WHERE zip = 'ZQXJ7'",
+			"SELECT count(*) FROM public.patients WHERE zip = 'ZQXJ7'",
+			"SELECT count(*) FROM patients p WHERE p.zip = 'ZQXJ7'",
+			"SELECT count(*) FROM patients WHERE 'ZQXJ7' = zip",
+			"SELECT count(*) FROM patients WHERE zip IN ('ZQXJ7')",
+			"SELECT count(*) FROM patients WHERE zip = 'ZQXJ7' AND true",
+			"SELECT count(*) FROM patients WHERE zip LIKE 'ZQXJ7'",
+			"SELECT count(*) FROM patients WHERE zip = U&'\\005AQXJ7'",
+			"SELECT count(*) AS n FROM patients WHERE zip = 'ZQXJ7'",
+			"SELECT count(*) FROM patients WHERE zip = 'ZQXJ7' LIMIT 1",
+			"SELECT count(*) FROM patients WHERE zip = 'ZQXJ7' OFFSET 0",
+			"SELECT count(*) FROM patients WHERE NOT zip <> 'ZQXJ7'",
+			"SELECT count(*) FROM patients WHERE zip BETWEEN 'ZQXJ7' AND 'ZQXJ7'",
+			"SELECT count(*) FROM patients WHERE zip = 'ZQXJ7' OR false",
+		}
+		before := budgetLeft(t, ctx, c)
+		for _, f := range forms {
+			o := c.run(ctx, f)
+			tally(o)
+			if !o.charged() || !strings.Contains(strings.Join(o.notices, " "), "spent epsilon 0.25") {
+				t.Errorf("%s: not charged 0.25: %v", f, o.text())
+			}
+		}
+		after := budgetLeft(t, ctx, c)
+		if got, want := before-after, 0.25*float64(len(forms)); math.Abs(got-want) > 1e-6 {
+			t.Fatalf("%d rephrasings cost %g, want %g", len(forms), got, want)
+		}
+	})
+
+	t.Log(redteamSummary(tried.Load(), refused.Load(), noisy.Load(), public.Load()))
+}
+
+func redteamSummary(tried, refused, noisy, public int64) string {
+	return fmt.Sprintf("red team: %d attempts, %d refused, %d answered with DP noise, %d answered as public (no private rows), 0 canary leaks",
+		tried, refused, noisy, public)
+}
+
+var leftRE = regexp.MustCompile(`^([0-9.e+-]+) of`)
+
+// budgetLeft reads SHOW dp.budget ("4 of 5 left").
+func budgetLeft(t *testing.T, ctx context.Context, c *rtConn) float64 {
+	t.Helper()
+	o := c.run(ctx, "SHOW dp.budget")
+	if o.err != nil || len(o.rows) != 1 {
+		t.Fatalf("SHOW dp.budget: %v", o.text())
+	}
+	m := leftRE.FindStringSubmatch(o.rows[0][0])
+	if m == nil {
+		t.Fatalf("SHOW dp.budget = %q", o.rows[0][0])
+	}
+	v, err := strconv.ParseFloat(m[1], 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// TestRedTeamBudgetRace: 40 connections race to spend a budget that pays
+// for exactly 25 queries; exactly 25 are answered, the rest refused with
+// 53400, and the ledger never overspends.
+func TestRedTeamBudgetRace(t *testing.T) {
+	ctx := testContext(t)
+	const n, eps, conns = 25, 0.04, 40
+	p := startProxy(t, proxyOptions{carolBudget: n * eps})
+	var ok, over atomic.Int64
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range conns {
+		c := dialRT(t, ctx, p.dsn("carol", carolPassword))
+		if o := c.run(ctx, fmt.Sprintf("SET dp.epsilon = %g", eps)); o.err != nil {
+			t.Fatal(o.err)
+		}
+		wg.Go(func() {
+			<-start
+			for j := range 3 {
+				o := c.run(ctx, fmt.Sprintf("SELECT count(*) FROM patients WHERE age > %d", i*10+j))
+				switch {
+				case o.err == nil && o.charged():
+					ok.Add(1)
+				case o.err != nil && o.err.Code == "53400":
+					over.Add(1)
+				default:
+					t.Errorf("racing query: %s", o.text())
+				}
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	if ok.Load() != n || over.Load() != conns*3-n {
+		t.Fatalf("%d answered, %d refused; want %d and %d", ok.Load(), over.Load(), n, conns*3-n)
+	}
+	c := dialRT(t, ctx, p.dsn("carol", carolPassword))
+	if left := budgetLeft(t, ctx, c); math.Abs(left) > 1e-9 {
+		t.Fatalf("budget left %g after the race, want 0", left)
+	}
+}
+
+// TestRedTeamUpstreamErrorsWithheld: a DP query that fails upstream (here a
+// statement timeout, with a policy timeout of 20ms) is answered with the
+// generic DP008 (58000), never the upstream text, and is charged; a
+// catalog query that runs long is stopped by the upstream statement_timeout.
+func TestRedTeamUpstreamErrorsWithheld(t *testing.T) {
+	ctx := testContext(t)
+	p := startProxy(t, proxyOptions{carolBudget: 100, statementTimeout: "20ms"})
+	c := dialRT(t, ctx, p.dsn("carol", carolPassword))
+	c.run(ctx, "SET dp.epsilon = 0.1")
+	before := budgetLeft(t, ctx, c)
+	heavy := "SELECT clinic, sum(cost) FROM visits GROUP BY clinic"
+	o := c.run(ctx, heavy)
+	if o.err == nil || o.err.Code != "58000" || !strings.Contains(o.err.Message, "[DP008]") {
+		t.Fatalf("heavy DP query under a 20ms timeout: %s, want DP008", o.text())
+	}
+	for _, s := range []string{"timeout", "cancel", "statement", "visits"} {
+		if strings.Contains(strings.ToLower(o.err.Message+o.err.Detail), s) {
+			t.Errorf("DP008 carries upstream text %q: %s", s, o.text())
+		}
+	}
+	if after := budgetLeft(t, ctx, c); math.Abs(before-after-0.1) > 1e-9 {
+		t.Errorf("failed DP query charged %g, want 0.1 (the charge stands)", before-after)
+	}
+	start := time.Now()
+	o = c.run(ctx, "SELECT count(*) FROM generate_series(1, 100000000)")
+	if o.err == nil || o.err.Code != "57014" || time.Since(start) > 3*time.Second {
+		t.Errorf("long catalog query: %s after %v, want 57014 from the upstream statement_timeout", o.text(), time.Since(start))
+	}
+	if o := c.run(ctx, "SELECT count(*) FROM patients"); !o.charged() {
+		t.Errorf("proxy stopped serving: %s", o.text())
+	}
+}
