@@ -9,5 +9,5 @@ cd "$(dirname "$0")/.."
 ensure_packages
 ensure_go
 echo "building dpproxy ..." >&2
-go build -o bin/dpproxy ./cmd/dpproxy
+./scripts/build.sh bin              # the same build as the Dockerfile and CI
 exec ./bin/dpproxy demo "$@"

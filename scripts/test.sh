@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 ensure_packages
 ensure_go
+echo "building bin/dpproxy (scripts/build.sh, as the Dockerfile does) ..." >&2; ./scripts/build.sh bin
 echo "go vet ..." >&2
 go vet ./...
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))

@@ -4,9 +4,12 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/dpproxy/dpproxy/demo"
 	"github.com/dpproxy/dpproxy/internal/pgcluster"
@@ -14,6 +17,9 @@ import (
 )
 
 func cmdDemo(args []string) error {
+	if len(args) > 0 && args[0] == "load" {
+		return cmdDemoLoad(args[1:])
+	}
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	dir := fs.String("dir", filepath.Join(os.TempDir(), "dpproxy-demo"), "where the demo PostgreSQL cluster and the ledger live")
 	listen := fs.String("listen", "127.0.0.1:6432", "address analysts connect to")
@@ -64,4 +70,73 @@ func portOf(addr string) string {
 		}
 	}
 	return addr
+}
+
+// cmdDemoLoad loads the demo data into an existing PostgreSQL (the compose
+// stack's init step): the demo database, its tables and the read-only role
+// dpproxy connects as, unless the database exists already.
+func cmdDemoLoad(args []string) error {
+	fs := flag.NewFlagSet("demo load", flag.ContinueOnError)
+	dsn := fs.String("dsn", "", "superuser connection string of the target PostgreSQL, key=value or URL (default: $DPPROXY_ADMIN_DSN)")
+	pwEnv := fs.String("reader-password-env", "DPPROXY_READER_PASSWORD", "environment variable holding a password to give the read-only role "+demo.ReaderRole+" (unset: no password)")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), `Usage: dpproxy demo load --dsn DSN
+
+Creates the demo database (patients, visits, departments) and the read-only
+role %s in an existing PostgreSQL, with progress on stderr. Does nothing if
+the database "demo" exists. Used by docker-compose.yml's demo-load service.
+
+Flags:
+`, demo.ReaderRole)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return usageError{err.Error()}
+	}
+	if *dsn == "" {
+		*dsn = os.Getenv("DPPROXY_ADMIN_DSN")
+	}
+	if *dsn == "" {
+		return usageError{"--dsn DSN (or $DPPROXY_ADMIN_DSN) is required"}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	// PostgreSQL may still be starting: retry the first connection.
+	var err error
+	for attempt := 0; ; attempt++ {
+		err = demo.Install(ctx, func(db string) string { return withDatabase(*dsn, db) }, os.Stderr)
+		if err == nil || attempt == 30 || ctx.Err() != nil {
+			break
+		}
+		fmt.Fprintf(os.Stderr, "waiting for PostgreSQL: %v\n", err)
+		time.Sleep(2 * time.Second)
+	}
+	if err != nil {
+		return err
+	}
+	if pw := os.Getenv(*pwEnv); pw != "" {
+		conn, err := pgx.Connect(ctx, withDatabase(*dsn, "postgres"))
+		if err != nil {
+			return err
+		}
+		defer conn.Close(ctx)
+		var stmt string
+		if err := conn.QueryRow(ctx, "SELECT format('ALTER ROLE %I PASSWORD %L', $1::text, $2::text)", demo.ReaderRole, pw).Scan(&stmt); err != nil {
+			return err
+		}
+		if _, err := conn.Exec(ctx, stmt); err != nil {
+			return fmt.Errorf("setting the password of %s: %w", demo.ReaderRole, err)
+		}
+	}
+	fmt.Fprintln(os.Stderr, "demo data is ready in database demo")
+	return nil
+}
+
+// withDatabase returns dsn (a URL or key=value string) naming database db.
+func withDatabase(dsn, db string) string {
+	if u, err := url.Parse(dsn); err == nil && (u.Scheme == "postgres" || u.Scheme == "postgresql") {
+		u.Path = "/" + db
+		return u.String()
+	}
+	return dsn + " dbname=" + db // a later key wins
 }
