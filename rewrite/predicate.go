@@ -1,6 +1,8 @@
 package rewrite
 
 import (
+	"math"
+
 	pg_query "github.com/pganalyze/pg_query_go/v6"
 
 	"github.com/dpproxy/dpproxy/pgerror"
@@ -8,13 +10,16 @@ import (
 
 // safePredicateFuncs cannot raise an error or take time that depends on the
 // values they are given.
-var safePredicateFuncs = map[string]bool{"lower": true, "upper": true, "length": true, "coalesce": true}
+var safePredicateFuncs = map[string]bool{"lower": true, "upper": true, "length": true, "coalesce": true, "trunc": true}
 
 // checkPredicate validates a WHERE clause over one table. The allowlist admits
 // only expressions that cannot raise a data-dependent error or take
 // data-dependent time: comparisons, boolean logic, IN lists and LIKE with
-// constant patterns, NULL tests. Arithmetic on columns is refused until it is
-// promoted so it cannot overflow.
+// constant patterns, NULL tests, and arithmetic on integer columns, which
+// checkExpr rewrites in place so that it cannot fail: operands are promoted
+// to numeric (no overflow), divisors become NULLIF(d, 0) (no division by
+// zero: the comparison is NULL and the row does not match), and integer
+// division keeps Postgres's truncation as trunc(a / b).
 func checkPredicate(n *pg_query.Node, sc *scope) error {
 	return checkExpr(n, sc, false)
 }
@@ -28,12 +33,16 @@ func checkExpr(n *pg_query.Node, sc *scope, inArith bool) error {
 	case *pg_query.Node_AConst, *pg_query.Node_ParamRef:
 		return nil
 	case *pg_query.Node_ColumnRef:
-		if inArith {
-			return pgerror.RefuseUnsupported.New("arithmetic on columns in WHERE is not supported yet").
-				WithHint("compare columns with constants directly, e.g. WHERE age > 40")
+		c, err := sc.column(e.ColumnRef)
+		if err != nil || !inArith {
+			return err
 		}
-		_, err := sc.column(e.ColumnRef)
-		return err
+		if !c.IsInteger() {
+			return pgerror.RefuseUnsupported.New("arithmetic on %s column %s in a condition is not supported: its values are unbounded", c.Type, c.Name).
+				WithHint("compare the column with a constant directly, e.g. WHERE %s > 100", c.Name)
+		}
+		*n = *castNode(&pg_query.Node{Node: e}, "numeric")
+		return nil
 	case *pg_query.Node_BoolExpr:
 		for _, a := range e.BoolExpr.Args {
 			if err := checkExpr(a, sc, false); err != nil {
@@ -46,6 +55,17 @@ func checkExpr(n *pg_query.Node, sc *scope, inArith bool) error {
 	case *pg_query.Node_BooleanTest:
 		return checkExpr(e.BooleanTest.Arg, sc, false)
 	case *pg_query.Node_TypeCast:
+		if cr := e.TypeCast.Arg.GetColumnRef(); cr != nil && typeNameIs(e.TypeCast.TypeName, "numeric") {
+			// An integer column promoted to numeric cannot fail.
+			c, err := sc.column(cr)
+			if err != nil {
+				return err
+			}
+			if !c.IsInteger() && c.Type != "numeric" {
+				return pgerror.RefuseUnsupported.New("casts of %s columns are not supported", c.Type)
+			}
+			return nil
+		}
 		if e.TypeCast.Arg.GetAConst() == nil {
 			return pgerror.RefuseUnsupported.New("casts of columns are not supported: a cast can fail on some rows and not others").
 				WithHint("cast the constant instead, e.g. WHERE visit_date >= '2025-01-01'::date")
@@ -59,7 +79,22 @@ func checkExpr(n *pg_query.Node, sc *scope, inArith bool) error {
 		}
 		return nil
 	case *pg_query.Node_AExpr:
-		return checkAExpr(e.AExpr, sc, inArith)
+		op := operatorName(e.AExpr.Name)
+		intDiv := e.AExpr.Kind == pg_query.A_Expr_Kind_AEXPR_OP && op == "/" &&
+			isIntegerExpr(e.AExpr.Lexpr, sc) && isIntegerExpr(e.AExpr.Rexpr, sc)
+		if err := checkAExpr(e.AExpr, sc, inArith); err != nil {
+			return err
+		}
+		if intDiv {
+			// Promoted to numeric, integer division would keep fractions;
+			// trunc restores Postgres's truncation toward zero.
+			*n = pg_query.Node{Node: &pg_query.Node_FuncCall{FuncCall: &pg_query.FuncCall{
+				Funcname:   []*pg_query.Node{pg_query.MakeStrNode("trunc")},
+				Args:       []*pg_query.Node{{Node: e}},
+				Funcformat: pg_query.CoercionForm_COERCE_EXPLICIT_CALL,
+			}}}
+		}
+		return nil
 	case *pg_query.Node_FuncCall:
 		name := funcName(e.FuncCall)
 		if !safePredicateFuncs[name] || e.FuncCall.AggStar || e.FuncCall.Over != nil || e.FuncCall.AggFilter != nil {
@@ -90,12 +125,35 @@ func checkExpr(n *pg_query.Node, sc *scope, inArith bool) error {
 func checkAExpr(a *pg_query.A_Expr, sc *scope, inArith bool) error {
 	op := operatorName(a.Name)
 	switch a.Kind {
+	case pg_query.A_Expr_Kind_AEXPR_NULLIF:
+		// Only the rewriter's own NULLIF(divisor, 0).
+		if c, ok := intConst(a.Rexpr); !ok || c != 0 || !inArith {
+			return pgerror.RefuseUnsupported.New("NULLIF is not supported in conditions")
+		}
+		return checkExpr(a.Lexpr, sc, true)
 	case pg_query.A_Expr_Kind_AEXPR_OP:
 		switch {
 		case comparisonOps[op]:
 			inArith = false
 		case arithmeticOps[op]:
 			inArith = true
+		case op == "/" || op == "%":
+			if err := checkArithConst(a.Lexpr); err != nil {
+				return err
+			}
+			if err := checkArithConst(a.Rexpr); err != nil {
+				return err
+			}
+			if err := checkExpr(a.Lexpr, sc, true); err != nil {
+				return err
+			}
+			if d := a.Rexpr.GetAExpr(); d == nil || d.Kind != pg_query.A_Expr_Kind_AEXPR_NULLIF {
+				a.Rexpr = &pg_query.Node{Node: &pg_query.Node_AExpr{AExpr: &pg_query.A_Expr{
+					Kind: pg_query.A_Expr_Kind_AEXPR_NULLIF, Name: []*pg_query.Node{pg_query.MakeStrNode("=")},
+					Lexpr: a.Rexpr, Rexpr: pg_query.MakeAConstIntNode(0, -1),
+				}}}
+			}
+			return checkExpr(a.Rexpr, sc, true)
 		default:
 			return pgerror.RefuseFunction.New("operator %s is not allowed in WHERE", op).
 				WithHint("use comparisons (=, <>, <, <=, >, >=), AND, OR, NOT, IN, BETWEEN, LIKE and IS NULL")
@@ -111,8 +169,55 @@ func checkAExpr(a *pg_query.A_Expr, sc *scope, inArith bool) error {
 		return pgerror.RefuseFunction.New("this operator is not allowed in WHERE").
 			WithHint("regular expressions, SIMILAR TO and ANY/ALL are refused; use LIKE with a constant pattern or IN (...)")
 	}
+	if inArith {
+		if err := checkArithConst(a.Lexpr); err != nil {
+			return err
+		}
+		if err := checkArithConst(a.Rexpr); err != nil {
+			return err
+		}
+	}
 	if err := checkExpr(a.Lexpr, sc, inArith); err != nil {
 		return err
 	}
 	return checkExpr(a.Rexpr, sc, inArith)
+}
+
+// checkArithConst bounds the constants of arithmetic, so that no product of
+// them and int8-sized columns within the nesting limit overflows numeric.
+func checkArithConst(n *pg_query.Node) error {
+	if f, ok := numConst(n); ok && n.GetAConst() != nil && math.Abs(f) > maxConstMagnitude {
+		return pgerror.RefuseUnsupported.New("constants in arithmetic must have magnitude at most 1e12")
+	}
+	return nil
+}
+
+func castNode(n *pg_query.Node, typ string) *pg_query.Node {
+	return &pg_query.Node{Node: &pg_query.Node_TypeCast{TypeCast: &pg_query.TypeCast{
+		Arg:      n,
+		TypeName: &pg_query.TypeName{Names: []*pg_query.Node{pg_query.MakeStrNode("pg_catalog"), pg_query.MakeStrNode(typ)}, Typemod: -1},
+	}}}
+}
+
+func typeNameIs(tn *pg_query.TypeName, typ string) bool {
+	names := tn.GetNames()
+	return len(names) > 0 && names[len(names)-1].GetString_().GetSval() == typ && len(tn.ArrayBounds) == 0 && len(tn.Typmods) == 0
+}
+
+// isIntegerExpr reports whether an expression has an integer type before
+// promotion: integer columns and constants, and arithmetic over them.
+func isIntegerExpr(n *pg_query.Node, sc *scope) bool {
+	switch e := n.Node.(type) {
+	case *pg_query.Node_ColumnRef:
+		c, err := sc.column(e.ColumnRef)
+		return err == nil && c.IsInteger()
+	case *pg_query.Node_AConst:
+		_, ok := e.AConst.Val.(*pg_query.A_Const_Ival)
+		return ok
+	case *pg_query.Node_AExpr:
+		op := operatorName(e.AExpr.Name)
+		return e.AExpr.Kind == pg_query.A_Expr_Kind_AEXPR_OP && (arithmeticOps[op] || op == "/" || op == "%") &&
+			(e.AExpr.Lexpr == nil || isIntegerExpr(e.AExpr.Lexpr, sc)) && isIntegerExpr(e.AExpr.Rexpr, sc)
+	}
+	return false
 }
