@@ -153,11 +153,7 @@ func (sess *session) describeStatement(prep *prepared) error {
 		prep.fields = []pgproto3.FieldDescription{textField("QUERY PLAN")}
 	case rewrite.KindSession:
 		if st.Session.Op == rewrite.OpShow {
-			name := st.Session.Name
-			if name == "transaction isolation level" {
-				name = "transaction_isolation"
-			}
-			prep.fields = []pgproto3.FieldDescription{textField(name)}
+			prep.fields = []pgproto3.FieldDescription{textField(showColumn(st.Session.Name))}
 		}
 	}
 	if prep.paramOIDs == nil {

@@ -233,10 +233,7 @@ func (sess *session) show(name string, a execArgs) error {
 	if !ok {
 		return sess.runPassthrough(&rewrite.Statement{Kind: rewrite.KindPassthrough, SQL: "SHOW " + quoteShowName(name)}, a)
 	}
-	colName := name
-	if name == "transaction isolation level" {
-		colName = "transaction_isolation"
-	}
+	colName := showColumn(name)
 	if a.describe {
 		sess.be.Send(&pgproto3.RowDescription{Fields: []pgproto3.FieldDescription{textField(colName)}})
 	}
@@ -257,3 +254,15 @@ func textField(name string) pgproto3.FieldDescription {
 }
 
 func formatFloat(f float64) string { return strconv.FormatFloat(f, 'g', -1, 64) }
+
+// showColumn is SHOW's column name: the setting's canonical spelling
+// (DateStyle, TimeZone), as Postgres reports it.
+func showColumn(name string) string {
+	if name == "transaction isolation level" {
+		return "transaction_isolation"
+	}
+	if canon, ok := reportedSettings[name]; ok {
+		return canon
+	}
+	return name
+}
