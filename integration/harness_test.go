@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -77,8 +78,8 @@ type proxyOptions struct {
 	// budget, for tests that ask many questions (the client matrix).
 	danaBudget float64
 	serveArgs  []string // extra `dpproxy serve` flags
-	// cacheWindow is the answer cache window, e.g. "10m"; "" keeps the
-	// demo policy's.
+	// cacheWindow is the answer cache window, e.g. "10m"; "" turns the
+	// cache off (the demo policy's own window would answer repeats free).
 	cacheWindow string
 	// upstreamDSN replaces the shared demo database's reader DSN, e.g. for
 	// a copy of it with planted rows.
@@ -86,6 +87,8 @@ type proxyOptions struct {
 	// statementTimeout replaces the demo policy's upstream statement_timeout.
 	statementTimeout string
 }
+
+var cacheWindowLine = regexp.MustCompile(`cache_window: \S+`)
 
 // testPolicy is the demo policy plus carol, an analyst with a small budget.
 func testPolicy(t *testing.T, listen, ledgerPath string, o proxyOptions) string {
@@ -108,9 +111,11 @@ func testPolicy(t *testing.T, listen, ledgerPath string, o proxyOptions) string 
 	if o.statementTimeout != "" {
 		text = strings.Replace(text, "statement_timeout: 30s", "statement_timeout: "+o.statementTimeout, 1)
 	}
-	if o.cacheWindow != "" {
-		text = strings.Replace(text, "cache_window: 0s", "cache_window: "+o.cacheWindow, 1)
+	window := o.cacheWindow
+	if window == "" {
+		window = "0s" // fresh noise (and a charge) for every statement unless a test asks for the cache
 	}
+	text = cacheWindowLine.ReplaceAllString(text, "cache_window: "+window)
 	carol := fmt.Sprintf("  - name: carol\n    password: %q\n    budget: {epsilon: %g, delta: 1.0e-5}\n", v.String(), budget)
 	if o.danaBudget > 0 {
 		dv, err := policy.NewVerifier(danaPassword, []byte("integration-dana"), 4096)
