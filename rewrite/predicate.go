@@ -115,7 +115,7 @@ func checkExpr(n *pg_query.Node, sc *scope, inArith bool) error {
 		}
 		return nil
 	case *pg_query.Node_SubLink:
-		return pgerror.RefuseUnsupported.New("subqueries in WHERE are not supported yet")
+		return checkPublicSubLink(e.SubLink, sc, inArith)
 	case *pg_query.Node_SqlvalueFunction:
 		return nil
 	}
@@ -220,4 +220,53 @@ func isIntegerExpr(n *pg_query.Node, sc *scope) bool {
 			(e.AExpr.Lexpr == nil || isIntegerExpr(e.AExpr.Lexpr, sc)) && isIntegerExpr(e.AExpr.Rexpr, sc)
 	}
 	return false
+}
+
+// checkPublicSubLink accepts `expr IN (SELECT col FROM <public table>
+// [WHERE ...])`: the subquery reads only public data, so its result is
+// public; the outer condition is then an IN list like any other.
+func checkPublicSubLink(sl *pg_query.SubLink, sc *scope, inArith bool) error {
+	refuse := func() error {
+		return pgerror.RefuseUnsupported.New("subqueries in conditions are supported only as IN (SELECT <column> FROM <public table> [WHERE ...])").
+			WithHint("join the public table instead, or list the values: IN ('a', 'b')")
+	}
+	if sl.SubLinkType != pg_query.SubLinkType_ANY_SUBLINK || len(sl.OperName) > 0 || inArith || sc.pol == nil {
+		return refuse()
+	}
+	sub := sl.Subselect.GetSelectStmt()
+	if sub == nil || checkSelectShape(sub) != nil || len(sub.FromClause) != 1 || len(sub.TargetList) != 1 ||
+		len(sub.GroupClause) > 0 || sub.HavingClause != nil || len(sub.SortClause) > 0 || sub.LimitCount != nil ||
+		sub.LimitOffset != nil || len(sub.DistinctClause) > 0 {
+		return refuse()
+	}
+	rv := sub.FromClause[0].GetRangeVar()
+	if rv == nil || rv.Catalogname != "" || !rv.Inh {
+		return refuse()
+	}
+	t := sc.pol.Table(rv.Schemaname, rv.Relname)
+	if t == nil || t.IsPrivate() {
+		return pgerror.RefuseUnsupported.New("the subquery must read a public table; %s is not one", rv.Relname).
+			WithHint("only public lookup tables may appear in subqueries")
+	}
+	alias := t.Name
+	if rv.Alias != nil {
+		alias = rv.Alias.Aliasname
+	}
+	// Name the table as the policy does, not as the upstream search_path
+	// would resolve it.
+	rv.Schemaname = t.Schema
+	inner := &scope{table: t, alias: alias, pol: sc.pol}
+	cr := sub.TargetList[0].GetResTarget().GetVal().GetColumnRef()
+	if cr == nil {
+		return refuse()
+	}
+	if _, err := inner.column(cr); err != nil {
+		return err
+	}
+	if sub.WhereClause != nil {
+		if err := checkExpr(sub.WhereClause, inner, false); err != nil {
+			return err
+		}
+	}
+	return checkExpr(sl.Testexpr, sc, false)
 }

@@ -28,6 +28,7 @@ type scope struct {
 	// replaced by a DISTINCT ON their join columns, so that a join can
 	// never multiply a private row.
 	from string
+	pol  *policy.Policy
 }
 
 func (sc *scope) relations() []*relation {
@@ -39,7 +40,7 @@ func resolveFrom(from []*pg_query.Node, pol *policy.Policy) (*scope, error) {
 		return nil, pgerror.RefuseUnsupported.New("comma joins are not supported").
 			WithHint("join a public table explicitly: FROM visits v JOIN departments d ON v.department = d.name")
 	}
-	sc := &scope{}
+	sc := &scope{pol: pol}
 	if err := sc.addFromItem(from[0], pol, true); err != nil {
 		return nil, err
 	}
