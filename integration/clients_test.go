@@ -166,6 +166,12 @@ func TestClientMatrix(t *testing.T) {
 			if _, err := conn.Exec(ctx, "SET dp.epsilon = 1"); err != nil {
 				t.Fatal(err)
 			}
+			if mode == pgx.QueryExecModeCacheStatement {
+				// pgx's type loading reads pg_type with a recursive CTE.
+				if _, err := conn.LoadTypes(ctx, []string{"text[]", "int4", "_date"}); err != nil {
+					t.Errorf("LoadTypes: %v", err)
+				}
+			}
 			for i := range 3 { // the statement cache serves the 2nd and 3rd
 				rows, err := conn.Query(ctx, countSQL)
 				if err != nil {
@@ -277,6 +283,7 @@ func TestClientMatrix(t *testing.T) {
 		}
 		check("columns", "patient_id:int4,age:int4,sex:text,zip:text,diagnosis:text,income:int4,visit_date:date")
 		check("pkey", "patient_id")
+		check("fetched_columns", "patient_id,age,sex,zip,diagnosis,income,visit_date")
 		check("count_type", "int8")
 		check("current_schema", "public")
 		check("refusal", "42501")

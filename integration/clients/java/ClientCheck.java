@@ -86,6 +86,18 @@ public class ClientCheck {
                 System.out.println("tx_count=" + rs.getLong(1));
             }
             c.commit();
+            // A cursor-style fetch: with autocommit off and a fetch size,
+            // pgjdbc executes a named portal with a row limit and reads it
+            // in parts (PortalSuspended).
+            try (Statement st = c.createStatement()) {
+                st.setFetchSize(2);
+                try (ResultSet rs = st.executeQuery("SELECT column_name FROM information_schema.columns WHERE table_schema = 'public' AND table_name = 'patients' ORDER BY ordinal_position")) {
+                    List<String> names = new ArrayList<>();
+                    while (rs.next()) names.add(rs.getString(1));
+                    System.out.println("fetched_columns=" + String.join(",", names));
+                }
+            }
+            c.commit();
         }
     }
 }
