@@ -20,6 +20,7 @@ Usage:
   dpproxy explain --policy FILE 'SQL'  show how a statement would be answered, without running or charging it
   dpproxy passwd                       print a SCRAM-SHA-256 verifier for a password read from the terminal or stdin
   dpproxy errors [--markdown]          print the catalogue of refusals
+  dpproxy audit --policy FILE --dsn DSN  empirical lower bounds on epsilon for built-in queries
 
 Run 'dpproxy COMMAND --help' for a command's flags.
 Exit codes: 0 success, 1 failure, 2 usage error.
@@ -47,6 +48,8 @@ func main() {
 		err = cmdErrors(args)
 	case "explain":
 		err = cmdExplain(args)
+	case "audit":
+		err = cmdAudit(args)
 	case "-h", "--help", "help":
 		fmt.Print(usage)
 		return
