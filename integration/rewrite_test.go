@@ -320,6 +320,19 @@ func TestRepresentativeQueries(t *testing.T) {
 		}
 	})
 
+	t.Run("BI-style subquery and CTE views of a private table", func(t *testing.T) {
+		want := float64(exact(t, ctx, "SELECT count(*) FROM patients WHERE age >= 18 AND sex = 'F'"))
+		for _, sql := range []string{
+			`SELECT count(*) AS n FROM (SELECT "public"."patients"."sex" AS "sex", "public"."patients"."age" AS "age" FROM "public"."patients") "source" WHERE "source"."age" >= 18 AND "source"."sex" = 'F'`,
+			`WITH adults AS (SELECT * FROM patients WHERE age >= 18) SELECT count(*) AS n FROM adults WHERE sex = 'F'`,
+		} {
+			rows, _ := dpRows(t, ctx, conn, sql)
+			if got := num(t, rows[0]["n"]); math.Abs(got-want) > tol(1) {
+				t.Errorf("%s: %v, exact %v", sql, got, want)
+			}
+		}
+	})
+
 	t.Run("no delta budget refuses partition selection", func(t *testing.T) {
 		bob := p.connect(t, ctx, "bob", "bob-demo", false)
 		_, err := bob.Exec(ctx, "SELECT zip, count(*) FROM patients GROUP BY zip")

@@ -39,8 +39,8 @@ type quantitySQL struct {
 	Multi []string // a Choice's columns (row-level tables only)
 }
 
-func planAggregate(sel *pg_query.SelectStmt, pol *policy.Policy) (*Plan, error) {
-	sc, err := resolveFrom(sel.FromClause, pol)
+func planAggregate(sel *pg_query.SelectStmt, pol *policy.Policy, ctes map[string]*pg_query.SelectStmt) (*Plan, error) {
+	sc, err := resolveFrom(sel.FromClause, pol, ctes)
 	if err != nil {
 		return nil, err
 	}

@@ -29,18 +29,27 @@ type scope struct {
 	// never multiply a private row.
 	from string
 	pol  *policy.Policy
+	ctes map[string]*pg_query.SelectStmt
+	// A view: the private table is read through FROM (SELECT cols FROM t
+	// [WHERE ...]) AS alias or a CTE of that form. visible lists the
+	// columns it exposes (nil: all); viewAlias and viewWhere are the inner
+	// name and condition, kept in the rewritten SQL.
+	visible   map[string]bool
+	view      bool
+	viewAlias string
+	viewWhere string
 }
 
 func (sc *scope) relations() []*relation {
 	return append([]*relation{{table: sc.table, alias: sc.alias}}, sc.public...)
 }
 
-func resolveFrom(from []*pg_query.Node, pol *policy.Policy) (*scope, error) {
+func resolveFrom(from []*pg_query.Node, pol *policy.Policy, ctes map[string]*pg_query.SelectStmt) (*scope, error) {
 	if len(from) != 1 {
 		return nil, pgerror.RefuseUnsupported.New("comma joins are not supported").
 			WithHint("join a public table explicitly: FROM visits v JOIN departments d ON v.department = d.name")
 	}
-	sc := &scope{pol: pol}
+	sc := &scope{pol: pol, ctes: ctes}
 	if err := sc.addFromItem(from[0], pol, true); err != nil {
 		return nil, err
 	}
@@ -90,7 +99,11 @@ func (sc *scope) addFromItem(n *pg_query.Node, pol *policy.Policy, leftmost bool
 		pub.qualSQL, pub.left = q, j.Jointype == pg_query.JoinType_JOIN_LEFT
 		return nil
 	case *pg_query.Node_RangeSubselect:
-		return pgerror.RefuseUnsupported.New("subqueries in FROM are not supported yet")
+		rs := v.RangeSubselect
+		if rs.Lateral || rs.Alias == nil || len(rs.Alias.Colnames) > 0 || !leftmost {
+			return pgerror.RefuseUnsupported.New("a subquery in FROM must come first, have an alias, and not be LATERAL")
+		}
+		return sc.addView(rs.Subquery.GetSelectStmt(), rs.Alias.Aliasname, pol)
 	case *pg_query.Node_RangeFunction:
 		return pgerror.RefuseFunction.New("set-returning functions in FROM are not allowed")
 	}
@@ -98,6 +111,16 @@ func (sc *scope) addFromItem(n *pg_query.Node, pol *policy.Policy, leftmost bool
 }
 
 func (sc *scope) addTable(rv *pg_query.RangeVar, pol *policy.Policy, leftmost bool) error {
+	if q, ok := sc.ctes[rv.Relname]; ok && rv.Schemaname == "" {
+		if !leftmost {
+			return pgerror.RefuseUnsupported.New("a common table expression must come first in FROM")
+		}
+		alias := rv.Relname
+		if rv.Alias != nil {
+			alias = rv.Alias.Aliasname
+		}
+		return sc.addView(q, alias, pol)
+	}
 	if rv.Catalogname != "" {
 		return pgerror.RefuseUnsupported.New("cross-database references are not supported")
 	}
@@ -179,12 +202,81 @@ func (sc *scope) checkJoinQuals(q *pg_query.Node, pub *relation) error {
 	return nil
 }
 
+// addView accepts a subquery or CTE that is a row-level view of one private
+// table: SELECT * or plain columns (aliases only repeating the column's own
+// name), optionally filtered by an allowed condition, with nothing that
+// aggregates, orders, limits or combines rows. Its rows are the table's own
+// rows, so bounding and sensitivity are the table's.
+func (sc *scope) addView(q *pg_query.SelectStmt, alias string, pol *policy.Policy) error {
+	refuse := func(why string) error {
+		return pgerror.RefuseUnsupported.New("subqueries in FROM must select columns of one private table, optionally with WHERE; %s", why).
+			WithHint("move aggregates, joins and filters to the outer query")
+	}
+	if q == nil || checkSelectShape(q) != nil || q.WithClause != nil || len(q.GroupClause) > 0 || q.HavingClause != nil ||
+		len(q.SortClause) > 0 || q.LimitCount != nil || q.LimitOffset != nil || len(q.DistinctClause) > 0 || len(q.FromClause) != 1 {
+		return refuse("this one does more")
+	}
+	rv := q.FromClause[0].GetRangeVar()
+	if rv == nil {
+		return refuse("it does not read a table")
+	}
+	inner := &scope{pol: pol}
+	if err := inner.addTable(rv, pol, true); err != nil {
+		return err
+	}
+	if inner.table == nil {
+		return refuse("it reads no private table")
+	}
+	visible := map[string]bool{}
+	for _, t := range q.TargetList {
+		rt := t.GetResTarget()
+		cr := rt.GetVal().GetColumnRef()
+		if cr == nil {
+			return refuse("it computes an expression")
+		}
+		if last := cr.Fields[len(cr.Fields)-1]; last.GetAStar() != nil {
+			visible = nil
+			break
+		}
+		c, err := inner.column(cr)
+		if err != nil {
+			return err
+		}
+		if rt.Name != "" && rt.Name != c.Name {
+			return refuse("it renames a column")
+		}
+		visible[c.Name] = true
+	}
+	if q.WhereClause != nil {
+		if err := checkPredicate(q.WhereClause, inner); err != nil {
+			return err
+		}
+		w, err := exprSQL(q.WhereClause)
+		if err != nil {
+			return err
+		}
+		sc.viewWhere = w
+	}
+	sc.table, sc.alias, sc.visible, sc.view, sc.viewAlias = inner.table, alias, visible, true, inner.alias
+	return nil
+}
+
 // fromSQL writes the FROM clause of the rewritten query. Each public table
 // is read through SELECT DISTINCT ON its join columns, so that a join
 // matches a private row at most once and cannot multiply its contribution.
 func (sc *scope) fromSQL() string {
 	var b strings.Builder
-	b.WriteString(quoteIdent(sc.table.Schema) + "." + quoteIdent(sc.table.Name) + " AS " + quoteIdent(sc.alias))
+	if sc.view {
+		// The view keeps every column (the privacy unit included); the
+		// outer query sees only the ones it exposed, checked at planning.
+		b.WriteString("(SELECT * FROM " + quoteIdent(sc.table.Schema) + "." + quoteIdent(sc.table.Name) + " AS " + quoteIdent(sc.viewAlias))
+		if sc.viewWhere != "" {
+			b.WriteString(" WHERE " + sc.viewWhere)
+		}
+		b.WriteString(") AS " + quoteIdent(sc.alias))
+	} else {
+		b.WriteString(quoteIdent(sc.table.Schema) + "." + quoteIdent(sc.table.Name) + " AS " + quoteIdent(sc.alias))
+	}
 	for _, r := range sc.public {
 		kw := " JOIN "
 		if r.left {
@@ -251,6 +343,9 @@ func (sc *scope) resolve(cr *pg_query.ColumnRef) (*policy.Column, *relation, err
 		return nil, nil, pgerror.RefuseUnknownColumn.New("column %q of table %s is not declared in the dpproxy policy", col, sc.table.QualifiedName())
 	}
 	c := found.table.Column(col)
+	if c != nil && found.table == sc.table && sc.visible != nil && !sc.visible[col] {
+		return nil, nil, pgerror.RefuseUnknownColumn.New("column %q does not exist in %s", col, sc.alias)
+	}
 	if c == nil {
 		return nil, nil, pgerror.RefuseUnknownColumn.New("column %q of table %s is not declared in the dpproxy policy", col, found.table.QualifiedName())
 	}

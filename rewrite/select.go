@@ -13,6 +13,10 @@ func classifySelect(sel *pg_query.SelectStmt, text string, pol *policy.Policy) (
 	if readsCatalog(sel) {
 		return classifyCatalog(sel, text, pol)
 	}
+	ctes, err := simpleCTEs(sel)
+	if err != nil {
+		return nil, err
+	}
 	if err := checkSelectShape(sel); err != nil {
 		return nil, err
 	}
@@ -27,7 +31,7 @@ func classifySelect(sel *pg_query.SelectStmt, text string, pol *policy.Policy) (
 		}
 		return &Statement{Kind: KindPassthrough, SQL: text}, nil
 	}
-	plan, err := planAggregate(sel, pol)
+	plan, err := planAggregate(sel, pol, ctes)
 	if err != nil {
 		return nil, err
 	}
@@ -40,8 +44,8 @@ func checkSelectShape(sel *pg_query.SelectStmt) error {
 	case sel.Op != pg_query.SetOperation_SETOP_NONE:
 		return pgerror.RefuseUnsupported.New("UNION, INTERSECT and EXCEPT are not supported").
 			WithHint("run each aggregate query separately")
-	case sel.WithClause != nil:
-		return pgerror.RefuseUnsupported.New("WITH (common table expressions) is not supported yet")
+	case sel.WithClause != nil && (sel.WithClause.Recursive || len(sel.FromClause) == 0):
+		return pgerror.RefuseUnsupported.New("WITH RECURSIVE, and WITH without FROM, are not supported")
 	case sel.IntoClause != nil:
 		return pgerror.RefuseWrite.New("SELECT INTO creates a table and is not allowed through dpproxy")
 	case len(sel.ValuesLists) > 0:
@@ -165,4 +169,23 @@ func checkTypeName(tn *pg_query.TypeName) error {
 		return pgerror.RefuseUnsupported.New("cast to %s is not supported", strings.Join(names, "."))
 	}
 	return nil
+}
+
+// simpleCTEs returns the query's common table expressions by name. They are
+// inlined where the FROM clause names them, as views of one private table
+// (see scope.addView); anything else is refused there.
+func simpleCTEs(sel *pg_query.SelectStmt) (map[string]*pg_query.SelectStmt, error) {
+	if sel.WithClause == nil {
+		return nil, nil
+	}
+	out := map[string]*pg_query.SelectStmt{}
+	for _, n := range sel.WithClause.Ctes {
+		cte := n.GetCommonTableExpr()
+		q := cte.GetCtequery().GetSelectStmt()
+		if cte == nil || q == nil || len(cte.Aliascolnames) > 0 || cte.SearchClause != nil || cte.CycleClause != nil {
+			return nil, pgerror.RefuseUnsupported.New("only WITH name AS (SELECT ...) is supported")
+		}
+		out[cte.Ctename] = q
+	}
+	return out, nil
 }

@@ -93,6 +93,30 @@ func verifyFromItem(n *pg_query.Node, sc *scope, leftmost bool) error {
 		}
 		return nil
 	}
+	if rs := n.GetRangeSubselect(); rs != nil && leftmost {
+		// A view of the private table: SELECT * FROM t [WHERE allowed].
+		q := rs.Subquery.GetSelectStmt()
+		if rs.Lateral || q == nil || verifyPlainSelect(q) != nil || len(q.GroupClause) > 0 || len(q.TargetList) != 1 || len(q.FromClause) != 1 {
+			return fmt.Errorf("reads a subquery other than a view of %s", sc.table.QualifiedName())
+		}
+		if cr := q.TargetList[0].GetResTarget().GetVal().GetColumnRef(); cr == nil || len(cr.Fields) != 1 || cr.Fields[0].GetAStar() == nil {
+			return fmt.Errorf("view does not select *")
+		}
+		rv := q.FromClause[0].GetRangeVar()
+		if rv == nil || rv.Relname != sc.table.Name || rv.Schemaname != sc.table.Schema || !rv.Inh {
+			return fmt.Errorf("view reads a relation other than %s", sc.table.QualifiedName())
+		}
+		if q.WhereClause != nil {
+			inner := &scope{table: sc.table, alias: rv.Relname, pol: sc.pol}
+			if rv.Alias != nil {
+				inner.alias = rv.Alias.Aliasname
+			}
+			if err := checkPredicate(q.WhereClause, inner); err != nil {
+				return fmt.Errorf("view condition fails validation: %w", err)
+			}
+		}
+		return nil
+	}
 	j := n.GetJoinExpr()
 	if j == nil || (j.Jointype != pg_query.JoinType_JOIN_INNER && j.Jointype != pg_query.JoinType_JOIN_LEFT) || j.Quals == nil {
 		return fmt.Errorf("has an unexpected FROM item")
