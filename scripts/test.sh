@@ -13,3 +13,15 @@ go vet ./...
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
 if [ -n "$unformatted" ]; then echo "gofmt needed: $unformatted" >&2; exit 1; fi
 go test -count=1 -timeout 30m "$@" ./...
+# A short bounded fuzz run of each fuzz target, in CI (CI=true) or with
+# DPPROXY_FUZZ=1; DPPROXY_FUZZTIME sets the time per target (default 15s).
+if [ "${CI:-}" = "true" ] || [ "${DPPROXY_FUZZ:-}" = "1" ]; then
+  fuzztime=${DPPROXY_FUZZTIME:-15s}
+  for target in rewrite:FuzzClassify policy:FuzzParse wire:FuzzFrontend; do
+    pkg=${target%%:*} fn=${target#*:}
+    if grep -q "^func $fn(" "$pkg"/*_test.go 2>/dev/null; then
+      echo "fuzzing $pkg $fn for $fuzztime ..." >&2
+      go test -run '^$' -fuzz "^$fn\$" -fuzztime "$fuzztime" "./$pkg/"
+    fi
+  done
+fi
