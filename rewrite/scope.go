@@ -83,7 +83,7 @@ func (sc *scope) addFromItem(n *pg_query.Node, pol *policy.Policy, leftmost bool
 		}
 		rv := j.Rarg.GetRangeVar()
 		if rv == nil {
-			return pgerror.RefuseUnsupported.New("the right side of a join must be a public table")
+			return pgerror.RefuseUnsupported.New("the right side of a join must be a table")
 		}
 		if err := sc.addTable(rv, pol, false); err != nil {
 			return err
@@ -152,9 +152,15 @@ func (sc *scope) addTable(rv *pg_query.RangeVar, pol *policy.Policy, leftmost bo
 	}
 	if t.IsPrivate() {
 		switch {
+		case sc.table != nil && !leftmost && sc.table.Privacy == policy.PrivacyUnit && t.Privacy == policy.PrivacyUnit && !sc.view:
+			// Private ⋈ private on the privacy unit (checkJoinQuals insists
+			// on it): one unit's rows on both sides stay one unit, and the
+			// per-unit bounds of the first table are applied after the join.
+			sc.public = append(sc.public, &relation{table: t, alias: alias})
+			return nil
 		case sc.table != nil:
-			return pgerror.RefuseUnsupported.New("joins of two private tables (%s and %s) are not supported yet", sc.table.QualifiedName(), t.QualifiedName()).
-				WithHint("query one private table, joined to public lookup tables")
+			return pgerror.RefuseUnsupported.New("joins of two private tables (%s and %s) are supported only between tables with a privacy unit, on that unit", sc.table.QualifiedName(), t.QualifiedName()).
+				WithHint("join on the privacy unit, e.g. ON v.patient_id = p.patient_id, or query one private table joined to public lookup tables")
 		case !leftmost || len(sc.public) > 0:
 			return pgerror.RefuseUnsupported.New("the private table %s must come first in FROM", t.QualifiedName()).
 				WithHint("write FROM <private table> JOIN <public table> ON ...")
@@ -167,11 +173,58 @@ func (sc *scope) addTable(rv *pg_query.RangeVar, pol *policy.Policy, leftmost bo
 }
 
 // checkJoinQuals accepts an AND of equalities between a column of the newly
-// joined public table and a column of a table before it.
+// joined table and a column of a table before it. A private table must be
+// joined on the privacy units of both sides.
 func (sc *scope) checkJoinQuals(q *pg_query.Node, pub *relation) error {
+	if err := sc.checkJoinEqualities(q, pub); err != nil {
+		return err
+	}
+	if pub.table.IsPrivate() && !joinsUnits(q, sc, pub) {
+		return pgerror.RefuseUnsupported.New("private table %s must be joined on its privacy unit %s = %s.%s",
+			pub.table.QualifiedName(), pub.alias+"."+pub.table.Unit, sc.alias, sc.table.Unit)
+	}
+	return nil
+}
+
+// joinsUnits reports whether q contains the equality of the private
+// table's unit and the joined table's unit.
+func joinsUnits(q *pg_query.Node, sc *scope, pub *relation) bool {
 	if b := q.GetBoolExpr(); b != nil && b.Boolop == pg_query.BoolExprType_AND_EXPR {
 		for _, a := range b.Args {
-			if err := sc.checkJoinQuals(a, pub); err != nil {
+			if joinsUnits(a, sc, pub) {
+				return true
+			}
+		}
+		return false
+	}
+	a := q.GetAExpr()
+	if a == nil || operatorName(a.Name) != "=" {
+		return false
+	}
+	var left, right bool
+	for _, side := range []*pg_query.Node{a.Lexpr, a.Rexpr} {
+		cr := side.GetColumnRef()
+		if cr == nil {
+			return false
+		}
+		c, rel, err := sc.resolve(cr)
+		if err != nil {
+			return false
+		}
+		switch {
+		case rel == pub && c.Name == pub.table.Unit:
+			right = true
+		case rel.table == sc.table && rel.alias == sc.alias && c.Name == sc.table.Unit:
+			left = true
+		}
+	}
+	return left && right
+}
+
+func (sc *scope) checkJoinEqualities(q *pg_query.Node, pub *relation) error {
+	if b := q.GetBoolExpr(); b != nil && b.Boolop == pg_query.BoolExprType_AND_EXPR {
+		for _, a := range b.Args {
+			if err := sc.checkJoinEqualities(a, pub); err != nil {
 				return err
 			}
 		}
@@ -281,6 +334,10 @@ func (sc *scope) fromSQL() string {
 		kw := " JOIN "
 		if r.left {
 			kw = " LEFT JOIN "
+		}
+		if r.table.IsPrivate() {
+			b.WriteString(kw + quoteIdent(r.table.Schema) + "." + quoteIdent(r.table.Name) + " AS " + quoteIdent(r.alias) + " ON " + r.qualSQL)
+			continue
 		}
 		cols := make([]string, len(r.joinCols))
 		for i, c := range r.joinCols {

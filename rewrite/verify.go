@@ -124,6 +124,20 @@ func verifyFromItem(n *pg_query.Node, sc *scope, leftmost bool) error {
 	if err := verifyFromItem(j.Larg, sc, leftmost); err != nil {
 		return err
 	}
+	if rv := j.Rarg.GetRangeVar(); rv != nil {
+		// Private ⋈ private: both with a privacy unit, joined on it.
+		var priv *relation
+		for _, r := range sc.public {
+			if rv.Alias != nil && r.alias == rv.Alias.Aliasname && r.table.IsPrivate() {
+				priv = r
+			}
+		}
+		if priv == nil || priv.table.Name != rv.Relname || priv.table.Schema != rv.Schemaname || !rv.Inh ||
+			sc.table.Privacy != "unit" || priv.table.Privacy != "unit" || !joinsUnits(j.Quals, sc, priv) {
+			return fmt.Errorf("joins a private table other than on the privacy unit")
+		}
+		return nil
+	}
 	rs := j.Rarg.GetRangeSubselect()
 	if rs == nil || rs.Alias == nil || rs.Lateral {
 		return fmt.Errorf("joins something other than a deduplicated public table")
