@@ -30,6 +30,8 @@ func cmdServe(args []string) error {
 	admin := fs.String("admin", "", "admin HTTP address for /metrics, /healthz, /readyz and /ledger/* (empty: off; default: the policy's admin, 127.0.0.1:6433)")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	tlsOverride := tlsFlags(fs)
+	fs.IntVar(&serveLimits.MaxConnections, "max-connections", 0, "analyst connections at once (0: the default, 1000)")
+	fs.IntVar(&serveLimits.MaxStatementsPerAnalyst, "max-statements-per-analyst", 0, "statements one analyst runs upstream at once over all connections (0: the default, 8)")
 	if err := fs.Parse(args); err != nil {
 		return usageError{err.Error()}
 	}
@@ -52,6 +54,10 @@ func cmdServe(args []string) error {
 	})
 	return serve(pol, *policyPath, adminAddr, newLogger(*logFormat), nil)
 }
+
+// serveLimits holds the connection and concurrency limits set by `serve
+// --max-connections / --max-statements-per-analyst` (zero: wire's defaults).
+var serveLimits wire.Config
 
 func newLogger(format string) *slog.Logger {
 	if format == "json" {
@@ -96,7 +102,8 @@ func serve(pol *policy.Policy, policyPath, adminAddr string, log *slog.Logger, r
 		defer cacheCloser.Close()
 	}
 	mets := metrics.New()
-	srv, err := wire.NewServer(startCtx, wire.Config{Policy: pol, Ledger: store, Cache: cache, Upstream: pool, Logger: log, TLS: serveTLS, Metrics: mets})
+	srv, err := wire.NewServer(startCtx, wire.Config{Policy: pol, Ledger: store, Cache: cache, Upstream: pool, Logger: log, TLS: serveTLS, Metrics: mets,
+		MaxConnections: serveLimits.MaxConnections, MaxStatementsPerAnalyst: serveLimits.MaxStatementsPerAnalyst})
 	if err != nil {
 		return fmt.Errorf("upstream: %w", err)
 	}
