@@ -3,7 +3,7 @@
 // the bench policy, times rewritten SQL against the raw aggregate directly
 // on PostgreSQL, and measures the memory of idle client connections.
 //
-//	benchctl up      --dir D --scale 1m         start PostgreSQL in D/pg, load data once; prints PGPORT=
+//	benchctl up      --dir D [--load bench=1m,...]  start PostgreSQL in D/pg, load data once; prints PGPORT=
 //	benchctl down    --dir D                    stop it
 //	benchctl policy  --listen ADDR --ledger F [--cache-window 10m] > policy.yaml
 //	benchctl dbcost  --dsn DSN [--runs 5] name=SQL ...   median wall time of each statement
@@ -68,14 +68,10 @@ func main() {
 func cmdUp(args []string) error {
 	fs := flag.NewFlagSet("up", flag.ExitOnError)
 	dir := fs.String("dir", "", "working directory (required)")
-	scaleFlag := fs.String("scale", "1m", "purchases rows: 100k, 1m, 10m or a number")
+	loads := fs.String("load", benchDB+"=1m", "databases to fill, as db=scale[,db=scale]; scale: 100k, 1m, 10m or a number of purchases")
 	_ = fs.Parse(args)
 	if *dir == "" {
 		return errors.New("--dir is required")
-	}
-	scale, err := parseScale(*scaleFlag)
-	if err != nil {
-		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
@@ -88,42 +84,63 @@ func cmdUp(args []string) error {
 	if err != nil {
 		return err
 	}
+	_ = os.WriteFile(filepath.Join(*dir, "pgport"), []byte(strconv.Itoa(c.Port)), 0o644)
 	admin, err := pgx.Connect(ctx, c.DSN("postgres"))
 	if err != nil {
 		return err
 	}
 	defer admin.Close(ctx)
-	var one int
-	if err := admin.QueryRow(ctx, "SELECT 1 FROM pg_database WHERE datname = '"+benchDB+"'").Scan(&one); errors.Is(err, pgx.ErrNoRows) {
-		if _, err := admin.Exec(ctx, "CREATE DATABASE "+benchDB); err != nil {
+	if _, err := admin.Exec(ctx, "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '"+readerRole+"') THEN CREATE ROLE "+readerRole+" LOGIN; END IF; END $$"); err != nil {
+		return err
+	}
+	for _, l := range strings.Split(*loads, ",") {
+		name, sc, ok := strings.Cut(l, "=")
+		if !ok {
+			return fmt.Errorf("--load %q: want db=scale", l)
+		}
+		scale, err := parseScale(sc)
+		if err != nil {
 			return err
 		}
-		if _, err := admin.Exec(ctx, "CREATE ROLE "+readerRole+" LOGIN"); err != nil {
+		if err := fill(ctx, admin, c, name, scale); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+	}
+	fmt.Printf("PGPORT=%d\n", c.Port)
+	return nil
+}
+
+// fill creates database name and loads scale purchases into it, unless it
+// already holds that scale.
+func fill(ctx context.Context, admin *pgx.Conn, c *pgcluster.Cluster, name string, scale int) error {
+	var one int
+	if err := admin.QueryRow(ctx, "SELECT 1 FROM pg_database WHERE datname = $1", name).Scan(&one); errors.Is(err, pgx.ErrNoRows) {
+		if _, err := admin.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
 			return err
 		}
 	} else if err != nil {
 		return err
 	}
-	db, err := pgx.Connect(ctx, c.DSN(benchDB))
+	db, err := pgx.Connect(ctx, c.DSN(name))
 	if err != nil {
 		return err
 	}
 	defer db.Close(ctx)
 	var have int
 	_ = db.QueryRow(ctx, "SELECT scale FROM bench_meta").Scan(&have)
-	if have != scale {
-		t0 := time.Now()
-		fmt.Fprintf(os.Stderr, "loading %d purchases, %d people ...\n", scale, max(1, scale/peopleDivisor))
-		if err := load(ctx, db, scale); err != nil {
-			return err
-		}
-		if _, err := db.Exec(ctx, "GRANT SELECT ON ALL TABLES IN SCHEMA public TO "+readerRole+
-			"; ALTER ROLE "+readerRole+" SET default_transaction_read_only = on"); err != nil {
-			return err
-		}
-		fmt.Fprintf(os.Stderr, "loaded in %s\n", time.Since(t0).Round(100*time.Millisecond))
+	if have == scale {
+		return nil
 	}
-	fmt.Printf("PGPORT=%d\n", c.Port)
+	t0 := time.Now()
+	fmt.Fprintf(os.Stderr, "loading %s: %d purchases, %d people ...\n", name, scale, max(1, scale/peopleDivisor))
+	if err := load(ctx, db, scale); err != nil {
+		return err
+	}
+	if _, err := db.Exec(ctx, "GRANT SELECT ON ALL TABLES IN SCHEMA public TO "+readerRole+
+		"; ALTER ROLE "+readerRole+" SET default_transaction_read_only = on"); err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "loaded %s in %s\n", name, time.Since(t0).Round(100*time.Millisecond))
 	return nil
 }
 
@@ -191,7 +208,7 @@ defaults:
 analysts:
   - name: %s
     password: %q
-    budget: {epsilon: 1.0e9, delta: 0.5}
+    budget: {epsilon: 1.0e6, delta: 0.5}  # the ledger's maximum (ledger.MaxEpsilon)
 tables:
   - name: people
     privacy: row

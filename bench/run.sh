@@ -1,0 +1,228 @@
+#!/usr/bin/env bash
+# dpproxy side by side with direct PostgreSQL and PgBouncer, in one run.
+#
+# Starts its own throwaway PostgreSQL (bench/cmd/benchctl, on a free loopback
+# port), PgBouncer (transaction mode) and two dpproxy processes (answer cache
+# off and on), runs the same pgbench scripts (bench/pgbench/*.sql) against
+# each, then times the rewritten SQL against the raw aggregates directly on
+# PostgreSQL, and measures 1,000 idle client connections on dpproxy.
+# Everything it starts is stopped on exit, and its directory removed.
+#
+#   bench/run.sh                 # default: matrix at 100k purchases, DB cost at 1M (~13 min on 2 cores)
+#   bench/run.sh --quick         # ~2-3 minutes: shorter runs, 1 and 32 clients
+#   bench/run.sh --scale 1m --cost-scale 10m --duration 10 --clients "1 8 32"
+#
+# Options: --scale S (purchases rows of the pgbench matrix: 100k, 1m, 10m),
+# --cost-scale S (database-side cost), --duration SECONDS (per pgbench run),
+# --clients "1 8 32", --protocols "simple extended", --queries "tiny_count ...",
+# --conns N (idle connections, 0 skips), --skip-matrix, --skip-cost,
+# --keep (keep the working directory), --dir D.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+SCALE=100k
+COST_SCALE=1m
+DURATION=4
+CLIENTS="1 8 32"
+PROTOCOLS="simple extended"
+QUERIES="tiny_count selective_count groupby_avg user_groupby join_public"
+CONNS=1000
+MATRIX=1
+COST=1
+KEEP=0
+DIR=""
+while [ $# -gt 0 ]; do
+	case "$1" in
+	--quick) DURATION=1; CLIENTS="1 32"; COST_SCALE=100k; shift ;;
+	--scale) SCALE=$2; shift 2 ;;
+	--cost-scale) COST_SCALE=$2; shift 2 ;;
+	--duration) DURATION=$2; shift 2 ;;
+	--clients) CLIENTS=$2; shift 2 ;;
+	--protocols) PROTOCOLS=$2; shift 2 ;;
+	--queries) QUERIES=$2; shift 2 ;;
+	--conns) CONNS=$2; shift 2 ;;
+	--skip-matrix) MATRIX=0; shift ;;
+	--skip-cost) COST=0; shift ;;
+	--keep) KEEP=1; shift ;;
+	--dir) DIR=$2; shift 2 ;;
+	-h | --help) sed -n '2,20p' "$0"; exit 0 ;;
+	*) echo "run.sh: unknown option $1" >&2; exit 2 ;;
+	esac
+done
+
+for tool in pgbench psql; do
+	command -v $tool >/dev/null || { echo "run.sh: $tool missing: apt-get install -y postgresql-client" >&2; exit 1; }
+done
+if ! command -v pgbouncer >/dev/null && [ ! -x /usr/sbin/pgbouncer ]; then
+	echo "installing pgbouncer ..." >&2
+	if [ "$(id -u)" = 0 ]; then apt-get install -y pgbouncer >/dev/null; else sudo apt-get install -y pgbouncer >/dev/null; fi
+fi
+PGBOUNCER=$(command -v pgbouncer || echo /usr/sbin/pgbouncer)
+
+if [ -z "$DIR" ]; then DIR=$(mktemp -d /tmp/dpproxy-bench.XXXXXX); fi
+mkdir -p "$DIR"
+chmod 755 "$DIR" # the postgres user (PostgreSQL, PgBouncer) must reach it when we are root
+PIDS=()
+cleanup() {
+	local pid
+	for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+	[ -f "$DIR/bouncer/pgbouncer.pid" ] && kill "$(cat "$DIR/bouncer/pgbouncer.pid")" 2>/dev/null || true
+	for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+	[ -x "$DIR/benchctl" ] && "$DIR/benchctl" down --dir "$DIR" || true
+	if [ "$KEEP" = 0 ]; then rm -rf "$DIR"; else echo "kept $DIR" >&2; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+log() { echo "== $*" >&2; }
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() {
+	local i
+	for i in $(seq 1 300); do
+		(exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+		sleep 0.1
+	done
+	echo "run.sh: nothing listens on port $1" >&2
+	return 1
+}
+
+log "building dpproxy and benchctl"
+(cd "$ROOT" && go build -o "$DIR/dpproxy" ./cmd/dpproxy && go build -o "$DIR/benchctl" ./bench/cmd/benchctl)
+
+log "PostgreSQL: bench=$SCALE, bench_cost=$COST_SCALE"
+eval "$("$DIR/benchctl" up --dir "$DIR" --load "bench=$SCALE,bench_cost=$COST_SCALE")"
+READER_DSN="host=127.0.0.1 port=$PGPORT user=bench_reader dbname=bench sslmode=disable"
+
+# PgBouncer, transaction mode, on loopback, with the same upstream pool size
+# as dpproxy (16).
+BOUNCER_PORT=$(free_port)
+cat >"$DIR/pgbouncer.ini" <<EOF
+[databases]
+bench = host=127.0.0.1 port=$PGPORT dbname=bench user=bench_reader
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $BOUNCER_PORT
+unix_socket_dir =
+auth_type = any
+pool_mode = transaction
+default_pool_size = 16
+max_client_conn = 200
+logfile = $DIR/bouncer/pgbouncer.log
+pidfile = $DIR/bouncer/pgbouncer.pid
+EOF
+mkdir -p "$DIR/bouncer"
+if [ "$(id -u)" = 0 ]; then
+	# PgBouncer refuses to run as root; it runs as postgres, which must
+	# write its log and pid file.
+	chown postgres "$DIR/bouncer"
+	runuser -u postgres -- "$PGBOUNCER" -d "$DIR/pgbouncer.ini"
+else
+	"$PGBOUNCER" -d "$DIR/pgbouncer.ini"
+fi
+wait_port "$BOUNCER_PORT"
+
+# Two dpproxy processes: answer cache off and on (cache_window 10m).
+start_proxy() { # name cache_window -> sets PORT_<name>, PID_<name>
+	local name=$1 window=$2 port
+	port=$(free_port)
+	"$DIR/benchctl" policy --listen "127.0.0.1:$port" --ledger "$DIR/ledger-$name.db" --cache-window "$window" >"$DIR/policy-$name.yaml"
+	DPPROXY_UPSTREAM_DSN="$READER_DSN" "$DIR/dpproxy" serve --policy "$DIR/policy-$name.yaml" --admin "" \
+		--max-connections 1100 --max-statements-per-analyst 64 2>"$DIR/dpproxy-$name.log" &
+	local pid=$!
+	PIDS+=("$pid")
+	wait_port "$port"
+	eval "PORT_$name=$port PID_$name=$pid"
+}
+start_proxy nocache 0s
+start_proxy cache 10m
+log "PostgreSQL :$PGPORT, PgBouncer :$BOUNCER_PORT, dpproxy :$PORT_nocache (cache off, pid $PID_nocache), :$PORT_cache (cache on, pid $PID_cache)"
+
+CLK_TCK=$(getconf CLK_TCK)
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+# run_pgbench target script proto clients -> "tps mean_ms p99_ms txns cpu_us_per_txn"
+run_pgbench() {
+	local target=$1 script=$2 proto=$3 clients=$4 port user pid="" t0 t1 out rc logdir
+	case $target in
+	direct) port=$PGPORT user=bench_reader ;;
+	pgbouncer) port=$BOUNCER_PORT user=bench_reader ;;
+	dpproxy) port=$PORT_nocache user=bench pid=$PID_nocache ;;
+	dpproxy+cache) port=$PORT_cache user=bench pid=$PID_cache ;;
+	esac
+	logdir=$(mktemp -d "$DIR/log.XXXXXX")
+	[ -n "$pid" ] && t0=$(cpu_ticks "$pid")
+	rc=0
+	out=$(cd "$logdir" && PGPASSWORD=bench-pass pgbench -n -M "$proto" -c "$clients" -j "$((clients < 2 ? clients : 2))" \
+		-T "$DURATION" -l -f "$ROOT/bench/pgbench/$script.sql" -h 127.0.0.1 -p "$port" -U "$user" bench 2>&1) || rc=$?
+	[ -n "$pid" ] && t1=$(cpu_ticks "$pid")
+	local txns tps
+	txns=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' <<<"$out")
+	tps=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' <<<"$out")
+	if [ "$rc" != 0 ] || [ -z "$txns" ] || [ "$txns" = 0 ]; then
+		echo "pgbench failed ($target $script $proto $clients): $(grep -m1 -iE 'error|abort|fatal' <<<"$out")" >&2
+		echo "- - - 0 -"
+		rm -rf "$logdir"
+		return
+	fi
+	local lat
+	lat=$(cat "$logdir"/pgbench_log.* | awk '{print $3}' | sort -n | awk '{a[NR]=$1; s+=$1} END {i=int(NR*0.99); if (i<1) i=1; printf "%.3f %.3f", s/NR/1000, a[i]/1000}')
+	local cpu="-"
+	[ -n "$pid" ] && cpu=$(awk -v d="$((t1 - t0))" -v hz="$CLK_TCK" -v n="$txns" 'BEGIN {printf "%.0f", d * 1e6 / hz / n}')
+	echo "$tps $lat $txns $cpu"
+	rm -rf "$logdir"
+}
+
+if [ "$MATRIX" = 1 ]; then
+	RESULTS="$DIR/results.txt"
+	printf "%-16s %-8s %3s %-14s %9s %9s %9s %8s %8s %7s\n" query protocol cl target tps mean_ms p99_ms x_direct x_pgbnc cpu_us | tee "$RESULTS"
+	for q in $QUERIES; do
+		for proto in $PROTOCOLS; do
+			for c in $CLIENTS; do
+				declare -A R=()
+				for target in direct pgbouncer dpproxy dpproxy+cache; do
+					R[$target]=$(run_pgbench "$target" "$q" "$proto" "$c")
+				done
+				d=$(awk '{print $1}' <<<"${R[direct]}")
+				b=$(awk '{print $1}' <<<"${R[pgbouncer]}")
+				for target in direct pgbouncer dpproxy dpproxy+cache; do
+					read -r tps mean p99 _ cpu <<<"${R[$target]}"
+					awk -v q="$q" -v p="$proto" -v c="$c" -v t="$target" -v tps="$tps" -v m="$mean" -v p99="$p99" -v d="$d" -v b="$b" -v cpu="$cpu" 'BEGIN {
+						xd = (d+0 > 0 && tps+0 > 0) ? sprintf("%.2f", tps/d) : "-"
+						xb = (b+0 > 0 && tps+0 > 0) ? sprintf("%.2f", tps/b) : "-"
+						printf "%-16s %-8s %3s %-14s %9s %9s %9s %8s %8s %7s\n", q, p, c, t, tps == "-" ? "-" : sprintf("%.1f", tps), m, p99, xd, xb, cpu
+					}' | tee -a "$RESULTS"
+				done
+				unset R
+			done
+		done
+	done
+fi
+
+if [ "$COST" = 1 ]; then
+	# Database-side cost: the SQL dpproxy sends upstream (taken from
+	# `dpproxy explain`, first sql: line) against the raw aggregate, both
+	# directly on PostgreSQL in a read-only transaction; median of 5 runs,
+	# interleaved, after one warm-up round.
+	COST_DSN="host=127.0.0.1 port=$PGPORT user=bench_reader dbname=bench_cost sslmode=disable"
+	echo
+	log "database-side cost at $COST_SCALE purchases (median of 5, ms)"
+	printf "%-14s %-34s %9s %9s %9s %7s\n" query variant median_ms min_ms max_ms x_raw
+	for q in groupby_avg user_groupby join_public; do
+		sql=$(grep -v '^--' "$ROOT/bench/pgbench/$q.sql" | tr '\n' ' ' | sed 's/; *$//')
+		dp=$(DPPROXY_UPSTREAM_DSN="$READER_DSN" "$DIR/dpproxy" explain --policy "$DIR/policy-nocache.yaml" "$sql" | sed -n 's/^sql: //p' | head -1)
+		"$DIR/benchctl" dbcost --dsn "$COST_DSN" --runs 5 \
+			"raw=$sql" \
+			"rewritten=$dp" \
+			"rewritten+jit_off=SET LOCAL jit = off; $dp" \
+			"rewritten+work_mem_64MB=SET LOCAL work_mem = '64MB'; $dp" \
+			"rewritten+no_parallel=SET LOCAL max_parallel_workers_per_gather = 0; $dp" |
+			awk -v q="$q" '$1 == "raw" {raw = $2} {printf "%-14s %-34s %9s %9s %9s %7.2f\n", q, $1, $2, $3, $4, $2 / raw}'
+	done
+fi
+
+if [ "$CONNS" -gt 0 ]; then
+	echo
+	log "$CONNS idle client connections on dpproxy (cache off)"
+	"$DIR/benchctl" conns --n "$CONNS" --pid "$PID_nocache" \
+		--dsn "host=127.0.0.1 port=$PORT_nocache user=bench password=bench-pass dbname=bench sslmode=disable"
+fi
