@@ -2,7 +2,10 @@ package integration
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -10,7 +13,8 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 )
 
-// Side-by-side protocol scripts: the same frontend messages go to dpproxy
+// Side-by-side protocol scripts (wire/testdata/protocol/*.txt): the same
+// frontend messages go to dpproxy
 // and to the real PostgreSQL behind it, and the answers must match message
 // for message: types, RowDescription names, type OIDs and formats, DataRow
 // bytes, command tags, SQLSTATEs and ReadyForQuery's transaction status.
@@ -89,119 +93,92 @@ func exchange(t *testing.T, fe *pgproto3.Frontend, msgs []pgproto3.FrontendMessa
 	return out
 }
 
+// script is one side-by-side protocol script from wire/testdata/protocol.
+type script struct {
+	name  string
+	msgs  []pgproto3.FrontendMessage
+	noisy bool // a DP answer: compare everything but the DataRow values
+}
+
+// loadScripts reads wire/testdata/protocol/*.txt: `# name` starts a
+// script (`(noisy)` marks a DP answer), each other non-empty line is one
+// frontend message in pgproto3's JSON encoding.
+func loadScripts(t *testing.T) []script {
+	t.Helper()
+	files, err := filepath.Glob("../wire/testdata/protocol/*.txt")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no protocol scripts: %v", err)
+	}
+	var out []script
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var cur *script
+		for i, line := range strings.Split(string(data), "\n") {
+			line = strings.TrimSpace(line)
+			switch {
+			case line == "":
+				continue
+			case strings.HasPrefix(line, "# "):
+				name := strings.TrimPrefix(line, "# ")
+				out = append(out, script{name: strings.TrimSuffix(name, " (noisy)"), noisy: strings.HasSuffix(name, " (noisy)")})
+				cur = &out[len(out)-1]
+				continue
+			}
+			msg, err := decodeFrontend([]byte(line))
+			if err != nil || cur == nil {
+				t.Fatalf("%s:%d: %v", f, i+1, err)
+			}
+			cur.msgs = append(cur.msgs, msg)
+		}
+	}
+	// Header comments start scripts with no messages: drop them.
+	kept := out[:0]
+	for _, sc := range out {
+		if len(sc.msgs) > 0 {
+			kept = append(kept, sc)
+		}
+	}
+	return kept
+}
+
+func decodeFrontend(line []byte) (pgproto3.FrontendMessage, error) {
+	var head struct{ Type string }
+	if err := json.Unmarshal(line, &head); err != nil {
+		return nil, err
+	}
+	var m pgproto3.FrontendMessage
+	switch head.Type {
+	case "Query":
+		m = &pgproto3.Query{}
+	case "Parse":
+		m = &pgproto3.Parse{}
+	case "Bind":
+		m = &pgproto3.Bind{}
+	case "Describe":
+		m = &pgproto3.Describe{}
+	case "Execute":
+		m = &pgproto3.Execute{}
+	case "Close":
+		m = &pgproto3.Close{}
+	case "Sync":
+		return &pgproto3.Sync{}, nil
+	case "Flush":
+		return &pgproto3.Flush{}, nil
+	default:
+		return nil, fmt.Errorf("unknown message type %q", head.Type)
+	}
+	return m, json.Unmarshal(line, m)
+}
+
 func TestProtocolMatchesPostgres(t *testing.T) {
 	ctx := testContext(t)
 	p := startProxy(t, proxyOptions{})
-	type script struct {
-		name  string
-		msgs  []pgproto3.FrontendMessage
-		noisy bool // a DP answer: compare everything but the DataRow values
-	}
-	scripts := []script{
-		{name: "dp answer shape", msgs: []pgproto3.FrontendMessage{
-			&pgproto3.Query{String: countQuery},
-			&pgproto3.Parse{Query: "SELECT count(*), sum(income) AS s FROM patients WHERE age > $1"},
-			&pgproto3.Describe{ObjectType: 'S'},
-			&pgproto3.Bind{Parameters: [][]byte{[]byte("40")}, ResultFormatCodes: []int16{1}},
-			&pgproto3.Describe{ObjectType: 'P'},
-			&pgproto3.Execute{},
-			&pgproto3.Sync{},
-		}, noisy: true},
-		{name: "select 1", msgs: []pgproto3.FrontendMessage{&pgproto3.Query{String: "SELECT 1"}}},
-		{name: "empty query", msgs: []pgproto3.FrontendMessage{&pgproto3.Query{String: ""}}},
-		{name: "multi-statement", msgs: []pgproto3.FrontendMessage{&pgproto3.Query{String: "SELECT 1 AS a; SELECT 'x'::text AS b"}}},
-		{name: "set", msgs: []pgproto3.FrontendMessage{
-			&pgproto3.Query{String: "SET extra_float_digits = 3"},
-			&pgproto3.Query{String: "SET application_name = 'matrix'"},
-			&pgproto3.Query{String: "RESET application_name"},
-		}},
-		{name: "odbc batch", msgs: []pgproto3.FrontendMessage{&pgproto3.Query{String: "SET DateStyle = 'ISO';SET extra_float_digits = 2;show transaction_isolation"}}},
-		{name: "show", msgs: []pgproto3.FrontendMessage{
-			&pgproto3.Query{String: "SHOW transaction isolation level"},
-			&pgproto3.Query{String: "SHOW standard_conforming_strings"},
-			&pgproto3.Query{String: "SHOW client_encoding"},
-		}},
-		{name: "more show", msgs: []pgproto3.FrontendMessage{
-			&pgproto3.Query{String: "SHOW DateStyle"},
-			&pgproto3.Query{String: "SHOW TimeZone"},
-			&pgproto3.Query{String: "SHOW search_path"},
-			&pgproto3.Query{String: "SHOW server_version"},
-			&pgproto3.Query{String: "SHOW integer_datetimes"},
-			&pgproto3.Query{String: "SET application_name = 'side by side'; SHOW application_name"},
-			&pgproto3.Query{String: "SET DateStyle = 'ISO, MDY'; SHOW DateStyle"},
-			&pgproto3.Query{String: "SHOW max_identifier_length"},
-		}},
-		{name: "session commands", msgs: []pgproto3.FrontendMessage{
-			&pgproto3.Query{String: "DEALLOCATE ALL"},
-			&pgproto3.Query{String: "DISCARD ALL"},
-			&pgproto3.Query{String: "BEGIN; SAVEPOINT a; RELEASE a; SAVEPOINT b; ROLLBACK TO b; COMMIT"},
-			&pgproto3.Query{String: "SAVEPOINT c"},
-			&pgproto3.Query{String: "COMMIT"},
-			&pgproto3.Query{String: "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE"},
-			&pgproto3.Query{String: "RESET ALL"},
-		}},
-		{name: "transaction status", msgs: []pgproto3.FrontendMessage{
-			&pgproto3.Query{String: "BEGIN"},
-			&pgproto3.Query{String: "SELECT 1"},
-			&pgproto3.Query{String: "SELEC 1"},
-			&pgproto3.Query{String: "SELECT 1"},
-			&pgproto3.Query{String: "ROLLBACK"},
-			&pgproto3.Query{String: "START TRANSACTION READ ONLY"},
-			&pgproto3.Query{String: "COMMIT"},
-		}},
-		{name: "current_schema and catalog", msgs: []pgproto3.FrontendMessage{
-			&pgproto3.Query{String: "SELECT current_schema()"},
-			&pgproto3.Query{String: "SELECT relname, relkind FROM pg_catalog.pg_class WHERE relname = 'patients'"},
-			&pgproto3.Query{String: "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'patients' ORDER BY ordinal_position"},
-		}},
-		{name: "portal suspension", msgs: []pgproto3.FrontendMessage{
-			&pgproto3.Parse{Query: "SELECT relname::text FROM pg_catalog.pg_class WHERE relname LIKE 'pg_a%' ORDER BY relname LIMIT 5"},
-			&pgproto3.Bind{DestinationPortal: "p1"},
-			&pgproto3.Describe{ObjectType: 'P', Name: "p1"},
-			&pgproto3.Execute{Portal: "p1", MaxRows: 2},
-			&pgproto3.Execute{Portal: "p1", MaxRows: 2},
-			&pgproto3.Execute{Portal: "p1", MaxRows: 2},
-			&pgproto3.Execute{Portal: "p1", MaxRows: 2},
-			&pgproto3.Close{ObjectType: 'P', Name: "p1"},
-			&pgproto3.Sync{},
-		}},
-		{name: "named statement, binary result, parameters", msgs: []pgproto3.FrontendMessage{
-			&pgproto3.Parse{Name: "s1", Query: "SELECT $1::int4 + 1 AS n"},
-			&pgproto3.Describe{ObjectType: 'S', Name: "s1"},
-			&pgproto3.Bind{PreparedStatement: "s1", ParameterFormatCodes: []int16{1}, Parameters: [][]byte{{0, 0, 0, 41}}, ResultFormatCodes: []int16{1}},
-			&pgproto3.Execute{},
-			&pgproto3.Bind{PreparedStatement: "s1", Parameters: [][]byte{[]byte("1")}},
-			&pgproto3.Execute{},
-			&pgproto3.Close{ObjectType: 'S', Name: "s1"},
-			&pgproto3.Close{ObjectType: 'S', Name: "never-prepared"},
-			&pgproto3.Sync{},
-		}},
-		{name: "errors skip to sync", msgs: []pgproto3.FrontendMessage{
-			&pgproto3.Parse{Query: "SELECT 1"},
-			&pgproto3.Bind{},
-			&pgproto3.Execute{},
-			&pgproto3.Parse{Query: "SELEC 1"},
-			&pgproto3.Bind{},
-			&pgproto3.Execute{},
-			&pgproto3.Sync{},
-			&pgproto3.Parse{Query: "SELECT 2"},
-			&pgproto3.Bind{},
-			&pgproto3.Execute{},
-			&pgproto3.Sync{},
-		}},
-		{name: "unknown portal and statement", msgs: []pgproto3.FrontendMessage{
-			&pgproto3.Bind{PreparedStatement: "nope"},
-			&pgproto3.Sync{},
-			&pgproto3.Execute{Portal: "nope"},
-			&pgproto3.Sync{},
-		}},
-		{name: "flush", msgs: []pgproto3.FrontendMessage{
-			&pgproto3.Parse{Query: "SELECT 3"},
-			&pgproto3.Flush{},
-			&pgproto3.Bind{},
-			&pgproto3.Execute{},
-			&pgproto3.Sync{},
-		}},
+	scripts := loadScripts(t)
+	if len(scripts) < 10 {
+		t.Fatalf("only %d protocol scripts", len(scripts))
 	}
 	for _, sc := range scripts {
 		t.Run(sc.name, func(t *testing.T) {
