@@ -16,7 +16,7 @@ import (
 // stores is public, tiny is a small row-level private table whose count is
 // proxy-bound.
 const schema = `
-DROP TABLE IF EXISTS purchases, people, stores, tiny, bench_meta;
+DROP TABLE IF EXISTS purchases, purchases_shadow, people, stores, tiny, bench_meta;
 CREATE TABLE people (
     person_id integer PRIMARY KEY,
     age       integer NOT NULL,
@@ -61,6 +61,10 @@ const (
 	// peoplePerPurchase: the people table has one row per 5 purchases
 	// (1M purchases over 200k people, as in issue 8).
 	peopleDivisor = 5
+	// maxRowsPerUnit and maxGroupsPerUnit are the bench policy's bounds
+	// for purchases.
+	maxRowsPerUnit   = 10
+	maxGroupsPerUnit = 3
 )
 
 // weighted returns a deterministic skewed pick among n items: item i has
@@ -158,6 +162,17 @@ func load(ctx context.Context, conn *pgx.Conn, purchases int) error {
 	}
 	if _, err := conn.Exec(ctx, indexes); err != nil {
 		return fmt.Errorf("indexes: %w", err)
+	}
+	// A pre-bounded copy of purchases, as a shadow table would be: at most
+	// maxRowsPerUnit rows per person, chosen uniformly at random
+	// (independently of the values). Only the database-side cost
+	// comparison reads it; dpproxy does not know it.
+	if _, err := conn.Exec(ctx, fmt.Sprintf(`CREATE TABLE purchases_shadow AS
+		SELECT person_id, store_id, category, amount, ts FROM (
+			SELECT *, row_number() OVER (PARTITION BY person_id ORDER BY random()) AS rn FROM purchases) s
+		WHERE rn <= %d;
+		ANALYZE purchases_shadow`, maxRowsPerUnit)); err != nil {
+		return fmt.Errorf("purchases_shadow: %w", err)
 	}
 	_, err := conn.Exec(ctx, "INSERT INTO bench_meta VALUES ($1)", purchases)
 	return err

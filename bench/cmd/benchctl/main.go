@@ -221,8 +221,8 @@ tables:
   - name: purchases
     privacy: unit
     unit: person_id
-    max_rows_per_unit: 10
-    max_groups_per_unit: 3
+    max_rows_per_unit: %d
+    max_groups_per_unit: %d
     columns:
       - {name: purchase_id, type: bigint, hidden: true}
       - {name: person_id, type: integer}
@@ -240,7 +240,7 @@ tables:
     columns:
       - {name: id, type: integer, hidden: true}
       - {name: flag, type: integer}
-`, *listen, *maxConns, *ledger, *window, benchAnalyst, v.String(), q(regions), q(categories), q(cities))
+`, *listen, *maxConns, *ledger, *window, benchAnalyst, v.String(), q(regions), maxRowsPerUnit, maxGroupsPerUnit, q(categories), q(cities))
 	return nil
 }
 
