@@ -25,6 +25,10 @@ func cmdDemo(args []string) error {
 	listen := fs.String("listen", "127.0.0.1:6432", "address analysts connect to")
 	admin := fs.String("admin", "127.0.0.1:6433", "admin HTTP address")
 	pgPort := fs.Int("pg-port", 0, "port of the demo PostgreSQL (0: a free one)")
+	describe(fs, "dpproxy demo [flags]\n       dpproxy demo load --dsn DSN", `Starts a throwaway PostgreSQL cluster in --dir (initdb from the installed
+PostgreSQL), loads the demo data with progress, and serves it with the demo
+policy (analysts alice/alice-demo and bob/bob-demo) and a bolt ledger in --dir.
+'demo load' only loads the data into an existing PostgreSQL (see its --help).`)
 	if err := fs.Parse(args); err != nil {
 		return usageError{err.Error()}
 	}

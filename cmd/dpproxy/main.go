@@ -5,6 +5,7 @@
 package main
 
 import (
+	"flag"
 	"fmt"
 	"os"
 )
@@ -14,16 +15,20 @@ const usage = `dpproxy: a PostgreSQL proxy that enforces differential privacy
 Usage:
   dpproxy serve --policy FILE          serve analysts with the policy in FILE
   dpproxy demo [flags]                 start a local PostgreSQL with demo data and serve it
+  dpproxy demo load --dsn DSN          load the demo data into an existing PostgreSQL (compose init step)
   dpproxy policy check FILE            validate a policy file and summarise what it exposes
   dpproxy policy init --dsn DSN        draft a policy from the upstream schema
   dpproxy ledger report [flags]        budgets spent per analyst
+  dpproxy ledger verify|grant|reset    check the audit trail's hash chain; adjust a budget
   dpproxy explain --policy FILE 'SQL'  show how a statement would be answered, without running or charging it
   dpproxy passwd                       print a SCRAM-SHA-256 verifier for a password read from the terminal or stdin
   dpproxy errors [--markdown]          print the catalogue of refusals
   dpproxy audit --policy FILE --dsn DSN  empirical lower bounds on epsilon for built-in queries
 
 Run 'dpproxy COMMAND --help' for a command's flags.
-Exit codes: 0 success, 1 failure, 2 usage error.
+serve's admin address answers /metrics, /healthz, /readyz and /ledger/*.
+Docs: README.md, docs/analyst-guide.md, docs/dba-guide.md, docs/auditor-guide.md.
+Exit codes: 0 success (and --help), 1 failure, 2 usage error.
 `
 
 func main() {
@@ -58,6 +63,9 @@ func main() {
 		os.Exit(2)
 	}
 	if err != nil {
+		if err.Error() == flag.ErrHelp.Error() { // COMMAND --help: the flags were printed
+			return
+		}
 		fmt.Fprintf(os.Stderr, "dpproxy %s: %v\n", os.Args[1], err)
 		if _, ok := err.(usageError); ok {
 			os.Exit(2)

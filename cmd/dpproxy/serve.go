@@ -32,6 +32,12 @@ func cmdServe(args []string) error {
 	tlsOverride := tlsFlags(fs)
 	fs.IntVar(&serveLimits.MaxConnections, "max-connections", 0, "analyst connections at once (0: the default, 1000)")
 	fs.IntVar(&serveLimits.MaxStatementsPerAnalyst, "max-statements-per-analyst", 0, "statements one analyst runs upstream at once over all connections (0: the default, 8)")
+	describe(fs, "dpproxy serve --policy FILE [flags]", `Serves analysts on the policy's listen address until SIGINT or SIGTERM (running
+statements finish first). The policy file is watched and reloaded on change or SIGHUP.
+The admin address serves /metrics (Prometheus), /healthz, /readyz (upstream and
+ledger answer), /ledger/report, /ledger/verify and POST /ledger/grant. Logs go to
+stderr, one "statement" line per statement. Exit 1 if the upstream, the ledger or
+the listener cannot be opened.`)
 	if err := fs.Parse(args); err != nil {
 		return usageError{err.Error()}
 	}
