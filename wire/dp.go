@@ -125,7 +125,16 @@ func (sess *session) sendAnswer(st *rewrite.Statement, plan *rewrite.Plan, a exe
 		if err != nil {
 			return err
 		}
+		if a.keep != nil { // Execute with a row limit: the portal sends the rows in parts
+			a.keep.rest = append(a.keep.rest, row.Values)
+			continue
+		}
 		sess.be.Send(row)
+	}
+	if a.keep != nil {
+		a.keep.started, a.keep.tag = true, "SELECT "+strconv.Itoa(len(rows))
+		sess.noteAnswer(outcome, len(rows))
+		return nil
 	}
 	sess.complete("SELECT " + strconv.Itoa(len(rows)))
 	sess.noteAnswer(outcome, len(rows))

@@ -171,10 +171,21 @@ func (sess *session) execute(m *pgproto3.Execute) error {
 	if p.started {
 		return sess.resume(p, m.MaxRows)
 	}
-	// Row limits (MaxRows) are honoured for passthrough results: the result
-	// is fetched whole, sent in parts, each but the last ended by
-	// PortalSuspended. DP answers and session commands are sent whole
-	// (an aggregate answer has at most a few rows per group key).
+	// Row limits (MaxRows) are honoured for passthrough results and DP
+	// answers: the result is fetched (or computed and charged) whole, then
+	// sent in parts, each part that fills the limit ending in
+	// PortalSuspended. Session commands are sent whole.
+	if m.MaxRows > 0 && p.prep.stmt.Kind == rewrite.KindDP {
+		args := p.args
+		args.keep = p
+		if err := sess.execute1(p.prep.stmt, args); err != nil {
+			return err
+		}
+		if p.started {
+			return sess.resume(p, m.MaxRows)
+		}
+		return nil
+	}
 	if m.MaxRows > 0 && p.prep.stmt.Kind == rewrite.KindPassthrough && !(sess.txStatus == 'E') {
 		rows, tag, err := sess.fetchPassthrough(p.prep.stmt, p.args)
 		if err != nil {
@@ -198,7 +209,9 @@ func (sess *session) resume(p *portal, maxRows uint32) error {
 		sess.be.Send(&pgproto3.DataRow{Values: r})
 	}
 	p.rest = p.rest[n:]
-	if len(p.rest) > 0 {
+	// Like Postgres: a fetch that filled its row limit suspends the
+	// portal, even when no rows remain; the next one completes it.
+	if maxRows > 0 && n == int(maxRows) {
 		sess.be.Send(&pgproto3.PortalSuspended{})
 		return nil
 	}

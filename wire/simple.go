@@ -34,6 +34,9 @@ type execArgs struct {
 	paramFormats  []int16
 	paramOIDs     []uint32
 	resultFormats []int16
+	// keep, for a DP statement executed with a row limit, receives the
+	// answer's rows instead of the client; Execute then sends them in parts.
+	keep *portal
 }
 
 // execute1 runs one classified statement and writes its result.
