@@ -37,8 +37,8 @@
 //   - passthrough statements (no table read, or only allowed catalog
 //     relations: see rewrite/catalog.go) run upstream as they are, bound
 //     parameters and result formats included; their upstream errors are
-//     forwarded. Execute's row limit is honoured for them: the result is
-//     fetched whole and sent in parts ending in PortalSuspended. Catalog
+//     forwarded. Execute's row limit is honoured (for DP answers too): the
+//     result is fetched whole and sent in parts ending in PortalSuspended. Catalog
 //     queries see every table's schema, including tables absent from the
 //     policy: schema is not private, and \dt must show what exists. Rows
 //     of undeclared tables stay unreachable (DP004); statistics (pg_stats,
