@@ -30,7 +30,15 @@ func checkExpr(n *pg_query.Node, sc *scope, inArith bool) error {
 		return nil
 	}
 	switch e := n.Node.(type) {
-	case *pg_query.Node_AConst, *pg_query.Node_ParamRef:
+	case *pg_query.Node_AConst:
+		return nil
+	case *pg_query.Node_ParamRef:
+		if inArith {
+			// A parameter is a constant of unbounded size: times a column it
+			// could overflow numeric for some rows and not others.
+			return pgerror.RefuseUnsupported.New("bound parameters cannot take part in arithmetic in conditions").
+				WithHint("compare a column with the parameter directly, e.g. WHERE income > $1")
+		}
 		return nil
 	case *pg_query.Node_ColumnRef:
 		c, err := sc.column(e.ColumnRef)
