@@ -92,3 +92,41 @@ func copyRows(rows []answer.Row) []answer.Row {
 	}
 	return out
 }
+
+// AddUnit returns the exact results on the neighbouring database D1 = D0 +
+// one unit, from the exact results on D0 and those on a database holding
+// only that unit: quantities of the same group add up, the unit's new
+// groups are appended. The rewritten SQL bounds each unit's contribution
+// independently of the others (per-unit row and group sampling included),
+// so this is the result on D1 with every other unit's random choices held
+// fixed: running the SQL twice would redraw them and the two samples would
+// differ by much more than one unit.
+func AddUnit(d0, unit []answer.Row) []answer.Row {
+	out := copyRows(d0)
+	index := map[string]int{}
+	for i, r := range out {
+		index[keyOf(r)] = i
+	}
+	for _, r := range unit {
+		if i, ok := index[keyOf(r)]; ok {
+			for j := range r.Q {
+				out[i].Q[j] += r.Q[j]
+			}
+			continue
+		}
+		out = append(out, copyRows([]answer.Row{r})...)
+	}
+	return out
+}
+
+func keyOf(r answer.Row) string {
+	k := ""
+	for _, s := range r.Keys {
+		if s == nil {
+			k += "\x00N"
+		} else {
+			k += "\x00V" + *s
+		}
+	}
+	return k
+}

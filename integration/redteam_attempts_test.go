@@ -170,7 +170,7 @@ var redteamAttempts = []attempt{
 	{"timing", `SELECT pg_sleep_until(now())`, "42501"},
 	{"timing", `SELECT count(*) FROM patients WHERE CASE WHEN zip = 'ZQXJ7' THEN pg_sleep(2) IS NULL ELSE true END`, "0A000"},
 	{"timing", `SELECT count(*) FROM patients WHERE length(repeat(zip, 1000000)) > 0`, "42501"},
-	{"timing", `SELECT count(*) FROM generate_series(1, 100000000)`, "public"},
+	{"timing", `SELECT count(*) FROM generate_series(1, 1000)`, "public"},
 	{"timing", `SELECT count(*) FROM patients, generate_series(1, 1000)`, "0A000"},
 	{"timing", `SELECT count(*) FROM patients WHERE zip LIKE '%9%9%9%9%9%9%9%9%9%9%9%9%'`, "dp"},
 	{"timing", `SELECT count(*) FROM patients WHERE income IN (SELECT generate_series(1, 1000000))`, "0A000"},

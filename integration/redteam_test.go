@@ -256,12 +256,13 @@ func budgetLeft(t *testing.T, ctx context.Context, c *rtConn) float64 {
 	return v
 }
 
-// TestRedTeamBudgetRace: 40 connections race to spend a budget that pays
-// for exactly 25 queries; exactly 25 are answered, the rest refused with
-// 53400, and the ledger never overspends.
+// TestRedTeamBudgetRace: 8 connections (the per-analyst cap on concurrent
+// statements) race to spend a budget that pays for exactly 25 of their 40
+// queries; exactly 25 are answered, the rest refused with 53400, and the
+// ledger never overspends.
 func TestRedTeamBudgetRace(t *testing.T) {
 	ctx := testContext(t)
-	const n, eps, conns = 25, 0.04, 40
+	const n, eps, conns = 25, 0.04, 8
 	p := startProxy(t, proxyOptions{carolBudget: n * eps})
 	var ok, over atomic.Int64
 	var wg sync.WaitGroup
@@ -273,7 +274,7 @@ func TestRedTeamBudgetRace(t *testing.T) {
 		}
 		wg.Go(func() {
 			<-start
-			for j := range 3 {
+			for j := range 5 {
 				o := c.run(ctx, fmt.Sprintf("SELECT count(*) FROM patients WHERE age > %d", i*10+j))
 				switch {
 				case o.err == nil && o.charged():
@@ -288,8 +289,8 @@ func TestRedTeamBudgetRace(t *testing.T) {
 	}
 	close(start)
 	wg.Wait()
-	if ok.Load() != n || over.Load() != conns*3-n {
-		t.Fatalf("%d answered, %d refused; want %d and %d", ok.Load(), over.Load(), n, conns*3-n)
+	if ok.Load() != n || over.Load() != conns*5-n {
+		t.Fatalf("%d answered, %d refused; want %d and %d", ok.Load(), over.Load(), n, conns*5-n)
 	}
 	c := dialRT(t, ctx, p.dsn("carol", carolPassword))
 	if left := budgetLeft(t, ctx, c); math.Abs(left) > 1e-9 {

@@ -114,10 +114,13 @@ func cmdAudit(args []string) error {
 		if err != nil {
 			return fmt.Errorf("%s on the database: %w", q.name, err)
 		}
-		exact1, err := exactRows(ctx, conn, plan, q.neighbour)
+		// The unit alone (the private tables emptied inside the rolled-back
+		// transaction), added to D0's results: see audit.AddUnit.
+		unit, err := exactRows(ctx, conn, plan, "DELETE FROM visits; DELETE FROM patients; "+q.neighbour)
 		if err != nil {
 			return fmt.Errorf("%s on the neighbour: %w", q.name, err)
 		}
+		exact1 := audit.AddUnit(exact0, unit)
 		c := audit.Case{Plan: plan, Exact0: exact0, Exact1: exact1, Epsilon: *eps, Delta: q.delta, Stat: q.stat, NoiseFactor: factor}
 		s0, s1, err := audit.Simulate(c, *n, src)
 		if err != nil {
