@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -44,7 +45,7 @@ tables:
 // newFuzzServer is a Server whose upstream is unreachable (every upstream
 // statement fails fast with an error) over a real ledger, built without
 // NewServer's upstream check.
-func newFuzzServer(tb testing.TB) *Server {
+func newFuzzServer(tb testing.TB) (*Server, *panicCatcher) {
 	tb.Helper()
 	pol, err := policy.Parse("fuzz.yaml", []byte(fuzzPolicy), policy.Env{Getenv: func(string) string { return "" }})
 	if err != nil {
@@ -60,7 +61,8 @@ func newFuzzServer(tb testing.TB) *Server {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(pool.Close)
-	log := slog.New(&panicCatcher{tb: tb})
+	catcher := &panicCatcher{tb: tb}
+	log := slog.New(catcher)
 	s := &Server{
 		cfg:            Config{Policy: pol, Ledger: store, Upstream: pool, Logger: log, Now: time.Now},
 		plans:          rewrite.NewCache(64),
@@ -70,18 +72,30 @@ func newFuzzServer(tb testing.TB) *Server {
 		conns:          map[net.Conn]struct{}{},
 	}
 	s.policy.Store(pol)
-	return s
+	return s, catcher
 }
 
 // panicCatcher fails the test on the log record serveConn writes when it
 // recovers a panic: recovering keeps the server up, but a panic is a bug.
-type panicCatcher struct{ tb testing.TB }
+// Inside a fuzz target it must report to the input's *testing.T (use).
+type panicCatcher struct {
+	mu sync.Mutex
+	tb testing.TB
+}
+
+func (h *panicCatcher) use(tb testing.TB) {
+	h.mu.Lock()
+	h.tb = tb
+	h.mu.Unlock()
+}
 
 func (h *panicCatcher) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelError }
 func (h *panicCatcher) Handle(_ context.Context, r slog.Record) error {
 	if strings.Contains(r.Message, "panic") {
-		h.tb.Errorf("%s", r.Message)
+		h.mu.Lock()
+		defer h.mu.Unlock()
 		r.Attrs(func(a slog.Attr) bool { h.tb.Logf("%s: %v", a.Key, a.Value); return true })
+		h.tb.Errorf("%s", r.Message)
 	}
 	return nil
 }
@@ -164,8 +178,9 @@ func FuzzFrontend(f *testing.F) {
 	f.Add(append(append([]byte{}, start...), 'Q', 0xff, 0xff, 0xff, 0xff))
 	f.Add(append(append([]byte{}, start...), 'Q', 0, 0, 0, 3))
 	f.Add(binary.BigEndian.AppendUint32(nil, 1<<30))
-	s := newFuzzServer(f)
+	s, catcher := newFuzzServer(f)
 	f.Fuzz(func(t *testing.T, data []byte) {
+		catcher.use(t)
 		if !feed(s, data) {
 			t.Fatalf("the connection was not closed 10s after the client closed it")
 		}
@@ -179,7 +194,7 @@ func FuzzFrontend(f *testing.F) {
 // TestGarbageKeepsServing: garbage on many connections leaves the server
 // answering, with no goroutines left behind.
 func TestGarbageKeepsServing(t *testing.T) {
-	s := newFuzzServer(t)
+	s, _ := newFuzzServer(t)
 	if !healthy(s) {
 		t.Fatal("a fresh connection is not answered")
 	}
