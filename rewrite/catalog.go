@@ -324,7 +324,17 @@ func (w *catalogWalker) node(n *pg_query.Node, ctes *catalogScope) error {
 		return w.relation(x.RangeVar, ctes)
 	case *pg_query.Node_JoinExpr:
 		j := x.JoinExpr
-		return w.nodes([]*pg_query.Node{j.Larg, j.Rarg, j.Quals}, ctes)
+		if err := w.nodes([]*pg_query.Node{j.Larg, j.Rarg, j.Quals}, ctes); err != nil {
+			return err
+		}
+		// (pg_class JOIN ...) AS t: t.* and t would include statistics.
+		if j.Alias != nil && ctes.localStat {
+			if len(j.Alias.Colnames) > 0 {
+				return refuseColumnAliases("a join of pg_class or pg_database")
+			}
+			ctes.statRows[j.Alias.Aliasname] = true
+		}
+		return nil
 	case *pg_query.Node_RangeSubselect:
 		return w.node(x.RangeSubselect.Subquery, ctes)
 	case *pg_query.Node_RangeFunction:
@@ -421,6 +431,9 @@ func (w *catalogWalker) relation(rv *pg_query.RangeVar, ctes *catalogScope) erro
 	case rv.Schemaname == "pg_catalog" || (rv.Schemaname == "" && strings.HasPrefix(rv.Relname, "pg_")):
 		if catalogRelations[rv.Relname] {
 			if rv.Relname == "pg_class" || rv.Relname == "pg_database" {
+				if rv.Alias != nil && len(rv.Alias.Colnames) > 0 {
+					return refuseColumnAliases(name)
+				}
 				ctes.localStat = true
 				ctes.statRows[alias] = true
 				ctes.statRows[rv.Relname] = true
@@ -461,6 +474,13 @@ func (w *catalogWalker) columnRef(cr *pg_query.ColumnRef, sc *catalogScope) erro
 			WithHint("name the columns you need")
 	}
 	return nil
+}
+
+// refuseColumnAliases refuses `pg_class AS c(a, b, ...)`: renaming columns
+// by position would reach reltuples and relpages under other names.
+func refuseColumnAliases(what string) error {
+	return pgerror.RefuseCatalog.New("column aliases on %s could rename its statistics columns (reltuples, relpages)", what).
+		WithHint("alias the columns you need in the select list instead: SELECT c.relname AS name FROM pg_class c")
 }
 
 func refuseStatColumn(table, col string) error {

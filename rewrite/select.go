@@ -24,8 +24,12 @@ func classifySelect(sel *pg_query.SelectStmt, text string, pol *policy.Policy) (
 		if err := checkConstantSelect(sel); err != nil {
 			// SELECT current_schemas(false), SELECT 'patients'::regclass:
 			// catalog functions without a catalog relation.
-			if st, cerr := classifyCatalog(sel, text, pol); cerr == nil {
+			st, cerr := classifyCatalog(sel, text, pol)
+			switch {
+			case cerr == nil:
 				return st, nil
+			case pgerror.As(cerr).ID == pgerror.RefuseCatalog.ID:
+				return nil, cerr // SELECT pg_relation_size(...): name the statistic
 			}
 			return nil, err
 		}
