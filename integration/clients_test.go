@@ -136,9 +136,22 @@ func TestClientMatrix(t *testing.T) {
 				t.Errorf("psql %s (err %v): want %q in\n%s", c.cmd, err, c.want, out)
 			}
 		}
-		// \dt+ shows sizes: refused as statistics, naming the function.
-		if out, err := psql(`\dt+`); err == nil || !strings.Contains(out, "DP014") || !strings.Contains(out, "pg_table_size") {
-			t.Errorf(`psql \dt+ (err %v): want DP014 naming pg_table_size:\n%s`, err, out)
+		// Every other describe command answers (those that list sizes aside).
+		for _, c := range []string{`\dg`, `\df+`, `\dT+`, `\dv`, `\dm`, `\ds`, `\dx`, `\dx+`, `\dp`, `\z`, `\dD`, `\dc`, `\dC`,
+			`\do`, `\dF`, `\dFd`, `\dFp`, `\dFt`, `\dL`, `\dRp`, `\des`, `\dew`, `\det`, `\dy`, `\da`, `\dA`, `\dAc`,
+			`\db`, `\ddp`, `\dd`, `\dE`, `\dO`, `\dP`, `\dX`, `\dconfig`, `\drds`, `\dn+`} {
+			if out, err := psql(c); err != nil || strings.Contains(out, "ERROR") {
+				t.Errorf("psql %s (err %v):\n%s", c, err, out)
+			}
+		}
+		// Sizes are statistics: refused, naming the function.
+		for _, c := range []struct{ cmd, fn string }{
+			{`\dt+`, "pg_table_size"}, {`\d+`, "pg_table_size"}, {`\di+`, "pg_table_size"},
+			{`\l+`, "pg_database_size"}, {`\db+`, "pg_tablespace_size"}, {`\dP+`, "pg_table_size"},
+		} {
+			if out, err := psql(c.cmd); err == nil || !strings.Contains(out, "DP014") || !strings.Contains(out, c.fn) {
+				t.Errorf("psql %s (err %v): want DP014 naming %s:\n%s", c.cmd, err, c.fn, out)
+			}
 		}
 		out, err := psql("SET dp.epsilon = 1; SELECT count(*) FROM patients WHERE age > 40")
 		if err != nil {

@@ -185,7 +185,7 @@ var catalogFuncs = setOf(
 	"octet_length", "substring", "substr", "replace", "concat", "concat_ws", "regexp_replace",
 	"regexp_match", "regexp_matches", "regexp_split_to_array", "split_part", "btrim", "ltrim", "rtrim",
 	"left", "right", "position", "strpos", "starts_with", "format", "translate", "lpad", "rpad",
-	"textcat", "abs", "greatest", "least", "nullif", "int2vectorout", "array_in", "row_number",
+	"textcat", "abs", "greatest", "least", "nullif", "sum", "avg", "getdatabaseencoding", "int2vectorout", "array_in", "row_number",
 	"rank", "dense_rank", "count", "array_agg", "string_agg", "max", "min", "bool_and", "bool_or",
 	"every", "json_agg", "jsonb_agg", "json_build_object", "jsonb_build_object", "json_build_array",
 	"jsonb_build_array", "to_json", "to_jsonb", "row_to_json", "pg_size_pretty",
@@ -194,7 +194,7 @@ var catalogFuncs = setOf(
 // statisticFunc reports whether a function reveals sizes or statistics.
 func statisticFunc(name string) bool {
 	name = strings.TrimPrefix(name, "pg_catalog.")
-	return strings.HasPrefix(name, "pg_stat") || strings.HasSuffix(name, "_size") ||
+	return strings.HasPrefix(name, "pg_stat_") || strings.HasSuffix(name, "_size") ||
 		name == "pg_relation_filenode" || name == "pg_relation_filepath" ||
 		name == "pg_sequence_last_value" || name == "currval" || name == "lastval" || name == "nextval"
 }

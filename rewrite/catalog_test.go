@@ -18,6 +18,8 @@ func TestCatalogAllowed(t *testing.T) {
 	}
 	extra := []string{
 		"SELECT current_schemas(false)",
+		"SELECT es.stxname FROM pg_catalog.pg_statistic_ext es WHERE pg_catalog.pg_statistics_obj_is_visible(es.oid)",
+		"SELECT pg_catalog.getdatabaseencoding()",
 		"SELECT 'patients'::regclass::oid",
 		"select relname from pg_class c join pg_namespace n on n.oid=c.relnamespace where pg_catalog.pg_table_is_visible(c.oid) and relname='patients'",
 		"SELECT t.oid, typarray FROM pg_type t JOIN pg_namespace ns ON typnamespace = ns.oid WHERE typname = 'hstore'",
