@@ -367,6 +367,9 @@ func TestClientMatrix(t *testing.T) {
 		}
 		npmCtx, cancel := context.WithTimeout(ctx, 90*time.Second)
 		defer cancel()
+		// A cache of its own, so npm does not depend on $HOME in CI.
+		t.Setenv("npm_config_cache", filepath.Join(os.TempDir(), "dpproxy-npm-cache"))
+		t.Setenv("npm_config_update_notifier", "false")
 		runClient(t, npmCtx, dir, npm, "ci", "--no-audit", "--no-fund", "--loglevel=error")
 		out := runClient(t, ctx, dir, "node", "client_check.js", host, port, "dana", danaPassword)
 		kv := keyValues(out)
