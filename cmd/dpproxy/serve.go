@@ -32,6 +32,7 @@ func cmdServe(args []string) error {
 	tlsOverride := tlsFlags(fs)
 	fs.IntVar(&serveLimits.MaxConnections, "max-connections", 0, "analyst connections at once (0: the default, 1000)")
 	fs.IntVar(&serveLimits.MaxStatementsPerAnalyst, "max-statements-per-analyst", 0, "statements one analyst runs upstream at once over all connections (0: the default, 8)")
+	fs.DurationVar(&serveLimits.IdleTimeout, "idle-timeout", 0, "close analyst sessions idle this long, with 57P05 (0: never)")
 	describe(fs, "dpproxy serve --policy FILE [flags]", `Serves analysts on the policy's listen address until SIGINT or SIGTERM (running
 statements finish first). The policy file is watched and reloaded on change or SIGHUP.
 The admin address serves /metrics (Prometheus), /healthz, /readyz (upstream and
@@ -109,7 +110,7 @@ func serve(pol *policy.Policy, policyPath, adminAddr string, log *slog.Logger, r
 	}
 	mets := metrics.New()
 	srv, err := wire.NewServer(startCtx, wire.Config{Policy: pol, Ledger: store, Cache: cache, Upstream: pool, Logger: log, TLS: serveTLS, Metrics: mets,
-		MaxConnections: serveLimits.MaxConnections, MaxStatementsPerAnalyst: serveLimits.MaxStatementsPerAnalyst})
+		MaxConnections: serveLimits.MaxConnections, MaxStatementsPerAnalyst: serveLimits.MaxStatementsPerAnalyst, IdleTimeout: serveLimits.IdleTimeout})
 	if err != nil {
 		return fmt.Errorf("upstream: %w", err)
 	}
