@@ -26,6 +26,11 @@
 //     turn and stop at the first error), Parse/Bind/Describe/Execute/Close/
 //     Sync/Flush (extended protocol; an error discards messages until Sync),
 //     Terminate. FunctionCall and COPY are refused.
+//  6. Limits and the end (limits.go): connections, concurrent upstream
+//     statements per analyst and the idle time are bounded (53300, 57P05);
+//     a CancelRequest also cancels the statement upstream (57014);
+//     Shutdown lets running statements answer and ends each session at its
+//     next wait between protocol sequences (57P01).
 //
 // Statements come back from rewrite classified:
 //   - session commands (SET/SHOW/RESET/BEGIN/COMMIT/ROLLBACK/...) are
