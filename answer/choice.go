@@ -25,11 +25,13 @@ func choose(q rewrite.Quantity, eps float64, counts []float64, src mechanisms.So
 	sens := int64(math.Max(1, q.L1Sensitivity))
 	c := q.Choice
 	if c.Kind == rewrite.ChoiceMode {
+		// Counts can be fractional (a privacy unit's counts scaled to its
+		// row bound), hence the scale.
 		util := make([]int64, len(counts))
 		for i, n := range counts {
-			util[i] = int64(n)
+			util[i] = int64(math.Round(n * utilityScale))
 		}
-		i, err := mechanisms.ReportNoisyMax(src, util, eps, sens)
+		i, err := mechanisms.ReportNoisyMax(src, util, eps, sens*utilityScale)
 		if err != nil {
 			return Value{}, err
 		}

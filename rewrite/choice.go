@@ -2,6 +2,7 @@ package rewrite
 
 import (
 	"fmt"
+	"strings"
 
 	pg_query "github.com/pganalyze/pg_query_go/v6"
 
@@ -18,12 +19,11 @@ const quantileBuckets = 64
 // mechanism picks a bucket of the clamped range whose rank is close to q·n;
 // the SQL returns only the count in each bucket. Mode picks a value of the
 // column's public domain by report noisy max over the counts of every
-// domain value, zeros included.
+// domain value, zeros included. On tables with a privacy unit, each unit's
+// bucket counts are scaled down to total at most max_rows_per_unit
+// (a · min(1, m / total)), which keeps the shape of its values and bounds
+// what it can move any utility by.
 func (b *planBuilder) orderedSetAggregate(f *pg_query.FuncCall, name, text string) (Agg, error) {
-	if b.plan.UnitLevel {
-		return Agg{}, pgerror.RefuseUnsupported.New("%s over a table with a privacy unit is not supported yet", name).
-			WithHint("use avg(col), or a row-level table")
-	}
 	if len(f.AggOrder) != 1 || f.AggFilter != nil || f.AggDistinct {
 		return Agg{}, pgerror.RefuseUnsupported.New("%s needs WITHIN GROUP (ORDER BY <one column>) and no FILTER", name)
 	}
@@ -53,8 +53,13 @@ func (b *planBuilder) orderedSetAggregate(f *pg_query.FuncCall, name, text strin
 		for i, v := range c.Domain {
 			cols[i] = fmt.Sprintf("count(*) FILTER (WHERE %s = %s)", colSQL, quoteLiteral(v))
 		}
+		lits := make([]string, len(c.Domain))
+		for i, v := range c.Domain {
+			lits[i] = quoteLiteral(v)
+		}
+		total := fmt.Sprintf("count(*) FILTER (WHERE %s IN (%s))", colSQL, strings.Join(lits, ", "))
 		q := Quantity{Expr: text, L1Sensitivity: sens, Granularity: 1, Choice: &Choice{Kind: ChoiceMode, Domain: append([]string(nil), c.Domain...)}}
-		return Agg{Kind: AggMode, Text: text, Type: columnType(c.Type), Value: b.addQuantity(q, quantitySQL{Multi: cols})}, nil
+		return Agg{Kind: AggMode, Text: text, Type: columnType(c.Type), Value: b.addQuantity(q, quantitySQL{Multi: cols, Total: total})}, nil
 	}
 	if len(f.Args) != 1 {
 		return Agg{}, pgerror.RefuseUnsupported.New("%s takes one fraction", name)
@@ -95,7 +100,8 @@ func (b *planBuilder) orderedSetAggregate(f *pg_query.FuncCall, name, text strin
 		typ = columnType(c.Type)
 	}
 	q := Quantity{Expr: text, L1Sensitivity: sens, Granularity: c.EffectiveGranularity(), Choice: &Choice{Kind: ChoiceQuantile, Q: frac, Edges: edges}}
-	return Agg{Kind: AggQuantile, Text: text, Type: typ, Decimals: decimalsOf(c.EffectiveGranularity()), Value: b.addQuantity(q, quantitySQL{Multi: cols})}, nil
+	total := fmt.Sprintf("count(%s)", colSQL)
+	return Agg{Kind: AggQuantile, Text: text, Type: typ, Decimals: decimalsOf(c.EffectiveGranularity()), Value: b.addQuantity(q, quantitySQL{Multi: cols, Total: total})}, nil
 }
 
 func numConst(n *pg_query.Node) (float64, bool) {

@@ -36,7 +36,8 @@ type quantitySQL struct {
 	Row   string
 	Inner string
 	Outer string   // with %s for the inner column
-	Multi []string // a Choice's columns (row-level tables only)
+	Multi []string // a Choice's columns
+	Total string   // a Choice's per-unit total, for scaling (privacy-unit tables)
 }
 
 func planAggregate(sel *pg_query.SelectStmt, pol *policy.Policy, ctes map[string]*pg_query.SelectStmt) (*Plan, error) {

@@ -88,6 +88,13 @@ func (b *planBuilder) generateSQL(where *pg_query.Node) (string, error) {
 	inner := []string{fmt.Sprintf("%s AS %s", unitRef, unitCol)}
 	inner = append(inner, keyList...)
 	for i, q := range b.qs {
+		if q.Multi != nil {
+			for j, m := range q.Multi {
+				inner = append(inner, fmt.Sprintf("%s AS a%d_%d", m, i, j))
+			}
+			inner = append(inner, fmt.Sprintf("%s AS a%d_t", q.Total, i))
+			continue
+		}
 		inner = append(inner, fmt.Sprintf("%s AS a%d", q.Inner, i))
 	}
 	perUnit := fmt.Sprintf("SELECT %s FROM %s%s%s", strings.Join(inner, ", "), from, whereSQL, groupBy(1))
@@ -97,7 +104,17 @@ func (b *planBuilder) generateSQL(where *pg_query.Node) (string, error) {
 		outer = append(outer, fmt.Sprintf("k%d", i))
 		passCols = append(passCols, fmt.Sprintf("k%d", i))
 	}
+	m := b.maxRows()
 	for i, q := range b.qs {
+		if q.Multi != nil {
+			// Scale the unit's counts to total at most m rows.
+			for j := range q.Multi {
+				outer = append(outer, fmt.Sprintf("sum(a%d_%d * LEAST(1, %d::numeric / NULLIF(a%d_t, 0))) AS q%d_%d", i, j, m, i, i, j))
+				passCols = append(passCols, fmt.Sprintf("a%d_%d", i, j))
+			}
+			passCols = append(passCols, fmt.Sprintf("a%d_t", i))
+			continue
+		}
 		outer = append(outer, fmt.Sprintf(q.Outer, fmt.Sprintf("a%d", i))+fmt.Sprintf(" AS q%d", i))
 		passCols = append(passCols, fmt.Sprintf("a%d", i))
 	}

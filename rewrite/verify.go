@@ -344,6 +344,9 @@ func verifyOuterAggregate(n *pg_query.Node) error {
 			return nil
 		}
 	case "sum":
+		if isScaledCount(arg) {
+			return nil
+		}
 		least := arg.GetMinMaxExpr()
 		if least == nil || least.Op != pg_query.MinMaxOp_IS_LEAST || len(least.Args) != 2 || !isNumConst(least.Args[1]) {
 			return fmt.Errorf("per-unit total is not clamped from above")
@@ -496,4 +499,37 @@ func isNumConst(n *pg_query.Node) bool {
 		return true
 	}
 	return false
+}
+
+// isScaledCount matches col * LEAST(1, c::numeric / NULLIF(total, 0)): a
+// unit's bucket count scaled so that its counts total at most c.
+func isScaledCount(n *pg_query.Node) bool {
+	a := n.GetAExpr()
+	if a == nil || operatorName(a.Name) != "*" || a.Lexpr.GetColumnRef() == nil {
+		return false
+	}
+	least := a.Rexpr.GetMinMaxExpr()
+	if least == nil || least.Op != pg_query.MinMaxOp_IS_LEAST || len(least.Args) != 2 {
+		return false
+	}
+	if one, ok := intConst(least.Args[0]); !ok || one != 1 {
+		return false
+	}
+	div := least.Args[1].GetAExpr()
+	if div == nil || operatorName(div.Name) != "/" {
+		return false
+	}
+	cnum := div.Lexpr
+	if tc := cnum.GetTypeCast(); tc != nil {
+		cnum = tc.Arg
+	}
+	if c, ok := intConst(cnum); !ok || c < 1 {
+		return false
+	}
+	nullif := div.Rexpr.GetAExpr()
+	if nullif == nil || nullif.Kind != pg_query.A_Expr_Kind_AEXPR_NULLIF || nullif.Lexpr.GetColumnRef() == nil {
+		return false
+	}
+	z, ok := intConst(nullif.Rexpr)
+	return ok && z == 0
 }
