@@ -3,11 +3,7 @@ package integration
 import (
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
-
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/dpproxy/dpproxy/ledger"
 )
@@ -18,22 +14,7 @@ import (
 func TestAnswerCacheRepeatsForFree(t *testing.T) {
 	ctx := testContext(t)
 	p := startProxy(t, proxyOptions{cacheWindow: "10m"})
-	cfg, err := pgx.ParseConfig(p.dsn("alice", alicePassword))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	var notices []string
-	cfg.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) {
-		mu.Lock()
-		notices = append(notices, n.Message)
-		mu.Unlock()
-	}
-	conn, err := pgx.ConnectConfig(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
+	conn, log := p.connectWithNotices(t, ctx, "alice", alicePassword, false)
 	query := "SELECT sex, count(*) FROM patients GROUP BY sex ORDER BY sex"
 	answers := make([]string, 3)
 	for i := range answers {
@@ -60,11 +41,9 @@ func TestAnswerCacheRepeatsForFree(t *testing.T) {
 	if err := conn.QueryRow(ctx, "SHOW dp.budget").Scan(&budget); err != nil || budget != "4.5 of 5 left" {
 		t.Errorf("after one charged and two cached answers: %q %v", budget, err)
 	}
-	mu.Lock()
-	if len(notices) != 3 || !strings.Contains(notices[1], "from the cache, no charge") {
+	if notices := log.all(); len(notices) != 3 || !strings.Contains(notices[1], "from the cache, no charge") {
 		t.Errorf("notices %q", notices)
 	}
-	mu.Unlock()
 	// A different constant is a different question: charged afresh.
 	var n int64
 	if err := conn.QueryRow(ctx, "SELECT count(*) FROM patients WHERE age > 41").Scan(&n); err != nil {

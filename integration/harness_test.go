@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/dpproxy/dpproxy/internal/pgcluster"
 	"github.com/dpproxy/dpproxy/internal/testenv"
@@ -256,4 +257,40 @@ func testContext(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	t.Cleanup(cancel)
 	return ctx
+}
+
+// noticeLog collects the NOTICE messages a connection receives.
+type noticeLog struct {
+	mu  sync.Mutex
+	msg []string
+}
+
+func (l *noticeLog) all() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]string(nil), l.msg...)
+}
+
+// connectWithNotices connects like connect and records the notices.
+func (p *proxy) connectWithNotices(t *testing.T, ctx context.Context, user, password string, simple bool) (*pgx.Conn, *noticeLog) {
+	t.Helper()
+	cfg, err := pgx.ParseConfig(p.dsn(user, password))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if simple {
+		cfg.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol
+	}
+	log := &noticeLog{}
+	cfg.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) {
+		log.mu.Lock()
+		log.msg = append(log.msg, n.Message)
+		log.mu.Unlock()
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		t.Fatalf("connecting to dpproxy as %s: %v", user, err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return conn, log
 }

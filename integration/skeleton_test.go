@@ -10,7 +10,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -37,25 +36,7 @@ func TestNoisyCountWithPgx(t *testing.T) {
 	want := exact(t, ctx, countQuery)
 	seen := map[int64]bool{}
 	for _, simple := range []bool{false, true} {
-		var notices []string
-		var mu sync.Mutex
-		cfg, err := pgx.ParseConfig(p.dsn("alice", alicePassword))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if simple {
-			cfg.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol
-		}
-		cfg.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) {
-			mu.Lock()
-			notices = append(notices, n.Message)
-			mu.Unlock()
-		}
-		conn, err := pgx.ConnectConfig(ctx, cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close(ctx)
+		conn, log := p.connectWithNotices(t, ctx, "alice", alicePassword, simple)
 		if _, err := conn.Exec(ctx, "SET dp.epsilon = 0.2"); err != nil {
 			t.Fatal(err)
 		}
@@ -69,11 +50,9 @@ func TestNoisyCountWithPgx(t *testing.T) {
 			}
 			seen[got] = true
 		}
-		mu.Lock()
-		if len(notices) != 5 || !strings.Contains(notices[0], "spent epsilon 0.2") || !strings.Contains(notices[0], "count ±") {
+		if notices := log.all(); len(notices) != 5 || !strings.Contains(notices[0], "spent epsilon 0.2") || !strings.Contains(notices[0], "count ±") {
 			t.Errorf("simple=%v: notices = %q", simple, notices)
 		}
-		mu.Unlock()
 	}
 	if len(seen) < 2 {
 		t.Errorf("ten noisy answers were all %v: noise is not fresh", seen)
