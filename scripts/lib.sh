@@ -26,14 +26,25 @@ ensure_packages() {
   command -v git >/dev/null || need+=(git)
   command -v runuser >/dev/null || need+=(util-linux)
   command -v curl >/dev/null || need+=(ca-certificates curl)
-  # The client matrix (integration/clients_test.go): pgbench, JDBC,
-  # psycopg2 + SQLAlchemy + pandas, node-postgres (npm ci at test time).
+  if [ ${#need[@]} -gt 0 ]; then
+    echo "installing ${need[*]} ..." >&2
+    apt_install "${need[@]}"
+  fi
+}
+
+# ensure_test_packages installs what only the test suite needs: the client
+# matrix (integration/clients_test.go: pgbench, JDBC, psycopg2 + SQLAlchemy +
+# pandas, node-postgres via npm ci at test time) and docker-compose to
+# validate docker-compose.yml.
+ensure_test_packages() {
+  local need=()
   command -v pgbench >/dev/null || need+=(postgresql-client)
   command -v javac >/dev/null || need+=(default-jdk-headless)
   [ -f /usr/share/java/postgresql.jar ] || need+=(libpostgresql-jdbc-java)
   /usr/bin/python3 -c 'import psycopg2, sqlalchemy, pandas' 2>/dev/null || need+=(python3-psycopg2 python3-sqlalchemy python3-pandas)
   command -v node >/dev/null || need+=(nodejs)
   command -v npm >/dev/null || need+=(npm)
+  command -v docker-compose >/dev/null || docker compose version >/dev/null 2>&1 || need+=(docker-compose)
   if [ ${#need[@]} -gt 0 ]; then
     echo "installing ${need[*]} ..." >&2
     apt_install "${need[@]}"

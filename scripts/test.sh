@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 ensure_packages
+ensure_test_packages
 ensure_go
 echo "building bin/dpproxy (scripts/build.sh, as the Dockerfile does) ..." >&2; ./scripts/build.sh bin
 echo "go vet ..." >&2

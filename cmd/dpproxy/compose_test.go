@@ -9,26 +9,24 @@ import (
 	"github.com/dpproxy/dpproxy/policy"
 )
 
-// TestComposeConfig validates docker-compose.yml with `docker compose config
-// -q` where a compose-capable docker client exists. Without one the test is
-// skipped, unless the client lists compose among its commands and still
-// cannot run it.
+// TestComposeConfig validates docker-compose.yml with `docker compose
+// config -q` where the compose plugin exists, else with Debian's
+// docker-compose (scripts/lib.sh installs it, so CI always validates).
+// Neither validates against an engine: images are not pulled or built.
 func TestComposeConfig(t *testing.T) {
-	docker, err := exec.LookPath("docker")
-	if err != nil {
-		t.Skip("no docker client")
+	var cmd *exec.Cmd
+	if docker, err := exec.LookPath("docker"); err == nil && exec.Command(docker, "compose", "version").Run() == nil {
+		cmd = exec.Command(docker, "compose", "-f", "docker-compose.yml", "config", "-q")
+	} else if dc, err := exec.LookPath("docker-compose"); err == nil {
+		cmd = exec.Command(dc, "-f", "docker-compose.yml", "config", "-q")
+	} else if os.Getenv("CI") != "" {
+		t.Fatal("neither `docker compose` nor docker-compose is installed; scripts/lib.sh ensure_packages installs docker-compose")
+	} else {
+		t.Skip("no compose client (apt-get install docker-compose)")
 	}
-	if out, err := exec.Command(docker, "compose", "version").CombinedOutput(); err != nil {
-		help, _ := exec.Command(docker, "--help").CombinedOutput()
-		if strings.Contains(string(help), "compose*") || strings.Contains(string(help), "  compose ") {
-			t.Fatalf("docker lists compose but `docker compose version` fails: %v\n%s", err, out)
-		}
-		t.Skipf("docker client without compose: %s", strings.TrimSpace(string(out)))
-	}
-	cmd := exec.Command(docker, "compose", "-f", "docker-compose.yml", "config", "-q")
 	cmd.Dir = "../.."
 	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("docker compose config -q: %v\n%s", err, out)
+		t.Fatalf("%s: %v\n%s", strings.Join(cmd.Args, " "), err, out)
 	}
 }
 
