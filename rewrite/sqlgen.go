@@ -44,8 +44,12 @@ func (b *planBuilder) generateSQL(where *pg_query.Node) (string, error) {
 		}
 		conds = append(conds, "("+w+")")
 	}
+	// Groups outside a public domain are never released (answer/ walks the
+	// domain), so filtering them out in SQL matters only where they would
+	// take one of a unit's max_groups_per_unit slots; on row-level tables the
+	// filter would only cost time (measured: a third of a GROUP BY's).
 	for i, k := range b.plan.Keys {
-		if k.Domain != nil && b.keyCol[i] != nil && b.keyNodes[i].GetColumnRef() != nil {
+		if b.plan.UnitLevel && k.Domain != nil && b.keyCol[i] != nil && b.keyNodes[i].GetColumnRef() != nil {
 			lits := make([]string, len(k.Domain))
 			for j, v := range k.Domain {
 				lits[j] = quoteLiteral(v)
