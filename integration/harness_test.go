@@ -87,6 +87,9 @@ type proxyOptions struct {
 	upstreamDSN string
 	// statementTimeout replaces the demo policy's upstream statement_timeout.
 	statementTimeout string
+	// shadowVisits marks visits `shadow: true` (read from its pre-bounded
+	// copy, which the test must refresh).
+	shadowVisits bool
 }
 
 var cacheWindowLine = regexp.MustCompile(`cache_window: \S+`)
@@ -117,6 +120,9 @@ func testPolicy(t *testing.T, listen, ledgerPath string, o proxyOptions) string 
 		window = "0s" // fresh noise (and a charge) for every statement unless a test asks for the cache
 	}
 	text = cacheWindowLine.ReplaceAllString(text, "cache_window: "+window)
+	if o.shadowVisits {
+		text = strings.Replace(text, "    unit: patient_id\n", "    unit: patient_id\n    shadow: true\n", 1)
+	}
 	carol := fmt.Sprintf("  - name: carol\n    password: %q\n    budget: {epsilon: %g, delta: 1.0e-5}\n", v.String(), budget)
 	if o.danaBudget > 0 {
 		dv, err := policy.NewVerifier(danaPassword, []byte("integration-dana"), 4096)

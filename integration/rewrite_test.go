@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -419,6 +421,56 @@ func TestJoinWithPublicTable(t *testing.T) {
 		// half selects partitions): scale 6.
 		if got := num(t, r["patients"]); got > want[b]+tol(6) || got < want[b]-excess-tol(6) {
 			t.Errorf("%s: %v, exact %v", b, got, want[b])
+		}
+	}
+}
+
+// TestShadowTable: `dpproxy shadow refresh` fills the pre-bounded copy of
+// visits (at most 10 random visits per patient), and queries over visits are
+// then answered from it with row-level SQL and sensitivities at the row
+// bound. Tolerance: count sensitivity 10 at ε 1/3 (three quantities), scale
+// 30, tol(30) — below 1e-8 per check.
+func TestShadowTable(t *testing.T) {
+	ctx := testContext(t)
+	p := startProxy(t, proxyOptions{carolBudget: 10, shadowVisits: true})
+	admin := exactConn(t, ctx)
+	t.Cleanup(func() { admin.Exec(context.Background(), "DROP SCHEMA IF EXISTS dpproxy_shadow CASCADE") })
+	refresh := exec.CommandContext(ctx, binary, "shadow", "refresh", "--policy", p.policyPath, "--dsn", pg.AdminDSN(), "--reader", "dpproxy_reader")
+	refresh.Env = append(os.Environ(), "DPPROXY_UPSTREAM_DSN="+pg.ReaderDSN())
+	if out, err := refresh.CombinedOutput(); err != nil {
+		t.Fatalf("shadow refresh: %v\n%s", err, out)
+	}
+	var over int64
+	if err := admin.QueryRow(ctx, "SELECT count(*) FROM (SELECT patient_id FROM dpproxy_shadow.public__visits GROUP BY 1 HAVING count(*) > 10) x").Scan(&over); err != nil || over != 0 {
+		t.Fatalf("shadow copy has %d patients over the row bound (%v)", over, err)
+	}
+	want := exactMap(t, ctx, "SELECT department, count(*) FROM dpproxy_shadow.public__visits GROUP BY 1")
+	conn := p.connect(t, ctx, "carol", carolPassword, false)
+	if _, err := conn.Exec(ctx, "SET dp.epsilon = 1"); err != nil {
+		t.Fatal(err)
+	}
+	var plan []string
+	rows, err := conn.Query(ctx, "EXPLAIN SELECT department, count(*), avg(cost) FROM visits GROUP BY department")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var l string
+		_ = rows.Scan(&l)
+		plan = append(plan, l)
+	}
+	rows.Close()
+	if !strings.Contains(strings.Join(plan, "\n"), "dpproxy_shadow") {
+		t.Fatalf("plan does not read the shadow copy:\n%s", strings.Join(plan, "\n"))
+	}
+	got, _ := dpRows(t, ctx, conn, "SELECT department, count(*), avg(cost) FROM visits GROUP BY department")
+	if len(got) != 5 {
+		t.Fatalf("%d departments, want 5", len(got))
+	}
+	for _, r := range got {
+		d := r["department"].(string)
+		if c := num(t, r["count"]); math.Abs(c-want[d]) > tol(30) {
+			t.Errorf("%s: %v, exact on the copy %v", d, c, want[d])
 		}
 	}
 }

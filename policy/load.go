@@ -821,7 +821,7 @@ func (d *decoder) dataset(p *Policy, n ast.Node) {
 
 func (d *decoder) table(p *Policy, n ast.Node) {
 	o := d.object(n, posOf(n), "a table",
-		"name", "schema", "privacy", "unit", "max_rows_per_unit", "max_groups_per_unit", "columns")
+		"name", "schema", "privacy", "unit", "max_rows_per_unit", "max_groups_per_unit", "shadow", "columns")
 	if o.broken {
 		return
 	}
@@ -865,14 +865,15 @@ func (d *decoder) table(p *Policy, n ast.Node) {
 			t.MaxGroupsPerUnit = int(n)
 		}
 	}
+	t.Shadow, _ = o.boolean("shadow")
 	switch t.Privacy {
 	case PrivacyRow, PrivacyPublic:
-		for _, k := range []string{"unit", "max_rows_per_unit", "max_groups_per_unit"} {
+		for _, k := range []string{"unit", "max_rows_per_unit", "max_groups_per_unit", "shadow"} {
 			if o.has(k) {
 				d.errorf(o.keyAt(k), "%s is only for `privacy: unit` tables; %s has privacy %s", k, who, t.Privacy)
 			}
 		}
-		t.Unit, t.MaxRowsPerUnit, t.MaxGroupsPerUnit = "", 0, 0
+		t.Unit, t.MaxRowsPerUnit, t.MaxGroupsPerUnit, t.Shadow = "", 0, 0, false
 	case PrivacyUnit:
 		if !o.has("unit") {
 			d.errorf(o.at, "a `privacy: unit` table needs `unit: <column>` naming the privacy unit, e.g. patient_id")

@@ -269,7 +269,7 @@ var brokenCases = []brokenCase{
 	{name: "undefined alias", edits: []string{"budget: {epsilon: 5, delta: 1e-6}", "budget: *b"},
 		want: []string{"14:13: alias *b names no anchor; define &b before using it"}},
 	{name: "columns not a list", edits: []string{"    columns:\n", "    columns: age\n    cols:\n"},
-		want: []string{"20:14: columns must be a list such as [{name: age, type: integer, bounds: [0, 120]}], not \"age\"", "21:5: unknown key \"cols\" in a table; valid keys: columns, max_groups_per_unit, max_rows_per_unit, name, privacy, schema, unit"}},
+		want: []string{"20:14: columns must be a list such as [{name: age, type: integer, bounds: [0, 120]}], not \"age\"", "21:5: unknown key \"cols\" in a table; valid keys: columns, max_groups_per_unit, max_rows_per_unit, name, privacy, schema, shadow, unit"}},
 	{name: "many problems at once", edits: []string{"epsilon: 0.5", "epsilon: -1", "privacy: unit", "privacy: secret", "bounds: [0, 100]", "bounds: [0]"},
 		want: []string{"9:12: epsilon must be a positive finite number, e.g. 0.1", "17:14: unknown privacy \"secret\": write row, unit or public", "22:44: bounds must be two numbers [lower, upper], e.g. [0, 120]; found 1"}},
 }

@@ -163,6 +163,10 @@ type Table struct {
 	MaxGroupsPerUnit int
 	Columns          []*Column
 	columns          map[string]*Column
+	// Shadow makes queries read a pre-bounded copy, ShadowName(), that
+	// `dpproxy shadow refresh` fills with at most MaxRowsPerUnit random rows
+	// per unit (privacy-unit tables only).
+	Shadow bool
 }
 
 // Column is a declared column of a table.
@@ -319,3 +323,9 @@ func CanonicalType(s string) (string, bool) {
 	}
 	return canonicalType(name)
 }
+
+// ShadowSchema is the schema that holds pre-bounded shadow copies.
+const ShadowSchema = "dpproxy_shadow"
+
+// ShadowName is the name of the table's pre-bounded copy in ShadowSchema.
+func (t *Table) ShadowName() string { return t.Schema + "__" + t.Name }

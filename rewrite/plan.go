@@ -100,6 +100,7 @@ func planAggregate(sel *pg_query.SelectStmt, pol *policy.Policy, ctes map[string
 // splits ε evenly over the quantities.
 func (b *planBuilder) finishSensitivities() {
 	t := b.sc.table
+	b.useShadow()
 	if b.plan.UnitLevel && len(b.plan.Keys) > 0 {
 		b.plan.MaxGroups = max(1, t.MaxGroupsPerUnit)
 	}
@@ -117,6 +118,37 @@ func (b *planBuilder) finishSensitivities() {
 	for i := range b.plan.Quantities {
 		b.plan.Quantities[i].Weight = 1 / float64(len(b.plan.Quantities))
 	}
+}
+
+// useShadow switches a privacy-unit query to the table's pre-bounded shadow
+// copy (policy `shadow: true`; filled by `dpproxy shadow refresh` with at
+// most max_rows_per_unit rows per unit, chosen at random independently of
+// the values) when the query needs nothing the copy cannot give: no
+// partition selection and no count(DISTINCT unit), both of which count
+// units rather than rows, and no other private table. On the copy a unit
+// has at most m rows, so it touches at most m groups and moves the whole
+// vector of per-group counts by at most m in L1: the row-level rewrite with
+// every sensitivity at m (as planned) is sound, with no group bounding.
+func (b *planBuilder) useShadow() {
+	if !b.plan.UnitLevel || !b.sc.table.Shadow {
+		return
+	}
+	for _, r := range b.sc.public {
+		if r.table.IsPrivate() {
+			return
+		}
+	}
+	for _, k := range b.plan.Keys {
+		if k.Domain == nil {
+			return
+		}
+	}
+	for _, q := range b.qs {
+		if q.Row == "" && q.Multi == nil {
+			return
+		}
+	}
+	b.plan.UnitLevel, b.plan.Shadow, b.sc.shadow = false, true, true
 }
 
 // addQuantity adds a quantity, or returns an identical one already planned:

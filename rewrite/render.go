@@ -15,6 +15,9 @@ func RenderPlan(p *Plan) string {
 	if p.UnitLevel {
 		fmt.Fprintf(&b, "bounding: per privacy unit, max groups %d\n", p.MaxGroups)
 	}
+	if p.Shadow {
+		b.WriteString("bounding: pre-bounded shadow copy (at most max_rows_per_unit rows per unit)\n")
+	}
 	for _, k := range p.Keys {
 		domain := "partition selection"
 		if k.Domain != nil {

@@ -38,6 +38,7 @@ type scope struct {
 	view      bool
 	viewAlias string
 	viewWhere string
+	shadow    bool // read the private table's pre-bounded shadow copy
 }
 
 func (sc *scope) relations() []*relation {
@@ -319,16 +320,20 @@ func (sc *scope) addView(q *pg_query.SelectStmt, alias string, pol *policy.Polic
 // matches a private row at most once and cannot multiply its contribution.
 func (sc *scope) fromSQL() string {
 	var b strings.Builder
+	schema, name := sc.table.Schema, sc.table.Name
+	if sc.shadow {
+		schema, name = policy.ShadowSchema, sc.table.ShadowName()
+	}
 	if sc.view {
 		// The view keeps every column (the privacy unit included); the
 		// outer query sees only the ones it exposed, checked at planning.
-		b.WriteString("(SELECT * FROM " + quoteIdent(sc.table.Schema) + "." + quoteIdent(sc.table.Name) + " AS " + quoteIdent(sc.viewAlias))
+		b.WriteString("(SELECT * FROM " + quoteIdent(schema) + "." + quoteIdent(name) + " AS " + quoteIdent(sc.viewAlias))
 		if sc.viewWhere != "" {
 			b.WriteString(" WHERE " + sc.viewWhere)
 		}
 		b.WriteString(") AS " + quoteIdent(sc.alias))
 	} else {
-		b.WriteString(quoteIdent(sc.table.Schema) + "." + quoteIdent(sc.table.Name) + " AS " + quoteIdent(sc.alias))
+		b.WriteString(quoteIdent(schema) + "." + quoteIdent(name) + " AS " + quoteIdent(sc.alias))
 	}
 	for _, r := range sc.public {
 		kw := " JOIN "

@@ -70,6 +70,9 @@ type Plan struct {
 	// row-level tables).
 	UnitLevel bool
 	MaxGroups int
+	// Shadow is set when a privacy-unit table is read through its
+	// pre-bounded shadow copy (see planBuilder.useShadow).
+	Shadow bool
 
 	sc *scope // the tables the query reads, for re-verification
 }

@@ -4,6 +4,8 @@ import (
 	"fmt"
 
 	pg_query "github.com/pganalyze/pg_query_go/v6"
+
+	"github.com/dpproxy/dpproxy/policy"
 )
 
 // verifyRewritten re-parses a rewritten statement and checks, without the
@@ -88,7 +90,7 @@ func verifyTableRef(from []*pg_query.Node, sc *scope) error {
 // joined on equalities of columns.
 func verifyFromItem(n *pg_query.Node, sc *scope, leftmost bool) error {
 	if rv := n.GetRangeVar(); rv != nil {
-		if !leftmost || rv.Relname != sc.table.Name || rv.Schemaname != sc.table.Schema || !rv.Inh {
+		if !leftmost || !sc.isPrivateTable(rv) {
 			return fmt.Errorf("reads a relation other than %s", sc.table.QualifiedName())
 		}
 		return nil
@@ -103,7 +105,7 @@ func verifyFromItem(n *pg_query.Node, sc *scope, leftmost bool) error {
 			return fmt.Errorf("view does not select *")
 		}
 		rv := q.FromClause[0].GetRangeVar()
-		if rv == nil || rv.Relname != sc.table.Name || rv.Schemaname != sc.table.Schema || !rv.Inh {
+		if rv == nil || !sc.isPrivateTable(rv) {
 			return fmt.Errorf("view reads a relation other than %s", sc.table.QualifiedName())
 		}
 		if q.WhereClause != nil {
@@ -532,4 +534,16 @@ func isScaledCount(n *pg_query.Node) bool {
 	}
 	z, ok := intConst(nullif.Rexpr)
 	return ok && z == 0
+}
+
+// isPrivateTable reports whether rv names the scope's private table, or its
+// shadow copy when the plan reads it.
+func (sc *scope) isPrivateTable(rv *pg_query.RangeVar) bool {
+	if !rv.Inh {
+		return false
+	}
+	if sc.shadow {
+		return rv.Schemaname == policy.ShadowSchema && rv.Relname == sc.table.ShadowName()
+	}
+	return rv.Relname == sc.table.Name && rv.Schemaname == sc.table.Schema
 }

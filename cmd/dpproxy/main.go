@@ -20,6 +20,7 @@ Usage:
   dpproxy policy init --dsn DSN        draft a policy from the upstream schema
   dpproxy ledger report [flags]        budgets spent per analyst
   dpproxy ledger verify|grant|reset    check the audit trail's hash chain; adjust a budget
+  dpproxy shadow refresh --policy FILE  refill the pre-bounded shadow copies of tables marked shadow: true
   dpproxy explain --policy FILE 'SQL'  show how a statement would be answered, without running or charging it
   dpproxy passwd                       print a SCRAM-SHA-256 verifier for a password read from the terminal or stdin
   dpproxy errors [--markdown]          print the catalogue of refusals
@@ -53,6 +54,8 @@ func main() {
 		err = cmdErrors(args)
 	case "explain":
 		err = cmdExplain(args)
+	case "shadow":
+		err = cmdShadow(args)
 	case "audit":
 		err = cmdAudit(args)
 	case "-h", "--help", "help":
