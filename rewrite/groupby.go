@@ -247,17 +247,10 @@ func defaultName(n *pg_query.Node) string {
 			return defaultName(v.TypeCast.Arg)
 		}
 		names := v.TypeCast.TypeName.Names
-		return typeDisplayName(names[len(names)-1].GetString_().GetSval())
+		// Postgres names a cast constant after the type: SELECT 1::int4.
+		return names[len(names)-1].GetString_().GetSval()
 	}
 	return "?column?"
-}
-
-func typeDisplayName(s string) string {
-	switch s {
-	case "int4":
-		return "int4"
-	}
-	return s
 }
 
 // fieldDomain is the public domain of EXTRACT(field FROM col): fixed for
