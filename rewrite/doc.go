@@ -14,6 +14,27 @@
 //     since a deparser can emit SQL that means something else.
 //   - Sensitivities follow from the policy's bounds, never from the data.
 //
+// A DP query reads one private table, possibly through a row-level view
+// (a FROM subquery or CTE selecting its columns), joined to public tables
+// (deduplicated on their join columns) or to other privacy-unit tables on
+// the unit. Its plan (statement.go) is the rewritten SQL plus what answer/
+// needs: group keys with their public domains, noisy quantities with their
+// sensitivity and share of ε, aggregates built from them, and the output,
+// HAVING and ORDER BY expressions evaluated after noise. The SQL shapes:
+//
+//   - row-level tables: one aggregation over clamped values (sqlgen.go);
+//   - privacy-unit tables: per-unit pre-aggregation, per-unit totals clamped
+//     to max_rows_per_unit × bounds, random choice of max_groups_per_unit
+//     groups per unit, then the final aggregation;
+//   - `shadow: true` tables: the row-level shape over the pre-bounded copy.
+//
+// Files: classify.go (statement kinds), select.go and catalog.go (what a
+// SELECT is), scope.go (FROM), predicate.go (conditions), groupby.go,
+// aggregate.go, choice.go (quantiles, mode), bounded.go (aggregated
+// expressions), output.go (post-processing expressions), plan.go and
+// sqlgen.go (the plan and its SQL), verify.go (the independent check),
+// render.go (EXPLAIN text), cache.go (the plan cache).
+//
 // pg_query (libpg_query, the real Postgres parser) is used only through
 // pgquery.go, which also enforces a size and nesting limit before calling it:
 // libpg_query spends seconds on ~80 KB of nested expressions and crashes the
