@@ -350,6 +350,16 @@ func TestRepresentativeQueries(t *testing.T) {
 		}
 	})
 
+	t.Run("public lookup tables are read free", func(t *testing.T) {
+		var before, after string
+		_ = conn.QueryRow(ctx, "SHOW dp.budget").Scan(&before)
+		rows, _ := dpRows(t, ctx, conn, "SELECT name, floor FROM departments ORDER BY name")
+		_ = conn.QueryRow(ctx, "SHOW dp.budget").Scan(&after)
+		if len(rows) != 5 || rows[0]["name"] != "cardiology" || before != after {
+			t.Errorf("departments: %v; budget %q then %q", rows, before, after)
+		}
+	})
+
 	t.Run("no delta budget refuses partition selection", func(t *testing.T) {
 		bob := p.connect(t, ctx, "bob", "bob-demo", false)
 		_, err := bob.Exec(ctx, "SELECT zip, count(*) FROM patients GROUP BY zip")

@@ -103,6 +103,9 @@ func renderResult(sql string, pol *policy.Policy) string {
 			fmt.Fprintf(&b, "session %s name=%q value=%q", st.Session.Tag, st.Session.Name, st.Session.Value)
 		case KindPassthrough:
 			b.WriteString("passthrough")
+			if st.SQL != strings.TrimSpace(sql) {
+				b.WriteString("\nsql: " + st.SQL)
+			}
 		case KindDP:
 			b.WriteString(RenderPlan(st.Plan))
 		case KindExplain:

@@ -35,6 +35,9 @@ func classifySelect(sel *pg_query.SelectStmt, text string, pol *policy.Policy) (
 		}
 		return &Statement{Kind: KindPassthrough, SQL: text}, nil
 	}
+	if st, ok, err := classifyPublic(sel, pol, ctes); ok {
+		return st, err
+	}
 	plan, err := planAggregate(sel, pol, ctes)
 	if err != nil {
 		return nil, err
