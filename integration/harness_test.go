@@ -212,18 +212,7 @@ func (p *proxy) dsn(user, password string) string {
 
 func (p *proxy) connect(t *testing.T, ctx context.Context, user, password string, simple bool) *pgx.Conn {
 	t.Helper()
-	cfg, err := pgx.ParseConfig(p.dsn(user, password))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if simple {
-		cfg.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol
-	}
-	conn, err := pgx.ConnectConfig(ctx, cfg)
-	if err != nil {
-		t.Fatalf("connecting to dpproxy as %s: %v", user, err)
-	}
-	t.Cleanup(func() { conn.Close(context.Background()) })
+	conn, _ := p.connectWithNotices(t, ctx, user, password, simple)
 	return conn
 }
 
