@@ -445,6 +445,16 @@ func TestShadowTable(t *testing.T) {
 	p := startProxy(t, proxyOptions{carolBudget: 10, shadowVisits: true})
 	admin := exactConn(t, ctx)
 	t.Cleanup(func() { admin.Exec(context.Background(), "DROP SCHEMA IF EXISTS dpproxy_shadow CASCADE") })
+	// Before the first refresh there is no copy: refused, and not charged.
+	early := p.connect(t, ctx, "carol", carolPassword, false)
+	var before, after string
+	_ = early.QueryRow(ctx, "SHOW dp.budget").Scan(&before)
+	_, err := early.Exec(ctx, "SELECT count(*) FROM visits")
+	_ = early.QueryRow(ctx, "SHOW dp.budget").Scan(&after)
+	var pge *pgconn.PgError
+	if !errors.As(err, &pge) || pge.Code != "0A000" || !strings.Contains(pge.Message, "does not exist yet") || before != after {
+		t.Fatalf("query before the first refresh: %v; budget %q then %q", err, before, after)
+	}
 	refresh := exec.CommandContext(ctx, binary, "shadow", "refresh", "--policy", p.policyPath, "--dsn", pg.AdminDSN(), "--reader", "dpproxy_reader")
 	refresh.Env = append(os.Environ(), "DPPROXY_UPSTREAM_DSN="+pg.ReaderDSN())
 	if out, err := refresh.CombinedOutput(); err != nil {

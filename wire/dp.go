@@ -43,6 +43,9 @@ func (sess *session) runDP(st *rewrite.Statement, a execArgs) error {
 				WithHint("the policy lists the tables each analyst may query; ask the DBA")
 		}
 	}
+	if err := sess.checkShadow(plan, pol); err != nil {
+		return err
+	}
 	eps := sess.queryEpsilon()
 	if capEps := pol.EpsilonCap(sess.analyst); eps > capEps {
 		return pgerror.RefuseSetting.New("dp.epsilon %g exceeds your per-query cap of %g", eps, capEps)

@@ -61,6 +61,8 @@ type Server struct {
 	wg       sync.WaitGroup
 
 	runningByAnalyst map[string]int // statements running upstream, for MaxStatementsPerAnalyst
+
+	shadowSeen sync.Map // tables whose pre-bounded copy exists upstream
 }
 
 // NewServer checks the upstream and returns a server ready to Serve.
