@@ -16,6 +16,7 @@
 # --cost-scale S (database-side cost), --duration SECONDS (per pgbench run),
 # --clients "1 8 32", --protocols "simple extended", --queries "tiny_count ...",
 # --conns N (idle connections, 0 skips), --skip-matrix, --skip-cost,
+# --scale-out (1, 2 and 3 proxies on one Redis ledger),
 # --keep (keep the working directory), --dir D.
 set -euo pipefail
 
@@ -29,6 +30,7 @@ QUERIES="tiny_count selective_count groupby_avg user_groupby join_public"
 CONNS=1000
 MATRIX=1
 COST=1
+SCALEOUT=0
 KEEP=0
 DIR=""
 while [ $# -gt 0 ]; do
@@ -43,6 +45,7 @@ while [ $# -gt 0 ]; do
 	--conns) CONNS=$2; shift 2 ;;
 	--skip-matrix) MATRIX=0; shift ;;
 	--skip-cost) COST=0; shift ;;
+	--scale-out) SCALEOUT=1; shift ;;
 	--keep) KEEP=1; shift ;;
 	--dir) DIR=$2; shift 2 ;;
 	-h | --help) sed -n '2,20p' "$0"; exit 0 ;;
@@ -234,4 +237,55 @@ if [ "$CONNS" -gt 0 ]; then
 	log "$CONNS idle client connections on dpproxy (cache off)"
 	"$DIR/benchctl" conns --n "$CONNS" --pid "$PID_nocache" \
 		--dsn "host=127.0.0.1 port=$PORT_nocache user=bench password=bench-pass dbname=bench sslmode=disable"
+fi
+
+if [ "$SCALEOUT" = 1 ]; then
+	# One, two and three dpproxy processes sharing one Redis ledger (AOF on),
+	# 32 pgbench clients in all split across them, the trivial count (cache
+	# off). Total TPS, and the check that the ledger charged exactly the
+	# answered statements: epsilon spent = transactions x 0.1.
+	command -v redis-server >/dev/null || { echo "run.sh: redis-server missing: apt-get install -y redis-server" >&2; exit 1; }
+	REDIS_PORT=$(free_port)
+	mkdir -p "$DIR/redis"
+	redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$DIR/redis" --appendonly yes --save "" --daemonize no >"$DIR/redis.log" 2>&1 &
+	PIDS+=("$!")
+	wait_port "$REDIS_PORT"
+	echo
+	log "scale-out: dpproxy processes on one Redis ledger, tiny_count, 32 clients in all, ${DURATION}s"
+	printf "%-8s %9s %12s %14s %10s\n" proxies tps txns epsilon_spent charged_ok
+	for n in 1 2 3; do
+		redis-cli -p "$REDIS_PORT" flushall >/dev/null
+		ports=() ppids=()
+		for i in $(seq 1 "$n"); do
+			port=$(free_port)
+			"$DIR/benchctl" policy --listen "127.0.0.1:$port" --redis "127.0.0.1:$REDIS_PORT" --cache-window 0s >"$DIR/policy-redis-$i.yaml"
+			DPPROXY_UPSTREAM_DSN="$READER_DSN" "$DIR/dpproxy" serve --policy "$DIR/policy-redis-$i.yaml" --admin "" \
+				--max-connections 1100 --max-statements-per-analyst 64 2>"$DIR/dpproxy-redis-$i.log" &
+			ppids+=("$!")
+			PIDS+=("$!")
+			wait_port "$port"
+			ports+=("$port")
+		done
+		per=$((32 / n))
+		outs=()
+		for i in $(seq 0 $((n - 1))); do
+			(cd "$DIR" && PGPASSWORD=bench-pass pgbench -n -M simple -c "$per" -j 2 -T "$DURATION" \
+				-f "$ROOT/bench/pgbench/tiny_count.sql" -h 127.0.0.1 -p "${ports[$i]}" -U bench bench >"$DIR/scaleout-$n-$i.out" 2>&1) &
+			outs+=("$!")
+		done
+		for pid in "${outs[@]}"; do wait "$pid" || true; done
+		txns=0
+		tps=0
+		for i in $(seq 0 $((n - 1))); do
+			t=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$DIR/scaleout-$n-$i.out")
+			r=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' "$DIR/scaleout-$n-$i.out")
+			txns=$((txns + ${t:-0}))
+			tps=$(awk -v a="$tps" -v b="${r:-0}" 'BEGIN {print a + b}')
+		done
+		spent=$(DPPROXY_UPSTREAM_DSN="$READER_DSN" "$DIR/dpproxy" ledger report --policy "$DIR/policy-redis-1.yaml" --format csv 2>/dev/null |
+			awk -F, 'NR == 1 {for (i = 1; i <= NF; i++) if ($i == "spent_epsilon") c = i} NR > 1 && $1 == "bench" {print $c}')
+		ok=$(awk -v s="${spent:-0}" -v t="$txns" 'BEGIN {d = s - t * 0.1; if (d < 0) d = -d; print (d < 1e-6 ? "yes" : "NO")}')
+		printf "%-8s %9.1f %12s %14s %10s\n" "$n" "$tps" "$txns" "${spent:-?}" "$ok"
+		for pid in "${ppids[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+	done
 fi

@@ -180,7 +180,12 @@ func cmdPolicy(args []string) error {
 	ledger := fs.String("ledger", "ledger.db", "ledger file")
 	window := fs.String("cache-window", "0s", "answer cache window (0s: off)")
 	maxConns := fs.Int("max-conns", 16, "upstream pool size")
+	redisAddr := fs.String("redis", "", "use a Redis ledger at this address instead of the bolt file")
 	_ = fs.Parse(args)
+	ledgerYAML := fmt.Sprintf("ledger:\n  backend: bolt\n  path: %s", *ledger)
+	if *redisAddr != "" {
+		ledgerYAML = fmt.Sprintf("ledger:\n  backend: redis\n  redis: {addrs: [%q]}", *redisAddr)
+	}
 	v, err := policy.NewVerifier(benchPassword, []byte("dpproxy-bench-salt"), 4096)
 	if err != nil {
 		return err
@@ -196,9 +201,7 @@ upstream:
   dsn_env: DPPROXY_UPSTREAM_DSN
   statement_timeout: 300s
   max_conns: %d
-ledger:
-  backend: bolt
-  path: %s
+%s
 defaults:
   epsilon: 0.1
   max_epsilon: 1
@@ -240,7 +243,7 @@ tables:
     columns:
       - {name: id, type: integer, hidden: true}
       - {name: flag, type: integer}
-`, *listen, *maxConns, *ledger, *window, benchAnalyst, v.String(), q(regions), maxRowsPerUnit, maxGroupsPerUnit, q(categories), q(cities))
+`, *listen, *maxConns, ledgerYAML, *window, benchAnalyst, v.String(), q(regions), maxRowsPerUnit, maxGroupsPerUnit, q(categories), q(cities))
 	return nil
 }
 
