@@ -2,17 +2,13 @@ package integration
 
 import (
 	"context"
-	"net"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/dpproxy/dpproxy/ledger"
-	"github.com/dpproxy/dpproxy/policy"
 	"github.com/dpproxy/dpproxy/wire"
 )
 
@@ -67,29 +63,15 @@ func BenchmarkStatement(b *testing.B) {
 func benchProxy(b *testing.B, ctx context.Context, cache bool) string {
 	b.Helper()
 	dir := b.TempDir()
-	store, err := ledger.OpenBolt(filepath.Join(dir, "ledger.db"), ledger.BoltOptions{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { store.Close() })
-	data, err := os.ReadFile("../demo/policy.yaml")
-	if err != nil {
-		b.Fatal(err)
-	}
-	pol, err := policy.Parse("demo/policy.yaml", data, policy.Env{Getenv: func(string) string { return pg.ReaderDSN() }, ReadFile: os.ReadFile})
-	if err != nil {
-		b.Fatal(err)
-	}
-	alice := pol.Analyst("alice")
-	alice.Budget.Epsilon = ledger.MaxEpsilon
-	alice.Team = ""
-	pool, err := pgxpool.New(ctx, pg.ReaderDSN())
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(pool.Close)
-	cfg := wire.Config{Policy: pol, Ledger: store, Upstream: pool}
-	if cache {
+	return inProcess(b, ctx, func(cfg *wire.Config) {
+		pol := cfg.Policy
+		alice := pol.Analyst("alice")
+		alice.Budget.Epsilon = ledger.MaxEpsilon
+		alice.Team = ""
+		if !cache {
+			pol.Defaults.CacheWindow = 0
+			return
+		}
 		pol.Defaults.CacheWindow = 10 * time.Minute
 		c, err := ledger.OpenBoltCache(filepath.Join(dir, "answers.db"), ledger.BoltCacheOptions{})
 		if err != nil {
@@ -97,24 +79,5 @@ func benchProxy(b *testing.B, ctx context.Context, cache bool) string {
 		}
 		b.Cleanup(func() { c.Close() })
 		cfg.Cache = c
-	} else {
-		pol.Defaults.CacheWindow = 0
-	}
-	srv, err := wire.NewServer(ctx, cfg)
-	if err != nil {
-		b.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	go srv.Serve(ln)
-	b.Cleanup(func() {
-		ln.Close()
-		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(sctx)
 	})
-	host, port, _ := net.SplitHostPort(ln.Addr().String())
-	return "host=" + host + " port=" + port + " dbname=demo sslmode=disable"
 }

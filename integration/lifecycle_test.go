@@ -155,7 +155,7 @@ func TestSIGTERMFinishesRunningStatements(t *testing.T) {
 
 // inProcess serves the demo policy in-process with cfg's limits and
 // returns a DSN stem ("host=... port=... dbname=demo sslmode=disable").
-func inProcess(t *testing.T, ctx context.Context, edit func(*wire.Config)) string {
+func inProcess(t testing.TB, ctx context.Context, edit func(*wire.Config)) string {
 	t.Helper()
 	store, err := ledger.OpenBolt(filepath.Join(t.TempDir(), "ledger.db"), ledger.BoltOptions{})
 	if err != nil {

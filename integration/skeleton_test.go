@@ -15,10 +15,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/dpproxy/dpproxy/ledger"
-	"github.com/dpproxy/dpproxy/policy"
 	"github.com/dpproxy/dpproxy/wire"
 )
 
@@ -265,36 +263,11 @@ func TestCorruptLedgerFileStopsStartup(t *testing.T) {
 // that has gone away: DP queries are refused with DP007, never answered.
 func TestLedgerFailureRefusesQueries(t *testing.T) {
 	ctx := testContext(t)
-	store, err := ledger.OpenBolt(filepath.Join(t.TempDir(), "ledger.db"), ledger.BoltOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = store.Close() // the ledger is gone before the first query
-	data, err := os.ReadFile("../demo/policy.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	pol, err := policy.Parse("demo/policy.yaml", data, policy.Env{Getenv: func(string) string { return pg.ReaderDSN() }, ReadFile: os.ReadFile})
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool, err := pgxpool.New(ctx, pg.ReaderDSN())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
-	srv, err := wire.NewServer(ctx, wire.Config{Policy: pol, Ledger: store, Upstream: pool})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(ln)
-	t.Cleanup(func() { ln.Close(); _ = srv.Shutdown(context.Background()) })
-	host, port, _ := net.SplitHostPort(ln.Addr().String())
-	conn, err := pgx.Connect(ctx, "host="+host+" port="+port+" user=alice password="+alicePassword+" dbname=demo sslmode=disable")
+	dsn := inProcess(t, ctx, func(cfg *wire.Config) {
+		// The ledger is gone before the first query.
+		_ = cfg.Ledger.Close()
+	})
+	conn, err := pgx.Connect(ctx, dsn+" user=alice password="+alicePassword)
 	if err != nil {
 		t.Fatal(err)
 	}
