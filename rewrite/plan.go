@@ -92,6 +92,7 @@ func planAggregate(sel *pg_query.SelectStmt, pol *policy.Policy, ctes map[string
 	}
 	b.plan.SQL = sql
 	b.plan.sc = sc
+	b.plan.Canonical = RenderPlan(b.plan)
 	return b.plan, nil
 }
 

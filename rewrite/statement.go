@@ -73,6 +73,13 @@ type Plan struct {
 	// Shadow is set when a privacy-unit table is read through its
 	// pre-bounded shadow copy (see planBuilder.useShadow).
 	Shadow bool
+	// Canonical is the whole plan in text (RenderPlan): the rewritten SQL
+	// with every constant, the quantities, outputs, HAVING, ORDER BY and
+	// LIMIT. Two statements with the same Canonical are answered by the same
+	// mechanisms on the same data, so the answer cache keys by it: a repeat
+	// written with other spacing, case or comments is still a repeat, while
+	// statements that differ in any constant never share an answer.
+	Canonical string
 
 	sc *scope // the tables the query reads, for re-verification
 }

@@ -24,12 +24,14 @@ type cachedAnswer struct {
 	Delta    float64    `json:"delta"`
 }
 
-// cacheKey identifies one answer: the exact statement text (never
-// pg_query's fingerprint, which merges different constants), the bound
+// cacheKey identifies one answer: the canonical plan (rewrite.Plan's
+// Canonical: the rewritten SQL with every constant kept and the
+// post-processing; never pg_query's fingerprint, which merges different
+// constants), the bound
 // parameters with their formats and types, the analyst, the policy version
 // and the settings the answer depends on. Parts are length-prefixed so they
 // cannot run together.
-func (sess *session) cacheKey(sql string, a execArgs, eps, delta float64) string {
+func (sess *session) cacheKey(canonical string, a execArgs, eps, delta float64) string {
 	var b []byte
 	put := func(s string) {
 		b = binary.AppendUvarint(b, uint64(len(s)))
@@ -38,7 +40,7 @@ func (sess *session) cacheKey(sql string, a execArgs, eps, delta float64) string
 	put("v1")
 	put(sess.srv.Policy().Version)
 	put(sess.user)
-	put(sql)
+	put(canonical)
 	put(strconv.FormatFloat(eps, 'g', -1, 64))
 	put(strconv.FormatFloat(delta, 'g', -1, 64))
 	for i, p := range a.params {

@@ -66,7 +66,7 @@ func (sess *session) runDP(st *rewrite.Statement, a execArgs) error {
 		}
 		delta = sess.queryDelta()
 	}
-	key := sess.cacheKey(st.SQL, a, eps, delta)
+	key := sess.cacheKey(plan.Canonical, a, eps, delta)
 	cached, hit := sess.cacheGet(key)
 	sess.noteCacheLookup(hit)
 	if hit {
