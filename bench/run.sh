@@ -215,8 +215,8 @@ if [ "$COST" = 1 ]; then
 		dp=$(DPPROXY_UPSTREAM_DSN="$READER_DSN" "$DIR/dpproxy" explain --policy "$DIR/policy-nocache.yaml" "$sql" | sed -n 's/^sql: //p' | head -1)
 		# What a pre-bounded shadow table (at most max_rows_per_unit random
 		# rows per person, built by benchctl) would cost: the row-level
-		# rewrite read from purchases_shadow. A prototype: dpproxy does not
-		# rewrite to shadow tables yet.
+		# rewrite read from purchases_shadow, the shape dpproxy generates for
+		# `shadow: true` tables (benchctl builds this copy itself).
 		shadow=""
 		if [ "$q" = user_groupby ]; then
 			shadow="SELECT category AS k0, count(*) AS q0, sum(LEAST(GREATEST(amount, 0), 1000) - 500) AS q1, count(amount) AS q2 FROM purchases_shadow WHERE category IN ('groceries', 'electronics', 'clothing', 'books', 'toys', 'garden', 'sports', 'beauty', 'travel', 'music') GROUP BY 1"

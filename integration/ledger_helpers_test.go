@@ -18,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/dpproxy/dpproxy/internal/pgcluster"
+	"github.com/dpproxy/dpproxy/ledger"
 )
 
 // ledgerProxy is a dpproxy process started from an explicit policy text, so
@@ -148,4 +149,23 @@ func runBinary(t *testing.T, policyText string) (string, error) {
 	cmd.Env = append(os.Environ(), "DPPROXY_UPSTREAM_DSN="+pg.ReaderDSN())
 	out, err := cmd.CombinedOutput()
 	return string(out), err
+}
+
+// entriesByStatement verifies the ledger's hash chain (after names the event,
+// for the failure message) and counts carol's audit entries per statement
+// and in all.
+func entriesByStatement(t *testing.T, ctx context.Context, store ledger.Store, after string) (map[string]int, int) {
+	t.Helper()
+	if err := store.Verify(ctx); err != nil {
+		t.Fatalf("Verify after %s: %v", after, err)
+	}
+	es, err := store.Entries(ctx, ledger.Filter{Analyst: "carol"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries := map[string]int{}
+	for _, e := range es {
+		entries[e.Statement]++
+	}
+	return entries, len(es)
 }

@@ -75,7 +75,8 @@ func (b *planBuilder) addOrder(sel *pg_query.SelectStmt) error {
 func (b *planBuilder) orderExpr(n *pg_query.Node) (*Expr, error) {
 	if i, ok := intConst(n); ok {
 		if i < 1 || int(i) > len(b.plan.Outputs) {
-			return nil, pgerror.Newf("42P10", "ORDER BY position %d is not in select list", i)
+			return nil, pgerror.Newf("42P10", "ORDER BY position %d is not in select list", i).
+				WithHint("ORDER BY positions count select list items from 1")
 		}
 		return b.plan.Outputs[i-1].Expr, nil
 	}

@@ -148,7 +148,8 @@ func (sc *scope) addTable(rv *pg_query.RangeVar, pol *policy.Policy, leftmost bo
 	}
 	for _, r := range sc.relations() {
 		if r.table != nil && r.alias == alias {
-			return pgerror.Newf("42712", "table name %q specified more than once", alias)
+			return pgerror.Newf("42712", "table name %q specified more than once", alias).
+				WithHint("give each table in FROM its own alias, e.g. JOIN departments d2")
 		}
 	}
 	if t.IsPrivate() {

@@ -57,9 +57,15 @@ func (sess *session) cacheKey(canonical string, a execArgs, eps, delta float64) 
 	return string(b)
 }
 
+// cacheOn reports whether answers are cached: a store is configured and the
+// policy's window is positive.
+func (sess *session) cacheOn() bool {
+	return sess.srv.cfg.Cache != nil && sess.srv.Policy().Defaults.CacheWindow > 0
+}
+
 func (sess *session) cacheGet(key string) (*cachedAnswer, bool) {
 	c := sess.srv.cfg.Cache
-	if c == nil || sess.srv.Policy().Defaults.CacheWindow <= 0 {
+	if !sess.cacheOn() {
 		return nil, false
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), cacheTimeout)
@@ -81,11 +87,10 @@ func (sess *session) cacheGet(key string) (*cachedAnswer, bool) {
 }
 
 func (sess *session) cachePut(key string, res *answer.Result, eps, delta float64) {
-	c := sess.srv.cfg.Cache
-	window := sess.srv.Policy().Defaults.CacheWindow
-	if c == nil || window <= 0 {
+	if !sess.cacheOn() {
 		return
 	}
+	c, window := sess.srv.cfg.Cache, sess.srv.Policy().Defaults.CacheWindow
 	val, err := json.Marshal(cachedAnswer{Rows: res.Rows, Nulls: res.Nulls, Accuracy: res.Accuracy, Epsilon: eps, Delta: delta})
 	if err != nil {
 		return

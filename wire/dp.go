@@ -66,11 +66,14 @@ func (sess *session) runDP(st *rewrite.Statement, a execArgs) error {
 		}
 		delta = sess.queryDelta()
 	}
-	key := sess.cacheKey(plan.Canonical, a, eps, delta)
-	cached, hit := sess.cacheGet(key)
-	sess.noteCacheLookup(hit)
-	if hit {
-		return sess.answerFromCache(st, plan, a, cached)
+	var key string
+	if sess.cacheOn() { // the key is built only when there is a cache to ask
+		key = sess.cacheKey(plan.Canonical, a, eps, delta)
+		cached, hit := sess.cacheGet(key)
+		sess.noteCacheLookup(hit)
+		if hit {
+			return sess.answerFromCache(st, plan, a, cached)
+		}
 	}
 	mechs, err := answer.Calibrate(plan, eps, delta)
 	if err != nil {

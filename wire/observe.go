@@ -94,9 +94,7 @@ func (sess *session) timeUpstream(t0 time.Time) {
 
 // noteCacheLookup counts an answer cache lookup, when the cache is on.
 func (sess *session) noteCacheLookup(hit bool) {
-	if sess.srv.cfg.Cache != nil && sess.srv.Policy().Defaults.CacheWindow > 0 {
-		sess.srv.cfg.Metrics.CacheLookup(hit)
-	}
+	sess.srv.cfg.Metrics.CacheLookup(hit) // callers look up only when the cache is on
 }
 
 // noteAnswer records how a DP answer was produced ("answered" or "cache
