@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -20,12 +21,18 @@ import (
 	"github.com/dpproxy/dpproxy/wire"
 )
 
-// slowSQL is an allowed passthrough statement that runs for minutes
-// upstream unless cancelled; fastSlowSQL runs for about two seconds.
-const (
-	slowSQL     = "SELECT count(*) FROM generate_series(1, 3000000000)"
-	fastSlowSQL = "SELECT count(*) FROM generate_series(1, 20000000)"
-)
+// fastSlowSQL is an allowed passthrough statement that runs for about two
+// seconds.
+const fastSlowSQL = "SELECT count(*) FROM generate_series(1, 20000000)"
+
+// slowStatement is an allowed passthrough statement that runs for minutes
+// upstream unless cancelled, and the marker that finds it in
+// pg_stat_activity. The marker is new on every call, so a statement left
+// running by an earlier failed attempt is never mistaken for this one.
+func slowStatement() (sql, marker string) {
+	marker = strconv.FormatInt(3_000_000_000+time.Now().UnixNano()%1_000_000, 10)
+	return "SELECT count(*) FROM generate_series(1, " + marker + ")", marker
+}
 
 // upstreamActive reports whether a statement containing marker has been
 // running upstream for 100ms (seen by the superuser in pg_stat_activity).
@@ -51,6 +58,11 @@ func TestCancelRequestCancelsUpstream(t *testing.T) {
 	ctx := testContext(t)
 	p := startProxy(t, proxyOptions{})
 	conn := p.connect(t, ctx, "alice", alicePassword, false)
+	var interval string
+	if err := conn.QueryRow(ctx, "SHOW client_connection_check_interval").Scan(&interval); err != nil || interval != "1s" {
+		t.Errorf("upstream client_connection_check_interval = %q (%v), want 1s: a closed connection must stop its statement", interval, err)
+	}
+	slowSQL, marker := slowStatement()
 	errc := make(chan error, 1)
 	start := time.Now()
 	go func() {
@@ -58,7 +70,7 @@ func TestCancelRequestCancelsUpstream(t *testing.T) {
 		errc <- err
 	}()
 	deadline := time.Now().Add(10 * time.Second)
-	for !upstreamActive(t, ctx, "3000000000") {
+	for !upstreamActive(t, ctx, marker) {
 		if time.Now().After(deadline) {
 			t.Fatal("the slow statement never ran upstream")
 		}
@@ -79,7 +91,7 @@ func TestCancelRequestCancelsUpstream(t *testing.T) {
 	}
 	t.Logf("cancelled after %v", time.Since(start))
 	deadline = time.Now().Add(10 * time.Second)
-	for upstreamActive(t, ctx, "3000000000") {
+	for upstreamActive(t, ctx, marker) {
 		if time.Now().After(deadline) {
 			admin, _ := pgx.Connect(ctx, pg.AdminDSN())
 			rows, _ := admin.Query(ctx, "SELECT pid, state, backend_type, query FROM pg_stat_activity WHERE pid <> pg_backend_pid()")

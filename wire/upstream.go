@@ -52,6 +52,14 @@ func readOnlyRows(ctx context.Context, conn *pgconn.PgConn, timeout time.Duratio
 // must run before the connection goes back to the pool: if the cancel was
 // sent, the connection is closed so a late cancel cannot hit a statement of
 // another session that reuses it.
+//
+// A CancelRequest is not enough on its own: Postgres ignores one that
+// arrives while the backend is still reading the statement (between Parse
+// and Execute, or on a loaded machine before execution starts), and the
+// statement then runs to its timeout. So the socket is closed at once
+// (pgconn would otherwise keep it open for up to 15 s draining), and the
+// pool's sessions set client_connection_check_interval (serve), so the
+// backend notices the closed socket and stops within a second.
 func guardCancel(ctx context.Context, pc *pgconn.PgConn) (cleanup func()) {
 	fired := make(chan struct{})
 	stop := context.AfterFunc(ctx, func() {
@@ -66,6 +74,7 @@ func guardCancel(ctx context.Context, pc *pgconn.PgConn) (cleanup func()) {
 			cctx, cancel := context.WithTimeout(context.Background(), time.Second)
 			defer cancel()
 			_ = pc.Close(cctx)
+			_ = pc.Conn().Close()
 		}
 	}
 }
