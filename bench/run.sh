@@ -17,7 +17,8 @@
 # --clients "1 8 32", --protocols "simple extended", --queries "tiny_count ...",
 # --conns N (idle connections, 0 skips), --skip-matrix, --skip-cost,
 # --scale-out (1, 2 and 3 proxies on one Redis ledger),
-# --keep (keep the working directory), --dir D.
+# --cache-hit-audit sync|batched (how the cache-on proxy audits hits; default
+# batched, the policy's default is sync), --keep (keep the working directory), --dir D.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -31,6 +32,7 @@ CONNS=1000
 MATRIX=1
 COST=1
 SCALEOUT=0
+HIT_AUDIT=batched
 KEEP=0
 DIR=""
 while [ $# -gt 0 ]; do
@@ -46,9 +48,10 @@ while [ $# -gt 0 ]; do
 	--skip-matrix) MATRIX=0; shift ;;
 	--skip-cost) COST=0; shift ;;
 	--scale-out) SCALEOUT=1; shift ;;
+	--cache-hit-audit) HIT_AUDIT=$2; shift 2 ;;
 	--keep) KEEP=1; shift ;;
 	--dir) DIR=$2; shift 2 ;;
-	-h | --help) sed -n '2,20p' "$0"; exit 0 ;;
+	-h | --help) sed -n '2,22p' "$0"; exit 0 ;;
 	*) echo "run.sh: unknown option $1" >&2; exit 2 ;;
 	esac
 done
@@ -124,11 +127,13 @@ else
 fi
 wait_port "$BOUNCER_PORT"
 
-# Two dpproxy processes: answer cache off and on (cache_window 10m).
+# Two dpproxy processes: answer cache off and on (cache_window 10m, hits
+# audited as --cache-hit-audit says).
 start_proxy() { # name cache_window -> sets PORT_<name>, PID_<name>
 	local name=$1 window=$2 port
 	port=$(free_port)
-	"$DIR/benchctl" policy --listen "127.0.0.1:$port" --ledger "$DIR/ledger-$name.db" --cache-window "$window" >"$DIR/policy-$name.yaml"
+	"$DIR/benchctl" policy --listen "127.0.0.1:$port" --ledger "$DIR/ledger-$name.db" --cache-window "$window" \
+		--cache-hit-audit "$HIT_AUDIT" >"$DIR/policy-$name.yaml"
 	DPPROXY_UPSTREAM_DSN="$READER_DSN" "$DIR/dpproxy" serve --policy "$DIR/policy-$name.yaml" --admin "" \
 		--max-connections 1100 --max-statements-per-analyst 64 2>"$DIR/dpproxy-$name.log" &
 	local pid=$!
@@ -138,7 +143,7 @@ start_proxy() { # name cache_window -> sets PORT_<name>, PID_<name>
 }
 start_proxy nocache 0s
 start_proxy cache 10m
-log "PostgreSQL :$PGPORT, PgBouncer :$BOUNCER_PORT, dpproxy :$PORT_nocache (cache off, pid $PID_nocache), :$PORT_cache (cache on, pid $PID_cache)"
+log "PostgreSQL :$PGPORT, PgBouncer :$BOUNCER_PORT, dpproxy :$PORT_nocache (cache off, pid $PID_nocache), :$PORT_cache (cache on, hits audited $HIT_AUDIT, pid $PID_cache)"
 
 CLK_TCK=$(getconf CLK_TCK)
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }

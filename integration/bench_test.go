@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/dpproxy/dpproxy/ledger"
+	"github.com/dpproxy/dpproxy/policy"
 	"github.com/dpproxy/dpproxy/wire"
 )
 
@@ -22,11 +23,12 @@ func BenchmarkStatement(b *testing.B) {
 	cases := []struct {
 		name  string
 		sql   string
-		cache bool
+		cache string // "": off; else the cache-hit audit mode
 	}{
-		{"dp_uncached", "SELECT count(*) FROM patients WHERE age > 40", false},
-		{"dp_cache_hit", "SELECT count(*) FROM patients WHERE age > 40", true},
-		{"passthrough", "SELECT 1", false},
+		{"dp_uncached", "SELECT count(*) FROM patients WHERE age > 40", ""},
+		{"dp_cache_hit", "SELECT count(*) FROM patients WHERE age > 40", policy.CacheHitAuditSync},
+		{"dp_cache_hit_batched", "SELECT count(*) FROM patients WHERE age > 40", policy.CacheHitAuditBatched},
+		{"passthrough", "SELECT 1", ""},
 	}
 	for _, c := range cases {
 		b.Run(c.name, func(b *testing.B) {
@@ -60,7 +62,7 @@ func BenchmarkStatement(b *testing.B) {
 // benchProxy serves the demo policy in process, with alice's budget
 // raised to the ledger's maximum and no team budget, so that a benchmark
 // can run thousands of DP statements.
-func benchProxy(b *testing.B, ctx context.Context, cache bool) string {
+func benchProxy(b *testing.B, ctx context.Context, cacheHitAudit string) string {
 	b.Helper()
 	dir := b.TempDir()
 	return inProcess(b, ctx, func(cfg *wire.Config) {
@@ -68,11 +70,12 @@ func benchProxy(b *testing.B, ctx context.Context, cache bool) string {
 		alice := pol.Analyst("alice")
 		alice.Budget.Epsilon = ledger.MaxEpsilon
 		alice.Team = ""
-		if !cache {
+		if cacheHitAudit == "" {
 			pol.Defaults.CacheWindow = 0
 			return
 		}
 		pol.Defaults.CacheWindow = 10 * time.Minute
+		pol.Ledger.CacheHitAudit = cacheHitAudit
 		c, err := ledger.OpenBoltCache(filepath.Join(dir, "answers.db"), ledger.BoltCacheOptions{})
 		if err != nil {
 			b.Fatal(err)

@@ -12,8 +12,17 @@ import (
 // gets the same noisy answer at no new cost, and the audit trail still lists
 // it as a cache hit; another constant is a new question and is charged.
 func TestAnswerCacheRepeatsForFree(t *testing.T) {
+	for _, mode := range []string{"sync", "batched"} {
+		t.Run(mode, func(t *testing.T) { testAnswerCache(t, mode) })
+	}
+}
+
+// testAnswerCache runs TestAnswerCacheRepeatsForFree with the ledger's
+// cache_hit_audit mode: with batched the hits' entries are written after
+// their answers, and all of them are in the ledger once the proxy stopped.
+func testAnswerCache(t *testing.T, mode string) {
 	ctx := testContext(t)
-	p := startProxy(t, proxyOptions{cacheWindow: "10m"})
+	p := startProxy(t, proxyOptions{cacheWindow: "10m", cacheHitAudit: mode})
 	conn, log := p.connectWithNotices(t, ctx, "alice", alicePassword, false)
 	query := "SELECT sex, count(*) FROM patients GROUP BY sex ORDER BY sex"
 	answers := make([]string, 3)

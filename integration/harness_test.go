@@ -90,6 +90,9 @@ type proxyOptions struct {
 	// shadowVisits marks visits `shadow: true` (read from its pre-bounded
 	// copy, which the test must refresh).
 	shadowVisits bool
+	// cacheHitAudit sets the ledger's cache_hit_audit ("" keeps the default,
+	// sync).
+	cacheHitAudit string
 }
 
 var cacheWindowLine = regexp.MustCompile(`cache_window: \S+`)
@@ -120,6 +123,12 @@ func testPolicy(t *testing.T, listen, ledgerPath string, o proxyOptions) string 
 		window = "0s" // fresh noise (and a charge) for every statement unless a test asks for the cache
 	}
 	text = cacheWindowLine.ReplaceAllString(text, "cache_window: "+window)
+	if o.cacheHitAudit != "" {
+		text = strings.Replace(text, "\nledger:\n", "\nledger:\n  cache_hit_audit: "+o.cacheHitAudit+"\n", 1)
+		if !strings.Contains(text, "cache_hit_audit: "+o.cacheHitAudit) {
+			t.Fatal("could not set cache_hit_audit in the test policy")
+		}
+	}
 	if o.shadowVisits {
 		text = strings.Replace(text, "    unit: patient_id\n", "    unit: patient_id\n    shadow: true\n", 1)
 	}

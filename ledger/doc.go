@@ -113,8 +113,9 @@
 //     (first answer wins), so concurrent identical statements that both
 //     missed are both charged and later readers see one answer.
 //   - A hit is still recorded with a zero Debit (CacheHit true) so the
-//     audit trail lists every answer; a cache error is a miss (charge and
-//     compute), never a free answer.
+//     audit trail lists every answer (before the answer, or with the
+//     policy's cache_hit_audit: batched, in a batch just after it); a cache
+//     error is a miss (charge and compute), never a free answer.
 //   - The window is the ttl; BoltCache uses an injected clock (default
 //     time.Now), RedisCache Redis's expiry. The cache holds noisy (already
 //     DP) answers only, never exact values, and never goes in the ledger file.

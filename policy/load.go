@@ -257,7 +257,7 @@ func (d *decoder) top(p *Policy, o *object, env Env) {
 	if !o.has("ledger") {
 		d.errorf(pos{1, 1}, "the policy needs a `ledger:` section, e.g. `ledger: {backend: bolt, path: /var/lib/dpproxy/ledger.db}`")
 	} else {
-		d.ledger(p, o.sub("ledger", "ledger", "backend", "path", "redis"), env)
+		d.ledger(p, o.sub("ledger", "ledger", "backend", "path", "redis", "cache_hit_audit"), env)
 	}
 	d.defaults(p, o.sub("defaults", "defaults",
 		"epsilon", "max_epsilon", "delta", "accounting", "cache_window"))
@@ -481,6 +481,15 @@ func (d *decoder) ledger(p *Policy, o *object, env Env) {
 		default:
 			d.errorf(o.valueAt("backend"), "unknown ledger backend %q: write bolt (one node) or redis (several nodes)", s)
 			return
+		}
+	}
+	p.Ledger.CacheHitAudit = CacheHitAuditSync
+	if s, ok := o.str("cache_hit_audit", "sync"); ok {
+		switch s {
+		case CacheHitAuditSync, CacheHitAuditBatched:
+			p.Ledger.CacheHitAudit = s
+		default:
+			d.errorf(o.valueAt("cache_hit_audit"), "unknown cache_hit_audit %q: write sync (each cache hit is written before it is answered) or batched (hits are written in batches just after)", s)
 		}
 	}
 	redisAt := o.keyAt("redis")

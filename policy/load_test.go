@@ -82,6 +82,19 @@ func TestBasePolicyIsValid(t *testing.T) {
 	}
 }
 
+func TestCacheHitAudit(t *testing.T) {
+	for _, tc := range []struct{ line, want string }{
+		{"", CacheHitAuditSync},
+		{"\n  cache_hit_audit: sync", CacheHitAuditSync},
+		{"\n  cache_hit_audit: batched", CacheHitAuditBatched},
+	} {
+		p, errs, _ := Check("p.yaml", []byte(edit(t, basePolicy, "path: ledger.db", "path: ledger.db"+tc.line)), testEnv)
+		if len(errs) > 0 || p.Ledger.CacheHitAudit != tc.want {
+			t.Errorf("%q: got %q (%v), want %q", tc.line, p.Ledger.CacheHitAudit, errs, tc.want)
+		}
+	}
+}
+
 // TestBrokenPolicies lists broken policies with every problem they must
 // report: position (line:column in the edited text) and exact message.
 func TestBrokenPolicies(t *testing.T) {
@@ -162,6 +175,8 @@ var brokenCases = []brokenCase{
 		want: []string{"5:14: max_conns must be between 1 and 10000, e.g. 16"}},
 	{name: "max_conns fraction", edits: []string{"dsn_env: DSN", "dsn_env: DSN\n  max_conns: 1.5"},
 		want: []string{"5:14: max_conns must be a whole number such as 16, not \"1.5\""}},
+	{name: "unknown cache_hit_audit", edits: []string{"path: ledger.db", "path: ledger.db\n  cache_hit_audit: async"},
+		want: []string{"8:20: unknown cache_hit_audit \"async\": write sync (each cache hit is written before it is answered) or batched (hits are written in batches just after)"}},
 	{name: "unknown ledger backend", edits: []string{"backend: bolt", "backend: sqlite"},
 		want: []string{"6:12: unknown ledger backend \"sqlite\": write bolt (one node) or redis (several nodes)"}},
 	{name: "bolt without path", edits: []string{"  path: ledger.db\n", ""},

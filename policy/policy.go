@@ -96,7 +96,18 @@ type Ledger struct {
 	Backend string // "bolt" or "redis"
 	Path    string // bolt file
 	Redis   RedisLedger
+	// CacheHitAudit is how a repeat answered from the answer cache reaches
+	// the audit trail: CacheHitAuditSync (the default) writes its zero
+	// charge before answering; CacheHitAuditBatched answers first and
+	// writes the zero charges of many hits in one commit shortly after.
+	CacheHitAudit string
 }
+
+// Cache-hit audit modes (Ledger.CacheHitAudit).
+const (
+	CacheHitAuditSync    = "sync"
+	CacheHitAuditBatched = "batched"
+)
 
 // RedisLedger configures the shared ledger.
 type RedisLedger struct {

@@ -110,9 +110,17 @@ func (sess *session) runDP(st *rewrite.Statement, a execArgs) error {
 
 // answerFromCache repeats a cached noisy answer. It costs nothing, but is
 // still written to the audit trail as a zero charge marked as a cache hit,
-// so that the trail lists every answer.
+// so that the trail lists every answer: before answering, or, with the
+// policy's ledger.cache_hit_audit: batched, in a batch just after
+// (hitaudit.go).
 func (sess *session) answerFromCache(st *rewrite.Statement, plan *rewrite.Plan, a execArgs, c *cachedAnswer) error {
-	bal, err := sess.charge(st, plan, 0, 0, "cache hit", nil, true)
+	var bal ledger.Balance
+	var err error
+	if sess.srv.Policy().Ledger.CacheHitAudit == policy.CacheHitAuditBatched {
+		bal, err = sess.batchedHit(st, plan)
+	} else {
+		bal, err = sess.charge(st, plan, 0, 0, "cache hit", nil, true)
+	}
 	if err != nil {
 		return err
 	}
@@ -192,12 +200,34 @@ func selectionKey(plan *rewrite.Plan) string {
 	return ""
 }
 
-func (sess *session) charge(st *rewrite.Statement, plan *rewrite.Plan, eps, delta float64, summary string, rdp *mechanisms.RDPVector, cacheHit bool) (ledger.Balance, error) {
-	pol := sess.srv.Policy()
+// batchedHit reads the balance for a cache hit's notice and queues its
+// zero charge for the batched audit write. The charge is written now, as
+// in sync mode, when the queue will not take it or when the analyst's
+// budget renews by period (the balance read shows the lifetime account,
+// which would misstate what is left). A ledger that cannot be read refuses
+// the hit, as in sync mode.
+func (sess *session) batchedHit(st *rewrite.Statement, plan *rewrite.Plan) (ledger.Balance, error) {
+	sync := func() (ledger.Balance, error) { return sess.charge(st, plan, 0, 0, "cache hit", nil, true) }
+	if p := ledger.Period(sess.analyst.Budget.Period); p != "" && p != ledger.PeriodLifetime {
+		return sync()
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), ledgerTimeout)
 	defer cancel()
 	t0 := time.Now()
-	bal, err := sess.srv.cfg.Ledger.Debit(ctx, ledger.Charge{
+	bal, err := sess.srv.cfg.Ledger.Balance(ctx, sess.user)
+	sess.noteLedger(time.Since(t0), 0, 0, bal, err)
+	if err != nil {
+		return bal, pgerror.RefuseLedgerUnavailable.Wrap(err, "the privacy ledger is unavailable, so the query was not run")
+	}
+	if !sess.srv.hits.add(sess.newCharge(st, plan, 0, 0, "cache hit", nil, true)) {
+		return sync()
+	}
+	return bal, nil
+}
+
+func (sess *session) newCharge(st *rewrite.Statement, plan *rewrite.Plan, eps, delta float64, summary string, rdp *mechanisms.RDPVector, cacheHit bool) ledger.Charge {
+	pol := sess.srv.Policy()
+	return ledger.Charge{
 		ID:            sess.statementID(), // joins the log line to the audit entry
 		Analyst:       sess.user,
 		Epsilon:       eps,
@@ -211,7 +241,14 @@ func (sess *session) charge(st *rewrite.Statement, plan *rewrite.Plan, eps, delt
 		PolicyVersion: pol.Version,
 		CacheHit:      cacheHit,
 		Time:          sess.srv.cfg.Now(),
-	})
+	}
+}
+
+func (sess *session) charge(st *rewrite.Statement, plan *rewrite.Plan, eps, delta float64, summary string, rdp *mechanisms.RDPVector, cacheHit bool) (ledger.Balance, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), ledgerTimeout)
+	defer cancel()
+	t0 := time.Now()
+	bal, err := sess.srv.cfg.Ledger.Debit(ctx, sess.newCharge(st, plan, eps, delta, summary, rdp, cacheHit))
 	sess.noteLedger(time.Since(t0), eps, delta, bal, err)
 	if err == nil {
 		return bal, nil

@@ -63,6 +63,8 @@ type Server struct {
 	runningByAnalyst map[string]int // statements running upstream, for MaxStatementsPerAnalyst
 
 	shadowSeen sync.Map // tables whose pre-bounded copy exists upstream
+
+	hits *hitAudit // batched audit of cache hits (hitaudit.go)
 }
 
 // NewServer checks the upstream and returns a server ready to Serve.
@@ -79,6 +81,7 @@ func NewServer(ctx context.Context, cfg Config) (*Server, error) {
 		log:      cfg.Logger,
 		sessions: map[uint64]*session{},
 		conns:    map[net.Conn]struct{}{},
+		hits:     newHitAudit(cfg.Ledger, cfg.Logger),
 	}
 	s.policy.Store(cfg.Policy)
 	params, err := readUpstreamParams(ctx, cfg.Upstream)
@@ -155,6 +158,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.kickIdle()
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
+	// Cache hits answered in batched audit mode are written once no
+	// session can add more.
+	defer s.hits.close()
 	select {
 	case <-done:
 		return nil

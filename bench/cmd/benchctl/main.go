@@ -181,11 +181,13 @@ func cmdPolicy(args []string) error {
 	window := fs.String("cache-window", "0s", "answer cache window (0s: off)")
 	maxConns := fs.Int("max-conns", 16, "upstream pool size")
 	redisAddr := fs.String("redis", "", "use a Redis ledger at this address instead of the bolt file")
+	hitAudit := fs.String("cache-hit-audit", "sync", "how cache hits reach the audit trail: sync or batched")
 	_ = fs.Parse(args)
 	ledgerYAML := fmt.Sprintf("ledger:\n  backend: bolt\n  path: %s", *ledger)
 	if *redisAddr != "" {
 		ledgerYAML = fmt.Sprintf("ledger:\n  backend: redis\n  redis: {addrs: [%q]}", *redisAddr)
 	}
+	ledgerYAML += "\n  cache_hit_audit: " + *hitAudit
 	v, err := policy.NewVerifier(benchPassword, []byte("dpproxy-bench-salt"), 4096)
 	if err != nil {
 		return err

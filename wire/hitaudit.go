@@ -1,0 +1,146 @@
+package wire
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/dpproxy/dpproxy/ledger"
+)
+
+// Batched cache-hit audit (policy ledger.cache_hit_audit: batched).
+//
+// A cache hit releases nothing new, so its zero charge exists only to keep
+// the audit trail complete. Written synchronously it costs a ledger commit
+// (an fsync with bolt) per repeat, which is most of a hit's CPU. In batched
+// mode the session answers at once and hands the zero charge to hitAudit,
+// which debits everything pending a few milliseconds later, concurrently,
+// so the ledger groups them into a few commits.
+//
+// What this gives up, and only for zero charges: a hit's entry is written
+// up to hitFlushEvery after its answer, so a crash (kill -9, power loss) in
+// that window loses those hits' entries; a graceful shutdown writes them.
+// Budgets are never affected: every charge that costs anything stays
+// synchronous. The mode still fails closed: a hit is answered only after a
+// ledger read succeeds (the notice's balance), and when hitMaxPending hits
+// wait (a ledger that stopped answering), sessions fall back to the
+// synchronous write, which refuses if the ledger is down.
+const (
+	hitFlushEvery  = 20 * time.Millisecond
+	hitMaxPending  = 8192
+	hitConcurrency = 256
+	hitRetryEvery  = 500 * time.Millisecond
+)
+
+type hitAudit struct {
+	store ledger.Store
+	log   *slog.Logger
+
+	mu      sync.Mutex
+	pending []ledger.Charge
+	armed   bool // a flush is scheduled
+	closed  bool
+	running sync.WaitGroup // flushes in progress
+}
+
+func newHitAudit(store ledger.Store, log *slog.Logger) *hitAudit {
+	return &hitAudit{store: store, log: log}
+}
+
+// add queues c; false means the caller must write it itself (closed, or too
+// many pending).
+func (h *hitAudit) add(c ledger.Charge) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed || len(h.pending) >= hitMaxPending {
+		return false
+	}
+	h.pending = append(h.pending, c)
+	if !h.armed {
+		h.armed = true
+		h.running.Add(1)
+		time.AfterFunc(hitFlushEvery, func() {
+			defer h.running.Done()
+			h.flush(false)
+		})
+	}
+	return true
+}
+
+// flush writes what is pending. Entries that fail go back to the queue and
+// are retried after hitRetryEvery (until close; then they are logged as
+// lost, with their statement IDs).
+func (h *hitAudit) flush(final bool) {
+	h.mu.Lock()
+	batch := h.pending
+	h.pending = nil
+	h.armed = false
+	h.mu.Unlock()
+	if len(batch) == 0 {
+		return
+	}
+	failed := h.write(batch)
+	if len(failed) == 0 {
+		return
+	}
+	if final {
+		ids := make([]string, len(failed))
+		for i, c := range failed {
+			ids[i] = c.ID
+		}
+		h.log.Error("ledger: cache-hit audit entries could not be written at shutdown", "entries", len(failed), "ids", ids)
+		return
+	}
+	h.log.Warn("ledger: cache-hit audit entries not written; retrying", "entries", len(failed))
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.pending = append(failed, h.pending...)
+	if !h.armed && !h.closed {
+		h.armed = true
+		h.running.Add(1)
+		time.AfterFunc(hitRetryEvery, func() {
+			defer h.running.Done()
+			h.flush(false)
+		})
+	}
+}
+
+// write debits batch with up to hitConcurrency debits in flight and returns
+// the charges that failed. A retry reuses the charge ID, which the ledger
+// makes idempotent, so an entry that was written but not acknowledged is
+// not written twice.
+func (h *hitAudit) write(batch []ledger.Charge) []ledger.Charge {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var (
+		mu     sync.Mutex
+		failed []ledger.Charge
+		wg     sync.WaitGroup
+		slots  = make(chan struct{}, hitConcurrency)
+	)
+	for _, c := range batch {
+		slots <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-slots; wg.Done() }()
+			if _, err := h.store.Debit(ctx, c); err != nil {
+				mu.Lock()
+				failed = append(failed, c)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return failed
+}
+
+// close writes everything still pending and stops batching: later hits are
+// written synchronously.
+func (h *hitAudit) close() {
+	h.mu.Lock()
+	h.closed = true
+	h.mu.Unlock()
+	h.running.Wait()
+	h.flush(true)
+}
