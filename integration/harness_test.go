@@ -93,6 +93,9 @@ type proxyOptions struct {
 	// cacheHitAudit sets the ledger's cache_hit_audit ("" keeps the default,
 	// sync).
 	cacheHitAudit string
+	// extraTables is YAML for more `tables:` entries (two-space indented
+	// list items), for tests on their own copy of the demo database.
+	extraTables string
 }
 
 var cacheWindowLine = regexp.MustCompile(`cache_window: \S+`)
@@ -140,7 +143,7 @@ func testPolicy(t *testing.T, listen, ledgerPath string, o proxyOptions) string 
 		}
 		carol += fmt.Sprintf("  - name: dana\n    password: %q\n    budget: {epsilon: %g}\n", dv.String(), o.danaBudget)
 	}
-	text = strings.Replace(text, "\ntables:\n", "\n"+carol+"\ntables:\n", 1)
+	text = strings.Replace(text, "\ntables:\n", "\n"+carol+"\ntables:\n"+o.extraTables, 1)
 	if !strings.Contains(text, "name: carol") || !strings.Contains(text, listen) {
 		t.Fatal("could not derive the test policy from demo/policy.yaml")
 	}

@@ -26,11 +26,30 @@ const (
 
 var canaryMarkers = []string{canaryIncome, canaryZip, canaryDiagnosis, canaryClinic}
 
-// redteamDB creates the database name as a copy of demo (CREATE DATABASE
-// ... TEMPLATE demo), plants the canary patient and its visits, and drops
-// it when the test ends. It returns the reader DSN for dpproxy upstream.
-// The shared demo database is never written to.
+// redteamDB creates the database name as a copy of demo (demoCopy), plants
+// the canary patient and its visits, and returns the reader DSN for
+// dpproxy upstream.
 func redteamDB(t *testing.T, ctx context.Context, name string) string {
+	t.Helper()
+	db := demoCopy(t, ctx, name)
+	defer db.Close(ctx)
+	plant := fmt.Sprintf(`
+		INSERT INTO patients (patient_id, age, sex, zip, diagnosis, income, visit_date)
+		VALUES (%[1]d, 100, 'F', '%[2]s', '%[3]s', %[4]s, '2025-06-01');
+		INSERT INTO visits (visit_id, patient_id, visit_date, department, cost, clinic)
+		SELECT 9000000000 + g, %[1]d, '2025-06-01', 'oncology', 4999.99, '%[5]s' FROM generate_series(1, 10) g;
+		ANALYZE patients; ANALYZE visits`,
+		canaryPatientID, canaryZip, canaryDiagnosis, canaryIncome, canaryClinic)
+	if _, err := db.Exec(ctx, plant); err != nil {
+		t.Fatalf("planting the canary: %v", err)
+	}
+	return strings.Replace(pg.ReaderDSN(), "dbname=demo", "dbname="+name, 1)
+}
+
+// demoCopy creates the database name as a copy of demo (CREATE DATABASE
+// ... TEMPLATE demo), drops it when the test ends, and returns a superuser
+// connection to it. The shared demo database is never written to.
+func demoCopy(t *testing.T, ctx context.Context, name string) *pgx.Conn {
 	t.Helper()
 	admin, err := pgx.Connect(ctx, pg.Cluster.DSN("postgres"))
 	if err != nil {
@@ -63,18 +82,7 @@ func redteamDB(t *testing.T, ctx context.Context, name string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer db.Close(ctx)
-	plant := fmt.Sprintf(`
-		INSERT INTO patients (patient_id, age, sex, zip, diagnosis, income, visit_date)
-		VALUES (%[1]d, 100, 'F', '%[2]s', '%[3]s', %[4]s, '2025-06-01');
-		INSERT INTO visits (visit_id, patient_id, visit_date, department, cost, clinic)
-		SELECT 9000000000 + g, %[1]d, '2025-06-01', 'oncology', 4999.99, '%[5]s' FROM generate_series(1, 10) g;
-		ANALYZE patients; ANALYZE visits`,
-		canaryPatientID, canaryZip, canaryDiagnosis, canaryIncome, canaryClinic)
-	if _, err := db.Exec(ctx, plant); err != nil {
-		t.Fatalf("planting the canary: %v", err)
-	}
-	return strings.Replace(pg.ReaderDSN(), "dbname=demo", "dbname="+name, 1)
+	return db
 }
 
 // attempt is one bypass attempt and what must happen to it.

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"crypto/tls"
+	"sort"
 	"strings"
 	"time"
 )
@@ -52,6 +53,12 @@ type Policy struct {
 	// Warnings are risky but valid choices (large epsilons, wide bounds),
 	// each with its position; `dpproxy policy check` prints them.
 	Warnings Problems
+
+	// uniqueUnits are the privacy-unit tables (schema.name) whose unit
+	// column the upstream catalog declares unique; set by the server from
+	// the catalog with WithUniqueUnits, never read from the file.
+	uniqueUnits map[string]bool
+	catalogTag  string
 
 	analysts map[string]*Analyst
 	tables   map[string]*Table // key: schema.name
@@ -340,3 +347,33 @@ const ShadowSchema = "dpproxy_shadow"
 
 // ShadowName is the name of the table's pre-bounded copy in ShadowSchema.
 func (t *Table) ShadowName() string { return t.Schema + "__" + t.Name }
+
+// WithUniqueUnits returns a copy of p that knows which privacy-unit tables
+// have a unique unit column upstream (by QualifiedName): a unit of such a
+// table has at most one row, so the rewriter needs no contribution
+// bounding for it. The caller (wire) must have read this from the upstream
+// catalog and must re-check it with every query it relies on. p itself is
+// not changed.
+func (p *Policy) WithUniqueUnits(tables map[string]bool) *Policy {
+	cp := *p
+	cp.uniqueUnits = map[string]bool{}
+	var names []string
+	for name, ok := range tables {
+		if t := p.tables[name]; ok && t != nil && t.Privacy == PrivacyUnit {
+			cp.uniqueUnits[name] = true
+			names = append(names, name)
+		}
+	}
+	sort.Strings(names)
+	cp.catalogTag = strings.Join(names, ",")
+	return &cp
+}
+
+// UnitUnique reports whether t's unit column is unique upstream (see
+// WithUniqueUnits).
+func (p *Policy) UnitUnique(t *Table) bool { return t != nil && p.uniqueUnits[t.QualifiedName()] }
+
+// CatalogTag names what the policy learned from the upstream catalog (the
+// unique-unit tables), so that plans cached under the same Version but
+// different catalog facts are kept apart.
+func (p *Policy) CatalogTag() string { return p.catalogTag }

@@ -73,11 +73,17 @@ func (b *planBuilder) aggregate(f *pg_query.FuncCall) (int, error) {
 			if err != nil {
 				return 0, err
 			}
+			if b.plan.UniqueUnit != nil && c.Name == b.sc.table.Unit {
+				// One row per unit: the distinct units are the rows with a unit.
+				cnt := filter(fmt.Sprintf("count(%s)", colSQL))
+				agg.Value = b.addQuantity(Quantity{Expr: text, L1Sensitivity: 1, Granularity: 1, NonNegative: true},
+					quantitySQL{Row: cnt, Inner: cnt, Outer: "sum(LEAST(%s, 1))"})
+				break
+			}
 			if !b.plan.UnitLevel || c.Name != b.sc.table.Unit {
 				return 0, pgerror.RefuseUnsupported.New("count(DISTINCT %s) is not supported: only count(DISTINCT <privacy unit>) is", c.Name).
 					WithHint("count distinct privacy units with count(DISTINCT %s)", orDefault(b.sc.table.Unit, "<unit column>"))
 			}
-			_ = colSQL
 			agg.Value = b.addQuantity(Quantity{Expr: text, L1Sensitivity: 1, Granularity: 1, NonNegative: true},
 				quantitySQL{Inner: filter("count(*)"), Outer: "sum(LEAST(%s, 1))"})
 		case f.AggStar || b.isConstArg(f):

@@ -30,7 +30,7 @@ func NewCache(max int) *Cache {
 // Classify is Classify(sql, pol), from the cache when possible. Refusals are
 // cached too: they are as deterministic as plans.
 func (c *Cache) Classify(sql string, pol *policy.Policy) ([]*Statement, error) {
-	k := cacheKey{pol.Version, sql}
+	k := cacheKey{pol.Version + "\x00" + pol.CatalogTag(), sql}
 	c.mu.RLock()
 	e, ok := c.entries[k]
 	c.mu.RUnlock()

@@ -25,7 +25,8 @@ func goldenPolicy(t testing.TB) *policy.Policy {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return p
+	// As wire would after finding a unique index on members(member_id).
+	return p.WithUniqueUnits(map[string]bool{"public.members": true})
 }
 
 // goldenCase is one statement of a golden file:

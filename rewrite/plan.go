@@ -54,6 +54,7 @@ func planAggregate(sel *pg_query.SelectStmt, pol *policy.Policy, ctes map[string
 		b.plan.Tables = append(b.plan.Tables, r.table.QualifiedName())
 	}
 	b.plan.UnitLevel = sc.table.Privacy == policy.PrivacyUnit
+	b.useUniqueUnit(pol)
 	if sel.WhereClause != nil {
 		if err := checkPredicate(sel.WhereClause, sc); err != nil {
 			return nil, err
@@ -150,6 +151,30 @@ func (b *planBuilder) useShadow() {
 		}
 	}
 	b.plan.UnitLevel, b.plan.Shadow, b.sc.shadow = false, true, true
+}
+
+// useUniqueUnit plans a privacy-unit table as a row-level one when the
+// upstream catalog declares its unit column unique (a unique, immediate,
+// non-partial index on exactly that column; policy.UnitUnique) and the
+// query joins it to public tables only: each unit then has at most one
+// row, which is exactly the row-level guarantee, so no bounding is needed
+// and every sensitivity is that of one row. A view of the table (a
+// projection with a filter) keeps rows unique; a public table cannot
+// multiply a row (it is joined through DISTINCT ON its join columns).
+// Plan.UniqueUnit asks wire to check the index again in the snapshot that
+// runs the query, so a constraint dropped since is caught.
+func (b *planBuilder) useUniqueUnit(pol *policy.Policy) {
+	t := b.sc.table
+	if !b.plan.UnitLevel || !pol.UnitUnique(t) {
+		return
+	}
+	for _, r := range b.sc.public {
+		if r.table.IsPrivate() {
+			return
+		}
+	}
+	b.plan.UnitLevel = false
+	b.plan.UniqueUnit = &UniqueUnit{Table: t.QualifiedName(), Schema: t.Schema, Name: t.Name, Column: t.Unit}
 }
 
 // addQuantity adds a quantity, or returns an identical one already planned:

@@ -15,6 +15,9 @@ func RenderPlan(p *Plan) string {
 	if p.UnitLevel {
 		fmt.Fprintf(&b, "bounding: per privacy unit, max groups %d\n", p.MaxGroups)
 	}
+	if p.UniqueUnit != nil {
+		fmt.Fprintf(&b, "bounding: none, %s is unique in %s (checked upstream with the query)\n", p.UniqueUnit.Column, p.UniqueUnit.Table)
+	}
 	if p.Shadow {
 		b.WriteString("bounding: pre-bounded shadow copy (at most max_rows_per_unit rows per unit)\n")
 	}

@@ -73,6 +73,11 @@ type Plan struct {
 	// Shadow is set when a privacy-unit table is read through its
 	// pre-bounded shadow copy (see planBuilder.useShadow).
 	Shadow bool
+	// UniqueUnit is set when a privacy-unit table is planned row-level
+	// because its unit column is unique upstream (planBuilder.useUniqueUnit);
+	// the caller must confirm the unique index in the query's snapshot
+	// before releasing anything.
+	UniqueUnit *UniqueUnit
 	// Canonical is the whole plan in text (RenderPlan): the rewritten SQL
 	// with every constant, the quantities, outputs, HAVING, ORDER BY and
 	// LIMIT. Two statements with the same Canonical are answered by the same
@@ -276,4 +281,13 @@ func columnType(policyType string) ResultType {
 		return TypeBool
 	}
 	return TypeText
+}
+
+// UniqueUnit names the table and unit column whose uniqueness a plan relies
+// on.
+type UniqueUnit struct {
+	Table  string // schema.name
+	Schema string
+	Name   string
+	Column string
 }

@@ -89,6 +89,12 @@ func (sess *session) runDP(st *rewrite.Statement, a execArgs) error {
 		return err
 	}
 	exact, err := sess.runUpstreamDP(plan, a)
+	if errors.Is(err, errGuardFailed) {
+		u := plan.UniqueUnit
+		sess.srv.forgetUniqueUnit(u.Table)
+		return pgerror.RefuseUpstreamFailed.New("the unique index on %s(%s) that let dpproxy skip contribution bounding is gone; the answer was discarded (epsilon %g was charged)", u.Table, u.Column, eps).
+			WithHint("run the query again: it is now bounded per privacy unit")
+	}
 	if err != nil {
 		sess.log.Warn("dp query failed upstream; charge stands", "err", err, "sql", truncate(plan.SQL, 200))
 		return pgerror.RefuseUpstreamFailed.Wrap(err, "the query failed in the upstream database (epsilon %g was charged)", eps)
@@ -277,7 +283,11 @@ func (sess *session) runUpstreamDP(plan *rewrite.Plan, a execArgs) ([]answer.Row
 		return nil, err
 	}
 	defer conn.Release()
-	raws, err := readOnlyRows(ctx, conn.Conn().PgConn(), sess.srv.Policy().Upstream.StatementTimeout, plan.SQL, a)
+	guard := ""
+	if plan.UniqueUnit != nil {
+		guard = uniqueGuard(plan.UniqueUnit)
+	}
+	raws, err := readOnlyRows(ctx, conn.Conn().PgConn(), sess.srv.Policy().Upstream.StatementTimeout, plan.SQL, a, guard)
 	if err != nil {
 		return nil, err
 	}

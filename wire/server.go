@@ -47,8 +47,9 @@ type Config struct {
 // Server accepts analyst connections. Each connection is served by one
 // goroutine; calls for one connection are serialised by it.
 type Server struct {
-	cfg    Config
-	policy atomic.Pointer[policy.Policy]
+	cfg      Config
+	policy   atomic.Pointer[policy.Policy]
+	policyMu sync.Mutex // serialises replacing the policy (reloads, catalog changes)
 	plans  *rewrite.Cache
 	log    *slog.Logger
 
@@ -89,11 +90,17 @@ func NewServer(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("reading upstream settings: %w", err)
 	}
 	s.upstreamParams = params
+	s.policy.Store(s.withUniqueUnits(ctx, cfg.Policy))
 	return s, nil
 }
 
-// SetPolicy replaces the policy for statements that start after the call.
-func (s *Server) SetPolicy(p *policy.Policy) { s.policy.Store(p) }
+// SetPolicy replaces the policy for statements that start after the call,
+// with what the upstream catalog says about its tables (unique.go).
+func (s *Server) SetPolicy(p *policy.Policy) {
+	s.policyMu.Lock()
+	defer s.policyMu.Unlock()
+	s.policy.Store(s.withUniqueUnits(context.Background(), p))
+}
 
 // Policy returns the policy in force.
 func (s *Server) Policy() *policy.Policy { return s.policy.Load() }

@@ -2,7 +2,9 @@ package wire
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -17,33 +19,55 @@ import (
 // bound parameters it is the same four statements as one extended-protocol
 // batch (Parse/Bind/Execute each, one Sync), so the parameters reach
 // upstream as parameters, never spliced into the text.
-func readOnlyRows(ctx context.Context, conn *pgconn.PgConn, timeout time.Duration, sql string, a execArgs) ([][][]byte, error) {
+//
+// A non-empty guard (uniqueGuard) runs first, in a REPEATABLE READ
+// transaction so that it and sql see one snapshot; unless it returns true
+// the rows are discarded and errGuardFailed returned.
+func readOnlyRows(ctx context.Context, conn *pgconn.PgConn, timeout time.Duration, sql string, a execArgs, guard string) ([][][]byte, error) {
 	defer guardCancel(ctx, conn)()
-	setTimeout := fmt.Sprintf("SET LOCAL statement_timeout = %d", timeout.Milliseconds())
+	stmts := []string{"BEGIN READ ONLY", fmt.Sprintf("SET LOCAL statement_timeout = %d", timeout.Milliseconds())}
+	if guard != "" {
+		stmts[0] = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+		stmts = append(stmts, guard)
+	}
+	at := len(stmts) // sql's result
+	stmts = append(stmts, sql, "COMMIT")
 	var results []*pgconn.Result
 	var err error
 	if len(a.params) == 0 {
-		results, err = conn.Exec(ctx, "BEGIN READ ONLY; "+setTimeout+"; "+sql+"; COMMIT").ReadAll()
+		results, err = conn.Exec(ctx, strings.Join(stmts, "; ")).ReadAll()
 	} else {
 		oids := a.paramOIDs
 		if len(oids) > len(a.params) {
 			oids = oids[:len(a.params)]
 		}
 		b := &pgconn.Batch{}
-		b.ExecParams("BEGIN READ ONLY", nil, nil, nil, nil)
-		b.ExecParams(setTimeout, nil, nil, nil, nil)
-		b.ExecParams(sql, a.params, oids, a.paramFormats, nil)
-		b.ExecParams("COMMIT", nil, nil, nil, nil)
+		for i, st := range stmts {
+			if i == at {
+				b.ExecParams(st, a.params, oids, a.paramFormats, nil)
+			} else {
+				b.ExecParams(st, nil, nil, nil, nil)
+			}
+		}
 		results, err = conn.ExecBatch(ctx, b).ReadAll()
 	}
 	if err != nil {
 		return nil, err
 	}
-	if len(results) != 4 || results[2].Err != nil {
+	if len(results) != len(stmts) || results[at].Err != nil {
 		return nil, fmt.Errorf("unexpected upstream results: %d", len(results))
 	}
-	return results[2].Rows, nil
+	if guard != "" {
+		if g := results[at-1]; len(g.Rows) != 1 || len(g.Rows[0]) != 1 || string(g.Rows[0][0]) != "t" {
+			return nil, errGuardFailed
+		}
+	}
+	return results[at].Rows, nil
 }
+
+// errGuardFailed: the unique index a plan relied on was not there in the
+// query's snapshot.
+var errGuardFailed = errors.New("the unique index on the privacy unit is gone")
 
 // guardCancel makes a cancelled statement context (a CancelRequest from the
 // analyst, or the statement timeout) cancel the upstream statement too:
