@@ -50,8 +50,8 @@ type Server struct {
 	cfg      Config
 	policy   atomic.Pointer[policy.Policy]
 	policyMu sync.Mutex // serialises replacing the policy (reloads, catalog changes)
-	plans  *rewrite.Cache
-	log    *slog.Logger
+	plans    *rewrite.Cache
+	log      *slog.Logger
 
 	upstreamParams map[string]string // ParameterStatus values read from upstream once
 
