@@ -61,7 +61,7 @@ func (s *Server) withUniqueUnits(ctx context.Context, pol *policy.Policy) *polic
 	conn, err := s.cfg.Upstream.Acquire(ctx)
 	if err != nil {
 		s.log.Warn("cannot read unique indexes upstream; privacy-unit tables are bounded per unit", "err", err)
-		return pol
+		return pol.WithUniqueUnits(nil) // pol may carry marks from an earlier read
 	}
 	defer conn.Release()
 	for _, t := range units {
