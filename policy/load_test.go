@@ -288,3 +288,21 @@ var brokenCases = []brokenCase{
 	{name: "many problems at once", edits: []string{"epsilon: 0.5", "epsilon: -1", "privacy: unit", "privacy: secret", "bounds: [0, 100]", "bounds: [0]"},
 		want: []string{"9:12: epsilon must be a positive finite number, e.g. 0.1", "17:14: unknown privacy \"secret\": write row, unit or public", "22:44: bounds must be two numbers [lower, upper], e.g. [0, 120]; found 1"}},
 }
+
+func TestWithUniqueUnits(t *testing.T) {
+	p, errs, _ := Check("p.yaml", []byte(basePolicy), testEnv)
+	if len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	patients := p.Table("", "patients")
+	marked := p.WithUniqueUnits(map[string]bool{"public.patients": true, "public.nosuch": true})
+	if !marked.UnitUnique(patients) || marked.CatalogTag() != "public.patients" {
+		t.Errorf("marked: unique %v, tag %q", marked.UnitUnique(patients), marked.CatalogTag())
+	}
+	if p.UnitUnique(patients) || p.CatalogTag() != "" {
+		t.Error("WithUniqueUnits changed the policy it was called on")
+	}
+	if cleared := marked.WithUniqueUnits(nil); cleared.UnitUnique(patients) || cleared.CatalogTag() != "" {
+		t.Error("WithUniqueUnits(nil) kept a mark")
+	}
+}
