@@ -62,6 +62,10 @@ func TestCancelRequestCancelsUpstream(t *testing.T) {
 	if err := conn.QueryRow(ctx, "SHOW client_connection_check_interval").Scan(&interval); err != nil || interval != "1s" {
 		t.Errorf("upstream client_connection_check_interval = %q (%v), want 1s: a closed connection must stop its statement", interval, err)
 	}
+	var readOnly string
+	if err := conn.QueryRow(ctx, "SHOW default_transaction_read_only").Scan(&readOnly); err != nil || readOnly != "on" {
+		t.Errorf("upstream default_transaction_read_only = %q (%v), want on: DP statements are sent without BEGIN READ ONLY", readOnly, err)
+	}
 	slowSQL, marker := slowStatement()
 	errc := make(chan error, 1)
 	start := time.Now()
@@ -182,7 +186,11 @@ func inProcess(t testing.TB, ctx context.Context, edit func(*wire.Config)) strin
 	if err != nil {
 		t.Fatal(err)
 	}
-	pool, err := pgxpool.New(ctx, pg.ReaderDSN())
+	poolCfg, err := wire.UpstreamPoolConfig(pol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, poolCfg)
 	if err != nil {
 		t.Fatal(err)
 	}

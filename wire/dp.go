@@ -287,7 +287,7 @@ func (sess *session) runUpstreamDP(plan *rewrite.Plan, a execArgs) ([]answer.Row
 	if plan.UniqueUnit != nil {
 		guard = uniqueGuard(plan.UniqueUnit)
 	}
-	raws, err := readOnlyRows(ctx, conn.Conn().PgConn(), sess.srv.Policy().Upstream.StatementTimeout, plan.SQL, a, guard)
+	raws, err := readOnlyRows(ctx, conn.Conn().PgConn(), sess.srv.Policy().Upstream.StatementTimeout, plan.SQL, a, guard, sess.srv.sendAlone())
 	if err != nil {
 		return nil, err
 	}

@@ -54,6 +54,10 @@ type Server struct {
 	log      *slog.Logger
 
 	upstreamParams map[string]string // ParameterStatus values read from upstream once
+	// sessionDefaults is what a pooled upstream session starts with, read
+	// once (UpstreamPoolConfig sets it): when it is read-only with the
+	// policy's statement timeout, a DP statement is sent alone.
+	sessionDefaults upstreamSession
 
 	mu       sync.Mutex
 	sessions map[uint64]*session // by BackendKeyData, for CancelRequest
@@ -85,11 +89,11 @@ func NewServer(ctx context.Context, cfg Config) (*Server, error) {
 		hits:     newHitAudit(cfg.Ledger, cfg.Logger),
 	}
 	s.policy.Store(cfg.Policy)
-	params, err := readUpstreamParams(ctx, cfg.Upstream)
+	params, sd, err := readUpstreamParams(ctx, cfg.Upstream)
 	if err != nil {
 		return nil, fmt.Errorf("reading upstream settings: %w", err)
 	}
-	s.upstreamParams = params
+	s.upstreamParams, s.sessionDefaults = params, sd
 	s.policy.Store(s.withUniqueUnits(ctx, cfg.Policy))
 	return s, nil
 }
@@ -105,10 +109,17 @@ func (s *Server) SetPolicy(p *policy.Policy) {
 // Policy returns the policy in force.
 func (s *Server) Policy() *policy.Policy { return s.policy.Load() }
 
-func readUpstreamParams(ctx context.Context, pool *pgxpool.Pool) (map[string]string, error) {
+// upstreamSession is the start-up state of a pooled upstream session.
+type upstreamSession struct {
+	readOnly bool
+	timeout  time.Duration // statement_timeout
+}
+
+func readUpstreamParams(ctx context.Context, pool *pgxpool.Pool) (map[string]string, upstreamSession, error) {
+	var sd upstreamSession
 	conn, err := pool.Acquire(ctx)
 	if err != nil {
-		return nil, err
+		return nil, sd, err
 	}
 	defer conn.Release()
 	out := map[string]string{}
@@ -117,7 +128,21 @@ func readUpstreamParams(ctx context.Context, pool *pgxpool.Pool) (map[string]str
 			out[name] = v
 		}
 	}
-	return out, nil
+	var ms int64
+	err = conn.QueryRow(ctx, "SELECT current_setting('default_transaction_read_only')::bool, (SELECT setting::bigint FROM pg_catalog.pg_settings WHERE name = 'statement_timeout')").Scan(&sd.readOnly, &ms)
+	if err != nil {
+		return nil, sd, err
+	}
+	sd.timeout = time.Duration(ms) * time.Millisecond
+	return out, sd, nil
+}
+
+// sendAlone reports whether a DP statement may go upstream without the
+// BEGIN READ ONLY; SET LOCAL statement_timeout … COMMIT around it: the
+// pooled sessions already start read-only with the policy's timeout.
+func (s *Server) sendAlone() bool {
+	sd := s.sessionDefaults
+	return sd.readOnly && sd.timeout == s.Policy().Upstream.StatementTimeout
 }
 
 // Serve accepts connections on ln until it is closed.

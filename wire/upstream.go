@@ -4,12 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/dpproxy/dpproxy/pgerror"
+	"github.com/dpproxy/dpproxy/policy"
 )
 
 // readOnlyRows runs one rewritten DP statement upstream in a read-only
@@ -23,8 +27,25 @@ import (
 // A non-empty guard (uniqueGuard) runs first, in a REPEATABLE READ
 // transaction so that it and sql see one snapshot; unless it returns true
 // the rows are discarded and errGuardFailed returned.
-func readOnlyRows(ctx context.Context, conn *pgconn.PgConn, timeout time.Duration, sql string, a execArgs, guard string) ([][][]byte, error) {
+//
+// alone sends sql by itself (the session is read-only with the right
+// timeout already, Server.sendAlone); a guard always gets its transaction.
+func readOnlyRows(ctx context.Context, conn *pgconn.PgConn, timeout time.Duration, sql string, a execArgs, guard string, alone bool) ([][][]byte, error) {
 	defer guardCancel(ctx, conn)()
+	if alone && guard == "" {
+		if len(a.params) == 0 {
+			results, err := conn.Exec(ctx, sql).ReadAll()
+			if err != nil {
+				return nil, err
+			}
+			if len(results) != 1 || results[0].Err != nil {
+				return nil, fmt.Errorf("unexpected upstream results: %d", len(results))
+			}
+			return results[0].Rows, nil
+		}
+		res := conn.ExecParams(ctx, sql, a.params, paramOIDs(a), a.paramFormats, nil).Read()
+		return res.Rows, res.Err
+	}
 	stmts := []string{"BEGIN READ ONLY", fmt.Sprintf("SET LOCAL statement_timeout = %d", timeout.Milliseconds())}
 	if guard != "" {
 		stmts[0] = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
@@ -37,14 +58,10 @@ func readOnlyRows(ctx context.Context, conn *pgconn.PgConn, timeout time.Duratio
 	if len(a.params) == 0 {
 		results, err = conn.Exec(ctx, strings.Join(stmts, "; ")).ReadAll()
 	} else {
-		oids := a.paramOIDs
-		if len(oids) > len(a.params) {
-			oids = oids[:len(a.params)]
-		}
 		b := &pgconn.Batch{}
 		for i, st := range stmts {
 			if i == at {
-				b.ExecParams(st, a.params, oids, a.paramFormats, nil)
+				b.ExecParams(st, a.params, paramOIDs(a), a.paramFormats, nil)
 			} else {
 				b.ExecParams(st, nil, nil, nil, nil)
 			}
@@ -63,6 +80,15 @@ func readOnlyRows(ctx context.Context, conn *pgconn.PgConn, timeout time.Duratio
 		}
 	}
 	return results[at].Rows, nil
+}
+
+// paramOIDs are the parameter types to send upstream: at most one per
+// parameter (a Parse may declare more types than Bind sends values).
+func paramOIDs(a execArgs) []uint32 {
+	if len(a.paramOIDs) > len(a.params) {
+		return a.paramOIDs[:len(a.params)]
+	}
+	return a.paramOIDs
 }
 
 // errGuardFailed: the unique index a plan relied on was not there in the
@@ -113,4 +139,41 @@ func canceledError(ctx context.Context) error {
 		return pgerror.Newf(pgerror.CodeQueryCanceled, "canceling statement due to statement timeout")
 	}
 	return nil
+}
+
+// UpstreamPoolConfig is the upstream pool's configuration for pol: its DSN
+// and size, and the session settings every pooled connection starts with.
+//   - statement_timeout: the policy's, so passthrough and catalog queries
+//     are bounded too;
+//   - default_transaction_read_only: on, so nothing sent upstream can
+//     write, and a DP statement needs no BEGIN READ ONLY … COMMIT around it
+//     (readOnlyRows sends it alone when the session defaults hold; the
+//     wrapper halves PostgreSQL's throughput on trivial statements);
+//   - client_connection_check_interval (checkClientConnection).
+func UpstreamPoolConfig(pol *policy.Policy) (*pgxpool.Config, error) {
+	cfg, err := pgxpool.ParseConfig(pol.Upstream.DSN)
+	if err != nil {
+		return nil, err
+	}
+	if pol.Upstream.MaxConns > 0 {
+		cfg.MaxConns = pol.Upstream.MaxConns
+	}
+	cfg.ConnConfig.RuntimeParams["statement_timeout"] = strconv.FormatInt(pol.Upstream.StatementTimeout.Milliseconds(), 10)
+	cfg.ConnConfig.RuntimeParams["default_transaction_read_only"] = "on"
+	cfg.AfterConnect = checkClientConnection
+	return cfg, nil
+}
+
+// checkClientConnection makes an upstream backend poll its socket during a
+// long statement, so a statement whose connection dpproxy closed (after a
+// cancel or a timeout) stops within a second even when Postgres dropped the
+// CancelRequest. PostgreSQL before 14 has no such setting; there the cancel
+// and the statement timeout remain.
+func checkClientConnection(ctx context.Context, conn *pgx.Conn) error {
+	_, err := conn.Exec(ctx, "SET client_connection_check_interval = 1000")
+	var pge *pgconn.PgError
+	if errors.As(err, &pge) && pge.Code == "42704" {
+		return nil
+	}
+	return err
 }

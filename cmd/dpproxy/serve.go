@@ -11,12 +11,9 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"strconv"
 	"syscall"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 
@@ -87,16 +84,10 @@ func serve(pol *policy.Policy, policyPath, adminAddr string, log *slog.Logger, r
 	}
 	defer store.Close()
 
-	poolCfg, err := pgxpool.ParseConfig(pol.Upstream.DSN)
+	poolCfg, err := wire.UpstreamPoolConfig(pol)
 	if err != nil {
 		return fmt.Errorf("upstream dsn: %w", err)
 	}
-	poolCfg.MaxConns = pol.Upstream.MaxConns
-	// Every upstream statement has a timeout: DP queries set their own with
-	// SET LOCAL; this session default bounds passthrough and catalog
-	// queries (e.g. generate_series) too.
-	poolCfg.ConnConfig.RuntimeParams["statement_timeout"] = strconv.FormatInt(pol.Upstream.StatementTimeout.Milliseconds(), 10)
-	poolCfg.AfterConnect = checkClientConnection
 	startCtx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	pool, err := pgxpool.NewWithConfig(startCtx, poolCfg)
@@ -206,20 +197,6 @@ func (c closeWith) Close() error {
 	err := c.Store.Close()
 	if cerr := c.client.Close(); err == nil {
 		err = cerr
-	}
-	return err
-}
-
-// checkClientConnection makes an upstream backend poll its socket during a
-// long statement, so a statement whose connection dpproxy closed (after a
-// cancel or a timeout) stops within a second even when Postgres dropped the
-// CancelRequest. PostgreSQL before 14 has no such setting; there the cancel
-// and the statement timeout remain.
-func checkClientConnection(ctx context.Context, conn *pgx.Conn) error {
-	_, err := conn.Exec(ctx, "SET client_connection_check_interval = 1000")
-	var pge *pgconn.PgError
-	if errors.As(err, &pge) && pge.Code == "42704" {
-		return nil
 	}
 	return err
 }
