@@ -227,18 +227,22 @@ func (s *BoltStore) writer() {
 func (s *BoltStore) commit(batch []*boltReq) {
 	results := make([]boltRes, len(batch))
 	err := s.update(func(tx *bolt.Tx) error {
+		// One decoded copy of each account for the whole batch: debits of
+		// one analyst (or one team) in a batch read and update it in
+		// memory, and it is encoded and stored once, at the end.
+		states := &boltStates{tx: tx, m: map[string]*account{}}
 		for i, r := range batch {
 			if err := r.ctx.Err(); err != nil {
 				results[i] = boltRes{err: fmt.Errorf("%w: %w", ErrUnavailable, err)}
 				continue
 			}
-			res, err := s.apply(tx, r)
+			res, err := s.apply(tx, r, states)
 			if err != nil {
 				return err
 			}
 			results[i] = res
 		}
-		return nil
+		return states.put()
 	})
 	for i, r := range batch {
 		if err != nil {
@@ -252,9 +256,10 @@ func (s *BoltStore) commit(batch []*boltReq) {
 	}
 }
 
-// apply performs one debit inside the transaction. Budget and conflict
-// errors are results, not transaction failures: they write nothing.
-func (s *BoltStore) apply(tx *bolt.Tx, r *boltReq) (boltRes, error) {
+// apply performs one debit inside the transaction, updating the batch's
+// account states (stored by the caller). Budget and conflict errors are
+// results, not transaction failures: they change nothing.
+func (s *BoltStore) apply(tx *bolt.Tx, r *boltReq, states *boltStates) (boltRes, error) {
 	c, a := r.c, r.a
 	ids, audit := tx.Bucket(bucketIDs), tx.Bucket(bucketAudit)
 
@@ -270,7 +275,7 @@ func (s *BoltStore) apply(tx *bolt.Tx, r *boltReq) (boltRes, error) {
 		return boltRes{bal: storedBalance(v, rec, b, s.mode)}, nil
 	}
 
-	states := boltStates{tx: tx, analyst: c.Analyst, m: map[string]*account{}}
+	states.analyst = c.Analyst
 	life, err := states.get(level{Account: analystAccount(c.Analyst)})
 	if err != nil {
 		return boltRes{}, err
@@ -304,7 +309,7 @@ func (s *BoltStore) apply(tx *bolt.Tx, r *boltReq) (boltRes, error) {
 	if err := ids.Put(idKey(c.Analyst, c.ID), append(key, snap...)); err != nil {
 		return boltRes{}, err
 	}
-	return boltRes{bal: bal}, states.put()
+	return boltRes{bal: bal}, nil
 }
 
 // appendRecord appends one entry to the chain with the analyst's lifetime
@@ -342,8 +347,8 @@ func (s *BoltStore) appendRecord(tx *bolt.Tx, body []byte, digest string, life *
 // in bucketBudgets.
 type boltStates struct {
 	tx      *bolt.Tx
-	analyst string
-	m       map[string]*account
+	analyst string              // whose debit or grant is being applied
+	m       map[string]*account // by lifetimeKey(analyst) or "b/"+level.stateKey()
 }
 
 func (b *boltStates) loc(l level) (*bolt.Bucket, []byte) {
@@ -378,8 +383,8 @@ func (b *boltStates) put() error {
 		if err != nil {
 			return err
 		}
-		if key == lifetimeKey(b.analyst) {
-			err = b.tx.Bucket(bucketAccounts).Put([]byte(b.analyst), v)
+		if analyst, ok := strings.CutPrefix(key, lifetimeKey("")); ok {
+			err = b.tx.Bucket(bucketAccounts).Put([]byte(analyst), v)
 		} else {
 			_, k, _ := strings.Cut(key, "/")
 			err = b.tx.Bucket(bucketBudgets).Put([]byte(k), v)
