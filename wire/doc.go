@@ -49,10 +49,13 @@
 //     of undeclared tables stay unreachable (DP004); statistics (pg_stats,
 //     pg_stat_*, reltuples/relpages, size functions) are refused (DP014).
 //   - DP queries: charge the ledger first (refuse if it is unreachable or
-//     the budget is short), run the rewritten SQL in one round trip as
-//     `BEGIN READ ONLY; SET LOCAL statement_timeout; ...; COMMIT` (with
-//     bound parameters, the same four statements as one extended-protocol
-//     batch: parameters stay parameters), add noise,
+//     the budget is short), run the rewritten SQL upstream on a pooled
+//     session that starts read-only with the policy's statement timeout
+//     (UpstreamPoolConfig), so the statement goes alone; inside
+//     `BEGIN [ISOLATION LEVEL REPEATABLE READ] READ ONLY; SET LOCAL
+//     statement_timeout; [unique-unit guard;] ...; COMMIT` in one round
+//     trip when a unique-unit guard must share its snapshot or a reload
+//     changed the timeout (bound parameters stay parameters), add noise,
 //     post-process, send a NOTICE with the cost, the budget left and the 95%
 //     accuracy, then the row. Upstream errors on DP queries are replaced by a
 //     generic error; the charge stands.
