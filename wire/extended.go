@@ -1,8 +1,10 @@
 package wire
 
 import (
+	"encoding/binary"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -260,11 +262,54 @@ func (sess *session) upstreamDescribe(sql string, paramOIDs []uint32) (*pgconn.S
 
 // upstreamParamTypes returns the parameter types of a rewritten DP
 // statement. Preparing reads no rows, so its errors (type mismatches) depend
-// on the schema only and are forwarded.
+// on the schema only and are forwarded. The types are remembered per policy
+// (version and catalog facts), statement and declared types, so a client
+// that parses the same statement again (pgbench -M extended, drivers
+// without statement caches) costs no upstream round trip.
 func (sess *session) upstreamParamTypes(sql string, paramOIDs []uint32) ([]uint32, error) {
+	pol := sess.srv.Policy()
+	key := make([]byte, 0, len(sql)+64)
+	key = append(key, pol.Version...)
+	key = append(key, 0)
+	key = append(key, pol.CatalogTag()...)
+	key = append(key, 0)
+	for _, oid := range paramOIDs {
+		key = binary.BigEndian.AppendUint32(key, oid)
+	}
+	key = append(key, 0)
+	key = append(key, sql...)
+	if oids, ok := sess.srv.paramTypes.get(string(key)); ok {
+		return append([]uint32(nil), oids...), nil // sessions must not share the slice
+	}
 	desc, err := sess.upstreamDescribe(sql, paramOIDs)
 	if err != nil {
 		return nil, err
 	}
+	sess.srv.paramTypes.put(string(key), desc.ParamOIDs)
 	return desc.ParamOIDs, nil
+}
+
+// typeCache remembers inferred parameter types; it is emptied when full
+// rather than tracking use, since its entries are cheap to recompute.
+type typeCache struct {
+	mu sync.RWMutex
+	m  map[string][]uint32
+}
+
+const typeCacheMax = 4096
+
+func (c *typeCache) get(key string) ([]uint32, bool) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	oids, ok := c.m[key]
+	return oids, ok
+}
+
+func (c *typeCache) put(key string, oids []uint32) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= typeCacheMax {
+		c.m = make(map[string][]uint32)
+	}
+	c.m[key] = oids
 }

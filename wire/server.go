@@ -69,7 +69,8 @@ type Server struct {
 
 	shadowSeen sync.Map // tables whose pre-bounded copy exists upstream
 
-	hits *hitAudit // batched audit of cache hits (hitaudit.go)
+	hits       *hitAudit // batched audit of cache hits (hitaudit.go)
+	paramTypes typeCache // inferred parameter types of rewritten DP statements
 }
 
 // NewServer checks the upstream and returns a server ready to Serve.
