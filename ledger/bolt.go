@@ -291,11 +291,13 @@ func (s *BoltStore) apply(tx *bolt.Tx, r *boltReq, states *boltStates) (boltRes,
 	}
 	life.add(&a, s.mode)
 	life.BudgetEps, life.BudgetDelta = a.levels[0].BudgetEps, a.levels[0].BudgetDelta
+	states.mark(life)
 	for i, l := range a.levels {
 		if lv[i] != life {
 			lv[i].add(&a, s.mode)
 		}
 		lv[i].BudgetEps, lv[i].BudgetDelta = l.BudgetEps, l.BudgetDelta
+		states.mark(lv[i])
 	}
 	key, err := s.appendRecord(tx, r.body, r.digest, life)
 	if err != nil {
@@ -349,6 +351,18 @@ type boltStates struct {
 	tx      *bolt.Tx
 	analyst string              // whose debit or grant is being applied
 	m       map[string]*account // by lifetimeKey(analyst) or "b/"+level.stateKey()
+	// dirty are the states a debit or grant changed; only they are stored,
+	// so a refused debit leaves no trace (not even an empty account).
+	dirty map[*account]bool
+}
+
+func (b *boltStates) mark(sts ...*account) {
+	if b.dirty == nil {
+		b.dirty = map[*account]bool{}
+	}
+	for _, st := range sts {
+		b.dirty[st] = true
+	}
 }
 
 func (b *boltStates) loc(l level) (*bolt.Bucket, []byte) {
@@ -379,6 +393,9 @@ func (b *boltStates) get(l level) (*account, error) {
 
 func (b *boltStates) put() error {
 	for key, st := range b.m {
+		if !b.dirty[st] {
+			continue
+		}
 		v, err := json.Marshal(st)
 		if err != nil {
 			return err
@@ -477,6 +494,7 @@ func (s *BoltStore) Grant(ctx context.Context, g Grant) (Balance, error) {
 		}
 		st.GrantEps += eps
 		st.GrantDelta += delta
+		states.mark(life, st)
 		key, err := s.appendRecord(tx, body, digest, life)
 		if err != nil {
 			return err

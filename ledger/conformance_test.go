@@ -100,6 +100,43 @@ var conformanceCases = []struct {
 			t.Fatal(err)
 		}
 	}},
+	{"a refused first charge leaves no account", func(t *testing.T, s Store) {
+		ctx := testCtx(t)
+		// Concurrent, so that bolt commits them in one batch with a good one.
+		errs := make(chan error, 3)
+		for _, c := range []Charge{
+			charge("newbie", "n1", 2, Budget{Epsilon: 1}),
+			func() Charge {
+				c := charge("alice", "a1", 0.5, Budget{Epsilon: 1})
+				c.Shared = []Limit{{Account: "team:new", Budget: Budget{Epsilon: 0.1, Period: PeriodDaily}}}
+				return c
+			}(),
+			charge("bob", "b1", 0.1, Budget{Epsilon: 1}),
+		} {
+			go func() { _, err := s.Debit(ctx, c); errs <- err }()
+		}
+		refused := 0
+		for range 3 {
+			if err := <-errs; isBudgetErr(err) {
+				refused++
+			} else if err != nil {
+				t.Fatal(err)
+			}
+		}
+		if refused != 2 {
+			t.Fatalf("%d charges refused, want 2", refused)
+		}
+		bs, err := s.Balances(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(bs) != 1 || bs[0].Analyst != "bob" {
+			t.Fatalf("balances after two refused first charges: %+v, want bob's only", bs)
+		}
+		if err := s.Verify(ctx); err != nil {
+			t.Fatalf("verify after refused first charges: %v", err)
+		}
+	}},
 	{"budget exhaustion", func(t *testing.T, s Store) {
 		ctx := testCtx(t)
 		budget := Budget{Epsilon: 1, Delta: 1e-6}
