@@ -106,11 +106,7 @@ var conformanceCases = []struct {
 		errs := make(chan error, 3)
 		for _, c := range []Charge{
 			charge("newbie", "n1", 2, Budget{Epsilon: 1}),
-			func() Charge {
-				c := charge("alice", "a1", 0.5, Budget{Epsilon: 1})
-				c.Shared = []Limit{{Account: "team:new", Budget: Budget{Epsilon: 0.1, Period: PeriodDaily}}}
-				return c
-			}(),
+			charge("carol", "c1", 0.5, Budget{Epsilon: 0.1, Period: PeriodDaily}), // a new day's state
 			charge("bob", "b1", 0.1, Budget{Epsilon: 1}),
 		} {
 			go func() { _, err := s.Debit(ctx, c); errs <- err }()
