@@ -92,7 +92,7 @@ func (sess *session) runDP(st *rewrite.Statement, a execArgs) error {
 	if errors.Is(err, errGuardFailed) {
 		u := plan.UniqueUnit
 		sess.srv.forgetUniqueUnit(u.Table)
-		return pgerror.RefuseUpstreamFailed.New("the unique index on %s(%s) that let dpproxy skip contribution bounding is gone; the answer was discarded (epsilon %g was charged)", u.Table, u.Column, eps).
+		return pgerror.RefuseUpstreamFailed.New("the unique index on %s(%s) that let dpproxy skip contribution bounding no longer proves one row per unit (dropped, or the table has inheritance children); the answer was discarded (epsilon %g was charged)", u.Table, u.Column, eps).
 			WithHint("run the query again: it is now bounded per privacy unit")
 	}
 	if err != nil {
@@ -208,10 +208,13 @@ func selectionKey(plan *rewrite.Plan) string {
 
 // batchedHit reads the balance for a cache hit's notice and queues its
 // zero charge for the batched audit write. The charge is written now, as
-// in sync mode, when the queue will not take it or when the analyst's
+// in sync mode, when the queue will not take it, when the analyst's
 // budget renews by period (the balance read shows the lifetime account,
-// which would misstate what is left). A ledger that cannot be read refuses
-// the hit, as in sync mode.
+// which would misstate what is left) or when the analyst has spent more
+// than the budget (sync mode refuses that hit). A ledger that cannot be
+// read refuses the hit, as in sync mode. A team or dataset budget
+// overspent after a reload is not visible here: such a hit is answered
+// and its entry refused later (logged), where sync mode would refuse it.
 func (sess *session) batchedHit(st *rewrite.Statement, plan *rewrite.Plan) (ledger.Balance, error) {
 	sync := func() (ledger.Balance, error) { return sess.charge(st, plan, 0, 0, "cache hit", nil, true) }
 	if p := ledger.Period(sess.analyst.Budget.Period); p != "" && p != ledger.PeriodLifetime {
@@ -224,6 +227,12 @@ func (sess *session) batchedHit(st *rewrite.Statement, plan *rewrite.Plan) (ledg
 	sess.noteLedger(time.Since(t0), 0, 0, bal, err)
 	if err != nil {
 		return bal, pgerror.RefuseLedgerUnavailable.Wrap(err, "the privacy ledger is unavailable, so the query was not run")
+	}
+	// Overspent (a budget lowered below what was spent, a negative grant):
+	// sync mode refuses even a free repeat, so do the same.
+	budget := ledgerBudget(sess.analyst.Budget)
+	if bal.SpentEpsilon > budget.Epsilon+bal.GrantedEpsilon || bal.SpentDelta > budget.Delta+bal.GrantedDelta {
+		return sync()
 	}
 	if !sess.srv.hits.add(sess.newCharge(st, plan, 0, 0, "cache hit", nil, true)) {
 		return sync()

@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/dpproxy/dpproxy/pgerror"
+	"github.com/dpproxy/dpproxy/policy"
 	"github.com/dpproxy/dpproxy/rewrite"
 )
 
@@ -20,6 +21,50 @@ type prepared struct {
 	paramOIDs []uint32
 	fields    []pgproto3.FieldDescription // nil: NoData
 	described bool
+	planKey   string // the policy facts stmt was planned under (planKey)
+}
+
+// planKey names what a plan depends on besides the statement: the policy
+// version and what the server learned from the upstream catalog.
+func planKey(pol *policy.Policy) string { return pol.Version + "\x00" + pol.CatalogTag() }
+
+// replan plans a prepared statement again when the policy (or a catalog
+// fact, such as a unique privacy unit) changed since it was parsed, so an
+// Execute never runs a plan the policy in force would not make. A plan
+// whose result columns would change is refused, as Postgres refuses a
+// cached plan that would change its result type.
+func (sess *session) replan(prep *prepared) error {
+	pol := sess.srv.Policy()
+	key := planKey(pol)
+	if prep.planKey == key {
+		return nil
+	}
+	stmts, err := sess.classify(prep.sql)
+	if err != nil {
+		return err
+	}
+	st := &rewrite.Statement{Kind: rewrite.KindEmpty}
+	if len(stmts) == 1 {
+		st = stmts[0]
+	}
+	if st.Kind != prep.stmt.Kind || (st.Kind == rewrite.KindDP && !sameFields(dpFields(st.Plan, nil), dpFields(prep.stmt.Plan, nil))) {
+		return pgerror.Newf(pgerror.CodeFeatureNotSupported, "cached plan must not change result type").
+			WithHint("the policy changed since the statement was prepared; prepare it again")
+	}
+	prep.stmt, prep.planKey = st, key
+	return nil
+}
+
+func sameFields(a, b []pgproto3.FieldDescription) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if string(a[i].Name) != string(b[i].Name) || a[i].DataTypeOID != b[i].DataTypeOID || a[i].TypeModifier != b[i].TypeModifier {
+			return false
+		}
+	}
+	return true
 }
 
 // portal is a prepared statement bound to parameters.
@@ -40,6 +85,7 @@ func (sess *session) parse(m *pgproto3.Parse) error {
 		return pgerror.Newf("42P05", "prepared statement %q already exists", name)
 	}
 	sql := m.Query
+	pol := sess.srv.Policy()
 	stmts, err := sess.classify(sql)
 	if err != nil {
 		sess.logStatement(sql, "refused", err)
@@ -52,7 +98,11 @@ func (sess *session) parse(m *pgproto3.Parse) error {
 	if len(stmts) == 1 {
 		st = stmts[0]
 	}
-	sess.prepared[name] = &prepared{sql: sql, stmt: st, paramOIDs: append([]uint32(nil), m.ParameterOIDs...)}
+	key := planKey(pol)
+	if sess.srv.Policy() != pol { // reloaded while planning: replan at Execute
+		key = ""
+	}
+	sess.prepared[name] = &prepared{sql: sql, stmt: st, paramOIDs: append([]uint32(nil), m.ParameterOIDs...), planKey: key}
 	sess.be.Send(&pgproto3.ParseComplete{})
 	return nil
 }
@@ -172,6 +222,9 @@ func (sess *session) execute(m *pgproto3.Execute) error {
 	}
 	if p.started {
 		return sess.resume(p, m.MaxRows)
+	}
+	if err := sess.replan(p.prep); err != nil {
+		return err
 	}
 	// Row limits (MaxRows) are honoured for passthrough results and DP
 	// answers: the result is fetched (or computed and charged) whole, then

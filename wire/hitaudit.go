@@ -2,6 +2,7 @@ package wire
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"sync"
 	"time"
@@ -37,9 +38,10 @@ type hitAudit struct {
 	store ledger.Store
 	log   *slog.Logger
 
-	mu      sync.Mutex
-	pending []ledger.Charge
-	armed   bool // a flush is scheduled
+	mu       sync.Mutex
+	pending  []ledger.Charge
+	inflight int  // charges being written by a flush
+	armed    bool // a flush is scheduled
 	closed  bool
 	running sync.WaitGroup // flushes in progress
 }
@@ -53,7 +55,7 @@ func newHitAudit(store ledger.Store, log *slog.Logger) *hitAudit {
 func (h *hitAudit) add(c ledger.Charge) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.closed || len(h.pending) >= hitMaxPending {
+	if h.closed || len(h.pending)+h.inflight >= hitMaxPending {
 		return false
 	}
 	h.pending = append(h.pending, c)
@@ -76,11 +78,15 @@ func (h *hitAudit) flush(final bool) {
 	batch := h.pending
 	h.pending = nil
 	h.armed = false
+	h.inflight += len(batch)
 	h.mu.Unlock()
 	if len(batch) == 0 {
 		return
 	}
 	failed := h.write(batch)
+	h.mu.Lock()
+	h.inflight -= len(batch)
+	h.mu.Unlock()
 	if len(failed) == 0 {
 		return
 	}
@@ -107,9 +113,12 @@ func (h *hitAudit) flush(final bool) {
 }
 
 // write debits batch with up to hitConcurrency debits in flight and returns
-// the charges that failed. A retry reuses the charge ID, which the ledger
-// makes idempotent, so an entry that was written but not acknowledged is
-// not written twice.
+// the charges that failed because the ledger was unavailable, to be
+// retried. A retry reuses the charge ID, which the ledger makes idempotent,
+// so an entry that was written but not acknowledged is not written twice.
+// Other failures (a budget overspent after the answer, which batchedHit
+// checks for but cannot see for shared budgets) cannot succeed later: they
+// are logged with their IDs and dropped.
 func (h *hitAudit) write(batch []ledger.Charge) []ledger.Charge {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -124,10 +133,15 @@ func (h *hitAudit) write(batch []ledger.Charge) []ledger.Charge {
 		wg.Add(1)
 		go func() {
 			defer func() { <-slots; wg.Done() }()
-			if _, err := h.store.Debit(ctx, c); err != nil {
+			_, err := h.store.Debit(ctx, c)
+			switch {
+			case err == nil:
+			case errors.Is(err, ledger.ErrUnavailable):
 				mu.Lock()
 				failed = append(failed, c)
 				mu.Unlock()
+			default:
+				h.log.Error("ledger: a cache-hit audit entry was refused", "id", c.ID, "analyst", c.Analyst, "err", err)
 			}
 		}()
 	}

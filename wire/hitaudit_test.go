@@ -103,3 +103,49 @@ func TestHitAuditRetries(t *testing.T) {
 		t.Errorf("%d entries after retries, want 100", len(entries))
 	}
 }
+
+// refusing is a real ledger in front of which every debit is refused for
+// the budget, as when a team budget was lowered below what was spent.
+type refusing struct {
+	ledger.Store
+	mu    sync.Mutex
+	calls int
+}
+
+func (r *refusing) Debit(context.Context, ledger.Charge) (ledger.Balance, error) {
+	r.mu.Lock()
+	r.calls++
+	r.mu.Unlock()
+	return ledger.Balance{}, &ledger.BudgetError{Analyst: "alice"}
+}
+
+// TestHitAuditDropsRefused: an entry the ledger refuses (not one it could
+// not reach) is not retried: each is tried once, and close returns at once.
+func TestHitAuditDropsRefused(t *testing.T) {
+	store, err := ledger.OpenBolt(filepath.Join(t.TempDir(), "ledger.db"), ledger.BoltOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	r := &refusing{Store: store}
+	h := newHitAudit(r, slog.New(slog.DiscardHandler))
+	for i := range 5 {
+		h.add(ledger.Charge{ID: fmt.Sprintf("hit-%d", i), Analyst: "alice", Budget: ledger.Budget{Epsilon: 1}, CacheHit: true, Time: time.Now()})
+	}
+	time.Sleep(2 * hitRetryEvery) // a retry, if there were one, would have run
+	done := make(chan struct{})
+	go func() { h.close(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * hitRetryEvery):
+		t.Fatal("close waited on refused entries being retried")
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.pending) != 0 || h.inflight != 0 {
+		t.Errorf("after close: %d pending, %d in flight", len(h.pending), h.inflight)
+	}
+	if r.calls != 5 {
+		t.Errorf("%d debits for 5 refused entries, want 5 (no retries)", r.calls)
+	}
+}

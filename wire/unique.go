@@ -23,16 +23,23 @@ import (
 // rows (uniqueGuard), so a constraint dropped after the check is caught
 // before anything is released.
 
-// uniqueIndexSQL is true when $1 (a quoted table name) has a unique index
-// whose only key is column $2, immediate, valid, not partial and not on an
+// uniqueIndexSQL is true when table %s (a quoted name) has a unique index
+// whose only key is column %s, immediate, valid, not partial and not on an
 // expression, and the column is NOT NULL (a unique index admits many
-// NULLs, and rows without a unit would be one unbounded unit).
+// NULLs, and rows without a unit would be one unbounded unit). The table
+// must be a plain table without inheritance children (a query reads the
+// children too, and the parent's index does not cover them;
+// relhassubclass may stay true after the children are gone, which only
+// errs on the safe side) or a partitioned table (whose unique index covers
+// every partition).
 const uniqueIndexSQL = `SELECT EXISTS (
   SELECT 1 FROM pg_catalog.pg_index i
+  JOIN pg_catalog.pg_class c ON c.oid = i.indrelid
   JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
   WHERE i.indrelid = pg_catalog.to_regclass(%s) AND i.indisunique AND i.indimmediate
     AND i.indisvalid AND i.indisready AND i.indpred IS NULL AND i.indexprs IS NULL
-    AND i.indnkeyatts = 1 AND a.attname = %s AND a.attnotnull)`
+    AND i.indnkeyatts = 1 AND a.attname = %s AND a.attnotnull
+    AND (c.relkind = 'p' OR (c.relkind = 'r' AND NOT c.relhassubclass)))`
 
 // uniqueGuard is the statement run before a plan that relies on u, in the
 // same REPEATABLE READ transaction: it returns one boolean.
@@ -40,7 +47,11 @@ func uniqueGuard(u *rewrite.UniqueUnit) string {
 	return fmt.Sprintf(uniqueIndexSQL, quoteLiteral(pgx.Identifier{u.Schema, u.Name}.Sanitize()), quoteLiteral(u.Column))
 }
 
-func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+// quoteLiteral writes s as an escape string constant, which reads the
+// same whatever standard_conforming_strings says.
+func quoteLiteral(s string) string {
+	return "E'" + strings.NewReplacer(`\`, `\\`, "'", "''").Replace(s) + "'"
+}
 
 // withUniqueUnits returns pol with the privacy-unit tables whose unit is
 // unique upstream marked. On any error the tables stay unmarked: they are

@@ -167,12 +167,13 @@ func UpstreamPoolConfig(pol *policy.Policy) (*pgxpool.Config, error) {
 // checkClientConnection makes an upstream backend poll its socket during a
 // long statement, so a statement whose connection dpproxy closed (after a
 // cancel or a timeout) stops within a second even when Postgres dropped the
-// CancelRequest. PostgreSQL before 14 has no such setting; there the cancel
-// and the statement timeout remain.
+// CancelRequest. Where the server refuses the setting (PostgreSQL before
+// 14: 42704; platforms without the poll it needs: 22023) the cancel and the
+// statement timeout remain; only a failed connection is an error.
 func checkClientConnection(ctx context.Context, conn *pgx.Conn) error {
 	_, err := conn.Exec(ctx, "SET client_connection_check_interval = 1000")
 	var pge *pgconn.PgError
-	if errors.As(err, &pge) && pge.Code == "42704" {
+	if errors.As(err, &pge) {
 		return nil
 	}
 	return err
