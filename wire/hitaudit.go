@@ -42,8 +42,8 @@ type hitAudit struct {
 	pending  []ledger.Charge
 	inflight int  // charges being written by a flush
 	armed    bool // a flush is scheduled
-	closed  bool
-	running sync.WaitGroup // flushes in progress
+	closed   bool
+	running  sync.WaitGroup // flushes in progress
 }
 
 func newHitAudit(store ledger.Store, log *slog.Logger) *hitAudit {
