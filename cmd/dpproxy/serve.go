@@ -133,16 +133,22 @@ func serve(pol *policy.Policy, policyPath, adminAddr string, log *slog.Logger, r
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
+	var serveErr error
 	select {
-	case err := <-errc:
-		return err
+	case serveErr = <-errc:
+		log.Error("listener failed; shutting down", "err", serveErr)
 	case <-ctx.Done():
+		log.Info("shutting down: finishing running statements")
 	}
-	log.Info("shutting down: finishing running statements")
 	_ = ln.Close()
 	shutCtx, cancelShut := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancelShut()
-	return srv.Shutdown(shutCtx)
+	// Also after a listener failure: sessions end and batched cache-hit
+	// audit entries are written before the ledger closes.
+	if err := srv.Shutdown(shutCtx); serveErr == nil {
+		return err
+	}
+	return serveErr
 }
 
 // openLedger opens the ledger the policy names. For Redis it builds a
