@@ -105,6 +105,13 @@ func (b *planBuilder) finishSensitivities() {
 	b.useShadow()
 	if b.plan.UnitLevel && len(b.plan.Keys) > 0 {
 		b.plan.MaxGroups = max(1, t.MaxGroupsPerUnit)
+		// A unit contributes to at most max_groups_per_unit groups, and
+		// only groups of the public domain are released: with fewer of
+		// those than max_groups_per_unit, the domain is the tighter bound
+		// (GROUP BY sex with max_groups_per_unit 3 scales noise by 2).
+		if d := domainProduct(b.plan.Keys); d > 0 && d < b.plan.MaxGroups {
+			b.plan.MaxGroups = d
+		}
 	}
 	for i := range b.plan.Quantities {
 		b.plan.Quantities[i].L1Sensitivity *= float64(b.plan.MaxGroups)
@@ -120,6 +127,23 @@ func (b *planBuilder) finishSensitivities() {
 	for i := range b.plan.Quantities {
 		b.plan.Quantities[i].Weight = 1 / float64(len(b.plan.Quantities))
 	}
+}
+
+// domainProduct is the number of groups the keys' public domains allow,
+// or 0 when some key has none (partition selection). It stops counting
+// past a million, far above any max_groups_per_unit.
+func domainProduct(keys []Key) int {
+	n := 1
+	for _, k := range keys {
+		if k.Domain == nil {
+			return 0
+		}
+		n *= max(1, len(k.Domain))
+		if n > 1_000_000 {
+			return 1_000_000
+		}
+	}
+	return n
 }
 
 // useShadow switches a privacy-unit query to the table's pre-bounded shadow
