@@ -47,6 +47,21 @@ func verifyRewritten(sql string, sc *scope, plan *Plan) error {
 		return fmt.Errorf("malformed bounding subquery")
 	}
 	perUnit := sub
+	if nk > 0 && top.WhereClause == nil && isPerUnit(sub) {
+		// No random choice of groups: sound only if the per-unit query's
+		// own WHERE lets a unit reach at most MaxGroups key combinations.
+		n, err := keyCombinations(sub, nk)
+		if err != nil {
+			return err
+		}
+		if n > plan.MaxGroups {
+			return fmt.Errorf("keys allow %d groups per unit without a choice of groups, more than %d", n, plan.MaxGroups)
+		}
+		if err := verifyGroupPositions(top.GroupClause, nk); err != nil {
+			return err
+		}
+		return verifyPerUnit(sub, sc)
+	}
 	if nk > 0 {
 		// dp_bounded: row_number() OVER (PARTITION BY dp_unit ORDER BY random()),
 		// and the outer WHERE keeps rank <= max groups.
@@ -546,4 +561,73 @@ func (sc *scope) isPrivateTable(rv *pg_query.RangeVar) bool {
 		return rv.Schemaname == policy.ShadowSchema && rv.Relname == sc.table.ShadowName()
 	}
 	return rv.Relname == sc.table.Name && rv.Schemaname == sc.table.Schema
+}
+
+// isPerUnit reports whether s is the per-unit query itself (its first
+// output is the privacy unit), not the ranking layer over it.
+func isPerUnit(s *pg_query.SelectStmt) bool {
+	if len(s.TargetList) == 0 {
+		return false
+	}
+	return s.TargetList[0].GetResTarget().GetName() == unitCol
+}
+
+// keyCombinations counts the key combinations a unit can reach in the
+// per-unit query s: each of its nk key outputs (after the unit) must be a
+// column that a top-level conjunct of s's WHERE restricts to an IN list of
+// constants; the count is the product of the lists' lengths.
+func keyCombinations(s *pg_query.SelectStmt, nk int) (int, error) {
+	if len(s.TargetList) < 1+nk {
+		return 0, fmt.Errorf("per-unit query lacks its keys")
+	}
+	var conjuncts []*pg_query.Node
+	if be := s.WhereClause.GetBoolExpr(); be != nil && be.Boolop == pg_query.BoolExprType_AND_EXPR {
+		conjuncts = be.Args
+	} else if s.WhereClause != nil {
+		conjuncts = []*pg_query.Node{s.WhereClause}
+	}
+	n := 1
+	for i := 1; i <= nk; i++ {
+		key := columnName(s.TargetList[i].GetResTarget().GetVal())
+		if key == "" {
+			return 0, fmt.Errorf("group key %d is not a column, so its groups are not limited", i)
+		}
+		size := 0
+		for _, c := range conjuncts {
+			e := c.GetAExpr()
+			if e == nil || e.Kind != pg_query.A_Expr_Kind_AEXPR_IN || columnName(e.Lexpr) != key {
+				continue
+			}
+			if len(e.Name) != 1 || e.Name[0].GetString_().GetSval() != "=" {
+				continue // NOT IN
+			}
+			list := e.Rexpr.GetList()
+			if list == nil {
+				continue
+			}
+			all := true
+			for _, item := range list.Items {
+				if item.GetAConst() == nil {
+					all = false
+				}
+			}
+			if all && (size == 0 || len(list.Items) < size) {
+				size = len(list.Items)
+			}
+		}
+		if size == 0 {
+			return 0, fmt.Errorf("group key %q is not limited to a list of values", key)
+		}
+		n *= size
+	}
+	return n, nil
+}
+
+// columnName is the last name of a column reference, or "".
+func columnName(n *pg_query.Node) string {
+	cr := n.GetColumnRef()
+	if cr == nil || len(cr.Fields) == 0 {
+		return ""
+	}
+	return cr.Fields[len(cr.Fields)-1].GetString_().GetSval()
 }
