@@ -38,7 +38,8 @@ type session struct {
 	analyst  *policy.Analyst
 	src      mechanisms.Source
 
-	txStatus byte // 'I', 'T' or 'E'
+	txStatus byte     // 'I', 'T' or 'E'
+	tx       *txState // the explicit transaction block, when txStatus is not 'I' (txvars.go)
 	settings map[string]string
 	epsilon  float64 // SET dp.epsilon; 0 means the policy default
 	delta    float64 // SET dp.delta; 0 means defaultQueryDelta

@@ -27,8 +27,10 @@ func (sess *session) runPassthrough(st *rewrite.Statement, a execArgs) error {
 	defer conn.Release()
 	defer guardCancel(ctx, conn.Conn().PgConn())()
 	rr := conn.Conn().PgConn().ExecParams(ctx, st.SQL, a.params, a.paramOIDs, a.paramFormats, a.resultFormats)
-	if a.describe {
-		sess.be.Send(&pgproto3.RowDescription{Fields: toFields(rr.FieldDescriptions())})
+	// No RowDescription when the statement failed before describing its
+	// rows (SELECT 1/0 fails while planning), as Postgres sends none.
+	if fields := rr.FieldDescriptions(); a.describe && fields != nil {
+		sess.be.Send(&pgproto3.RowDescription{Fields: toFields(fields)})
 	}
 	row := &pgproto3.DataRow{}
 	for rr.NextRow() {

@@ -40,8 +40,19 @@ func (sess *session) runSession(st *rewrite.Statement, a execArgs) error {
 	s := st.Session
 	switch s.Op {
 	case rewrite.OpSet:
+		if s.Local && sess.txStatus == 'I' {
+			sess.warning("SET LOCAL can only be used in transaction blocks")
+			break
+		}
 		if err := sess.set(s.Name, s.Value); err != nil {
 			return err
+		}
+		if sess.tx != nil && s.Name != "" {
+			if s.Local {
+				sess.tx.local[s.Name] = true
+			} else {
+				delete(sess.tx.local, s.Name)
+			}
 		}
 	case rewrite.OpShow:
 		return sess.show(s.Name, a)
@@ -61,6 +72,8 @@ func (sess *session) runSession(st *rewrite.Statement, a execArgs) error {
 	case rewrite.OpBegin:
 		if sess.txStatus != 'I' {
 			sess.warning("there is already a transaction in progress")
+		} else {
+			sess.tx = &txState{start: sess.vars(), local: map[string]bool{}}
 		}
 		sess.txStatus = 'T'
 	case rewrite.OpCommit:
@@ -71,17 +84,30 @@ func (sess *session) runSession(st *rewrite.Statement, a execArgs) error {
 		case 'E':
 			tag = "ROLLBACK"
 		}
-		sess.txStatus = 'I'
+		if sess.tx != nil {
+			if sess.txStatus == 'E' {
+				sess.restoreVars(sess.tx.start)
+			} else {
+				sess.restoreLocal(sess.tx)
+			}
+		}
+		sess.txStatus, sess.tx = 'I', nil
 		sess.complete(tag)
 		return nil
 	case rewrite.OpRollback:
 		if sess.txStatus == 'I' {
 			sess.warning("there is no transaction in progress")
 		}
-		sess.txStatus = 'I'
+		if sess.tx != nil {
+			sess.restoreVars(sess.tx.start)
+		}
+		sess.txStatus, sess.tx = 'I', nil
 	case rewrite.OpSavepoint, rewrite.OpRelease, rewrite.OpRollbackTo:
 		if sess.txStatus == 'I' {
 			return pgerror.Newf("25P01", "%s can only be used in transaction blocks", s.Tag)
+		}
+		if err := sess.savepointOp(s.Op, s.Name); err != nil {
+			return err
 		}
 		if s.Op == rewrite.OpRollbackTo {
 			sess.txStatus = 'T'
