@@ -271,6 +271,9 @@ func (sess *session) loop() {
 		case *pgproto3.Sync:
 			sess.ignoreTilSync = false
 			delete(sess.portals, "")
+			if sess.txStatus == 'I' { // the implicit transaction ends, and its portals with it
+				clear(sess.portals)
+			}
 			sess.be.Send(&pgproto3.ReadyForQuery{TxStatus: sess.txStatus})
 			flushErr = sess.be.Flush()
 		case *pgproto3.Flush:

@@ -92,6 +92,7 @@ func (sess *session) runSession(st *rewrite.Statement, a execArgs) error {
 			}
 		}
 		sess.txStatus, sess.tx = 'I', nil
+		clear(sess.portals) // portals last until the end of their transaction
 		sess.complete(tag)
 		return nil
 	case rewrite.OpRollback:
@@ -102,6 +103,7 @@ func (sess *session) runSession(st *rewrite.Statement, a execArgs) error {
 			sess.restoreVars(sess.tx.start)
 		}
 		sess.txStatus, sess.tx = 'I', nil
+		clear(sess.portals)
 	case rewrite.OpSavepoint, rewrite.OpRelease, rewrite.OpRollbackTo:
 		if sess.txStatus == 'I' {
 			return pgerror.Newf("25P01", "%s can only be used in transaction blocks", s.Tag)
