@@ -41,7 +41,14 @@ func (sess *session) runSession(st *rewrite.Statement, a execArgs) error {
 	switch s.Op {
 	case rewrite.OpSet:
 		if s.Local && sess.txStatus == 'I' {
+			// As Postgres: a warning, the value still checked, no effect.
 			sess.warning("SET LOCAL can only be used in transaction blocks")
+			v := sess.vars()
+			err := sess.set(s.Name, s.Value)
+			sess.restoreVars(v)
+			if err != nil {
+				return err
+			}
 			break
 		}
 		if err := sess.set(s.Name, s.Value); err != nil {
