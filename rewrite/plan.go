@@ -105,11 +105,13 @@ func (b *planBuilder) finishSensitivities() {
 	b.useShadow()
 	if b.plan.UnitLevel && len(b.plan.Keys) > 0 {
 		b.plan.MaxGroups = max(1, t.MaxGroupsPerUnit)
-		// A unit contributes to at most max_groups_per_unit groups, and
-		// only groups of the public domain are released: with fewer of
-		// those than max_groups_per_unit, the domain is the tighter bound
-		// (GROUP BY sex with max_groups_per_unit 3 scales noise by 2).
-		if d := domainProduct(b.plan.Keys); d > 0 && d < b.plan.MaxGroups {
+		// When every key is a column the SQL filters to its public domain,
+		// a unit has rows in at most that many groups: with fewer of those
+		// than max_groups_per_unit, the domain is the tighter bound (GROUP
+		// BY sex with max_groups_per_unit 3 scales noise by 2). Derived
+		// keys are not filtered in SQL, so their NULL or out-of-range
+		// groups could take a unit's slots; they keep the policy's bound.
+		if d := domainProduct(b.plan.Keys); b.keysFilteredInSQL() && d < b.plan.MaxGroups {
 			b.plan.MaxGroups = d
 		}
 	}
@@ -127,6 +129,22 @@ func (b *planBuilder) finishSensitivities() {
 	for i := range b.plan.Quantities {
 		b.plan.Quantities[i].Weight = 1 / float64(len(b.plan.Quantities))
 	}
+}
+
+// keysFilteredInSQL reports whether the unit-level SQL restricts every
+// group key to its public domain (generateSQL adds col IN (...) for keys
+// that are plain columns with a domain).
+func (b *planBuilder) keysFilteredInSQL() bool {
+	for i, k := range b.plan.Keys {
+		if !b.filteredInSQL(i, k) {
+			return false
+		}
+	}
+	return len(b.plan.Keys) > 0
+}
+
+func (b *planBuilder) filteredInSQL(i int, k Key) bool {
+	return b.plan.UnitLevel && k.Domain != nil && b.keyCol[i] != nil && b.keyNodes[i].GetColumnRef() != nil
 }
 
 // domainProduct is the number of groups the keys' public domains allow,

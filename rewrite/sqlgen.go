@@ -48,10 +48,8 @@ func (b *planBuilder) generateSQL(where *pg_query.Node) (string, error) {
 	// domain), so filtering them out in SQL matters only where they would
 	// take one of a unit's max_groups_per_unit slots; on row-level tables the
 	// filter would only cost time (measured: a third of a GROUP BY's).
-	filtered := 0 // keys restricted to their domain in SQL
 	for i, k := range b.plan.Keys {
-		if b.plan.UnitLevel && k.Domain != nil && b.keyCol[i] != nil && b.keyNodes[i].GetColumnRef() != nil {
-			filtered++
+		if b.filteredInSQL(i, k) {
 			lits := make([]string, len(k.Domain))
 			for j, v := range k.Domain {
 				lits[j] = quoteLiteral(v)
@@ -131,7 +129,7 @@ func (b *planBuilder) generateSQL(where *pg_query.Node) (string, error) {
 	// the domains allow no more groups than max_groups_per_unit, no unit can
 	// have more groups than it may keep: the random choice of groups would
 	// keep them all, so it is left out (it is most of the statement's cost).
-	if filtered == len(b.plan.Keys) && domainProduct(b.plan.Keys) <= max(1, t.MaxGroupsPerUnit) {
+	if b.keysFilteredInSQL() && domainProduct(b.plan.Keys) <= max(1, t.MaxGroupsPerUnit) {
 		return fmt.Sprintf("SELECT %s FROM (%s) AS dp_per_unit%s", strings.Join(outer, ", "), perUnit, groupBy(0)), nil
 	}
 	bounded := fmt.Sprintf("SELECT %s, row_number() OVER (PARTITION BY %s ORDER BY random()) AS %s FROM (%s) AS dp_per_unit",

@@ -2,6 +2,7 @@ package rewrite
 
 import (
 	"fmt"
+	"strings"
 
 	pg_query "github.com/pganalyze/pg_query_go/v6"
 
@@ -34,9 +35,19 @@ func verifyRewritten(sql string, sc *scope, plan *Plan) error {
 	if len(top.TargetList) != nk+nq {
 		return fmt.Errorf("has %d outputs, want %d", len(top.TargetList), nk+nq)
 	}
+	for i, t := range top.TargetList[:nk] {
+		if columnName(t.GetResTarget().GetVal()) != fmt.Sprintf("k%d", i) {
+			return fmt.Errorf("output %d is not the group key k%d", i, i)
+		}
+	}
 	for i, t := range top.TargetList[nk:] {
 		if err := verifyOuterAggregate(t.GetResTarget().GetVal()); err != nil {
 			return fmt.Errorf("output %d: %w", nk+i, err)
+		}
+	}
+	if nk > 0 {
+		if err := verifyGroupPositions(top.GroupClause, nk); err != nil {
+			return err
 		}
 	}
 	if len(top.FromClause) != 1 || top.FromClause[0].GetRangeSubselect() == nil {
@@ -57,10 +68,7 @@ func verifyRewritten(sql string, sc *scope, plan *Plan) error {
 		if n > plan.MaxGroups {
 			return fmt.Errorf("keys allow %d groups per unit without a choice of groups, more than %d", n, plan.MaxGroups)
 		}
-		if err := verifyGroupPositions(top.GroupClause, nk); err != nil {
-			return err
-		}
-		return verifyPerUnit(sub, sc)
+		return verifyPerUnit(sub, sc, nk)
 	}
 	if nk > 0 {
 		// dp_bounded: row_number() OVER (PARTITION BY dp_unit ORDER BY random()),
@@ -81,7 +89,7 @@ func verifyRewritten(sql string, sc *scope, plan *Plan) error {
 	} else if top.WhereClause != nil || len(top.GroupClause) > 0 {
 		return fmt.Errorf("ungrouped outer query has WHERE or GROUP BY")
 	}
-	return verifyPerUnit(perUnit, sc)
+	return verifyPerUnit(perUnit, sc, nk)
 }
 
 func verifyPlainSelect(s *pg_query.SelectStmt) error {
@@ -246,7 +254,11 @@ func verifyRowLevel(s *pg_query.SelectStmt, sc *scope, nk, nq int) error {
 	return verifyGroupPositions(s.GroupClause, nk)
 }
 
-func verifyPerUnit(s *pg_query.SelectStmt, sc *scope) error {
+// verifyPerUnit checks the per-unit query's exact layout: the privacy unit,
+// then the nk group keys k0.., then aggregates, grouped by exactly the unit
+// and the keys; an extra output or group item would split a unit's
+// contribution into more clamped pieces than the sensitivity allows for.
+func verifyPerUnit(s *pg_query.SelectStmt, sc *scope, nk int) error {
 	if err := verifyPlainSelect(s); err != nil {
 		return err
 	}
@@ -270,18 +282,24 @@ func verifyPerUnit(s *pg_query.SelectStmt, sc *scope) error {
 	if last != sc.table.Unit {
 		return fmt.Errorf("per-unit query groups by %q, not the privacy unit %q", last, sc.table.Unit)
 	}
-	if len(s.GroupClause) == 0 {
-		return fmt.Errorf("per-unit query is not grouped")
+	if err := verifyGroupPositions(s.GroupClause, nk+1); err != nil {
+		return fmt.Errorf("per-unit query: %w", err)
 	}
-	if p, ok := intConst(s.GroupClause[0]); !ok || p != 1 {
-		return fmt.Errorf("per-unit query is not grouped by the unit first")
+	if len(s.TargetList) < 1+nk {
+		return fmt.Errorf("per-unit query lacks its keys")
 	}
-	for _, t := range s.TargetList[1:] {
+	for i, t := range s.TargetList[1 : 1+nk] {
+		rt := t.GetResTarget()
+		if rt.Name != fmt.Sprintf("k%d", i) || verifyKeyExpr(rt.GetVal(), sc) != nil {
+			return fmt.Errorf("per-unit output %d is not group key k%d", i+1, i)
+		}
+	}
+	for _, t := range s.TargetList[1+nk:] {
 		v := t.GetResTarget().GetVal()
 		if c := v.GetAConst(); c != nil {
 			continue
 		}
-		if verifyRowAggregate(v, sc) == nil || verifyKeyExpr(v, sc) == nil {
+		if verifyRowAggregate(v, sc) == nil {
 			continue
 		}
 		return fmt.Errorf("per-unit query has an unexpected output")
@@ -400,7 +418,8 @@ func verifyRanking(s *pg_query.SelectStmt) error {
 		if f == nil {
 			continue
 		}
-		if rt.Name != rankCol || funcName(f) != "row_number" || f.Over == nil || len(f.Over.PartitionClause) != 1 || len(f.Over.OrderClause) != 1 {
+		if rt.Name != rankCol || funcName(f) != "row_number" || f.Over == nil || len(f.Over.PartitionClause) != 1 || len(f.Over.OrderClause) != 1 ||
+			columnName(f.Over.PartitionClause[0]) != unitCol || len(f.Over.PartitionClause[0].GetColumnRef().GetFields()) != 1 {
 			return fmt.Errorf("bounding layer computes something other than a random rank per unit")
 		}
 		order := f.Over.OrderClause[0].GetSortBy().GetNode().GetFuncCall()
@@ -588,14 +607,15 @@ func keyCombinations(s *pg_query.SelectStmt, nk int) (int, error) {
 	}
 	n := 1
 	for i := 1; i <= nk; i++ {
-		key := columnName(s.TargetList[i].GetResTarget().GetVal())
+		keyNode := s.TargetList[i].GetResTarget().GetVal()
+		key := columnPath(keyNode)
 		if key == "" {
 			return 0, fmt.Errorf("group key %d is not a column, so its groups are not limited", i)
 		}
 		size := 0
 		for _, c := range conjuncts {
 			e := c.GetAExpr()
-			if e == nil || e.Kind != pg_query.A_Expr_Kind_AEXPR_IN || columnName(e.Lexpr) != key {
+			if e == nil || e.Kind != pg_query.A_Expr_Kind_AEXPR_IN || columnPath(e.Lexpr) != key {
 				continue
 			}
 			if len(e.Name) != 1 || e.Name[0].GetString_().GetSval() != "=" {
@@ -621,6 +641,21 @@ func keyCombinations(s *pg_query.SelectStmt, nk int) (int, error) {
 		n *= size
 	}
 	return n, nil
+}
+
+// columnPath is a column reference with all its qualifiers, or "".
+func columnPath(n *pg_query.Node) string {
+	cr := n.GetColumnRef()
+	if cr == nil || len(cr.Fields) == 0 {
+		return ""
+	}
+	parts := make([]string, len(cr.Fields))
+	for i, f := range cr.Fields {
+		if parts[i] = f.GetString_().GetSval(); parts[i] == "" {
+			return ""
+		}
+	}
+	return strings.Join(parts, ".")
 }
 
 // columnName is the last name of a column reference, or "".

@@ -39,3 +39,54 @@ func TestVerifyGroupsWithoutChoice(t *testing.T) {
 		}
 	}
 }
+
+// TestVerifyPerUnitLayout: the per-unit query must be exactly the unit,
+// the keys and aggregates, grouped by the unit and the keys, and the rank
+// must be per unit; an extra grouping column would split a unit's
+// contribution into more clamped pieces than the sensitivity allows.
+func TestVerifyPerUnitLayout(t *testing.T) {
+	pol := goldenPolicy(t)
+	for _, sql := range []string{
+		"SELECT status, count(*) FROM claims GROUP BY status",             // no choice of groups
+		"SELECT status, kind, count(*) FROM claims GROUP BY status, kind", // random choice of groups
+	} {
+		stmts, err := Classify(sql, pol)
+		if err != nil {
+			t.Fatal(err)
+		}
+		plan := stmts[0].Plan
+		perUnitGroup := "GROUP BY 1, 2)"
+		if strings.Contains(sql, "kind") {
+			perUnitGroup = "GROUP BY 1, 2, 3)"
+		}
+		extraCol := strings.Replace(strings.Replace(plan.SQL, "count(*) AS a0", "count(*) AS a0, amount AS kx", 1), perUnitGroup, strings.TrimSuffix(perUnitGroup, ")")+", 4)", 1)
+		cases := []struct {
+			name, sql string
+			ok        bool
+		}{
+			{"as planned", plan.SQL, true},
+			{"an extra per-unit group column", extraCol, false},
+			{"an extra per-unit key", strings.Replace(plan.SQL, "status AS k0,", "status AS k0, kind AS kx,", 1), false},
+		}
+		if strings.Contains(plan.SQL, "dp_rank") {
+			cases = append(cases, struct {
+				name, sql string
+				ok        bool
+			}{"rank per group, not per unit", strings.Replace(plan.SQL, "PARTITION BY dp_unit", "PARTITION BY k0", 1), false})
+		} else {
+			cases = append(cases, struct {
+				name, sql string
+				ok        bool
+			}{"the domain filter on another column's name", strings.Replace(plan.SQL, "status IN (", "claims.kind IN (", 1), false})
+		}
+		for _, tc := range cases {
+			if tc.sql == plan.SQL && tc.name != "as planned" {
+				t.Fatalf("%s: the tampering did not apply to %s", tc.name, plan.SQL)
+			}
+			err := verifyRewritten(tc.sql, plan.sc, plan)
+			if (err == nil) != tc.ok {
+				t.Errorf("%s / %s: verify = %v, want ok %v\n%s", sql, tc.name, err, tc.ok, tc.sql)
+			}
+		}
+	}
+}

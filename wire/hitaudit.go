@@ -85,8 +85,8 @@ func (h *hitAudit) flush(final bool) {
 	}
 	failed := h.write(batch)
 	h.mu.Lock()
+	defer h.mu.Unlock()
 	h.inflight -= len(batch)
-	h.mu.Unlock()
 	if len(failed) == 0 {
 		return
 	}
@@ -99,8 +99,8 @@ func (h *hitAudit) flush(final bool) {
 		return
 	}
 	h.log.Warn("ledger: cache-hit audit entries not written; retrying", "entries", len(failed))
-	h.mu.Lock()
-	defer h.mu.Unlock()
+	// Back in the queue in the same step as they leave the in-flight
+	// count, so the queue limit holds throughout.
 	h.pending = append(failed, h.pending...)
 	if !h.armed && !h.closed {
 		h.armed = true
