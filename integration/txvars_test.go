@@ -34,10 +34,17 @@ func TestDPSettingsFollowTransactions(t *testing.T) {
 		{"SET dp.epsilon = 0.9; SELECT * FROM patients", true, def, "undone with a failed multi-statement query"},
 		{"BEGIN; SET dp.epsilon = 0.2; SAVEPOINT a; SET dp.epsilon = 0.9; ROLLBACK TO a; COMMIT", false, "0.2", "ROLLBACK TO restores the savepoint's value"},
 		{"BEGIN; SET dp.epsilon = 0.3; COMMIT", false, "0.3", "committed"},
+		{"SET dp.epsilon = 0.2; BEGIN; SET LOCAL dp.epsilon = 0.1; COMMIT", false, "0.2", "SET LOCAL goes back to the value before it"},
+		{"SET dp.epsilon = 0.4; BEGIN; SELECT * FROM patients", true, "", "a failed block: SHOW is refused until it ends"},
+		{"ROLLBACK", false, "0.2", "a SET before BEGIN in the same query belongs to the block"},
+		{"BEGIN; SET LOCAL dp.epsilon = 0.4; RESET dp.epsilon; COMMIT", false, def, "RESET outlives the transaction"},
 	} {
 		err := exec(step.sql)
 		if (err != nil) != step.fails {
 			t.Fatalf("%s: %v", step.sql, err)
+		}
+		if step.want == "" {
+			continue
 		}
 		if got := show(); got != step.want {
 			t.Errorf("after %q (%s): dp.epsilon = %s, want %s", step.sql, step.explain, got, step.want)

@@ -265,11 +265,13 @@ func (sess *session) loop() {
 		case *pgproto3.Describe:
 			sess.extended(sess.describe(m))
 		case *pgproto3.Execute:
+			sess.beginImplicit() // the messages up to Sync are one transaction
 			sess.extended(sess.execute(m))
 		case *pgproto3.Close:
 			sess.extended(sess.closeObject(m))
 		case *pgproto3.Sync:
 			sess.ignoreTilSync = false
+			sess.endImplicit(false)
 			delete(sess.portals, "")
 			if sess.txStatus == 'I' { // the implicit transaction ends, and its portals with it
 				clear(sess.portals)
@@ -302,6 +304,7 @@ func (sess *session) loop() {
 func (sess *session) extended(err error) {
 	if err != nil {
 		sess.sendError(err)
+		sess.endImplicit(true)
 		sess.ignoreTilSync = true
 	}
 }

@@ -40,27 +40,22 @@ func (sess *session) runSession(st *rewrite.Statement, a execArgs) error {
 	s := st.Session
 	switch s.Op {
 	case rewrite.OpSet:
-		if s.Local && sess.txStatus == 'I' {
-			// As Postgres: a warning, the value still checked, no effect.
+		before := sess.vars()
+		if s.Local && sess.tx == nil {
+			// As Postgres: a warning, the value still checked, no effect
+			// (and nothing reported).
 			sess.warning("SET LOCAL can only be used in transaction blocks")
-			v := sess.vars()
-			err := sess.set(s.Name, s.Value)
-			sess.restoreVars(v)
+			err := sess.set(s.Name, s.Value, false)
+			sess.assignVars(before)
 			if err != nil {
 				return err
 			}
 			break
 		}
-		if err := sess.set(s.Name, s.Value); err != nil {
+		if err := sess.set(s.Name, s.Value, true); err != nil {
 			return err
 		}
-		if sess.tx != nil && s.Name != "" {
-			if s.Local {
-				sess.tx.local[s.Name] = true
-			} else {
-				delete(sess.tx.local, s.Name)
-			}
-		}
+		sess.noteSet(s.Name, s.Local, before)
 	case rewrite.OpShow:
 		return sess.show(s.Name, a)
 	case rewrite.OpReset:
@@ -73,14 +68,23 @@ func (sess *session) runSession(st *rewrite.Statement, a execArgs) error {
 			sess.targetError = 0
 		}
 		delete(sess.settings, s.Name)
+		sess.noteSet(s.Name, false, sessionVars{})
 	case rewrite.OpResetAll:
 		sess.settings = map[string]string{}
 		sess.epsilon, sess.delta, sess.targetError = 0, 0, 0
+		if sess.tx != nil {
+			clear(sess.tx.local)
+		}
 	case rewrite.OpBegin:
-		if sess.txStatus != 'I' {
+		switch {
+		case sess.txStatus != 'I':
 			sess.warning("there is already a transaction in progress")
-		} else {
-			sess.tx = &txState{start: sess.vars(), local: map[string]bool{}}
+		case sess.tx != nil && sess.tx.implicit:
+			// BEGIN inside a multi-statement Query: the statements before
+			// it belong to the transaction block it starts.
+			sess.tx.implicit = false
+		default:
+			sess.tx = newTx(sess.vars(), false)
 		}
 		sess.txStatus = 'T'
 	case rewrite.OpCommit:
@@ -122,9 +126,13 @@ func (sess *session) runSession(st *rewrite.Statement, a execArgs) error {
 			sess.txStatus = 'T'
 		}
 	case rewrite.OpDiscard:
-		sess.settings = map[string]string{}
-		sess.epsilon = 0
+		// Only DISCARD ALL touches what the proxy keeps (it includes RESET
+		// ALL); DISCARD PLANS, SEQUENCES and TEMP have nothing to drop here.
 		if s.Tag == "DISCARD ALL" {
+			if sess.txStatus != 'I' || sess.tx != nil {
+				return pgerror.Newf("25001", "DISCARD ALL cannot run inside a transaction block")
+			}
+			sess.restoreVars(sessionVars{settings: map[string]string{}})
 			sess.prepared = map[string]*prepared{}
 			sess.portals = map[string]*portal{}
 		}
@@ -149,7 +157,9 @@ func (sess *session) warning(msg string) {
 	sess.be.Send(&pgproto3.NoticeResponse{Severity: "WARNING", SeverityUnlocalized: "WARNING", Code: "25001", Message: msg})
 }
 
-func (sess *session) set(name, value string) error {
+// set applies SET name = value; report sends ParameterStatus for settings
+// clients track, as Postgres does when a SET takes effect.
+func (sess *session) set(name, value string, report bool) error {
 	if name == "" {
 		return nil // SET TRANSACTION ...: everything is read-only already
 	}
@@ -166,7 +176,9 @@ func (sess *session) set(name, value string) error {
 		if name == "client_encoding" {
 			value = "UTF8"
 		}
-		sess.be.Send(&pgproto3.ParameterStatus{Name: reported, Value: value})
+		if report {
+			sess.be.Send(&pgproto3.ParameterStatus{Name: reported, Value: value})
+		}
 	}
 	return nil
 }

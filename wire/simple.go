@@ -12,36 +12,31 @@ import (
 func (sess *session) simpleQuery(sql string) {
 	stmts, err := sess.classify(sql)
 	// Several statements outside a transaction block run in one implicit
-	// transaction: an error undoes their SETs (txvars.go), unless the batch
-	// itself began or ended a transaction.
-	var implicit *sessionVars
-	if (len(stmts) > 1 || err != nil && len(stmts) > 0) && sess.txStatus == 'I' { // err: a later statement was refused
-		v := sess.vars()
-		implicit = &v
-	}
+	// transaction (txvars.go): an error undoes their SETs, SET LOCAL lasts
+	// to its end, a BEGIN among them takes them into its block, and after
+	// a COMMIT or ROLLBACK the rest start another.
+	multi := len(stmts) > 1 || err != nil && len(stmts) > 0 // err: a later statement was refused
 	for _, st := range stmts {
+		if multi {
+			sess.beginImplicit()
+		}
 		if st.Kind == rewrite.KindEmpty {
 			sess.be.Send(&pgproto3.EmptyQueryResponse{})
 			continue
 		}
-		if controlsTransaction(st) {
-			implicit = nil
-		}
 		if xerr := sess.execute1(st, execArgs{describe: true}); xerr != nil {
 			sess.sendError(xerr)
-			if implicit != nil {
-				sess.restoreVars(*implicit)
-			}
+			sess.endImplicit(true)
 			return
 		}
 	}
 	if err != nil {
 		sess.logStatement(sql, "refused", err)
 		sess.sendError(err)
-		if implicit != nil {
-			sess.restoreVars(*implicit)
-		}
+		sess.endImplicit(true)
+		return
 	}
+	sess.endImplicit(false)
 }
 
 // execArgs carries what the extended protocol adds to a statement.
@@ -100,15 +95,4 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return s[:n] + "..."
-}
-
-func controlsTransaction(st *rewrite.Statement) bool {
-	if st.Kind != rewrite.KindSession {
-		return false
-	}
-	switch st.Session.Op {
-	case rewrite.OpBegin, rewrite.OpCommit, rewrite.OpRollback:
-		return true
-	}
-	return false
 }

@@ -11,11 +11,13 @@ import (
 
 // Settings follow transactions, as in Postgres: what a transaction SETs is
 // undone by ROLLBACK (or COMMIT of a failed transaction), SET LOCAL lasts
-// until the transaction ends, ROLLBACK TO SAVEPOINT undoes what was set
-// after the savepoint, and the statements of a multi-statement Query run in
-// one implicit transaction, so an error undoes their SETs too. This matters
-// most for dp.epsilon: an analyst who rolls back a SET must not keep paying
-// the rolled-back price.
+// until the transaction ends (back to the value before the first SET LOCAL
+// of that name), ROLLBACK TO SAVEPOINT undoes what was set after the
+// savepoint, and the statements of a multi-statement Query, or the
+// extended-protocol messages before a Sync, run in one implicit
+// transaction, so an error undoes their SETs too and SET LOCAL lasts to
+// its end. This matters most for dp.epsilon: an analyst who rolls back a
+// SET must not keep paying the rolled-back price.
 
 // sessionVars are the settings a transaction's end can undo.
 type sessionVars struct {
@@ -24,27 +26,81 @@ type sessionVars struct {
 }
 
 type savepoint struct {
-	name string
-	vars sessionVars
+	name  string
+	vars  sessionVars
+	local map[string]sessionVars
 }
 
-// txState is what an explicit transaction block remembers.
+// txState is what a transaction remembers about settings.
 type txState struct {
-	start      sessionVars
-	local      map[string]bool // names SET LOCAL in this transaction
+	// implicit: a multi-statement Query, or extended-protocol messages
+	// before Sync, outside a transaction block (txStatus stays 'I').
+	implicit bool
+	start    sessionVars
+	// local holds, for each name SET LOCAL in this transaction, the
+	// settings as they were just before its first SET LOCAL.
+	local      map[string]sessionVars
 	savepoints []savepoint
+}
+
+func newTx(v sessionVars, implicit bool) *txState {
+	return &txState{implicit: implicit, start: v, local: map[string]sessionVars{}}
+}
+
+// beginImplicit starts an implicit transaction unless one is open.
+func (sess *session) beginImplicit() {
+	if sess.tx == nil && sess.txStatus == 'I' {
+		sess.tx = newTx(sess.vars(), true)
+	}
+}
+
+// endImplicit ends the implicit transaction, if one is open: an error
+// undoes its settings, success undoes only its SET LOCALs.
+func (sess *session) endImplicit(failed bool) {
+	tx := sess.tx
+	if tx == nil || !tx.implicit {
+		return
+	}
+	if failed {
+		sess.restoreVars(tx.start)
+	} else {
+		sess.restoreLocal(tx)
+	}
+	sess.tx = nil
+}
+
+// noteSet records a SET or RESET of name in the open transaction: SET LOCAL
+// remembers the value to go back to; a plain SET or RESET makes the value
+// outlive the transaction (unless it is rolled back).
+func (sess *session) noteSet(name string, local bool, before sessionVars) {
+	tx := sess.tx
+	if tx == nil || name == "" {
+		return
+	}
+	if !local {
+		delete(tx.local, name)
+		return
+	}
+	if _, seen := tx.local[name]; !seen {
+		tx.local[name] = before
+	}
 }
 
 func (sess *session) vars() sessionVars {
 	return sessionVars{settings: maps.Clone(sess.settings), epsilon: sess.epsilon, delta: sess.delta, targetError: sess.targetError}
 }
 
+// assignVars puts v back without reporting anything.
+func (sess *session) assignVars(v sessionVars) {
+	sess.settings = maps.Clone(v.settings)
+	sess.epsilon, sess.delta, sess.targetError = v.epsilon, v.delta, v.targetError
+}
+
 // restoreVars puts v back, and reports reported settings whose value
 // changed with ParameterStatus, as Postgres does.
 func (sess *session) restoreVars(v sessionVars) {
 	old := sess.settings
-	sess.settings = maps.Clone(v.settings)
-	sess.epsilon, sess.delta, sess.targetError = v.epsilon, v.delta, v.targetError
+	sess.assignVars(v)
 	for name, reported := range reportedSettings {
 		before, after := old[name], sess.settings[name]
 		if before == after {
@@ -53,9 +109,10 @@ func (sess *session) restoreVars(v sessionVars) {
 		if after == "" {
 			after = sess.defaultSetting(name)
 		}
-		if after != "" {
-			sess.be.Send(&pgproto3.ParameterStatus{Name: reported, Value: after})
+		if name == "client_encoding" {
+			after = "UTF8" // the only encoding accepted, however it was spelled
 		}
+		sess.be.Send(&pgproto3.ParameterStatus{Name: reported, Value: after})
 	}
 }
 
@@ -78,17 +135,17 @@ func (sess *session) restoreLocal(tx *txState) {
 		return
 	}
 	v := sess.vars()
-	for name := range tx.local {
+	for name, prev := range tx.local {
 		switch name {
 		case "dp.epsilon":
-			v.epsilon = tx.start.epsilon
+			v.epsilon = prev.epsilon
 		case "dp.delta":
-			v.delta = tx.start.delta
+			v.delta = prev.delta
 		case "dp.target_error":
-			v.targetError = tx.start.targetError
+			v.targetError = prev.targetError
 		default:
-			if prev, ok := tx.start.settings[name]; ok {
-				v.settings[name] = prev
+			if value, ok := prev.settings[name]; ok {
+				v.settings[name] = value
 			} else {
 				delete(v.settings, name)
 			}
@@ -107,7 +164,7 @@ func (sess *session) savepointOp(op rewrite.SessionOp, name string) error {
 		return nil
 	}
 	if op == rewrite.OpSavepoint {
-		tx.savepoints = append(tx.savepoints, savepoint{name: name, vars: sess.vars()})
+		tx.savepoints = append(tx.savepoints, savepoint{name: name, vars: sess.vars(), local: maps.Clone(tx.local)})
 		return nil
 	}
 	i := len(tx.savepoints) - 1
@@ -122,6 +179,7 @@ func (sess *session) savepointOp(op rewrite.SessionOp, name string) error {
 		return nil
 	}
 	sess.restoreVars(tx.savepoints[i].vars)
+	tx.local = maps.Clone(tx.savepoints[i].local)
 	tx.savepoints = tx.savepoints[:i+1]
 	return nil
 }
