@@ -272,7 +272,6 @@ func (sess *session) loop() {
 		case *pgproto3.Sync:
 			sess.ignoreTilSync = false
 			sess.endImplicit(false)
-			delete(sess.portals, "")
 			if sess.txStatus == 'I' { // the implicit transaction ends, and its portals with it
 				clear(sess.portals)
 			}

@@ -26,9 +26,10 @@ type sessionVars struct {
 }
 
 type savepoint struct {
-	name  string
-	vars  sessionVars
-	local map[string]sessionVars
+	name    string
+	vars    sessionVars
+	local   map[string]sessionVars
+	portals map[string]bool // portals open at the savepoint; ROLLBACK TO closes later ones
 }
 
 // txState is what a transaction remembers about settings.
@@ -164,7 +165,11 @@ func (sess *session) savepointOp(op rewrite.SessionOp, name string) error {
 		return nil
 	}
 	if op == rewrite.OpSavepoint {
-		tx.savepoints = append(tx.savepoints, savepoint{name: name, vars: sess.vars(), local: maps.Clone(tx.local)})
+		open := map[string]bool{}
+		for p := range sess.portals {
+			open[p] = true
+		}
+		tx.savepoints = append(tx.savepoints, savepoint{name: name, vars: sess.vars(), local: maps.Clone(tx.local), portals: open})
 		return nil
 	}
 	i := len(tx.savepoints) - 1
@@ -180,6 +185,11 @@ func (sess *session) savepointOp(op rewrite.SessionOp, name string) error {
 	}
 	sess.restoreVars(tx.savepoints[i].vars)
 	tx.local = maps.Clone(tx.savepoints[i].local)
+	for p := range sess.portals {
+		if !tx.savepoints[i].portals[p] {
+			delete(sess.portals, p)
+		}
+	}
 	tx.savepoints = tx.savepoints[:i+1]
 	return nil
 }
