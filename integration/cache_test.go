@@ -4,8 +4,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-
-	"github.com/dpproxy/dpproxy/ledger"
 )
 
 // TestAnswerCacheRepeatsForFree: within the cache window the same statement
@@ -83,16 +81,7 @@ func testAnswerCache(t *testing.T, mode string) {
 		t.Errorf("after two new questions: %q %v", budget, err)
 	}
 	conn.Close(ctx)
-	p.stop(t)
-	store, err := ledger.OpenBolt(p.ledgerPath, ledger.BoltOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
-	entries, err := store.Entries(ctx, ledger.Filter{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, entries := p.stoppedLedger(t, ctx)
 	hits := 0
 	for _, e := range entries {
 		if e.CacheHit {

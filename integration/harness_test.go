@@ -20,6 +20,7 @@ import (
 
 	"github.com/dpproxy/dpproxy/internal/pgcluster"
 	"github.com/dpproxy/dpproxy/internal/testenv"
+	"github.com/dpproxy/dpproxy/ledger"
 	"github.com/dpproxy/dpproxy/policy"
 )
 
@@ -215,6 +216,24 @@ func (p *proxy) stop(t *testing.T) {
 			t.Error("dpproxy did not stop within 40s of SIGTERM")
 		}
 	})
+}
+
+// stoppedLedger stops the proxy (SIGTERM: pending writes finish), opens
+// its bolt ledger and returns it with every audit entry; the store is
+// closed when the test ends.
+func (p *proxy) stoppedLedger(t *testing.T, ctx context.Context) (ledger.Store, []ledger.Entry) {
+	t.Helper()
+	p.stop(t)
+	store, err := ledger.OpenBolt(p.ledgerPath, ledger.BoltOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	entries, err := store.Entries(ctx, ledger.Filter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return store, entries
 }
 
 func (p *proxy) dsn(user, password string) string {

@@ -16,7 +16,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
-	"github.com/dpproxy/dpproxy/ledger"
 	"github.com/dpproxy/dpproxy/wire"
 )
 
@@ -215,16 +214,7 @@ func TestOneLedgerEntryPerAnswer(t *testing.T) {
 		t.Fatalf("answered %d DP queries, want 3", answered)
 	}
 	conn.Close(ctx)
-	p.stop(t)
-	store, err := ledger.OpenBolt(p.ledgerPath, ledger.BoltOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
-	entries, err := store.Entries(ctx, ledger.Filter{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	store, entries := p.stoppedLedger(t, ctx)
 	if len(entries) != answered {
 		t.Errorf("ledger has %d entries for %d answers", len(entries), answered)
 	}

@@ -6,16 +6,17 @@ import (
 	"github.com/dpproxy/dpproxy/policy"
 )
 
-// Cache memoises Classify by the exact statement text and the policy
-// version. It never keys by pg_query's fingerprint or normalised form, which
-// merge statements that differ only in constants.
+// Cache memoises Classify by the exact statement text, the policy version
+// and the catalog facts the server added to it (Policy.CatalogTag). It
+// never keys by pg_query's fingerprint or normalised form, which merge
+// statements that differ only in constants.
 type Cache struct {
 	mu      sync.RWMutex
 	max     int
 	entries map[cacheKey]cacheEntry
 }
 
-type cacheKey struct{ version, sql string }
+type cacheKey struct{ version, catalog, sql string }
 
 type cacheEntry struct {
 	stmts []*Statement
@@ -30,7 +31,7 @@ func NewCache(max int) *Cache {
 // Classify is Classify(sql, pol), from the cache when possible. Refusals are
 // cached too: they are as deterministic as plans.
 func (c *Cache) Classify(sql string, pol *policy.Policy) ([]*Statement, error) {
-	k := cacheKey{pol.Version + "\x00" + pol.CatalogTag(), sql}
+	k := cacheKey{pol.Version, pol.CatalogTag(), sql}
 	c.mu.RLock()
 	e, ok := c.entries[k]
 	c.mu.RUnlock()

@@ -219,6 +219,35 @@ func (b *planBuilder) useUniqueUnit(pol *policy.Policy) {
 	b.plan.UniqueUnit = &UniqueUnit{Table: t.QualifiedName(), Schema: t.Schema, Name: t.Name, Column: t.Unit}
 }
 
+// GuardSQL is a statement returning one boolean, true when the table has a
+// unique index whose only key is the unit column, immediate, valid, not
+// partial and not on an expression, and the column is NOT NULL (a unique
+// index admits many NULLs, and rows without a unit would be one unbounded
+// unit). The table must be a plain table without inheritance children (a
+// query reads the children too, and the parent's index does not cover
+// them; relhassubclass may stay true after the children are gone, which
+// only errs on the safe side) or a partitioned table (whose unique index
+// covers every partition). The caller runs it at start-up to mark the
+// policy, and before each query that relies on it, in the query's own
+// REPEATABLE READ snapshot.
+func (u *UniqueUnit) GuardSQL() string {
+	return fmt.Sprintf(`SELECT EXISTS (
+  SELECT 1 FROM pg_catalog.pg_index i
+  JOIN pg_catalog.pg_class c ON c.oid = i.indrelid
+  JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+  WHERE i.indrelid = pg_catalog.to_regclass(%s) AND i.indisunique AND i.indimmediate
+    AND i.indisvalid AND i.indisready AND i.indpred IS NULL AND i.indexprs IS NULL
+    AND i.indnkeyatts = 1 AND a.attname = %s AND a.attnotnull
+    AND (c.relkind = 'p' OR (c.relkind = 'r' AND NOT c.relhassubclass)))`,
+		escapeLiteral(quoteIdent(u.Schema)+"."+quoteIdent(u.Name)), escapeLiteral(u.Column))
+}
+
+// escapeLiteral writes s as an escape string constant, which reads the
+// same whatever the session's standard_conforming_strings says.
+func escapeLiteral(s string) string {
+	return "E'" + strings.NewReplacer(`\`, `\\`, "'", "''").Replace(s) + "'"
+}
+
 // addQuantity adds a quantity, or returns an identical one already planned:
 // avg(x) and stddev(x) share their count, and a quantity asked for twice is
 // paid for once.

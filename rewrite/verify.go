@@ -224,7 +224,9 @@ func verifyJoinQuals(q *pg_query.Node, pub *relation, sc *scope, distinct map[st
 	return nil
 }
 
-func verifyRowLevel(s *pg_query.SelectStmt, sc *scope, nk, nq int) error {
+// verifyReads checks the query that reads the private table: no clause the
+// rewriter never emits, only the scope's relations, an allowed WHERE.
+func verifyReads(s *pg_query.SelectStmt, sc *scope) error {
 	if err := verifyPlainSelect(s); err != nil {
 		return err
 	}
@@ -235,6 +237,13 @@ func verifyRowLevel(s *pg_query.SelectStmt, sc *scope, nk, nq int) error {
 		if err := checkPredicate(s.WhereClause, sc); err != nil {
 			return fmt.Errorf("WHERE fails validation: %w", err)
 		}
+	}
+	return nil
+}
+
+func verifyRowLevel(s *pg_query.SelectStmt, sc *scope, nk, nq int) error {
+	if err := verifyReads(s, sc); err != nil {
+		return err
 	}
 	if len(s.TargetList) != nk+nq {
 		return fmt.Errorf("has %d outputs, want %d", len(s.TargetList), nk+nq)
@@ -259,16 +268,8 @@ func verifyRowLevel(s *pg_query.SelectStmt, sc *scope, nk, nq int) error {
 // and the keys; an extra output or group item would split a unit's
 // contribution into more clamped pieces than the sensitivity allows for.
 func verifyPerUnit(s *pg_query.SelectStmt, sc *scope, nk int) error {
-	if err := verifyPlainSelect(s); err != nil {
+	if err := verifyReads(s, sc); err != nil {
 		return err
-	}
-	if err := verifyTableRef(s.FromClause, sc); err != nil {
-		return err
-	}
-	if s.WhereClause != nil {
-		if err := checkPredicate(s.WhereClause, sc); err != nil {
-			return fmt.Errorf("WHERE fails validation: %w", err)
-		}
 	}
 	if len(s.TargetList) == 0 {
 		return fmt.Errorf("per-unit query is empty")

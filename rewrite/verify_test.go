@@ -1,8 +1,11 @@
 package rewrite
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
+
+	pg_query "github.com/pganalyze/pg_query_go/v6"
 )
 
 // TestVerifyGroupsWithoutChoice: a unit-level GROUP BY without the random
@@ -87,6 +90,23 @@ func TestVerifyPerUnitLayout(t *testing.T) {
 			if (err == nil) != tc.ok {
 				t.Errorf("%s / %s: verify = %v, want ok %v\n%s", sql, tc.name, err, tc.ok, tc.sql)
 			}
+		}
+	}
+}
+
+// TestGuardSQLQuoting: the names in the unique-unit guard reach PostgreSQL
+// exactly, quotes and backslashes included (the parser decodes the string
+// constants as the server would).
+func TestGuardSQLQuoting(t *testing.T) {
+	u := &UniqueUnit{Schema: `we'ird\s`, Name: `t"x`, Column: `c'\`}
+	tree, err := pg_query.ParseToJSON(u.GuardSQL())
+	if err != nil {
+		t.Fatalf("guard does not parse: %v\n%s", err, u.GuardSQL())
+	}
+	for _, want := range []string{`"we'ird\s"."t""x"`, `c'\`} {
+		js, _ := json.Marshal(want)
+		if !strings.Contains(tree, `"sval":`+string(js)) {
+			t.Errorf("guard does not carry the string %s:\n%s", want, tree)
 		}
 	}
 }

@@ -39,10 +39,12 @@ type session struct {
 	src      mechanisms.Source
 
 	txStatus byte     // 'I', 'T' or 'E'
-	tx       *txState // the explicit transaction block, when txStatus is not 'I' (txvars.go)
-	settings map[string]string
-	epsilon  float64 // SET dp.epsilon; 0 means the policy default
-	delta    float64 // SET dp.delta; 0 means defaultQueryDelta
+	tx       *txState // the open transaction's settings state (txvars.go), or nil
+	// implicitTx backs tx for implicit transactions.
+	implicitTx txState
+	settings   map[string]string
+	epsilon    float64 // SET dp.epsilon; 0 means the policy default
+	delta      float64 // SET dp.delta; 0 means defaultQueryDelta
 	// targetError, when positive, makes DP queries accuracy-first: the
 	// smallest ε whose counts and sums have this 95% half-width.
 	targetError float64

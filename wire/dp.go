@@ -294,7 +294,7 @@ func (sess *session) runUpstreamDP(plan *rewrite.Plan, a execArgs) ([]answer.Row
 	defer conn.Release()
 	guard := ""
 	if plan.UniqueUnit != nil {
-		guard = uniqueGuard(plan.UniqueUnit)
+		guard = plan.UniqueUnit.GuardSQL()
 	}
 	raws, err := readOnlyRows(ctx, conn.Conn().PgConn(), sess.srv.Policy().Upstream.StatementTimeout, plan.SQL, a, guard, sess.srv.sendAlone())
 	if err != nil {

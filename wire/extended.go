@@ -21,12 +21,11 @@ type prepared struct {
 	paramOIDs []uint32
 	fields    []pgproto3.FieldDescription // nil: NoData
 	described bool
-	planKey   string // the policy facts stmt was planned under (planKey)
+	// planned is the policy stmt was planned under. Every reload and every
+	// change of catalog facts installs a new *Policy, so comparing pointers
+	// tells whether the plan is current without any work per Execute.
+	planned *policy.Policy
 }
-
-// planKey names what a plan depends on besides the statement: the policy
-// version and what the server learned from the upstream catalog.
-func planKey(pol *policy.Policy) string { return pol.Version + "\x00" + pol.CatalogTag() }
 
 // replan plans a prepared statement again when the policy (or a catalog
 // fact, such as a unique privacy unit) changed since it was parsed, so an
@@ -35,8 +34,7 @@ func planKey(pol *policy.Policy) string { return pol.Version + "\x00" + pol.Cata
 // cached plan that would change its result type.
 func (sess *session) replan(prep *prepared) error {
 	pol := sess.srv.Policy()
-	key := planKey(pol)
-	if prep.planKey == key {
+	if prep.planned == pol {
 		return nil
 	}
 	stmts, err := sess.classify(prep.sql)
@@ -51,7 +49,7 @@ func (sess *session) replan(prep *prepared) error {
 		return pgerror.Newf(pgerror.CodeFeatureNotSupported, "cached plan must not change result type").
 			WithHint("the policy changed since the statement was prepared; prepare it again")
 	}
-	prep.stmt, prep.planKey = st, key
+	prep.stmt, prep.planned = st, pol
 	return nil
 }
 
@@ -98,11 +96,11 @@ func (sess *session) parse(m *pgproto3.Parse) error {
 	if len(stmts) == 1 {
 		st = stmts[0]
 	}
-	key := planKey(pol)
+	planned := pol
 	if sess.srv.Policy() != pol { // reloaded while planning: replan at Execute
-		key = ""
+		planned = nil
 	}
-	sess.prepared[name] = &prepared{sql: sql, stmt: st, paramOIDs: append([]uint32(nil), m.ParameterOIDs...), planKey: key}
+	sess.prepared[name] = &prepared{sql: sql, stmt: st, paramOIDs: append([]uint32(nil), m.ParameterOIDs...), planned: planned}
 	sess.be.Send(&pgproto3.ParseComplete{})
 	return nil
 }
@@ -321,24 +319,19 @@ func (sess *session) upstreamDescribe(sql string, paramOIDs []uint32) (*pgconn.S
 // without statement caches) costs no upstream round trip.
 func (sess *session) upstreamParamTypes(sql string, paramOIDs []uint32) ([]uint32, error) {
 	pol := sess.srv.Policy()
-	key := make([]byte, 0, len(sql)+64)
-	key = append(key, pol.Version...)
-	key = append(key, 0)
-	key = append(key, pol.CatalogTag()...)
-	key = append(key, 0)
+	var declared []byte
 	for _, oid := range paramOIDs {
-		key = binary.BigEndian.AppendUint32(key, oid)
+		declared = binary.BigEndian.AppendUint32(declared, oid)
 	}
-	key = append(key, 0)
-	key = append(key, sql...)
-	if oids, ok := sess.srv.paramTypes.get(string(key)); ok {
+	key := typeKey{version: pol.Version, catalog: pol.CatalogTag(), declared: string(declared), sql: sql}
+	if oids, ok := sess.srv.paramTypes.get(key); ok {
 		return append([]uint32(nil), oids...), nil // sessions must not share the slice
 	}
 	desc, err := sess.upstreamDescribe(sql, paramOIDs)
 	if err != nil {
 		return nil, err
 	}
-	sess.srv.paramTypes.put(string(key), desc.ParamOIDs)
+	sess.srv.paramTypes.put(key, desc.ParamOIDs)
 	return desc.ParamOIDs, nil
 }
 
@@ -346,23 +339,25 @@ func (sess *session) upstreamParamTypes(sql string, paramOIDs []uint32) ([]uint3
 // rather than tracking use, since its entries are cheap to recompute.
 type typeCache struct {
 	mu sync.RWMutex
-	m  map[string][]uint32
+	m  map[typeKey][]uint32
 }
+
+type typeKey struct{ version, catalog, declared, sql string }
 
 const typeCacheMax = 4096
 
-func (c *typeCache) get(key string) ([]uint32, bool) {
+func (c *typeCache) get(key typeKey) ([]uint32, bool) {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	oids, ok := c.m[key]
 	return oids, ok
 }
 
-func (c *typeCache) put(key string, oids []uint32) {
+func (c *typeCache) put(key typeKey, oids []uint32) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.m == nil || len(c.m) >= typeCacheMax {
-		c.m = make(map[string][]uint32)
+		c.m = make(map[typeKey][]uint32)
 	}
 	c.m[key] = oids
 }

@@ -70,7 +70,8 @@ func (h *hitAudit) add(c ledger.Charge) bool {
 	return true
 }
 
-// flush writes what is pending. Entries that fail go back to the queue and
+// flush writes what is pending. Entries the ledger could not be reached for
+// go back to the queue and
 // are retried after hitRetryEvery (until close; then they are logged as
 // lost, with their statement IDs).
 func (h *hitAudit) flush(final bool) {

@@ -40,6 +40,7 @@ func (sess *session) runSession(st *rewrite.Statement, a execArgs) error {
 	s := st.Session
 	switch s.Op {
 	case rewrite.OpSet:
+		sess.snapshotTx()
 		before := sess.vars()
 		if s.Local && sess.tx == nil {
 			// As Postgres: a warning, the value still checked, no effect
@@ -59,6 +60,7 @@ func (sess *session) runSession(st *rewrite.Statement, a execArgs) error {
 	case rewrite.OpShow:
 		return sess.show(s.Name, a)
 	case rewrite.OpReset:
+		sess.snapshotTx()
 		switch s.Name {
 		case "dp.epsilon":
 			sess.epsilon = 0
@@ -70,6 +72,7 @@ func (sess *session) runSession(st *rewrite.Statement, a execArgs) error {
 		delete(sess.settings, s.Name)
 		sess.noteSet(s.Name, false, sessionVars{})
 	case rewrite.OpResetAll:
+		sess.snapshotTx()
 		sess.settings = map[string]string{}
 		sess.epsilon, sess.delta, sess.targetError = 0, 0, 0
 		if sess.tx != nil {
@@ -83,8 +86,10 @@ func (sess *session) runSession(st *rewrite.Statement, a execArgs) error {
 			// BEGIN inside a multi-statement Query: the statements before
 			// it belong to the transaction block it starts.
 			sess.tx.implicit = false
+			sess.snapshotTx() // unchanged since the query began, if not taken yet
 		default:
-			sess.tx = newTx(sess.vars(), false)
+			sess.tx = &txState{}
+			sess.snapshotTx()
 		}
 		sess.txStatus = 'T'
 	case rewrite.OpCommit:
@@ -97,7 +102,7 @@ func (sess *session) runSession(st *rewrite.Statement, a execArgs) error {
 		}
 		if sess.tx != nil {
 			if sess.txStatus == 'E' {
-				sess.restoreVars(sess.tx.start)
+				sess.rollbackTx()
 			} else {
 				sess.restoreLocal(sess.tx)
 			}
@@ -111,13 +116,14 @@ func (sess *session) runSession(st *rewrite.Statement, a execArgs) error {
 			sess.warning("there is no transaction in progress")
 		}
 		if sess.tx != nil {
-			sess.restoreVars(sess.tx.start)
+			sess.rollbackTx()
 		}
 		sess.txStatus, sess.tx = 'I', nil
 		clear(sess.portals)
 	case rewrite.OpSavepoint, rewrite.OpRelease, rewrite.OpRollbackTo:
 		if sess.txStatus == 'I' {
-			return pgerror.Newf("25P01", "%s can only be used in transaction blocks", s.Tag)
+			return pgerror.Newf("25P01", "%s can only be used in transaction blocks", s.Tag).
+				WithHint("start a transaction with BEGIN first")
 		}
 		if err := sess.savepointOp(s.Op, s.Name); err != nil {
 			return err
@@ -130,7 +136,8 @@ func (sess *session) runSession(st *rewrite.Statement, a execArgs) error {
 		// ALL); DISCARD PLANS, SEQUENCES and TEMP have nothing to drop here.
 		if s.Tag == "DISCARD ALL" {
 			if sess.txStatus != 'I' || sess.tx != nil {
-				return pgerror.Newf("25001", "DISCARD ALL cannot run inside a transaction block")
+				return pgerror.Newf("25001", "DISCARD ALL cannot run inside a transaction block").
+					WithHint("end the transaction with COMMIT or ROLLBACK first")
 			}
 			sess.restoreVars(sessionVars{settings: map[string]string{}})
 			sess.prepared = map[string]*prepared{}

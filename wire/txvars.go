@@ -37,21 +37,37 @@ type txState struct {
 	// implicit: a multi-statement Query, or extended-protocol messages
 	// before Sync, outside a transaction block (txStatus stays 'I').
 	implicit bool
-	start    sessionVars
+	// start is the settings when the transaction began, taken at BEGIN or,
+	// for an implicit transaction, lazily before its first SET or RESET
+	// (started), so statements that change no setting copy nothing.
+	start   sessionVars
+	started bool
 	// local holds, for each name SET LOCAL in this transaction, the
 	// settings as they were just before its first SET LOCAL.
 	local      map[string]sessionVars
 	savepoints []savepoint
 }
 
-func newTx(v sessionVars, implicit bool) *txState {
-	return &txState{implicit: implicit, start: v, local: map[string]sessionVars{}}
-}
-
 // beginImplicit starts an implicit transaction unless one is open.
 func (sess *session) beginImplicit() {
 	if sess.tx == nil && sess.txStatus == 'I' {
-		sess.tx = newTx(sess.vars(), true)
+		sess.implicitTx = txState{implicit: true} // reused: no allocation per Execute
+		sess.tx = &sess.implicitTx
+	}
+}
+
+// snapshotTx takes the open transaction's start, if it has none yet;
+// callers run it before changing a setting.
+func (sess *session) snapshotTx() {
+	if tx := sess.tx; tx != nil && !tx.started {
+		tx.start, tx.started = sess.vars(), true
+	}
+}
+
+// rollbackTx puts back the settings the transaction started with.
+func (sess *session) rollbackTx() {
+	if tx := sess.tx; tx != nil && tx.started {
+		sess.restoreVars(tx.start)
 	}
 }
 
@@ -63,7 +79,7 @@ func (sess *session) endImplicit(failed bool) {
 		return
 	}
 	if failed {
-		sess.restoreVars(tx.start)
+		sess.rollbackTx()
 	} else {
 		sess.restoreLocal(tx)
 	}
@@ -83,6 +99,9 @@ func (sess *session) noteSet(name string, local bool, before sessionVars) {
 		return
 	}
 	if _, seen := tx.local[name]; !seen {
+		if tx.local == nil {
+			tx.local = map[string]sessionVars{}
+		}
 		tx.local[name] = before
 	}
 }
@@ -177,7 +196,8 @@ func (sess *session) savepointOp(op rewrite.SessionOp, name string) error {
 		i--
 	}
 	if i < 0 {
-		return pgerror.Newf("3B001", "savepoint %q does not exist", name)
+		return pgerror.Newf("3B001", "savepoint %q does not exist", name).
+			WithHint("name a savepoint set with SAVEPOINT earlier in this transaction")
 	}
 	if op == rewrite.OpRelease {
 		tx.savepoints = tx.savepoints[:i]

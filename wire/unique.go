@@ -2,11 +2,7 @@ package wire
 
 import (
 	"context"
-	"fmt"
-	"strings"
 	"time"
-
-	"github.com/jackc/pgx/v5"
 
 	"github.com/dpproxy/dpproxy/policy"
 	"github.com/dpproxy/dpproxy/rewrite"
@@ -20,38 +16,8 @@ import (
 // (rewrite.planBuilder.useUniqueUnit). The server reads which tables
 // qualify from the catalog when it starts and on every policy reload, and
 // the plan's query checks the index again in the snapshot that reads the
-// rows (uniqueGuard), so a constraint dropped after the check is caught
-// before anything is released.
-
-// uniqueIndexSQL is true when table %s (a quoted name) has a unique index
-// whose only key is column %s, immediate, valid, not partial and not on an
-// expression, and the column is NOT NULL (a unique index admits many
-// NULLs, and rows without a unit would be one unbounded unit). The table
-// must be a plain table without inheritance children (a query reads the
-// children too, and the parent's index does not cover them;
-// relhassubclass may stay true after the children are gone, which only
-// errs on the safe side) or a partitioned table (whose unique index covers
-// every partition).
-const uniqueIndexSQL = `SELECT EXISTS (
-  SELECT 1 FROM pg_catalog.pg_index i
-  JOIN pg_catalog.pg_class c ON c.oid = i.indrelid
-  JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
-  WHERE i.indrelid = pg_catalog.to_regclass(%s) AND i.indisunique AND i.indimmediate
-    AND i.indisvalid AND i.indisready AND i.indpred IS NULL AND i.indexprs IS NULL
-    AND i.indnkeyatts = 1 AND a.attname = %s AND a.attnotnull
-    AND (c.relkind = 'p' OR (c.relkind = 'r' AND NOT c.relhassubclass)))`
-
-// uniqueGuard is the statement run before a plan that relies on u, in the
-// same REPEATABLE READ transaction: it returns one boolean.
-func uniqueGuard(u *rewrite.UniqueUnit) string {
-	return fmt.Sprintf(uniqueIndexSQL, quoteLiteral(pgx.Identifier{u.Schema, u.Name}.Sanitize()), quoteLiteral(u.Column))
-}
-
-// quoteLiteral writes s as an escape string constant, which reads the
-// same whatever standard_conforming_strings says.
-func quoteLiteral(s string) string {
-	return "E'" + strings.NewReplacer(`\`, `\\`, "'", "''").Replace(s) + "'"
-}
+// rows (rewrite.UniqueUnit.GuardSQL), so a constraint dropped after the
+// check is caught before anything is released.
 
 // withUniqueUnits returns pol with the privacy-unit tables whose unit is
 // unique upstream marked. On any error the tables stay unmarked: they are
@@ -77,7 +43,7 @@ func (s *Server) withUniqueUnits(ctx context.Context, pol *policy.Policy) *polic
 	defer conn.Release()
 	for _, t := range units {
 		var ok bool
-		q := uniqueGuard(&rewrite.UniqueUnit{Schema: t.Schema, Name: t.Name, Column: t.Unit})
+		q := (&rewrite.UniqueUnit{Schema: t.Schema, Name: t.Name, Column: t.Unit}).GuardSQL()
 		if err := conn.QueryRow(ctx, q).Scan(&ok); err != nil {
 			s.log.Warn("cannot read unique indexes upstream; table is bounded per unit", "table", t.QualifiedName(), "err", err)
 			continue

@@ -16,20 +16,19 @@ import (
 	"github.com/dpproxy/dpproxy/policy"
 )
 
-// readOnlyRows runs one rewritten DP statement upstream in a read-only
-// transaction with a statement timeout, in one round trip, and returns its
-// rows in text format. Without parameters it is one simple-protocol Query
-// (`BEGIN READ ONLY; SET LOCAL statement_timeout = …; sql; COMMIT`); with
-// bound parameters it is the same four statements as one extended-protocol
-// batch (Parse/Bind/Execute each, one Sync), so the parameters reach
-// upstream as parameters, never spliced into the text.
+// readOnlyRows runs one rewritten DP statement upstream, read-only and
+// under a statement timeout, in one round trip, and returns its rows in
+// text format. When alone (Server.sendAlone: the pooled session already
+// starts read-only with the policy's timeout) and there is no guard, the
+// statement is sent by itself. Otherwise it is wrapped:
+// `BEGIN READ ONLY; SET LOCAL statement_timeout = …; [guard;] sql; COMMIT`,
+// as one simple-protocol Query, or with bound parameters as one
+// extended-protocol batch (Parse/Bind/Execute each, one Sync), so the
+// parameters reach upstream as parameters, never spliced into the text.
 //
-// A non-empty guard (uniqueGuard) runs first, in a REPEATABLE READ
-// transaction so that it and sql see one snapshot; unless it returns true
-// the rows are discarded and errGuardFailed returned.
-//
-// alone sends sql by itself (the session is read-only with the right
-// timeout already, Server.sendAlone); a guard always gets its transaction.
+// A non-empty guard (rewrite.UniqueUnit.GuardSQL) runs in a REPEATABLE READ transaction so
+// that it and sql see one snapshot; unless it returns true the rows are
+// discarded and errGuardFailed returned.
 func readOnlyRows(ctx context.Context, conn *pgconn.PgConn, timeout time.Duration, sql string, a execArgs, guard string, alone bool) ([][][]byte, error) {
 	defer guardCancel(ctx, conn)()
 	if alone && guard == "" {
@@ -108,7 +107,8 @@ var errGuardFailed = errors.New("the unique index on the privacy unit is gone")
 // and Execute, or on a loaded machine before execution starts), and the
 // statement then runs to its timeout. So the socket is closed at once
 // (pgconn would otherwise keep it open for up to 15 s draining), and the
-// pool's sessions set client_connection_check_interval (serve), so the
+// pool's sessions set client_connection_check_interval
+// (UpstreamPoolConfig), so the
 // backend notices the closed socket and stops within a second.
 func guardCancel(ctx context.Context, pc *pgconn.PgConn) (cleanup func()) {
 	fired := make(chan struct{})
