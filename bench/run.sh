@@ -19,6 +19,9 @@
 # --scale-out (1, 2 and 3 proxies on one Redis ledger),
 # --cache-hit-audit sync|batched (how the cache-on proxy audits hits; default
 # batched, the policy's default is sync), --keep (keep the working directory), --dir D.
+# --profile D writes CPU profiles of the two dpproxy processes to D/cpu-nocache.pprof
+# and D/cpu-cache.pprof (go tool pprof). DPPROXY_BIN=path runs that dpproxy binary
+# instead of one built from this tree.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -33,6 +36,7 @@ MATRIX=1
 COST=1
 SCALEOUT=0
 HIT_AUDIT=batched
+PROFILE_DIR=""
 KEEP=0
 DIR=""
 while [ $# -gt 0 ]; do
@@ -50,8 +54,9 @@ while [ $# -gt 0 ]; do
 	--scale-out) SCALEOUT=1; shift ;;
 	--cache-hit-audit) HIT_AUDIT=$2; shift 2 ;;
 	--keep) KEEP=1; shift ;;
+	--profile) PROFILE_DIR=$2; shift 2 ;;
 	--dir) DIR=$2; shift 2 ;;
-	-h | --help) sed -n '2,22p' "$0"; exit 0 ;;
+	-h | --help) sed -n '2,25p' "$0"; exit 0 ;;
 	*) echo "run.sh: unknown option $1" >&2; exit 2 ;;
 	esac
 done
@@ -94,6 +99,9 @@ wait_port() {
 
 log "building dpproxy and benchctl"
 (cd "$ROOT" && go build -o "$DIR/dpproxy" ./cmd/dpproxy && go build -o "$DIR/benchctl" ./bench/cmd/benchctl)
+if [ -n "${DPPROXY_BIN:-}" ]; then # A/B runs: another build of dpproxy against the same setup
+	cp "$DPPROXY_BIN" "$DIR/dpproxy"
+fi
 
 log "PostgreSQL: bench=$SCALE, bench_cost=$COST_SCALE"
 eval "$("$DIR/benchctl" up --dir "$DIR" --load "bench=$SCALE,bench_cost=$COST_SCALE")"
@@ -134,7 +142,9 @@ start_proxy() { # name cache_window -> sets PORT_<name>, PID_<name>
 	port=$(free_port)
 	"$DIR/benchctl" policy --listen "127.0.0.1:$port" --ledger "$DIR/ledger-$name.db" --cache-window "$window" \
 		--cache-hit-audit "$HIT_AUDIT" >"$DIR/policy-$name.yaml"
-	DPPROXY_UPSTREAM_DSN="$READER_DSN" "$DIR/dpproxy" serve --policy "$DIR/policy-$name.yaml" --admin "" \
+	local profile=""
+	[ -n "${PROFILE_DIR:-}" ] && mkdir -p "$PROFILE_DIR" && profile=$(realpath "$PROFILE_DIR")/cpu-$name.pprof
+	DPPROXY_CPUPROFILE=$profile DPPROXY_UPSTREAM_DSN="$READER_DSN" "$DIR/dpproxy" serve --policy "$DIR/policy-$name.yaml" --admin "" \
 		--max-connections 1100 --max-statements-per-analyst 64 2>"$DIR/dpproxy-$name.log" &
 	local pid=$!
 	PIDS+=("$pid")

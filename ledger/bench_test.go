@@ -55,7 +55,7 @@ func BenchmarkDebit(b *testing.B) {
 				analysts := []string{"alice", "bob", "carol", "dave"}
 				work := func() {
 					i := int(next.Add(1) - 1)
-					c := charge(analysts[i%len(analysts)], fmt.Sprintf("bench-%d", i), 0.001, budget)
+					c := charge(analysts[i%len(analysts)], NewID(), 0.001, budget)
 					c.Delta = 1e-12
 					if st.heavy {
 						c.Delta = 0

@@ -50,7 +50,21 @@ type BoltStore struct {
 	closed bool
 	reqs   chan *boltReq
 	done   chan struct{}
+
+	// wmu serialises the write transactions that use states (the writer's
+	// commits and Grant), which bbolt serialises anyway.
+	wmu sync.Mutex
+	// states are the decoded account states as of the last committed write
+	// transaction, kept across commits so that a debit does not decode its
+	// accounts again: this process holds the file's lock, so only its own
+	// transactions change them. A failed transaction may have changed some
+	// in memory, so it drops them all.
+	states map[string]*account
 }
+
+// maxCachedStates bounds states; past it they are dropped and decoded again
+// (daily and monthly budgets add a state per analyst and period).
+const maxCachedStates = 1 << 14
 
 var _ Store = (*BoltStore)(nil)
 
@@ -226,11 +240,11 @@ func (s *BoltStore) writer() {
 
 func (s *BoltStore) commit(batch []*boltReq) {
 	results := make([]boltRes, len(batch))
-	err := s.update(func(tx *bolt.Tx) error {
-		// One decoded copy of each account for the whole batch: debits of
-		// one analyst (or one team) in a batch read and update it in
-		// memory, and it is encoded and stored once, at the end.
-		states := &boltStates{tx: tx, m: map[string]*account{}}
+	err := s.writeStates(func(states *boltStates) error {
+		// Debits of one analyst (or one team) in a batch read and update
+		// one decoded state in memory; it is encoded and stored once, at
+		// the end, like the chain's head.
+		tx := states.tx
 		for i, r := range batch {
 			if err := r.ctx.Err(); err != nil {
 				results[i] = boltRes{err: fmt.Errorf("%w: %w", ErrUnavailable, err)}
@@ -242,7 +256,7 @@ func (s *BoltStore) commit(batch []*boltReq) {
 			}
 			results[i] = res
 		}
-		return states.put()
+		return nil
 	})
 	for i, r := range batch {
 		if err != nil {
@@ -299,7 +313,7 @@ func (s *BoltStore) apply(tx *bolt.Tx, r *boltReq, states *boltStates) (boltRes,
 		lv[i].BudgetEps, lv[i].BudgetDelta = l.BudgetEps, l.BudgetDelta
 		states.mark(lv[i])
 	}
-	key, err := s.appendRecord(tx, r.body, r.digest, life)
+	key, err := states.appendRecord(r.body, r.digest, life)
 	if err != nil {
 		return boltRes{}, err
 	}
@@ -315,33 +329,55 @@ func (s *BoltStore) apply(tx *bolt.Tx, r *boltReq, states *boltStates) (boltRes,
 }
 
 // appendRecord appends one entry to the chain with the analyst's lifetime
-// totals after it and returns its key.
-func (s *BoltStore) appendRecord(tx *bolt.Tx, body []byte, digest string, life *account) ([]byte, error) {
-	audit, meta := tx.Bucket(bucketAudit), tx.Bucket(bucketMeta)
-	seq, prev := uint64(0), genesisHash
-	if v := meta.Get(keyHeadSeq); v != nil {
-		seq = binary.BigEndian.Uint64(v)
-		prev = string(meta.Get(keyHeadHash))
+// totals after it and returns its key. The new head is stored by put.
+func (b *boltStates) appendRecord(body []byte, digest string, life *account) ([]byte, error) {
+	if !b.headRead {
+		b.seq, b.prev = 0, genesisHash
+		if v := b.tx.Bucket(bucketMeta).Get(keyHeadSeq); v != nil {
+			b.seq = binary.BigEndian.Uint64(v)
+			b.prev = string(b.tx.Bucket(bucketMeta).Get(keyHeadHash))
+		}
+		b.headRead = true
 	}
-	seq++
+	seq := b.seq + 1
 	rec := record{
-		Seq: seq, Prev: prev,
+		Seq: seq, Prev: b.prev,
 		SpentEps: life.SpentEps, SpentDelta: life.SpentDelta, Queries: life.Queries,
 		Body: string(body),
 	}
-	rec.Hash = linkHash(prev, seq, rec.SpentEps, rec.SpentDelta, rec.Queries, digest)
+	rec.Hash = linkHash(b.prev, seq, rec.SpentEps, rec.SpentDelta, rec.Queries, digest)
 	key := seqKey(seq)
 	recBytes, err := json.Marshal(&rec)
 	if err != nil {
 		return nil, err
 	}
-	if err := audit.Put(key, recBytes); err != nil {
+	if err := b.tx.Bucket(bucketAudit).Put(key, recBytes); err != nil {
 		return nil, err
 	}
-	if err := meta.Put(keyHeadSeq, key); err != nil {
-		return nil, err
+	b.seq, b.prev, b.headMoved = seq, rec.Hash, true
+	return key, nil
+}
+
+// writeStates runs fn in a write transaction with the store's decoded
+// account states, then stores the states fn changed and the chain's new
+// head. If the transaction fails, the states are dropped.
+func (s *BoltStore) writeStates(fn func(*boltStates) error) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if s.states == nil || len(s.states) > maxCachedStates {
+		s.states = map[string]*account{}
 	}
-	return key, meta.Put(keyHeadHash, []byte(rec.Hash))
+	err := s.update(func(tx *bolt.Tx) error {
+		states := &boltStates{tx: tx, m: s.states}
+		if err := fn(states); err != nil {
+			return err
+		}
+		return states.put()
+	})
+	if err != nil {
+		s.states = nil
+	}
+	return err
 }
 
 // boltStates loads and stores the account states one transaction touches:
@@ -354,6 +390,10 @@ type boltStates struct {
 	// dirty are the states a debit or grant changed; only they are stored,
 	// so a refused debit leaves no trace (not even an empty account).
 	dirty map[*account]bool
+	// The chain's head: read at the first append, stored by put.
+	headRead, headMoved bool
+	seq                 uint64
+	prev                string
 }
 
 func (b *boltStates) mark(sts ...*account) {
@@ -392,6 +432,15 @@ func (b *boltStates) get(l level) (*account, error) {
 }
 
 func (b *boltStates) put() error {
+	if b.headMoved {
+		meta := b.tx.Bucket(bucketMeta)
+		if err := meta.Put(keyHeadSeq, seqKey(b.seq)); err != nil {
+			return err
+		}
+		if err := meta.Put(keyHeadHash, []byte(b.prev)); err != nil {
+			return err
+		}
+	}
 	for key, st := range b.m {
 		if !b.dirty[st] {
 			continue
@@ -460,8 +509,8 @@ func (s *BoltStore) Grant(ctx context.Context, g Grant) (Balance, error) {
 	}
 	var bal Balance
 	var result error
-	err = s.update(func(tx *bolt.Tx) error {
-		ids, audit := tx.Bucket(bucketIDs), tx.Bucket(bucketAudit)
+	err = s.writeStates(func(states *boltStates) error {
+		ids, audit := states.tx.Bucket(bucketIDs), states.tx.Bucket(bucketAudit)
 		if v := ids.Get(idKey(g.Analyst, g.ID)); v != nil {
 			rec, b, err := getRecordBody(audit, v[:8])
 			if err != nil {
@@ -474,7 +523,7 @@ func (s *BoltStore) Grant(ctx context.Context, g Grant) (Balance, error) {
 			bal = storedBalance(v, rec, b, s.mode)
 			return nil
 		}
-		states := boltStates{tx: tx, analyst: g.Analyst, m: map[string]*account{}}
+		states.analyst = g.Analyst
 		life, err := states.get(level{Account: analystAccount(g.Analyst)})
 		if err != nil {
 			return err
@@ -495,7 +544,7 @@ func (s *BoltStore) Grant(ctx context.Context, g Grant) (Balance, error) {
 		st.GrantEps += eps
 		st.GrantDelta += delta
 		states.mark(life, st)
-		key, err := s.appendRecord(tx, body, digest, life)
+		key, err := states.appendRecord(body, digest, life)
 		if err != nil {
 			return err
 		}
@@ -505,10 +554,7 @@ func (s *BoltStore) Grant(ctx context.Context, g Grant) (Balance, error) {
 		if err != nil {
 			return err
 		}
-		if err := ids.Put(idKey(g.Analyst, g.ID), append(key, snap...)); err != nil {
-			return err
-		}
-		return states.put()
+		return ids.Put(idKey(g.Analyst, g.ID), append(key, snap...))
 	})
 	if err != nil {
 		return Balance{}, err

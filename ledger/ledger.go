@@ -12,7 +12,7 @@ import (
 // Charge is one debit request: the cost of one answer, paid before the answer
 // is computed. The caller fills every field; the ledger never reads a clock.
 type Charge struct {
-	// ID is the idempotency key (required), e.g. 128 random bits in hex,
+	// ID is the idempotency key (required), e.g. from NewID,
 	// scoped to the analyst. A repeated (Analyst, ID) with the same amounts
 	// charges once and returns the original Balance; with different amounts
 	// it fails with ErrIDConflict. The same ID under two analysts is two

@@ -1,8 +1,6 @@
 package wire
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"strings"
 	"time"
 
@@ -29,11 +27,7 @@ type stmtTrace struct {
 	upstream   time.Duration
 }
 
-func newStatementID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
-}
+func newStatementID() string { return ledger.NewID() }
 
 func kindLabel(k rewrite.Kind) string {
 	switch k {

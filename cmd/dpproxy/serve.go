@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 	"time"
 
@@ -58,7 +59,29 @@ the listener cannot be opened.`)
 			adminAddr = *admin
 		}
 	})
+	if path := os.Getenv("DPPROXY_CPUPROFILE"); path != "" {
+		stop, err := startCPUProfile(path)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	return serve(pol, *policyPath, adminAddr, newLogger(*logFormat), nil)
+}
+
+// startCPUProfile writes a CPU profile of the whole serve run to path, for
+// `go tool pprof` (bench/run.sh --profile). It is an environment variable,
+// not a flag, because it is a tool for developers, not an operator's setting.
+func startCPUProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("DPPROXY_CPUPROFILE: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("DPPROXY_CPUPROFILE: %w", err)
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }
 
 // serveLimits holds the connection and concurrency limits set by `serve
