@@ -9,10 +9,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"runtime/debug"
 	"sort"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -37,9 +37,10 @@ type BoltOptions struct {
 // BoltStore is the embedded ledger: one bbolt file, for a single proxy node.
 //
 // Debits are applied by one writer goroutine with group commit: a debit that
-// arrives while a commit is in flight joins the next transaction, so
-// concurrent debits share one fsync while a lone debit is never delayed by a
-// timer. Every transaction is fsynced before any of its debits returns.
+// arrives while a commit is in flight joins the next one, so concurrent
+// debits share one fsync while a lone debit is never delayed by a timer.
+// Every commit is synced to the journal (<path>-journal) before any of its
+// debits returns, and copied into the bolt file behind it (boltwriter.go).
 type BoltStore struct {
 	db   *bolt.DB
 	log  *slog.Logger
@@ -51,20 +52,31 @@ type BoltStore struct {
 	reqs   chan *boltReq
 	done   chan struct{}
 
-	// wmu serialises the write transactions that use states (the writer's
-	// commits and Grant), which bbolt serialises anyway.
-	wmu sync.Mutex
-	// states are the decoded account states as of the last committed write
-	// transaction, kept across commits so that a debit does not decode its
-	// accounts again: this process holds the file's lock, so only its own
-	// transactions change them. A failed transaction may have changed some
-	// in memory, so it drops them all.
-	states map[string]*account
-}
+	journal     *os.File // <path>-journal; see journal.go
+	journalSize int64    // writer only: where the next frame goes
+	journalCap  int64    // writer only: the zero-filled length of the file
 
-// maxCachedStates bounds states; past it they are dropped and decoded again
-// (daily and monthly budgets add a state per analyst and period).
-const maxCachedStates = 1 << 14
+	// Writer only: the chain's head as journaled.
+	headSeq  uint64
+	headHash string
+	// states are the decoded account states with every journaled change,
+	// kept across commits so that a debit does not decode its accounts
+	// again (this process holds the file's lock, so only it changes them).
+	// The writer changes the map under stMu; Balance reads it.
+	stMu   sync.RWMutex
+	states map[string]*account
+
+	// ck guards the checkpointer's queue and progress.
+	ck        sync.Mutex
+	ckCond    *sync.Cond
+	ckQueue   []*boltBatch
+	ckStop    bool
+	ckDone    chan struct{}
+	ckSeq     uint64            // the bolt file's head
+	journaled uint64            // the journal's head
+	pending   map[string]uint64 // idKey → entry, for IDs journaled but not yet in the file
+	failed    error             // a journal or checkpoint write failed: debits are refused
+}
 
 var _ Store = (*BoltStore)(nil)
 
@@ -85,7 +97,9 @@ const boltFormat = "dpproxy-ledger/1"
 
 type boltReq struct {
 	ctx    context.Context
-	c      *Charge
+	c      *Charge // a debit, or
+	grant  *Grant  // a grant at level
+	level  level
 	a      amounts
 	body   []byte
 	digest string
@@ -167,15 +181,47 @@ func OpenBolt(path string, opts BoltOptions) (s *BoltStore, err error) {
 		return nil, fmt.Errorf("%w: opening %s: %w", ErrUnavailable, path, err)
 	}
 	s = &BoltStore{
-		db:   db,
-		log:  opts.Logger,
-		mode: mode,
-		max:  opts.MaxBatch,
-		reqs: make(chan *boltReq, opts.MaxBatch),
-		done: make(chan struct{}),
+		db:      db,
+		log:     opts.Logger,
+		mode:    mode,
+		max:     opts.MaxBatch,
+		reqs:    make(chan *boltReq, opts.MaxBatch),
+		done:    make(chan struct{}),
+		states:  map[string]*account{},
+		ckDone:  make(chan struct{}),
+		pending: map[string]uint64{},
+	}
+	s.ckCond = sync.NewCond(&s.ck)
+	if err := s.openJournal(path + "-journal"); err != nil {
+		if s.journal != nil {
+			s.journal.Close()
+		}
+		db.Close()
+		return nil, fmt.Errorf("%w: opening %s: %w", ErrUnavailable, path, err)
 	}
 	go s.writer()
+	go s.checkpointer()
 	return s, nil
+}
+
+// openJournal opens the journal, replays what the bolt file lacks and reads
+// the head the writer continues from.
+func (s *BoltStore) openJournal(path string) (err error) {
+	if s.journal, err = os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600); err != nil {
+		return err
+	}
+	if err := s.replayJournal(); err != nil {
+		return fmt.Errorf("journal %s: %w", path, err)
+	}
+	s.headSeq, s.headHash = 0, genesisHash
+	err = s.view(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(bucketMeta).Get(keyHeadSeq); v != nil {
+			s.headSeq, s.headHash = binary.BigEndian.Uint64(v), string(tx.Bucket(bucketMeta).Get(keyHeadHash))
+		}
+		return nil
+	})
+	s.ckSeq, s.journaled = s.headSeq, s.headSeq
+	return err
 }
 
 // Debit implements Store.
@@ -192,8 +238,14 @@ func (s *BoltStore) Debit(ctx context.Context, c Charge) (Balance, error) {
 	if err != nil {
 		return Balance{}, fmt.Errorf("%w: encoding entry: %v", ErrInvalidCharge, err)
 	}
-	req := &boltReq{ctx: ctx, c: &c, a: a, body: body, digest: digest, res: make(chan boltRes, 1)}
+	return s.enqueue(ctx, &boltReq{ctx: ctx, c: &c, a: a, body: body, digest: digest, res: make(chan boltRes, 1)})
+}
 
+// enqueue hands a debit or grant to the writer and waits for its result.
+func (s *BoltStore) enqueue(ctx context.Context, req *boltReq) (Balance, error) {
+	if err := s.failure(); err != nil {
+		return Balance{}, err
+	}
 	s.mu.RLock()
 	if s.closed {
 		s.mu.RUnlock()
@@ -215,251 +267,6 @@ func (s *BoltStore) Debit(ctx context.Context, c Charge) (Balance, error) {
 	case <-ctx.Done():
 		return Balance{}, fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
 	}
-}
-
-func (s *BoltStore) writer() {
-	defer close(s.done)
-	batch := make([]*boltReq, 0, s.max)
-	for first := range s.reqs {
-		batch = append(batch[:0], first)
-	drain:
-		for len(batch) < s.max {
-			select {
-			case r, ok := <-s.reqs:
-				if !ok {
-					break drain
-				}
-				batch = append(batch, r)
-			default:
-				break drain
-			}
-		}
-		s.commit(batch)
-	}
-}
-
-func (s *BoltStore) commit(batch []*boltReq) {
-	results := make([]boltRes, len(batch))
-	err := s.writeStates(func(states *boltStates) error {
-		// Debits of one analyst (or one team) in a batch read and update
-		// one decoded state in memory; it is encoded and stored once, at
-		// the end, like the chain's head.
-		tx := states.tx
-		for i, r := range batch {
-			if err := r.ctx.Err(); err != nil {
-				results[i] = boltRes{err: fmt.Errorf("%w: %w", ErrUnavailable, err)}
-				continue
-			}
-			res, err := s.apply(tx, r, states)
-			if err != nil {
-				return err
-			}
-			results[i] = res
-		}
-		return nil
-	})
-	for i, r := range batch {
-		if err != nil {
-			r.res <- boltRes{err: err}
-		} else {
-			r.res <- results[i]
-		}
-	}
-	if err != nil {
-		s.log.Error("ledger: commit failed", "debits", len(batch), "err", err)
-	}
-}
-
-// apply performs one debit inside the transaction, updating the batch's
-// account states (stored by the caller). Budget and conflict errors are
-// results, not transaction failures: they change nothing.
-func (s *BoltStore) apply(tx *bolt.Tx, r *boltReq, states *boltStates) (boltRes, error) {
-	c, a := r.c, r.a
-	ids, audit := tx.Bucket(bucketIDs), tx.Bucket(bucketAudit)
-
-	if v := ids.Get(idKey(c.Analyst, c.ID)); v != nil {
-		rec, b, err := getRecordBody(audit, v[:8])
-		if err != nil {
-			return boltRes{}, err
-		}
-		if b.Kind != "" || b.EpsUnits != a.eps || b.DeltaUnits != a.delta {
-			return boltRes{err: fmt.Errorf("%w: id %q was charged epsilon %g, delta %g",
-				ErrIDConflict, c.ID, fromEps(b.EpsUnits), fromDelta(b.DeltaUnits))}, nil
-		}
-		return boltRes{bal: storedBalance(v, rec, b, s.mode)}, nil
-	}
-
-	states.analyst = c.Analyst
-	life, err := states.get(level{Account: analystAccount(c.Analyst)})
-	if err != nil {
-		return boltRes{}, err
-	}
-	lv := make([]*account, len(a.levels))
-	for i, l := range a.levels {
-		if lv[i], err = states.get(l); err != nil {
-			return boltRes{}, err
-		}
-		if !lv[i].fits(&a, l, s.mode) {
-			return boltRes{err: budgetError(c.Analyst, &a, l, lv[i], s.mode)}, nil
-		}
-	}
-	life.add(&a, s.mode)
-	life.BudgetEps, life.BudgetDelta = a.levels[0].BudgetEps, a.levels[0].BudgetDelta
-	states.mark(life)
-	for i, l := range a.levels {
-		if lv[i] != life {
-			lv[i].add(&a, s.mode)
-		}
-		lv[i].BudgetEps, lv[i].BudgetDelta = l.BudgetEps, l.BudgetDelta
-		states.mark(lv[i])
-	}
-	key, err := states.appendRecord(r.body, r.digest, life)
-	if err != nil {
-		return boltRes{}, err
-	}
-	bal := lv[0].balance(c.Analyst, a.levels[0], s.mode)
-	snap, err := json.Marshal(lv[0])
-	if err != nil {
-		return boltRes{}, err
-	}
-	if err := ids.Put(idKey(c.Analyst, c.ID), append(key, snap...)); err != nil {
-		return boltRes{}, err
-	}
-	return boltRes{bal: bal}, nil
-}
-
-// appendRecord appends one entry to the chain with the analyst's lifetime
-// totals after it and returns its key. The new head is stored by put.
-func (b *boltStates) appendRecord(body []byte, digest string, life *account) ([]byte, error) {
-	if !b.headRead {
-		b.seq, b.prev = 0, genesisHash
-		if v := b.tx.Bucket(bucketMeta).Get(keyHeadSeq); v != nil {
-			b.seq = binary.BigEndian.Uint64(v)
-			b.prev = string(b.tx.Bucket(bucketMeta).Get(keyHeadHash))
-		}
-		b.headRead = true
-	}
-	seq := b.seq + 1
-	rec := record{
-		Seq: seq, Prev: b.prev,
-		SpentEps: life.SpentEps, SpentDelta: life.SpentDelta, Queries: life.Queries,
-		Body: string(body),
-	}
-	rec.Hash = linkHash(b.prev, seq, rec.SpentEps, rec.SpentDelta, rec.Queries, digest)
-	key := seqKey(seq)
-	recBytes, err := json.Marshal(&rec)
-	if err != nil {
-		return nil, err
-	}
-	if err := b.tx.Bucket(bucketAudit).Put(key, recBytes); err != nil {
-		return nil, err
-	}
-	b.seq, b.prev, b.headMoved = seq, rec.Hash, true
-	return key, nil
-}
-
-// writeStates runs fn in a write transaction with the store's decoded
-// account states, then stores the states fn changed and the chain's new
-// head. If the transaction fails, the states are dropped.
-func (s *BoltStore) writeStates(fn func(*boltStates) error) error {
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
-	if s.states == nil || len(s.states) > maxCachedStates {
-		s.states = map[string]*account{}
-	}
-	err := s.update(func(tx *bolt.Tx) error {
-		states := &boltStates{tx: tx, m: s.states}
-		if err := fn(states); err != nil {
-			return err
-		}
-		return states.put()
-	})
-	if err != nil {
-		s.states = nil
-	}
-	return err
-}
-
-// boltStates loads and stores the account states one transaction touches:
-// the analyst's lifetime account in bucketAccounts, other levels' states
-// in bucketBudgets.
-type boltStates struct {
-	tx      *bolt.Tx
-	analyst string              // whose debit or grant is being applied
-	m       map[string]*account // by lifetimeKey(analyst) or "b/"+level.stateKey()
-	// dirty are the states a debit or grant changed; only they are stored,
-	// so a refused debit leaves no trace (not even an empty account).
-	dirty map[*account]bool
-	// The chain's head: read at the first append, stored by put.
-	headRead, headMoved bool
-	seq                 uint64
-	prev                string
-}
-
-func (b *boltStates) mark(sts ...*account) {
-	if b.dirty == nil {
-		b.dirty = map[*account]bool{}
-	}
-	for _, st := range sts {
-		b.dirty[st] = true
-	}
-}
-
-func (b *boltStates) loc(l level) (*bolt.Bucket, []byte) {
-	if l.lifetime(b.analyst) {
-		return b.tx.Bucket(bucketAccounts), []byte(b.analyst)
-	}
-	return b.tx.Bucket(bucketBudgets), []byte(l.stateKey())
-}
-
-func (b *boltStates) get(l level) (*account, error) {
-	bk, k := b.loc(l)
-	key := "b/" + string(k)
-	if l.lifetime(b.analyst) {
-		key = lifetimeKey(b.analyst)
-	}
-	if st := b.m[key]; st != nil {
-		return st, nil
-	}
-	st := &account{}
-	if v := bk.Get(k); v != nil {
-		if err := json.Unmarshal(v, st); err != nil {
-			return nil, fmt.Errorf("account %q: %w", k, err)
-		}
-	}
-	b.m[key] = st
-	return st, nil
-}
-
-func (b *boltStates) put() error {
-	if b.headMoved {
-		meta := b.tx.Bucket(bucketMeta)
-		if err := meta.Put(keyHeadSeq, seqKey(b.seq)); err != nil {
-			return err
-		}
-		if err := meta.Put(keyHeadHash, []byte(b.prev)); err != nil {
-			return err
-		}
-	}
-	for key, st := range b.m {
-		if !b.dirty[st] {
-			continue
-		}
-		v, err := json.Marshal(st)
-		if err != nil {
-			return err
-		}
-		if analyst, ok := strings.CutPrefix(key, lifetimeKey("")); ok {
-			err = b.tx.Bucket(bucketAccounts).Put([]byte(analyst), v)
-		} else {
-			_, k, _ := strings.Cut(key, "/")
-			err = b.tx.Bucket(bucketBudgets).Put([]byte(k), v)
-		}
-		if err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // storedBalance is the result recorded for a charge ID: the analyst's
@@ -491,8 +298,8 @@ func getRecordBody(audit *bolt.Bucket, key []byte) (*record, *entryBody, error) 
 	return rec, &b, nil
 }
 
-// Grant implements Store: one transaction adjusts the analyst's account and
-// appends the entry.
+// Grant implements Store: it adjusts the analyst's account at the grant's
+// level and appends the entry, in the writer's next commit.
 func (s *BoltStore) Grant(ctx context.Context, g Grant) (Balance, error) {
 	l, err := grantLevel(&g)
 	if err != nil {
@@ -501,65 +308,7 @@ func (s *BoltStore) Grant(ctx context.Context, g Grant) (Balance, error) {
 	if err := ctx.Err(); err != nil {
 		return Balance{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
-	s.mu.RLock()
-	closed := s.closed
-	s.mu.RUnlock()
-	if closed {
-		return Balance{}, ErrClosed
-	}
-	var bal Balance
-	var result error
-	err = s.writeStates(func(states *boltStates) error {
-		ids, audit := states.tx.Bucket(bucketIDs), states.tx.Bucket(bucketAudit)
-		if v := ids.Get(idKey(g.Analyst, g.ID)); v != nil {
-			rec, b, err := getRecordBody(audit, v[:8])
-			if err != nil {
-				return err
-			}
-			if b.Kind == "" {
-				result = fmt.Errorf("%w: id %q was used by a charge", ErrIDConflict, g.ID)
-				return nil
-			}
-			bal = storedBalance(v, rec, b, s.mode)
-			return nil
-		}
-		states.analyst = g.Analyst
-		life, err := states.get(level{Account: analystAccount(g.Analyst)})
-		if err != nil {
-			return err
-		}
-		st, err := states.get(l)
-		if err != nil {
-			return err
-		}
-		eps, delta := signedUnits(g.Epsilon, epsScale), signedUnits(g.Delta, deltaScale)
-		if g.Reset {
-			eps, delta = st.SpentEps-st.GrantEps, st.SpentDelta-st.GrantDelta
-		}
-		gb := newGrantBody(&g, l, eps, delta, s.mode)
-		body, digest, err := gb.encode()
-		if err != nil {
-			return err
-		}
-		st.GrantEps += eps
-		st.GrantDelta += delta
-		states.mark(life, st)
-		key, err := states.appendRecord(body, digest, life)
-		if err != nil {
-			return err
-		}
-		l.BudgetEps, l.BudgetDelta = st.BudgetEps, st.BudgetDelta
-		bal = st.balance(g.Analyst, l, s.mode)
-		snap, err := json.Marshal(st)
-		if err != nil {
-			return err
-		}
-		return ids.Put(idKey(g.Analyst, g.ID), append(key, snap...))
-	})
-	if err != nil {
-		return Balance{}, err
-	}
-	return bal, result
+	return s.enqueue(ctx, &boltReq{ctx: ctx, grant: &g, level: l, res: make(chan boltRes, 1)})
 }
 
 // idKey is the idempotency key: charge IDs are scoped per analyst.
@@ -627,15 +376,28 @@ func (s *BoltStore) Balance(ctx context.Context, analyst string) (Balance, error
 	if err := ctx.Err(); err != nil {
 		return Balance{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
-	var acct account
-	err := s.view(func(tx *bolt.Tx) error {
-		if v := tx.Bucket(bucketAccounts).Get([]byte(analyst)); v != nil {
-			return json.Unmarshal(v, &acct)
-		}
-		return nil
-	})
-	if err != nil {
+	if err := s.failure(); err != nil {
 		return Balance{}, err
+	}
+	var acct account
+	// The writer's states hold every journaled change; an account missing
+	// from them is current in the file.
+	s.stMu.RLock()
+	cached := s.states[lifetimeKey(analyst)]
+	if cached != nil {
+		acct = *cached
+	}
+	s.stMu.RUnlock()
+	if cached == nil {
+		err := s.view(func(tx *bolt.Tx) error {
+			if v := tx.Bucket(bucketAccounts).Get([]byte(analyst)); v != nil {
+				return json.Unmarshal(v, &acct)
+			}
+			return nil
+		})
+		if err != nil {
+			return Balance{}, err
+		}
 	}
 	return acct.balance(analyst, acct.lifetimeLevel(analyst), s.mode), nil
 }
@@ -644,6 +406,9 @@ func (s *BoltStore) Balance(ctx context.Context, analyst string) (Balance, error
 func (s *BoltStore) Balances(ctx context.Context) ([]Balance, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	if err := s.flush(); err != nil {
+		return nil, err
 	}
 	var out []Balance
 	err := s.view(func(tx *bolt.Tx) error {
@@ -664,6 +429,9 @@ func (s *BoltStore) Balances(ctx context.Context) ([]Balance, error) {
 
 // Entries implements Store: entries in chain order.
 func (s *BoltStore) Entries(ctx context.Context, f Filter) ([]Entry, error) {
+	if err := s.flush(); err != nil {
+		return nil, err
+	}
 	var out []Entry
 	err := s.view(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketAudit).Cursor()
@@ -697,6 +465,9 @@ func (s *BoltStore) Entries(ctx context.Context, f Filter) ([]Entry, error) {
 // detected), that every charge ID points at its entry, and that every
 // account and period bucket equals the replay of its entries.
 func (s *BoltStore) Verify(ctx context.Context) error {
+	if err := s.flush(); err != nil {
+		return err
+	}
 	return s.view(func(tx *bolt.Tx) error {
 		ids, meta := tx.Bucket(bucketIDs), tx.Bucket(bucketMeta)
 		rp := newReplay()
@@ -791,5 +562,20 @@ func (s *BoltStore) Close() error {
 	close(s.reqs)
 	s.mu.Unlock()
 	<-s.done
-	return s.db.Close()
+	s.ck.Lock()
+	s.ckStop = true
+	s.ckCond.Broadcast()
+	s.ck.Unlock()
+	<-s.ckDone
+	var err error
+	if s.failure() == nil { // everything is in the bolt file
+		err = s.emptyJournal()
+	}
+	if cerr := s.journal.Close(); err == nil {
+		err = cerr
+	}
+	if cerr := s.db.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }

@@ -11,8 +11,9 @@
 //     error. There is no Refund method.
 //
 //  2. One atomic step. The budget check, the debit and the append of the
-//     audit entry happen in one bbolt transaction (BoltStore) or one Lua
-//     script (RedisStore, lua/debit.lua). No interleaving of concurrent
+//     audit entry happen in one step of BoltStore's single writer (made
+//     durable as one journal frame) or one Lua script (RedisStore,
+//     lua/debit.lua). No interleaving of concurrent
 //     debits, from one process or many proxies sharing one Redis, can let
 //     an analyst's total exceed the budget passed with the charge. When
 //     Debit returns an error, either nothing was debited or (on
@@ -82,7 +83,7 @@
 // (budget delta - approximate delta) fits the budget epsilon (conversion of
 // Canonne, Kamath & Steinke 2020, Prop. 12, as mechanisms.RDPVector.Epsilon;
 // the two composed guarantees are both valid, so the tighter one may be
-// used). The check and the update happen in the bolt transaction and inside
+// used). The check and the update happen in the bolt writer and inside
 // the Lua script (which receives the per-order constants from Go and only
 // computes log(delta) itself, so the backends agree to within one 1e-9
 // unit at an exact boundary). A bolt file remembers its mode; a Redis
@@ -122,8 +123,12 @@
 //
 // # Backends
 //
-// BoltStore (OpenBolt) is a single bbolt file, the default for one node: one
-// chain for the whole file, group commit with fsync before any debit returns.
+// BoltStore (OpenBolt) is a bbolt file and its journal (<file>-journal), the
+// default for one node: one chain for the whole file, group commit with one
+// fdatasync of the journal before any debit returns; a checkpointer copies
+// the journal into the bbolt file (two fsyncs per bbolt transaction, off
+// the debit's path), and opening the file replays what a crash left only
+// in the journal (boltwriter.go, journal.go).
 //
 // RedisStore (NewRedis) is shared by many proxies: per analyst, an account
 // hash, an idempotency hash and an audit Stream, all under the hash tag
