@@ -88,7 +88,7 @@ func testUniqueUnit(t *testing.T, breaker string) {
 	}
 	_, err = halfWidth("members_count")
 	var pge *pgconn.PgError
-	if !errors.As(err, &pge) || pge.Code != "58000" || !regexp.MustCompile(`unique index on public\.members\(member_id\).*no longer proves one row per unit`).MatchString(pge.Message) {
+	if !errors.As(err, &pge) || pge.Code != "58000" || !regexp.MustCompile(`unique index on public\.members\(member_id\).*no longer holds upstream`).MatchString(pge.Message) {
 		t.Fatalf("first statement after %q: %v, want DP008 saying the unique index no longer holds", breaker, err)
 	}
 	bounded, err := halfWidth("members_count")

@@ -58,7 +58,12 @@ type Policy struct {
 	// column the upstream catalog declares unique; set by the server from
 	// the catalog with WithUniqueUnits, never read from the file.
 	uniqueUnits map[string]bool
-	catalogTag  string
+	uniqueTag   string
+	// provenBounds are the CHECK constraints that prove a column's values
+	// lie within its bounds upstream, by provenKey: learned from the
+	// catalog with WithProvenBounds, never read from the file.
+	provenBounds map[string][]string
+	boundsTag    string
 
 	analysts map[string]*Analyst
 	tables   map[string]*Table // key: schema.name
@@ -365,8 +370,39 @@ func (p *Policy) WithUniqueUnits(tables map[string]bool) *Policy {
 		}
 	}
 	sort.Strings(names)
-	cp.catalogTag = strings.Join(names, ",")
+	cp.uniqueTag = strings.Join(names, ",")
 	return &cp
+}
+
+// WithProvenBounds returns a copy of p that knows which columns' values the
+// upstream catalog proves to lie within their policy bounds: proofs maps
+// "schema.table.column" to the validated CHECK constraint expressions (as
+// pg_get_expr prints them) that prove it. The rewriter then leaves those
+// columns unclamped, and the caller (wire) must re-check the constraints
+// with every query that relies on them. p itself is not changed.
+func (p *Policy) WithProvenBounds(proofs map[string][]string) *Policy {
+	cp := *p
+	cp.provenBounds = map[string][]string{}
+	var tags []string
+	for key, exprs := range proofs {
+		if len(exprs) > 0 {
+			cp.provenBounds[key] = exprs
+			tags = append(tags, key+"="+strings.Join(exprs, " AND "))
+		}
+	}
+	sort.Strings(tags)
+	cp.boundsTag = strings.Join(tags, ";")
+	return &cp
+}
+
+// BoundsProof returns the CHECK constraint expressions that prove column's
+// values of t lie within its bounds upstream (nil: not proven; see
+// WithProvenBounds).
+func (p *Policy) BoundsProof(t *Table, column string) []string {
+	if t == nil {
+		return nil
+	}
+	return p.provenBounds[t.QualifiedName()+"."+column]
 }
 
 // UnitUnique reports whether t's unit column is unique upstream (see
@@ -374,6 +410,11 @@ func (p *Policy) WithUniqueUnits(tables map[string]bool) *Policy {
 func (p *Policy) UnitUnique(t *Table) bool { return t != nil && p.uniqueUnits[t.QualifiedName()] }
 
 // CatalogTag names what the policy learned from the upstream catalog (the
-// unique-unit tables), so that plans cached under the same Version but
-// different catalog facts are kept apart.
-func (p *Policy) CatalogTag() string { return p.catalogTag }
+// unique-unit tables and proven bounds), so that plans cached under the
+// same Version but different catalog facts are kept apart.
+func (p *Policy) CatalogTag() string {
+	if p.boundsTag == "" {
+		return p.uniqueTag
+	}
+	return p.uniqueTag + "|" + p.boundsTag
+}

@@ -115,7 +115,7 @@ func (b *planBuilder) aggregate(f *pg_query.FuncCall) (int, error) {
 		}
 		lo, hi := c.Bounds.Lower, c.Bounds.Upper
 		gran := c.EffectiveGranularity()
-		clamped := clampSQL(colSQL, c, lo, hi)
+		clamped := b.clamp(colSQL, c, lo, hi)
 		if name == AggSum {
 			agg.Type, agg.Decimals = sumType(c), decimalsOf(gran)
 			plo, phi := m*math.Min(lo, 0), m*math.Max(hi, 0)
@@ -183,7 +183,7 @@ func (b *planBuilder) varianceAggregate(f *pg_query.FuncCall, name, text string,
 	m := float64(b.maxRows())
 	lo, hi := c.Bounds.Lower, c.Bounds.Upper
 	mid, half := lo+(hi-lo)/2, (hi-lo)/2
-	clamped := clampSQL(colSQL, c, lo, hi)
+	clamped := b.clamp(colSQL, c, lo, hi)
 	midLit := numLiteral(mid, nil)
 	centred := fmt.Sprintf("(%s - %s)", clamped, midLit)
 	// Squares in int8 (or numeric) so they cannot overflow whatever a row holds.

@@ -26,7 +26,12 @@ func goldenPolicy(t testing.TB) *policy.Policy {
 		t.Fatal(err)
 	}
 	// As wire would after finding a unique index on members(member_id).
-	return p.WithUniqueUnits(map[string]bool{"public.members": true})
+	return p.WithUniqueUnits(map[string]bool{"public.members": true}).WithProvenBounds(map[string][]string{
+		// As wire would after reading these CHECK constraints (ProveBounds).
+		"public.readings.value": {"((value >= 0) AND (value <= 1000))"},
+		"public.readings.temp":  {"(temp >= ('-50'::integer)::double precision)", "(temp <= (60)::double precision)"},
+		"public.uploads.bytes":  {"((bytes >= 0) AND (bytes <= 10000))"},
+	})
 }
 
 // goldenCase is one statement of a golden file:

@@ -230,8 +230,10 @@ func (b *planBuilder) useUniqueUnit(pol *policy.Policy) {
 // covers every partition). The caller runs it at start-up to mark the
 // policy, and before each query that relies on it, in the query's own
 // REPEATABLE READ snapshot.
-func (u *UniqueUnit) GuardSQL() string {
-	return fmt.Sprintf(`SELECT EXISTS (
+func (u *UniqueUnit) GuardSQL() string { return "SELECT " + u.guardExpr() }
+
+func (u *UniqueUnit) guardExpr() string {
+	return fmt.Sprintf(`EXISTS (
   SELECT 1 FROM pg_catalog.pg_index i
   JOIN pg_catalog.pg_class c ON c.oid = i.indrelid
   JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]

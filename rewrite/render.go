@@ -18,6 +18,9 @@ func RenderPlan(p *Plan) string {
 	if p.UniqueUnit != nil {
 		fmt.Fprintf(&b, "bounding: none, %s is unique in %s (checked upstream with the query)\n", p.UniqueUnit.Column, p.UniqueUnit.Table)
 	}
+	for _, pb := range p.ProvenBounds {
+		fmt.Fprintf(&b, "unclamped: %s.%s, within bounds by CHECK %s (checked upstream with the query)\n", pb.Table, pb.Column, strings.Join(pb.Exprs, " AND "))
+	}
 	if p.Shadow {
 		b.WriteString("bounding: pre-bounded shadow copy (at most max_rows_per_unit rows per unit)\n")
 	}

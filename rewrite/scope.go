@@ -39,6 +39,9 @@ type scope struct {
 	viewAlias string
 	viewWhere string
 	shadow    bool // read the private table's pre-bounded shadow copy
+	// proven are the private columns the verifier accepts unclamped (set
+	// by verifyRewritten from the plan's guarded proofs).
+	proven map[string]bool
 }
 
 func (sc *scope) relations() []*relation {

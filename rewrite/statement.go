@@ -78,6 +78,10 @@ type Plan struct {
 	// the caller must confirm the unique index in the query's snapshot
 	// before releasing anything.
 	UniqueUnit *UniqueUnit
+	// ProvenBounds are the columns left unclamped because CHECK constraints
+	// upstream keep them within bounds (rewrite/bounds.go); wire checks the
+	// constraints again with the query (GuardSQL).
+	ProvenBounds []ProvenBound
 	// Canonical is the whole plan in text (RenderPlan): the rewritten SQL
 	// with every constant, the quantities, outputs, HAVING, ORDER BY and
 	// LIMIT. Two statements with the same Canonical are answered by the same

@@ -25,6 +25,8 @@ func verifyRewritten(sql string, sc *scope, plan *Plan) error {
 		return fmt.Errorf("is not one SELECT")
 	}
 	top := raws[0].Stmt.GetSelectStmt()
+	sc.proven = provenColumns(plan, sc)
+	defer func() { sc.proven = nil }()
 	nk, nq := len(plan.Keys), plan.Columns()
 	if !plan.UnitLevel {
 		return verifyRowLevel(top, sc, nk, nq)
@@ -132,7 +134,7 @@ func verifyFromItem(n *pg_query.Node, sc *scope, leftmost bool) error {
 			return fmt.Errorf("view reads a relation other than %s", sc.table.QualifiedName())
 		}
 		if q.WhereClause != nil {
-			inner := &scope{table: sc.table, alias: rv.Relname, pol: sc.pol}
+			inner := &scope{table: sc.table, alias: rv.Relname, pol: sc.pol, proven: sc.proven}
 			if rv.Alias != nil {
 				inner.alias = rv.Alias.Aliasname
 			}
@@ -450,6 +452,9 @@ func isClampedTerm(n *pg_query.Node, sc *scope) bool {
 			return false
 		}
 		n = a.Lexpr
+	}
+	if provenColumn(n, sc) {
+		return true
 	}
 	least := n.GetMinMaxExpr()
 	if least == nil || least.Op != pg_query.MinMaxOp_IS_LEAST || len(least.Args) != 2 || !isNumConst(least.Args[1]) {

@@ -110,3 +110,55 @@ func TestGuardSQLQuoting(t *testing.T) {
 		}
 	}
 }
+
+// TestVerifyProvenBounds: an unclamped column verifies only while the plan
+// carries the guard of a proof the policy holds.
+func TestVerifyProvenBounds(t *testing.T) {
+	pol := goldenPolicy(t)
+	for _, sql := range []string{
+		"SELECT sum(value), avg(temp) FROM readings",
+		"SELECT kind, avg(bytes) FROM uploads GROUP BY kind",
+	} {
+		stmts, err := Classify(sql, pol)
+		if err != nil {
+			t.Fatal(err)
+		}
+		plan := stmts[0].Plan
+		if len(plan.ProvenBounds) == 0 || strings.Contains(plan.SQL, "LEAST(GREATEST(value") || !strings.Contains(plan.GuardSQL(), "pg_constraint") {
+			t.Fatalf("%s: want unclamped columns and a guard, got %+v\n%s", sql, plan.ProvenBounds, plan.SQL)
+		}
+		unguarded := *plan
+		unguarded.ProvenBounds = nil
+		wrongProof := *plan
+		wrongProof.ProvenBounds = append([]ProvenBound(nil), plan.ProvenBounds...)
+		wrongProof.ProvenBounds[0].Exprs = []string{"(value >= 0)"}
+		for _, tc := range []struct {
+			name string
+			plan *Plan
+			ok   bool
+		}{
+			{"as planned", plan, true},
+			{"no guard", &unguarded, false},
+			{"a proof the policy does not hold", &wrongProof, false},
+		} {
+			err := verifyRewritten(plan.SQL, plan.sc, tc.plan)
+			if (err == nil) != tc.ok {
+				t.Errorf("%s / %s: verify = %v, want ok %v", sql, tc.name, err, tc.ok)
+			}
+		}
+	}
+	// A column without a proof is refused unclamped even with a guard.
+	stmts, err := Classify("SELECT sum(level) FROM readings", pol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan := stmts[0].Plan
+	bare := strings.Replace(plan.SQL, "LEAST(GREATEST(level, 0), 10)", "level", 1)
+	if bare == plan.SQL {
+		t.Fatalf("no clamp to remove in %s", plan.SQL)
+	}
+	plan.ProvenBounds = []ProvenBound{{Table: "public.readings", Schema: "public", Name: "readings", Column: "level", Exprs: []string{"((level >= 0) AND (level <= 10))"}}}
+	if err := verifyRewritten(bare, plan.sc, plan); err == nil {
+		t.Errorf("an unproven column verified unclamped: %s", bare)
+	}
+}

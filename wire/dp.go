@@ -90,10 +90,10 @@ func (sess *session) runDP(st *rewrite.Statement, a execArgs) error {
 	}
 	exact, err := sess.runUpstreamDP(plan, a)
 	if errors.Is(err, errGuardFailed) {
-		u := plan.UniqueUnit
-		sess.srv.forgetUniqueUnit(u.Table)
-		return pgerror.RefuseUpstreamFailed.New("the unique index on %s(%s) that let dpproxy skip contribution bounding no longer proves one row per unit (dropped, or the table has inheritance children); the answer was discarded (epsilon %g was charged)", u.Table, u.Column, eps).
-			WithHint("run the query again: it is now bounded per privacy unit")
+		what := guardedFacts(plan)
+		sess.srv.refreshCatalog(what)
+		return pgerror.RefuseUpstreamFailed.New("%s, which let dpproxy skip bounding, no longer holds upstream (dropped or changed); the answer was discarded (epsilon %g was charged)", what, eps).
+			WithHint("run the query again: it is now bounded as usual")
 	}
 	if err != nil {
 		sess.log.Warn("dp query failed upstream; charge stands", "err", err, "sql", truncate(plan.SQL, 200))
@@ -292,10 +292,7 @@ func (sess *session) runUpstreamDP(plan *rewrite.Plan, a execArgs) ([]answer.Row
 		return nil, err
 	}
 	defer conn.Release()
-	guard := ""
-	if plan.UniqueUnit != nil {
-		guard = plan.UniqueUnit.GuardSQL()
-	}
+	guard := plan.GuardSQL()
 	raws, err := readOnlyRows(ctx, conn.Conn().PgConn(), sess.srv.Policy().Upstream.StatementTimeout, plan.SQL, a, guard, sess.srv.sendAlone())
 	if err != nil {
 		return nil, err
@@ -329,3 +326,16 @@ func (sess *session) runUpstreamDP(plan *rewrite.Plan, a execArgs) ([]answer.Row
 }
 
 func roundTo(v, unit float64) float64 { return math.Round(v/unit) * unit }
+
+// guardedFacts names the catalog facts a plan's guard checks, for the
+// analyst's error.
+func guardedFacts(plan *rewrite.Plan) string {
+	var facts []string
+	if u := plan.UniqueUnit; u != nil {
+		facts = append(facts, fmt.Sprintf("the unique index on %s(%s)", u.Table, u.Column))
+	}
+	for _, p := range plan.ProvenBounds {
+		facts = append(facts, fmt.Sprintf("the CHECK constraints keeping %s.%s within its bounds", p.Table, p.Column))
+	}
+	return strings.Join(facts, " or ")
+}

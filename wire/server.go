@@ -95,16 +95,16 @@ func NewServer(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("reading upstream settings: %w", err)
 	}
 	s.upstreamParams, s.sessionDefaults = params, sd
-	s.policy.Store(s.withUniqueUnits(ctx, cfg.Policy))
+	s.policy.Store(s.withCatalogFacts(ctx, cfg.Policy))
 	return s, nil
 }
 
 // SetPolicy replaces the policy for statements that start after the call,
-// with what the upstream catalog says about its tables (unique.go).
+// with what the upstream catalog says about its tables (unique.go, bounds.go).
 func (s *Server) SetPolicy(p *policy.Policy) {
 	s.policyMu.Lock()
 	defer s.policyMu.Unlock()
-	s.policy.Store(s.withUniqueUnits(context.Background(), p))
+	s.policy.Store(s.withCatalogFacts(context.Background(), p))
 }
 
 // Policy returns the policy in force.

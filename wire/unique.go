@@ -55,12 +55,3 @@ func (s *Server) withUniqueUnits(ctx context.Context, pol *policy.Policy) *polic
 	}
 	return pol.WithUniqueUnits(unique)
 }
-
-// forgetUniqueUnit re-reads the catalog after a guard found table's unique
-// index gone, so later statements are bounded per unit.
-func (s *Server) forgetUniqueUnit(table string) {
-	s.log.Warn("the unique index a privacy unit relied on is gone; bounding it per unit from now on", "table", table)
-	s.policyMu.Lock()
-	defer s.policyMu.Unlock()
-	s.policy.Store(s.withUniqueUnits(context.Background(), s.policy.Load()))
-}

@@ -26,7 +26,7 @@ import (
 // extended-protocol batch (Parse/Bind/Execute each, one Sync), so the
 // parameters reach upstream as parameters, never spliced into the text.
 //
-// A non-empty guard (rewrite.UniqueUnit.GuardSQL) runs in a REPEATABLE READ transaction so
+// A non-empty guard (rewrite.Plan.GuardSQL) runs in a REPEATABLE READ transaction so
 // that it and sql see one snapshot; unless it returns true the rows are
 // discarded and errGuardFailed returned.
 func readOnlyRows(ctx context.Context, conn *pgconn.PgConn, timeout time.Duration, sql string, a execArgs, guard string, alone bool) ([][][]byte, error) {
@@ -90,9 +90,9 @@ func paramOIDs(a execArgs) []uint32 {
 	return a.paramOIDs
 }
 
-// errGuardFailed: the unique index a plan relied on was not there in the
-// query's snapshot.
-var errGuardFailed = errors.New("the unique index on the privacy unit is gone")
+// errGuardFailed: a catalog fact a plan relied on (a unique index, CHECK
+// constraints) was not there in the query's snapshot.
+var errGuardFailed = errors.New("a catalog fact the plan relied on is gone")
 
 // guardCancel makes a cancelled statement context (a CancelRequest from the
 // analyst, or the statement timeout) cancel the upstream statement too:

@@ -1,0 +1,263 @@
+package rewrite
+
+import (
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+
+	pg_query "github.com/pganalyze/pg_query_go/v6"
+
+	"github.com/dpproxy/dpproxy/policy"
+)
+
+// Proven bounds.
+//
+// Clamping every value to its column's bounds is what makes a sum's
+// sensitivity a policy fact instead of a data fact, and it costs about a
+// tenth of a simple aggregate's time in PostgreSQL. When validated CHECK
+// constraints upstream already keep every value of the column within the
+// bounds, the clamp changes nothing and is left out. NULL passes a CHECK,
+// but aggregates skip it, and a conjunction fails as soon as one of its
+// comparisons fails, so any AND of comparisons that includes
+// col >= lo and col <= hi proves the bounds (NaN fails col <= hi). wire
+// reads the constraints from the catalog (ProveBounds decides), and each
+// query that relies on them checks again, in its own snapshot, that they
+// are still there (ProvenBound.guardExpr).
+
+// ProvenBound names a column left unclamped and the CHECK constraint
+// expressions that keep it within bounds.
+type ProvenBound struct {
+	Table  string // schema.name
+	Schema string
+	Name   string
+	Column string
+	Exprs  []string
+}
+
+// ProveBounds returns the expressions among exprs (validated, inherited
+// CHECK constraints of one table, as pg_get_expr prints them) that prove
+// lo <= column <= hi, or nil if they do not.
+func ProveBounds(exprs []string, column string, lo, hi float64) []string {
+	lower, upper := -1, -1
+	for i, e := range exprs {
+		l, u := constraintBounds(e, column)
+		if lower < 0 && l >= lo {
+			lower = i
+		}
+		if upper < 0 && u <= hi {
+			upper = i
+		}
+	}
+	switch {
+	case lower < 0 || upper < 0:
+		return nil
+	case lower == upper:
+		return []string{exprs[lower]}
+	}
+	return []string{exprs[lower], exprs[upper]}
+}
+
+// constraintBounds returns the bounds one CHECK expression puts on column:
+// the largest lower and smallest upper bound among the comparisons of
+// column with a constant that the expression is an AND of (-Inf, +Inf when
+// it has none, or is not such a conjunction).
+func constraintBounds(expr, column string) (lower, upper float64) {
+	lower, upper = math.Inf(-1), math.Inf(1)
+	raws, err := parse("SELECT WHERE " + expr)
+	if err != nil || len(raws) != 1 || raws[0].Stmt.GetSelectStmt() == nil {
+		return lower, upper
+	}
+	var walk func(n *pg_query.Node)
+	walk = func(n *pg_query.Node) {
+		if b := n.GetBoolExpr(); b != nil {
+			if b.Boolop == pg_query.BoolExprType_AND_EXPR {
+				for _, a := range b.Args {
+					walk(a)
+				}
+			}
+			return
+		}
+		a := n.GetAExpr()
+		if a == nil || a.Kind != pg_query.A_Expr_Kind_AEXPR_OP {
+			return
+		}
+		op := operatorName(a.Name)
+		v, ok := constValue(a.Rexpr)
+		if !isColumn(a.Lexpr, column) || !ok {
+			// c OP col reads as col OP' c.
+			if v, ok = constValue(a.Lexpr); !ok || !isColumn(a.Rexpr, column) {
+				return
+			}
+			op = map[string]string{">=": "<=", ">": "<", "<=": ">=", "<": ">"}[op]
+		}
+		switch op {
+		case ">=", ">":
+			lower = math.Max(lower, v)
+		case "<=", "<":
+			upper = math.Min(upper, v)
+		}
+	}
+	walk(raws[0].Stmt.GetSelectStmt().WhereClause)
+	return lower, upper
+}
+
+// isColumn reports whether n is the bare column (no cast: a cast to a
+// narrower type could round a value into the range).
+func isColumn(n *pg_query.Node, column string) bool {
+	cr := n.GetColumnRef()
+	return cr != nil && len(cr.Fields) == 1 && cr.Fields[0].GetString_().GetSval() == column
+}
+
+// constValue reads a numeric constant, possibly cast, as pg_get_expr prints
+// them: 0, (0)::numeric, ('-50'::integer)::double precision. A cast that
+// could move the value (a fraction to an integer type, a decimal to real)
+// or to any other type makes it unreadable.
+func constValue(n *pg_query.Node) (float64, bool) {
+	var casts []string
+	for n.GetTypeCast() != nil {
+		names := n.GetTypeCast().TypeName.GetNames()
+		if len(names) == 0 {
+			return 0, false
+		}
+		casts = append(casts, names[len(names)-1].GetString_().GetSval())
+		n = n.GetTypeCast().Arg
+	}
+	c := n.GetAConst()
+	if c == nil {
+		return 0, false
+	}
+	var s string
+	switch v := c.Val.(type) {
+	case *pg_query.A_Const_Ival:
+		s = strconv.FormatInt(int64(v.Ival.Ival), 10)
+	case *pg_query.A_Const_Fval:
+		s = v.Fval.Fval
+	case *pg_query.A_Const_Sval:
+		s = v.Sval.Sval
+	default:
+		return 0, false
+	}
+	f, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
+	if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
+		return 0, false
+	}
+	for _, typ := range casts {
+		switch typ {
+		case "int2", "int4", "int8":
+			if f != math.Trunc(f) {
+				return 0, false
+			}
+		case "float4":
+			if float64(float32(f)) != f {
+				return 0, false
+			}
+		case "float8", "numeric":
+		default:
+			return 0, false
+		}
+	}
+	return f, true
+}
+
+// guardExpr is a boolean SQL expression, true when every constraint of the
+// proof is still a validated, inherited CHECK constraint of the table.
+func (p *ProvenBound) guardExpr() string {
+	lits := make([]string, len(p.Exprs))
+	for i, e := range p.Exprs {
+		lits[i] = escapeLiteral(e)
+	}
+	return fmt.Sprintf(`(SELECT count(DISTINCT pg_catalog.pg_get_expr(con.conbin, con.conrelid)) = %d
+  FROM pg_catalog.pg_constraint con
+  WHERE con.conrelid = pg_catalog.to_regclass(%s) AND con.contype = 'c' AND con.convalidated
+    AND NOT con.connoinherit AND pg_catalog.pg_get_expr(con.conbin, con.conrelid) = ANY (ARRAY[%s]))`,
+		len(p.Exprs), escapeLiteral(QuoteQualified(p.Schema, p.Name)), strings.Join(lits, ", "))
+}
+
+// CheckConstraintsSQL lists a table's validated, inherited CHECK
+// constraints ($1: the table's quoted qualified name), for ProveBounds.
+const CheckConstraintsSQL = `SELECT pg_catalog.pg_get_expr(con.conbin, con.conrelid)
+  FROM pg_catalog.pg_constraint con
+  WHERE con.conrelid = pg_catalog.to_regclass($1) AND con.contype = 'c' AND con.convalidated AND NOT con.connoinherit`
+
+// GuardSQL is the statement that checks, in the query's own snapshot, the
+// catalog facts a plan relies on (a unique unit, proven bounds); it returns
+// one boolean. "" when the plan relies on none.
+func (p *Plan) GuardSQL() string {
+	var parts []string
+	if p.UniqueUnit != nil {
+		parts = append(parts, p.UniqueUnit.guardExpr())
+	}
+	for i := range p.ProvenBounds {
+		parts = append(parts, p.ProvenBounds[i].guardExpr())
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return "SELECT " + strings.Join(parts, "\n  AND ")
+}
+
+// unclamped returns colSQL unclamped when the catalog proves column c of
+// the private table lies within [lo, hi] (the bounds clampSQL would clamp
+// to), recording the proof for the query's guard; otherwise "".
+func (b *planBuilder) unclamped(colSQL string, c *policy.Column, lo, hi float64) string {
+	t := b.sc.table
+	if b.sc.shadow || isExpressionColumn(c) || t.Column(c.Name) != c || c.Bounds == nil || lo != c.Bounds.Lower || hi != c.Bounds.Upper {
+		return ""
+	}
+	proof := b.sc.pol.BoundsProof(t, c.Name)
+	if proof == nil {
+		return ""
+	}
+	found := false
+	for _, p := range b.plan.ProvenBounds {
+		found = found || p.Column == c.Name
+	}
+	if !found {
+		b.plan.ProvenBounds = append(b.plan.ProvenBounds, ProvenBound{Table: t.QualifiedName(), Schema: t.Schema, Name: t.Name, Column: c.Name, Exprs: proof})
+	}
+	if !intArithmetic(c, lo, hi) && c.Type != "numeric" {
+		colSQL += "::numeric"
+	}
+	return colSQL
+}
+
+// clamp is clampSQL, or the bare column when its bounds are proven.
+func (b *planBuilder) clamp(colSQL string, c *policy.Column, lo, hi float64) string {
+	if s := b.unclamped(colSQL, c, lo, hi); s != "" {
+		return s
+	}
+	return clampSQL(colSQL, c, lo, hi)
+}
+
+// provenColumn reports whether n is (a cast of) a private column whose
+// bounds the plan's guard checks, which the verifier then accepts in place
+// of a clamp.
+func provenColumn(n *pg_query.Node, sc *scope) bool {
+	if tc := n.GetTypeCast(); tc != nil {
+		n = tc.Arg
+	}
+	cr := n.GetColumnRef()
+	if cr == nil {
+		return false
+	}
+	c, rel, err := sc.resolve(cr)
+	return err == nil && rel != nil && rel.table == sc.table && sc.proven[c.Name]
+}
+
+// provenColumns are the columns whose bounds plan's guard checks with the
+// proof the policy holds.
+func provenColumns(plan *Plan, sc *scope) map[string]bool {
+	m := map[string]bool{}
+	for _, p := range plan.ProvenBounds {
+		proof := sc.pol.BoundsProof(sc.table, p.Column)
+		if p.Table == sc.table.QualifiedName() && len(proof) > 0 && strings.Join(proof, "\x00") == strings.Join(p.Exprs, "\x00") {
+			m[p.Column] = true
+		}
+	}
+	return m
+}
+
+// QuoteQualified is schema.name with both parts quoted, as to_regclass
+// reads it.
+func QuoteQualified(schema, name string) string { return quoteIdent(schema) + "." + quoteIdent(name) }

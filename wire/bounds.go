@@ -1,0 +1,91 @@
+package wire
+
+import (
+	"context"
+	"time"
+
+	"github.com/dpproxy/dpproxy/policy"
+	"github.com/dpproxy/dpproxy/rewrite"
+)
+
+// Proven bounds.
+//
+// A bounded numeric column of a private table whose validated CHECK
+// constraints keep every value within the policy's bounds is left
+// unclamped by the rewriter (rewrite/bounds.go). The server reads the
+// constraints when it starts and on every policy reload, like unique units,
+// and each query that relies on them checks them again in the snapshot that
+// reads its rows (rewrite.Plan.GuardSQL).
+
+// withCatalogFacts returns pol with what the upstream catalog proves about
+// its tables: unique privacy units and proven bounds.
+func (s *Server) withCatalogFacts(ctx context.Context, pol *policy.Policy) *policy.Policy {
+	return s.withProvenBounds(ctx, s.withUniqueUnits(ctx, pol))
+}
+
+// withProvenBounds returns pol with the columns whose bounds CHECK
+// constraints prove. On any error a table's columns stay unproven: they are
+// then clamped, which is always sound.
+func (s *Server) withProvenBounds(ctx context.Context, pol *policy.Policy) *policy.Policy {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	var tables []*policy.Table
+	for _, t := range pol.Tables {
+		if !t.IsPrivate() {
+			continue
+		}
+		for _, c := range t.Columns {
+			if c.IsNumeric() && c.Bounds != nil {
+				tables = append(tables, t)
+				break
+			}
+		}
+	}
+	if len(tables) == 0 {
+		return pol
+	}
+	conn, err := s.cfg.Upstream.Acquire(ctx)
+	if err != nil {
+		s.log.Warn("cannot read CHECK constraints upstream; bounded columns are clamped", "err", err)
+		return pol.WithProvenBounds(nil)
+	}
+	defer conn.Release()
+	proofs := map[string][]string{}
+	for _, t := range tables {
+		rows, err := conn.Query(ctx, rewrite.CheckConstraintsSQL, rewrite.QuoteQualified(t.Schema, t.Name))
+		if err != nil {
+			s.log.Warn("cannot read CHECK constraints upstream; table's columns are clamped", "table", t.QualifiedName(), "err", err)
+			continue
+		}
+		var exprs []string
+		for rows.Next() {
+			var e string
+			if rows.Scan(&e) == nil {
+				exprs = append(exprs, e)
+			}
+		}
+		if rows.Err() != nil {
+			s.log.Warn("cannot read CHECK constraints upstream; table's columns are clamped", "table", t.QualifiedName(), "err", rows.Err())
+			continue
+		}
+		for _, c := range t.Columns {
+			if !c.IsNumeric() || c.Bounds == nil {
+				continue
+			}
+			if proof := rewrite.ProveBounds(exprs, c.Name, c.Bounds.Lower, c.Bounds.Upper); proof != nil {
+				proofs[t.QualifiedName()+"."+c.Name] = proof
+				s.log.Info("CHECK constraints keep a column within its bounds: no clamping needed", "table", t.QualifiedName(), "column", c.Name)
+			}
+		}
+	}
+	return pol.WithProvenBounds(proofs)
+}
+
+// refreshCatalog re-reads the catalog facts after a query's guard found one
+// gone, so later statements clamp and bound as usual.
+func (s *Server) refreshCatalog(what string) {
+	s.log.Warn("a catalog fact a plan relied on is gone; reading the catalog again", "fact", what)
+	s.policyMu.Lock()
+	defer s.policyMu.Unlock()
+	s.policy.Store(s.withCatalogFacts(context.Background(), s.policy.Load()))
+}
