@@ -19,6 +19,8 @@
 # --scale-out (1, 2 and 3 proxies on one Redis ledger),
 # --cache-hit-audit sync|batched (how the cache-on proxy audits hits; default
 # batched, the policy's default is sync), --keep (keep the working directory), --dir D.
+# --check-bounds caps people.income at its policy bound and adds a CHECK constraint
+# proving it, so dpproxy sums it unclamped (proven bounds, rewrite/bounds.go).
 # --profile D writes CPU profiles of the two dpproxy processes to D/cpu-nocache.pprof
 # and D/cpu-cache.pprof (go tool pprof). DPPROXY_BIN=path runs that dpproxy binary
 # instead of one built from this tree.
@@ -37,6 +39,7 @@ COST=1
 SCALEOUT=0
 HIT_AUDIT=batched
 PROFILE_DIR=""
+CHECK_BOUNDS=0
 KEEP=0
 DIR=""
 while [ $# -gt 0 ]; do
@@ -54,9 +57,10 @@ while [ $# -gt 0 ]; do
 	--scale-out) SCALEOUT=1; shift ;;
 	--cache-hit-audit) HIT_AUDIT=$2; shift 2 ;;
 	--keep) KEEP=1; shift ;;
+	--check-bounds) CHECK_BOUNDS=1; shift ;;
 	--profile) PROFILE_DIR=$2; shift 2 ;;
 	--dir) DIR=$2; shift 2 ;;
-	-h | --help) sed -n '2,25p' "$0"; exit 0 ;;
+	-h | --help) sed -n '2,27p' "$0"; exit 0 ;;
 	*) echo "run.sh: unknown option $1" >&2; exit 2 ;;
 	esac
 done
@@ -106,6 +110,16 @@ fi
 log "PostgreSQL: bench=$SCALE, bench_cost=$COST_SCALE"
 eval "$("$DIR/benchctl" up --dir "$DIR" --load "bench=$SCALE,bench_cost=$COST_SCALE")"
 READER_DSN="host=127.0.0.1 port=$PGPORT user=bench_reader dbname=bench sslmode=disable"
+if [ "$CHECK_BOUNDS" = 1 ]; then
+	# The DBA's side of proven bounds: incomes capped at the policy's upper
+	# bound (0.2% of rows) and a CHECK constraint that proves it, so dpproxy
+	# sums them unclamped. Every target reads the same changed data.
+	log "people.income: CHECK (income BETWEEN 0 AND 250000)"
+	psql -q -h 127.0.0.1 -p "$PGPORT" -U postgres -d bench -v ON_ERROR_STOP=1 \
+		-c "UPDATE people SET income = 250000 WHERE income > 250000" \
+		-c "ALTER TABLE people ADD CONSTRAINT people_income_bounds CHECK (income BETWEEN 0 AND 250000)" \
+		-c "VACUUM ANALYZE people" >&2
+fi
 
 # PgBouncer, transaction mode, on loopback, with the same upstream pool size
 # as dpproxy (16).

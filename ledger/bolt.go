@@ -72,6 +72,7 @@ type BoltStore struct {
 	ckQueue   []*boltBatch
 	ckStop    bool
 	ckDone    chan struct{}
+	ckWaiters int               // waitCheckpoint callers waiting
 	ckSeq     uint64            // the bolt file's head
 	journaled uint64            // the journal's head
 	pending   map[string]uint64 // idKey → entry, for IDs journaled but not yet in the file
