@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
-	"os"
 )
 
 // The bolt ledger's journal: each group commit is one frame written to
@@ -144,14 +143,14 @@ func (d *decoder) bytes() []byte {
 	return b
 }
 
-// readJournal returns the intact frames at the start of f and the offset
+// readJournal returns the intact frames at the start of f (the journal file) and the offset
 // where they end. Reading stops at the zero-filled space ahead of the
 // writes, or at the first short or corrupt frame: frames are written one at
 // a time, each synced before the next is written, so only the last can be
 // torn, and a torn frame was never acknowledged. Frames after the newest
 // ones may be older ones, already in the bolt file, which the writer wrote
 // over from the journal's start; replay skips them by sequence number.
-func readJournal(f *os.File) (batches []*boltBatch, end int64, err error) {
+func readJournal(f io.ReaderAt) (batches []*boltBatch, end int64, err error) {
 	data, err := io.ReadAll(io.NewSectionReader(f, 0, 1<<62))
 	if err != nil {
 		return nil, 0, err
