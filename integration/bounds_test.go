@@ -18,9 +18,13 @@ const metersTable = `  - name: meters
     privacy: row
     columns:
       - {name: reading, type: integer, bounds: [0, 100]}
+  - name: small_meters
+    privacy: row
+    columns:
+      - {name: reading, type: integer, bounds: [0, 100]}
 `
 
-// TestProvenBoundsSkipClamping: a column whose CHECK constraint upstream
+// TestProvenBoundsSkipClamping: a column of a large enough table whose CHECK constraint upstream
 // keeps it within its bounds is summed unclamped, with the same answer
 // (every value is within bounds) and the same noise. When the constraint is
 // dropped and an out-of-range row inserted, the next statement's guard
@@ -32,15 +36,17 @@ func TestProvenBoundsSkipClamping(t *testing.T) {
 	db := demoCopy(t, ctx, "proven_bounds")
 	defer db.Close(ctx)
 	if _, err := db.Exec(ctx, `CREATE TABLE meters (reading integer CHECK (reading BETWEEN 0 AND 100));
-		INSERT INTO meters SELECT g % 101 FROM generate_series(1, 2000) g;
-		GRANT SELECT ON meters TO `+demo.ReaderRole); err != nil {
+		INSERT INTO meters SELECT g % 101 FROM generate_series(1, 100000) g;
+		CREATE TABLE small_meters (reading integer CHECK (reading BETWEEN 0 AND 100));
+		INSERT INTO small_meters SELECT g % 101 FROM generate_series(1, 1000) g;
+		GRANT SELECT ON meters, small_meters TO `+demo.ReaderRole); err != nil {
 		t.Fatal(err)
 	}
 	p := startProxy(t, proxyOptions{upstreamDSN: strings.Replace(pg.ReaderDSN(), "dbname=demo", "dbname=proven_bounds", 1), extraTables: metersTable, danaBudget: 100})
 	conn, _ := p.connectWithNotices(t, ctx, "dana", danaPassword, false)
 
-	explain := func() string {
-		rows, err := conn.Query(ctx, "EXPLAIN SELECT sum(reading) FROM meters")
+	explain := func(table string) string {
+		rows, err := conn.Query(ctx, "EXPLAIN SELECT sum(reading) FROM "+table)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -50,18 +56,23 @@ func TestProvenBoundsSkipClamping(t *testing.T) {
 		}
 		return strings.Join(lines, "\n")
 	}
-	if plan := explain(); !strings.Contains(plan, "sum(reading) AS q0") || !strings.Contains(plan, "unclamped: public.meters.reading") {
+	if plan := explain("meters"); !strings.Contains(plan, "sum(reading) AS q0") || !strings.Contains(plan, "unclamped: public.meters.reading") {
 		t.Fatalf("plan with the CHECK constraint in place is clamped:\n%s", plan)
+	}
+	// A table under 2 MiB is cheaper to clamp than to re-check.
+	if plan := explain("small_meters"); !strings.Contains(plan, "LEAST(GREATEST(reading, 0), 100)") {
+		t.Fatalf("plan over a small table with the same constraint is not clamped:\n%s", plan)
 	}
 	sum := func() (int64, error) {
 		var n int64
 		err := conn.QueryRow(ctx, "SELECT sum(reading) FROM meters").Scan(&n)
 		return n, err
 	}
-	// The exact sum is 99,950 (2000 readings, g % 101); ε 0.5 at sensitivity
-	// 100 gives about ±1,200.
-	if n, err := sum(); err != nil || n < 90000 || n > 110000 {
-		t.Fatalf("sum(reading) = %d, %v; want about 99,950", n, err)
+	// The exact sum is 4,999,950 (100,000 readings, g % 101; a table large
+	// enough for proven bounds, wire/bounds.go); ε 0.5 at sensitivity 100
+	// gives about ±1,200.
+	if n, err := sum(); err != nil || n < 4990000 || n > 5010000 {
+		t.Fatalf("sum(reading) = %d, %v; want about 4,999,950", n, err)
 	}
 
 	if _, err := db.Exec(ctx, `ALTER TABLE meters DROP CONSTRAINT meters_reading_check; INSERT INTO meters VALUES (100000000)`); err != nil {
@@ -72,11 +83,11 @@ func TestProvenBoundsSkipClamping(t *testing.T) {
 	if !errors.As(err, &pge) || pge.Code != "58000" || !regexp.MustCompile(`CHECK constraints keeping public\.meters\.reading within its bounds.*no longer holds upstream`).MatchString(pge.Message) {
 		t.Fatalf("first statement after dropping the constraint: %v, want DP008 about the CHECK constraint", err)
 	}
-	if plan := explain(); !strings.Contains(plan, "LEAST(GREATEST(reading, 0), 100)") || strings.Contains(plan, "unclamped") {
+	if plan := explain("meters"); !strings.Contains(plan, "LEAST(GREATEST(reading, 0), 100)") || strings.Contains(plan, "unclamped") {
 		t.Fatalf("plan after the constraint was dropped is not clamped:\n%s", plan)
 	}
 	// Clamped again: the 100,000,000 row adds at most 100.
-	if n, err := sum(); err != nil || n < 90000 || n > 110000 {
-		t.Fatalf("sum(reading) after the drop = %d, %v; want about 100,050 (the huge row clamped)", n, err)
+	if n, err := sum(); err != nil || n < 4990000 || n > 5010000 {
+		t.Fatalf("sum(reading) after the drop = %d, %v; want about 5,000,050 (the huge row clamped)", n, err)
 	}
 }
