@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"runtime/debug"
 	"sort"
 	"strconv"
@@ -138,6 +139,7 @@ func OpenBolt(path string, opts BoltOptions) (s *BoltStore, err error) {
 	if err := preflight(path); err != nil {
 		return nil, fmt.Errorf("%w: opening %s: %w", ErrUnavailable, path, err)
 	}
+	_, statErr := os.Stat(path)
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.LockTimeout})
 	if err != nil {
 		if errors.Is(err, bolt.ErrTimeout) {
@@ -181,6 +183,12 @@ func OpenBolt(path string, opts BoltOptions) (s *BoltStore, err error) {
 		}
 		return nil, fmt.Errorf("%w: opening %s: %w", ErrUnavailable, path, err)
 	}
+	if statErr != nil { // bbolt created the file; make its name durable
+		if err := syncDir(filepath.Dir(path)); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("%w: opening %s: %w", ErrUnavailable, path, err)
+		}
+	}
 	s = &BoltStore{
 		db:      db,
 		log:     opts.Logger,
@@ -208,8 +216,14 @@ func OpenBolt(path string, opts BoltOptions) (s *BoltStore, err error) {
 // openJournal opens the journal, replays what the bolt file lacks and reads
 // the head the writer continues from.
 func (s *BoltStore) openJournal(path string) (err error) {
+	_, statErr := os.Stat(path)
 	if s.journal, err = os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600); err != nil {
 		return err
+	}
+	if statErr != nil { // created: its directory entry must survive a crash too
+		if err := syncDir(filepath.Dir(path)); err != nil {
+			return err
+		}
 	}
 	if err := s.replayJournal(); err != nil {
 		return fmt.Errorf("journal %s: %w", path, err)

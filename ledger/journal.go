@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"os"
 )
 
 // The bolt ledger's journal: each group commit is one frame written to
@@ -36,6 +37,11 @@ const (
 // maxFrame bounds a frame's payload when reading: a larger length is a torn
 // or corrupt header, not a frame.
 const maxFrame = 256 << 20
+
+// journalBlock aligns frames: each starts on a block of its own, so writing
+// a frame never rewrites a block that holds an acknowledged one, and a
+// reader can find the frames after a corrupt one.
+const journalBlock = 4096
 
 // boltBatch is one group commit's writes to the bolt file.
 type boltBatch struct {
@@ -75,8 +81,10 @@ func (b *boltBatch) frame() []byte {
 	}
 	binary.BigEndian.PutUint32(buf[0:4], uint32(len(buf)-8))
 	binary.BigEndian.PutUint32(buf[4:8], crc32.Checksum(buf[8:], crc32c))
-	return buf
+	return append(buf, make([]byte, alignUp(len(buf))-len(buf))...)
 }
+
+func alignUp(n int) int { return (n + journalBlock - 1) / journalBlock * journalBlock }
 
 func appendBytes(buf, b []byte) []byte {
 	return append(binary.AppendUvarint(buf, uint64(len(b))), b...)
@@ -143,32 +151,49 @@ func (d *decoder) bytes() []byte {
 	return b
 }
 
-// readJournal returns the intact frames at the start of f (the journal file) and the offset
-// where they end. Reading stops at the zero-filled space ahead of the
-// writes, or at the first short or corrupt frame: frames are written one at
-// a time, each synced before the next is written, so only the last can be
-// torn, and a torn frame was never acknowledged. Frames after the newest
-// ones may be older ones, already in the bolt file, which the writer wrote
-// over from the journal's start; replay skips them by sequence number.
-func readJournal(f io.ReaderAt) (batches []*boltBatch, end int64, err error) {
+// readJournal returns the intact frames of f (the journal file) in file
+// order, reading block-aligned frames up to the zero-filled space ahead of
+// the writes. A short or corrupt frame is skipped: frames are written one
+// at a time, each synced before the next is written, so normally only the
+// last can be torn, and a torn frame was never acknowledged. Frames after
+// the newest ones may be older ones, already in the bolt file, which the
+// writer wrote over from the journal's start. Replay skips frames the file
+// holds and refuses a gap, so a corrupt frame whose entries the file lacks
+// stops the ledger from opening instead of losing what follows it.
+func readJournal(f io.ReaderAt) (batches []*boltBatch, corrupt int, err error) {
 	data, err := io.ReadAll(io.NewSectionReader(f, 0, 1<<62))
 	if err != nil {
 		return nil, 0, err
 	}
-	for off := 0; ; {
-		if len(data)-off < 8 {
-			return batches, int64(off), nil
-		}
+	for off := 0; len(data)-off >= 8; off += journalBlock {
 		n := int(binary.BigEndian.Uint32(data[off:]))
 		sum := binary.BigEndian.Uint32(data[off+4:])
-		if n == 0 || n > maxFrame || len(data)-off-8 < n || crc32.Checksum(data[off+8:off+8+n], crc32c) != sum {
-			return batches, int64(off), nil
+		if n == 0 && sum == 0 {
+			break // never written
+		}
+		if n > maxFrame || len(data)-off-8 < n || crc32.Checksum(data[off+8:off+8+n], crc32c) != sum {
+			corrupt++
+			continue
 		}
 		b, err := decodeBatch(data[off+8 : off+8+n])
 		if err != nil { // checksummed but undecodable: not a torn write
 			return nil, 0, fmt.Errorf("journal frame at offset %d: %w", off, err)
 		}
 		batches = append(batches, b)
-		off += 8 + n
+		off += alignUp(8+n) - journalBlock
 	}
+	return batches, corrupt, nil
+}
+
+// syncDir makes the directory's entries (a file just created) durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("syncing directory %s: %w", dir, err)
+	}
+	return nil
 }

@@ -2,7 +2,7 @@ package rewrite
 
 import (
 	"fmt"
-	"math"
+	"math/big"
 	"strconv"
 	"strings"
 
@@ -39,13 +39,19 @@ type ProvenBound struct {
 // CHECK constraints of one table, as pg_get_expr prints them) that prove
 // lo <= column <= hi, or nil if they do not.
 func ProveBounds(exprs []string, column string, lo, hi float64) []string {
+	// The bounds as the clamp would write them (numLiteral), exactly.
+	loR, _ := new(big.Rat).SetString(strconv.FormatFloat(lo, 'f', -1, 64))
+	hiR, _ := new(big.Rat).SetString(strconv.FormatFloat(hi, 'f', -1, 64))
+	if loR == nil || hiR == nil {
+		return nil
+	}
 	lower, upper := -1, -1
 	for i, e := range exprs {
 		l, u := constraintBounds(e, column)
-		if lower < 0 && l >= lo {
+		if lower < 0 && l != nil && l.Cmp(loR) >= 0 {
 			lower = i
 		}
-		if upper < 0 && u <= hi {
+		if upper < 0 && u != nil && u.Cmp(hiR) <= 0 {
 			upper = i
 		}
 	}
@@ -60,13 +66,13 @@ func ProveBounds(exprs []string, column string, lo, hi float64) []string {
 
 // constraintBounds returns the bounds one CHECK expression puts on column:
 // the largest lower and smallest upper bound among the comparisons of
-// column with a constant that the expression is an AND of (-Inf, +Inf when
-// it has none, or is not such a conjunction).
-func constraintBounds(expr, column string) (lower, upper float64) {
-	lower, upper = math.Inf(-1), math.Inf(1)
+// column with a constant that the expression is an AND of (nil when it has
+// none, or is not such a conjunction). Bounds are exact: a rounded
+// constant could move a bound past a value the constraint admits.
+func constraintBounds(expr, column string) (lower, upper *big.Rat) {
 	raws, err := parse("SELECT WHERE " + expr)
 	if err != nil || len(raws) != 1 || raws[0].Stmt.GetSelectStmt() == nil {
-		return lower, upper
+		return nil, nil
 	}
 	var walk func(n *pg_query.Node)
 	walk = func(n *pg_query.Node) {
@@ -93,9 +99,13 @@ func constraintBounds(expr, column string) (lower, upper float64) {
 		}
 		switch op {
 		case ">=", ">":
-			lower = math.Max(lower, v)
+			if lower == nil || v.Cmp(lower) > 0 {
+				lower = v
+			}
 		case "<=", "<":
-			upper = math.Min(upper, v)
+			if upper == nil || v.Cmp(upper) < 0 {
+				upper = v
+			}
 		}
 	}
 	walk(raws[0].Stmt.GetSelectStmt().WhereClause)
@@ -109,23 +119,24 @@ func isColumn(n *pg_query.Node, column string) bool {
 	return cr != nil && len(cr.Fields) == 1 && cr.Fields[0].GetString_().GetSval() == column
 }
 
-// constValue reads a numeric constant, possibly cast, as pg_get_expr prints
-// them: 0, (0)::numeric, ('-50'::integer)::double precision. A cast that
-// could move the value (a fraction to an integer type, a decimal to real)
-// or to any other type makes it unreadable.
-func constValue(n *pg_query.Node) (float64, bool) {
+// constValue reads a numeric constant exactly, possibly cast to an integer
+// type or numeric, as pg_get_expr prints them: 0, (0)::numeric,
+// ('-50'::integer)::numeric. A fraction cast to an integer type (which
+// rounds) or a cast to a floating-point or any other type (the comparison
+// would then round the column's values too) makes it unreadable.
+func constValue(n *pg_query.Node) (*big.Rat, bool) {
 	var casts []string
 	for n.GetTypeCast() != nil {
 		names := n.GetTypeCast().TypeName.GetNames()
 		if len(names) == 0 {
-			return 0, false
+			return nil, false
 		}
 		casts = append(casts, names[len(names)-1].GetString_().GetSval())
 		n = n.GetTypeCast().Arg
 	}
 	c := n.GetAConst()
 	if c == nil {
-		return 0, false
+		return nil, false
 	}
 	var s string
 	switch v := c.Val.(type) {
@@ -134,30 +145,26 @@ func constValue(n *pg_query.Node) (float64, bool) {
 	case *pg_query.A_Const_Fval:
 		s = v.Fval.Fval
 	case *pg_query.A_Const_Sval:
-		s = v.Sval.Sval
+		s = strings.TrimSpace(v.Sval.Sval)
 	default:
-		return 0, false
+		return nil, false
 	}
-	f, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
-	if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
-		return 0, false
+	r, ok := new(big.Rat).SetString(s)
+	if !ok {
+		return nil, false // NaN, Infinity, text
 	}
 	for _, typ := range casts {
 		switch typ {
 		case "int2", "int4", "int8":
-			if f != math.Trunc(f) {
-				return 0, false
+			if !r.IsInt() {
+				return nil, false
 			}
-		case "float4":
-			if float64(float32(f)) != f {
-				return 0, false
-			}
-		case "float8", "numeric":
+		case "numeric":
 		default:
-			return 0, false
+			return nil, false
 		}
 	}
-	return f, true
+	return r, true
 }
 
 // guardExpr is a boolean SQL expression, true when every constraint of the
@@ -167,11 +174,34 @@ func (p *ProvenBound) guardExpr() string {
 	for i, e := range p.Exprs {
 		lits[i] = escapeLiteral(e)
 	}
+	name := escapeLiteral(QuoteQualified(p.Schema, p.Name))
 	return fmt.Sprintf(`(SELECT count(DISTINCT pg_catalog.pg_get_expr(con.conbin, con.conrelid)) = %d
   FROM pg_catalog.pg_constraint con
   WHERE con.conrelid = pg_catalog.to_regclass(%s) AND con.contype = 'c' AND con.convalidated
-    AND NOT con.connoinherit AND pg_catalog.pg_get_expr(con.conbin, con.conrelid) = ANY (ARRAY[%s]))`,
-		len(p.Exprs), escapeLiteral(QuoteQualified(p.Schema, p.Name)), strings.Join(lits, ", "))
+    AND NOT con.connoinherit AND pg_catalog.pg_get_expr(con.conbin, con.conrelid) = ANY (ARRAY[%s]))
+  AND %s`,
+		len(p.Exprs), name, strings.Join(lits, ", "), enforcedTreeSQL(name))
+}
+
+// enforcedTreeSQL is true when the table (a quoted literal of its name) and
+// every table it reads through inheritance or partitioning are tables that
+// enforce CHECK constraints: PostgreSQL copies a parent's CHECK to a
+// foreign-table partition or child, marked valid, but never enforces it.
+func enforcedTreeSQL(nameLit string) string {
+	return fmt.Sprintf(`(SELECT c.relkind IN ('r', 'p') FROM pg_catalog.pg_class c WHERE c.oid = pg_catalog.to_regclass(%s))
+  AND NOT EXISTS (WITH RECURSIVE tree(oid) AS (
+      SELECT i.inhrelid FROM pg_catalog.pg_inherits i WHERE i.inhparent = pg_catalog.to_regclass(%s)
+      UNION SELECT i.inhrelid FROM pg_catalog.pg_inherits i JOIN tree t ON i.inhparent = t.oid)
+    SELECT 1 FROM tree JOIN pg_catalog.pg_class c ON c.oid = tree.oid WHERE c.relkind NOT IN ('r', 'p'))`, nameLit, nameLit)
+}
+
+// ProvableTableSQL tells ($1: the table's quoted qualified name) whether
+// proven bounds may apply to a table: one that enforces CHECK constraints
+// through all its inheritance and partitions (enforcedTreeSQL), and large
+// enough to pay (wire/bounds.go).
+func ProvableTableSQL(minBytes int64) string {
+	return fmt.Sprintf(`SELECT (c.relkind = 'p' OR pg_catalog.pg_relation_size(c.oid) >= %d) AND %s
+  FROM pg_catalog.pg_class c WHERE c.oid = pg_catalog.to_regclass($1)`, minBytes, enforcedTreeSQL("$1"))
 }
 
 // CheckConstraintsSQL lists a table's validated, inherited CHECK
@@ -203,6 +233,12 @@ func (p *Plan) GuardSQL() string {
 func (b *planBuilder) unclamped(colSQL string, c *policy.Column, lo, hi float64) string {
 	t := b.sc.table
 	if b.sc.shadow || isExpressionColumn(c) || t.Column(c.Name) != c || c.Bounds == nil || lo != c.Bounds.Lower || hi != c.Bounds.Upper {
+		return ""
+	}
+	if !c.IsInteger() && c.Type != "numeric" {
+		// real and double precision are summed as numeric, and that cast
+		// rounds (to 6 or 15 digits), possibly past a bound; the clamp
+		// after the cast is what keeps them in.
 		return ""
 	}
 	proof := b.sc.pol.BoundsProof(t, c.Name)
@@ -251,7 +287,7 @@ func provenColumns(plan *Plan, sc *scope) map[string]bool {
 	m := map[string]bool{}
 	for _, p := range plan.ProvenBounds {
 		proof := sc.pol.BoundsProof(sc.table, p.Column)
-		if p.Table == sc.table.QualifiedName() && len(proof) > 0 && strings.Join(proof, "\x00") == strings.Join(p.Exprs, "\x00") {
+		if p.Table == sc.table.QualifiedName() && p.Schema == sc.table.Schema && p.Name == sc.table.Name && len(proof) > 0 && strings.Join(proof, "\x00") == strings.Join(p.Exprs, "\x00") {
 			m[p.Column] = true
 		}
 	}

@@ -53,8 +53,8 @@ func (s *Server) withProvenBounds(ctx context.Context, pol *policy.Policy) *poli
 	proofs := map[string][]string{}
 	for _, t := range tables {
 		var large bool
-		if err := conn.QueryRow(ctx, provenBoundsSizeSQL, rewrite.QuoteQualified(t.Schema, t.Name)).Scan(&large); err != nil || !large {
-			continue // small, missing or unreadable: clamped
+		if err := conn.QueryRow(ctx, provableTableSQL, rewrite.QuoteQualified(t.Schema, t.Name)).Scan(&large); err != nil || !large {
+			continue // small, foreign somewhere, missing or unreadable: clamped
 		}
 		rows, err := conn.Query(ctx, rewrite.CheckConstraintsSQL, rewrite.QuoteQualified(t.Schema, t.Name))
 		if err != nil {
@@ -85,14 +85,14 @@ func (s *Server) withProvenBounds(ctx context.Context, pol *policy.Policy) *poli
 	return pol.WithProvenBounds(proofs)
 }
 
-// provenBoundsSizeSQL tells whether a table is large enough for proven
-// bounds to pay: a query that relies on them runs inside a REPEATABLE READ
-// transaction with its guard, which costs a trivial statement about as
-// much as the statement itself, while the clamps it saves cost ~10 ns a
-// row. From 2 MiB (~50,000 narrow rows) the clamps cost more. A
-// partitioned table's own size is zero; it counts as large.
-const provenBoundsSizeSQL = `SELECT c.relkind = 'p' OR pg_catalog.pg_relation_size(c.oid) >= 2097152
-  FROM pg_catalog.pg_class c WHERE c.oid = pg_catalog.to_regclass($1)`
+// provableTableSQL tells whether proven bounds may apply to a table
+// (rewrite.ProvableTableSQL) and whether it is large enough for them to
+// pay: a query that relies on them runs inside a REPEATABLE READ
+// transaction with its guard, which costs a trivial statement about as much
+// as the statement itself, while the clamps it saves cost ~10 ns a row.
+// From 2 MiB (~50,000 narrow rows) the clamps cost more. A partitioned
+// table's own size is zero; it counts as large.
+var provableTableSQL = rewrite.ProvableTableSQL(2 << 20)
 
 // refreshCatalog re-reads the catalog facts after a query's guard found one
 // gone, so later statements clamp and bound as usual.

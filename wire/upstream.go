@@ -26,8 +26,8 @@ import (
 // extended-protocol batch (Parse/Bind/Execute each, one Sync), so the
 // parameters reach upstream as parameters, never spliced into the text.
 //
-// A non-empty guard (rewrite.Plan.GuardSQL) runs in a REPEATABLE READ transaction so
-// that it and sql see one snapshot; unless it returns true the rows are
+// A non-empty guard (rewrite.Plan.GuardSQL) runs after sql in a REPEATABLE READ
+// transaction so that it and sql see one snapshot and the same tables; unless it returns true the rows are
 // discarded and errGuardFailed returned.
 func readOnlyRows(ctx context.Context, conn *pgconn.PgConn, timeout time.Duration, sql string, a execArgs, guard string, alone bool) ([][][]byte, error) {
 	defer guardCancel(ctx, conn)()
@@ -48,10 +48,17 @@ func readOnlyRows(ctx context.Context, conn *pgconn.PgConn, timeout time.Duratio
 	stmts := []string{"BEGIN READ ONLY", fmt.Sprintf("SET LOCAL statement_timeout = %d", timeout.Milliseconds())}
 	if guard != "" {
 		stmts[0] = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
-		stmts = append(stmts, guard)
 	}
 	at := len(stmts) // sql's result
-	stmts = append(stmts, sql, "COMMIT")
+	stmts = append(stmts, sql)
+	if guard != "" {
+		// After sql, not before: sql locks the tables it read until COMMIT,
+		// so the guard's table names resolve to those very tables (a rename
+		// swap committed while sql waited for its lock cannot slip between),
+		// and it sees the catalog in sql's snapshot.
+		stmts = append(stmts, guard)
+	}
+	stmts = append(stmts, "COMMIT")
 	var results []*pgconn.Result
 	var err error
 	if len(a.params) == 0 {
@@ -74,7 +81,7 @@ func readOnlyRows(ctx context.Context, conn *pgconn.PgConn, timeout time.Duratio
 		return nil, fmt.Errorf("unexpected upstream results: %d", len(results))
 	}
 	if guard != "" {
-		if g := results[at-1]; len(g.Rows) != 1 || len(g.Rows[0]) != 1 || string(g.Rows[0][0]) != "t" {
+		if g := results[at+1]; len(g.Rows) != 1 || len(g.Rows[0]) != 1 || string(g.Rows[0][0]) != "t" {
 			return nil, errGuardFailed
 		}
 	}
