@@ -2,7 +2,9 @@ package integration
 
 import (
 	"errors"
+	"os"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -89,5 +91,56 @@ func TestProvenBoundsSkipClamping(t *testing.T) {
 	// Clamped again: the 100,000,000 row adds at most 100.
 	if n, err := sum(); err != nil || n < 4990000 || n > 5010000 {
 		t.Fatalf("sum(reading) after the drop = %d, %v; want about 5,000,050 (the huge row clamped)", n, err)
+	}
+}
+
+// TestProvenBoundsForeignPartition: PostgreSQL copies a partitioned
+// table's CHECK constraint to a foreign partition, marked valid, but never
+// enforces it there. A partitioned table with a foreign partition is
+// clamped; attaching one after the proxy proved the bounds makes the next
+// query's guard fail (DP008) before anything is released.
+func TestProvenBoundsForeignPartition(t *testing.T) {
+	ctx := testContext(t)
+	db := demoCopy(t, ctx, "proven_bounds_fdw")
+	defer db.Close(ctx)
+	if _, err := db.Exec(ctx, `CREATE EXTENSION file_fdw; CREATE SERVER files FOREIGN DATA WRAPPER file_fdw;
+		CREATE TABLE meters (k integer, reading integer CHECK (reading BETWEEN 0 AND 100)) PARTITION BY RANGE (k);
+		CREATE TABLE meters_1 PARTITION OF meters FOR VALUES FROM (0) TO (10);
+		INSERT INTO meters SELECT g % 10, g % 101 FROM generate_series(1, 1000) g;
+		GRANT SELECT ON meters TO `+demo.ReaderRole); err != nil {
+		t.Fatal(err)
+	}
+	p := startProxy(t, proxyOptions{upstreamDSN: strings.Replace(pg.ReaderDSN(), "dbname=demo", "dbname=proven_bounds_fdw", 1), extraTables: metersTable, danaBudget: 100})
+	conn, _ := p.connectWithNotices(t, ctx, "dana", danaPassword, false)
+	plan := func() string {
+		rows, err := conn.Query(ctx, "EXPLAIN SELECT sum(reading) FROM meters")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.Join(lines, "\n")
+	}
+	if pl := plan(); !strings.Contains(pl, "unclamped: public.meters.reading") {
+		t.Fatalf("partitioned table with only regular partitions is clamped:\n%s", pl)
+	}
+	// The file holds one row, reading 1000000, far outside the bounds.
+	if _, err := db.Exec(ctx, `COPY (SELECT 15, 1000000) TO '/tmp/dpproxy_fdw_`+strconv.Itoa(os.Getpid())+`.csv' (FORMAT csv);
+		CREATE FOREIGN TABLE meters_2 PARTITION OF meters FOR VALUES FROM (10) TO (20) SERVER files
+		  OPTIONS (filename '/tmp/dpproxy_fdw_`+strconv.Itoa(os.Getpid())+`.csv', format 'csv');
+		GRANT pg_read_server_files TO `+demo.ReaderRole); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Remove("/tmp/dpproxy_fdw_" + strconv.Itoa(os.Getpid()) + ".csv") })
+	var n int64
+	err := conn.QueryRow(ctx, "SELECT sum(reading) FROM meters").Scan(&n)
+	var pge *pgconn.PgError
+	if !errors.As(err, &pge) || pge.Code != "58000" || !strings.Contains(pge.Message, "CHECK constraints keeping public.meters.reading") {
+		t.Fatalf("sum over a table with a foreign partition: %d, %v; want DP008", n, err)
+	}
+	if pl := plan(); strings.Contains(pl, "unclamped") {
+		t.Fatalf("after a foreign partition was attached the plan is still unclamped:\n%s", pl)
 	}
 }
