@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"context"
 	"errors"
 	"os"
 	"regexp"
@@ -47,17 +48,7 @@ func TestProvenBoundsSkipClamping(t *testing.T) {
 	p := startProxy(t, proxyOptions{upstreamDSN: strings.Replace(pg.ReaderDSN(), "dbname=demo", "dbname=proven_bounds", 1), extraTables: metersTable, danaBudget: 100})
 	conn, _ := p.connectWithNotices(t, ctx, "dana", danaPassword, false)
 
-	explain := func(table string) string {
-		rows, err := conn.Query(ctx, "EXPLAIN SELECT sum(reading) FROM "+table)
-		if err != nil {
-			t.Fatal(err)
-		}
-		lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
-		if err != nil {
-			t.Fatal(err)
-		}
-		return strings.Join(lines, "\n")
-	}
+	explain := func(table string) string { return explainText(t, ctx, conn, "SELECT sum(reading) FROM "+table) }
 	if plan := explain("meters"); !strings.Contains(plan, "sum(reading) AS q0") || !strings.Contains(plan, "unclamped: public.meters.reading") {
 		t.Fatalf("plan with the CHECK constraint in place is clamped:\n%s", plan)
 	}
@@ -112,17 +103,7 @@ func TestProvenBoundsForeignPartition(t *testing.T) {
 	}
 	p := startProxy(t, proxyOptions{upstreamDSN: strings.Replace(pg.ReaderDSN(), "dbname=demo", "dbname=proven_bounds_fdw", 1), extraTables: metersTable, danaBudget: 100})
 	conn, _ := p.connectWithNotices(t, ctx, "dana", danaPassword, false)
-	plan := func() string {
-		rows, err := conn.Query(ctx, "EXPLAIN SELECT sum(reading) FROM meters")
-		if err != nil {
-			t.Fatal(err)
-		}
-		lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
-		if err != nil {
-			t.Fatal(err)
-		}
-		return strings.Join(lines, "\n")
-	}
+	plan := func() string { return explainText(t, ctx, conn, "SELECT sum(reading) FROM meters") }
 	if pl := plan(); !strings.Contains(pl, "unclamped: public.meters.reading") {
 		t.Fatalf("partitioned table with only regular partitions is clamped:\n%s", pl)
 	}
@@ -143,4 +124,15 @@ func TestProvenBoundsForeignPartition(t *testing.T) {
 	if pl := plan(); strings.Contains(pl, "unclamped") {
 		t.Fatalf("after a foreign partition was attached the plan is still unclamped:\n%s", pl)
 	}
+}
+
+// explainText is dpproxy's EXPLAIN of sql, one string.
+func explainText(t *testing.T, ctx context.Context, conn *pgx.Conn, sql string) string {
+	t.Helper()
+	rows, _ := conn.Query(ctx, "EXPLAIN "+sql)
+	lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Join(lines, "\n")
 }

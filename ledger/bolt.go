@@ -228,13 +228,7 @@ func (s *BoltStore) openJournal(path string) (err error) {
 	if err := s.replayJournal(); err != nil {
 		return fmt.Errorf("journal %s: %w", path, err)
 	}
-	s.headSeq, s.headHash = 0, genesisHash
-	err = s.view(func(tx *bolt.Tx) error {
-		if v := tx.Bucket(bucketMeta).Get(keyHeadSeq); v != nil {
-			s.headSeq, s.headHash = binary.BigEndian.Uint64(v), string(tx.Bucket(bucketMeta).Get(keyHeadHash))
-		}
-		return nil
-	})
+	err = s.view(func(tx *bolt.Tx) error { s.headSeq, s.headHash = fileHead(tx); return nil })
 	s.ckSeq, s.journaled = s.headSeq, s.headSeq
 	return err
 }

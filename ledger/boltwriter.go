@@ -13,9 +13,9 @@ import (
 // The bolt ledger's write path. One writer goroutine applies each group
 // commit to decoded account states in memory, appends the batch's writes to
 // the journal as one frame and syncs it, and only then answers the batch's
-// debits. A checkpointer goroutine copies journaled batches into the bolt
-// file, many per transaction. Once a checkpoint has caught up, the journal
-// is emptied.
+// debits. A checkpointer goroutine (boltcheckpoint.go) copies journaled
+// batches into the bolt file, many per transaction; once it has caught up,
+// the writer writes the journal again from its start.
 
 const (
 	// maxCachedStates bounds the writer's decoded states; past it (daily
@@ -132,17 +132,10 @@ func (s *BoltStore) apply(w *boltStates, r *boltReq) (boltRes, error) {
 		lv[i].BudgetEps, lv[i].BudgetDelta = l.BudgetEps, l.BudgetDelta
 		w.mark(lv[i])
 	}
-	key, err := w.appendRecord(r.body, r.digest, life)
-	if err != nil {
+	if err := w.appendEntry(c.Analyst, c.ID, r.body, r.digest, life, lv[0]); err != nil {
 		return boltRes{}, err
 	}
-	bal := lv[0].balance(c.Analyst, a.levels[0], s.mode)
-	snap, err := json.Marshal(lv[0])
-	if err != nil {
-		return boltRes{}, err
-	}
-	w.putID(idKey(c.Analyst, c.ID), append(key, snap...))
-	return boltRes{bal: bal}, nil
+	return boltRes{bal: lv[0].balance(c.Analyst, a.levels[0], s.mode)}, nil
 }
 
 // applyGrant adjusts the analyst's account at the grant's level and appends
@@ -178,18 +171,11 @@ func (s *BoltStore) applyGrant(w *boltStates, r *boltReq) (boltRes, error) {
 	st.GrantEps += eps
 	st.GrantDelta += delta
 	w.mark(life, st)
-	key, err := w.appendRecord(body, digest, life)
-	if err != nil {
+	if err := w.appendEntry(g.Analyst, g.ID, body, digest, life, st); err != nil {
 		return boltRes{}, err
 	}
 	l.BudgetEps, l.BudgetDelta = st.BudgetEps, st.BudgetDelta
-	bal := st.balance(g.Analyst, l, s.mode)
-	snap, err := json.Marshal(st)
-	if err != nil {
-		return boltRes{}, err
-	}
-	w.putID(idKey(g.Analyst, g.ID), append(key, snap...))
-	return boltRes{bal: bal}, nil
+	return boltRes{bal: st.balance(g.Analyst, l, s.mode)}, nil
 }
 
 // boltStates is one batch's view of the ledger: copies of the account
@@ -302,12 +288,24 @@ func (b *boltStates) lookupID(analyst, id string) (v []byte, rec *record, body *
 	return v, rec, body, nil
 }
 
-func (b *boltStates) putID(k, v []byte) {
+// appendEntry appends a charge's or grant's entry to the chain and indexes
+// its ID with the state of its own level after it (what a repeat returns).
+func (b *boltStates) appendEntry(analyst, id string, body []byte, digest string, life, own *account) error {
+	key, err := b.appendRecord(body, digest, life)
+	if err != nil {
+		return err
+	}
+	snap, err := json.Marshal(own)
+	if err != nil {
+		return err
+	}
+	k, v := idKey(analyst, id), append(key, snap...)
 	if b.ids == nil {
 		b.ids = map[string][]byte{}
 	}
 	b.ids[string(k)] = v
 	b.batch.put(putIDs, k, v)
+	return nil
 }
 
 // appendRecord appends one entry to the chain with the analyst's lifetime
@@ -410,7 +408,7 @@ func (s *BoltStore) trimJournal() {
 	}
 	if s.journalSize >= journalTrimAt {
 		// The frames after the new ones are all in the bolt file, so
-		// replay skips them (and a torn frame ends the reading anyway).
+		// replay skips them.
 		s.journalSize = 0
 	}
 }
@@ -441,182 +439,4 @@ func (s *BoltStore) emptyJournal() error {
 	}
 	s.journalSize, s.journalCap = 0, 0
 	return nil
-}
-
-// checkpointer copies journaled batches into the bolt file until Close.
-func (s *BoltStore) checkpointer() {
-	defer close(s.ckDone)
-	for {
-		s.ck.Lock()
-		for len(s.ckQueue) == 0 && !s.ckStop && s.failed == nil {
-			s.ckCond.Wait()
-		}
-		q := s.ckQueue
-		s.ckQueue = nil
-		if len(q) == 0 || s.failed != nil {
-			s.ck.Unlock()
-			return
-		}
-		s.ck.Unlock()
-		err := s.update(func(tx *bolt.Tx) error { return writeBatches(tx, q) })
-		s.ck.Lock()
-		if err != nil {
-			s.ck.Unlock()
-			s.log.Error("ledger: checkpoint to the bolt file failed; debits are refused until restart, which replays the journal", "err", err)
-			_ = s.fail(fmt.Errorf("checkpoint: %w", err))
-			return
-		}
-		s.ckSeq = q[len(q)-1].HeadSeq
-		for _, b := range q {
-			for _, p := range b.Puts {
-				if p.Bucket == putIDs && s.pending[string(p.Key)] <= s.ckSeq {
-					delete(s.pending, string(p.Key))
-				}
-			}
-		}
-		s.ckCond.Broadcast()
-		s.ck.Unlock()
-		s.paceCheckpoints()
-	}
-}
-
-// paceCheckpoints lets journaled batches gather for checkpointEvery before
-// the next checkpoint, unless a reader or the writer waits for one or the
-// store closes: each bbolt transaction costs two fsyncs and page writes,
-// which at one statement at a time would take CPU from the upstream query
-// running beside it, and the journal already holds the batches durably.
-func (s *BoltStore) paceCheckpoints() {
-	s.ck.Lock()
-	defer s.ck.Unlock()
-	deadline := time.Now().Add(checkpointEvery)
-	t := time.AfterFunc(checkpointEvery, func() {
-		s.ck.Lock()
-		s.ckCond.Broadcast()
-		s.ck.Unlock()
-	})
-	defer t.Stop()
-	for !s.ckStop && s.failed == nil && s.ckWaiters == 0 && time.Now().Before(deadline) {
-		s.ckCond.Wait()
-	}
-}
-
-// writeBatches applies journaled batches to the bolt file in order, each
-// continuing the file's head.
-func writeBatches(tx *bolt.Tx, batches []*boltBatch) error {
-	meta := tx.Bucket(bucketMeta)
-	for _, b := range batches {
-		head, hash := uint64(0), genesisHash
-		if v := meta.Get(keyHeadSeq); v != nil {
-			head, hash = binary.BigEndian.Uint64(v), string(meta.Get(keyHeadHash))
-		}
-		if b.FromSeq != head || b.FromHash != hash {
-			return fmt.Errorf("journal batch continues entry %d, but the ledger file ends at entry %d", b.FromSeq, head)
-		}
-		for _, p := range b.Puts {
-			if err := tx.Bucket(journalBuckets[p.Bucket]).Put(p.Key, p.Value); err != nil {
-				return err
-			}
-		}
-		if err := meta.Put(keyHeadSeq, seqKey(b.HeadSeq)); err != nil {
-			return err
-		}
-		if err := meta.Put(keyHeadHash, []byte(b.HeadHash)); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// replayJournal brings the bolt file up to date with the journal after a
-// crash, then empties the journal. Frames the file already holds are
-// skipped; a frame that does not continue the file is an error.
-func (s *BoltStore) replayJournal() error {
-	batches, corrupt, err := readJournal(s.journal)
-	if err != nil {
-		return err
-	}
-	if corrupt > 0 {
-		// A torn last frame (never acknowledged) or, after a rewind, a
-		// partly overwritten old one; writeBatches refuses a gap if one
-		// held entries the file lacks.
-		s.log.Warn("ledger: skipped unreadable journal frames", "frames", corrupt)
-	}
-	var head uint64
-	err = s.view(func(tx *bolt.Tx) error {
-		if v := tx.Bucket(bucketMeta).Get(keyHeadSeq); v != nil {
-			head = binary.BigEndian.Uint64(v)
-		}
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	var todo []*boltBatch
-	for _, b := range batches {
-		if b.HeadSeq > head {
-			todo = append(todo, b)
-		}
-	}
-	if len(todo) > 0 {
-		if err := s.update(func(tx *bolt.Tx) error { return writeBatches(tx, todo) }); err != nil {
-			return err
-		}
-		s.log.Warn("ledger: replayed entries from the journal (the last run did not stop cleanly)",
-			"entries", todo[len(todo)-1].HeadSeq-todo[0].FromSeq)
-	}
-	return s.emptyJournal()
-}
-
-func (s *BoltStore) pendingSeq(k []byte) (uint64, bool) {
-	s.ck.Lock()
-	defer s.ck.Unlock()
-	seq, ok := s.pending[string(k)]
-	return seq, ok
-}
-
-func (s *BoltStore) checkpointed() uint64 {
-	s.ck.Lock()
-	defer s.ck.Unlock()
-	return s.ckSeq
-}
-
-// waitCheckpoint waits until the bolt file holds entry seq.
-func (s *BoltStore) waitCheckpoint(seq uint64) error {
-	s.ck.Lock()
-	defer s.ck.Unlock()
-	s.ckWaiters++
-	defer func() { s.ckWaiters-- }()
-	s.ckCond.Broadcast() // no pacing while someone waits
-	for s.ckSeq < seq && s.failed == nil {
-		s.ckCond.Wait()
-	}
-	return s.failed
-}
-
-// flush waits until the bolt file holds every journaled entry, so that a
-// read of the file sees every acknowledged debit.
-func (s *BoltStore) flush() error {
-	s.ck.Lock()
-	target := s.journaled
-	s.ck.Unlock()
-	return s.waitCheckpoint(target)
-}
-
-// fail stops the store taking debits after a write it cannot trust; the
-// journal and the bolt file keep what was acknowledged, and a restart
-// replays it. It returns the error as debits will see it.
-func (s *BoltStore) fail(err error) error {
-	s.ck.Lock()
-	defer s.ck.Unlock()
-	if s.failed == nil {
-		s.failed = fmt.Errorf("%w: %w (restart dpproxy to recover from the journal)", ErrUnavailable, err)
-		s.ckCond.Broadcast()
-	}
-	return s.failed
-}
-
-func (s *BoltStore) failure() error {
-	s.ck.Lock()
-	defer s.ck.Unlock()
-	return s.failed
 }

@@ -128,10 +128,11 @@
 // fdatasync of the journal before any debit returns; a checkpointer copies
 // the journal into the bbolt file (two fsyncs per bbolt transaction, off
 // the debit's path), and opening the file replays what a crash left only
-// in the journal (boltwriter.go, journal.go). Frames are block-aligned, so
-// writing one never rewrites an acknowledged one; replay skips unreadable
-// frames and refuses a gap in the chain, so a corrupt frame whose entries
-// the file lacks stops the ledger from opening rather than losing them.
+// in the journal (boltwriter.go, boltcheckpoint.go, journal.go). Frames
+// are block-aligned, so writing one never rewrites an acknowledged one;
+// replay skips unreadable frames and refuses a gap in the chain, so a
+// corrupt frame whose entries the file lacks stops the ledger from opening
+// rather than losing them.
 //
 // RedisStore (NewRedis) is shared by many proxies: per analyst, an account
 // hash, an idempotency hash and an audit Stream, all under the hash tag

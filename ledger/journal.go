@@ -18,13 +18,14 @@ import (
 // so an acknowledged debit survives a crash of the process or of the
 // machine at any point.
 //
-// A frame is: payload length (u32), CRC-32C of the payload (u32), payload.
-// The payload is the batch's bolt writes: the sequence number and hash the
-// batch continues from, the head it leaves, and the key/value puts.
+// A frame is: payload length (u32), CRC-32C of the payload (u32), payload,
+// zero padding to the next journalBlock. The payload is the batch's bolt
+// writes: the sequence number and hash the batch continues from, the head
+// it leaves, and the key/value puts.
 
 var crc32c = crc32.MakeTable(crc32.Castagnoli)
 
-// journalBucket numbers the buckets a frame writes to.
+// journalBuckets are the buckets a frame writes to, by their put* number.
 var journalBuckets = [][]byte{bucketAudit, bucketIDs, bucketAccounts, bucketBudgets}
 
 const (
@@ -152,8 +153,8 @@ func (d *decoder) bytes() []byte {
 }
 
 // readJournal returns the intact frames of f (the journal file) in file
-// order, reading block-aligned frames up to the zero-filled space ahead of
-// the writes. A short or corrupt frame is skipped: frames are written one
+// order, reading every block-aligned frame of the file (zero blocks ahead
+// of the writes are passed over). A short or corrupt frame is skipped: frames are written one
 // at a time, each synced before the next is written, so normally only the
 // last can be torn, and a torn frame was never acknowledged. Frames after
 // the newest ones may be older ones, already in the bolt file, which the
@@ -169,7 +170,7 @@ func readJournal(f io.ReaderAt) (batches []*boltBatch, corrupt int, err error) {
 		n := int(binary.BigEndian.Uint32(data[off:]))
 		sum := binary.BigEndian.Uint32(data[off+4:])
 		if n == 0 && sum == 0 {
-			break // never written
+			continue // zero-filled ahead of the writes (or zeroed by a fault: read on)
 		}
 		if n > maxFrame || len(data)-off-8 < n || crc32.Checksum(data[off+8:off+8+n], crc32c) != sum {
 			corrupt++

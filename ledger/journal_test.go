@@ -127,11 +127,14 @@ func TestJournalCorruptFrame(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		frame   int // of 10, one debit each; the bolt file holds the first 3
+		damage  []byte
+		at      int64 // into the frame
 		opens   bool
 		entries int
 	}{
-		{"already in the file", 1, true, 10},
-		{"not yet in the file", 5, false, 0},
+		{"already in the file", 1, []byte("garbage!"), 20, true, 10},
+		{"not yet in the file", 5, []byte("garbage!"), 20, false, 0},
+		{"header zeroed, not yet in the file", 5, make([]byte, 8), 0, false, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			path := crashCopy(t, "alice", 3, 10)
@@ -143,7 +146,7 @@ func TestJournalCorruptFrame(t *testing.T) {
 			if err != nil || len(batches) != 10 {
 				t.Fatalf("journal copy: %d frames, %v (want 10)", len(batches), err)
 			}
-			if _, err := f.WriteAt([]byte("garbage!"), frameOffset(batches, tc.frame)+20); err != nil {
+			if _, err := f.WriteAt(tc.damage, frameOffset(batches, tc.frame)+tc.at); err != nil {
 				t.Fatal(err)
 			}
 			f.Close()

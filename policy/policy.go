@@ -60,7 +60,7 @@ type Policy struct {
 	uniqueUnits map[string]bool
 	uniqueTag   string
 	// provenBounds are the CHECK constraints that prove a column's values
-	// lie within its bounds upstream, by provenKey: learned from the
+	// lie within its bounds upstream, by ProvenKey: learned from the
 	// catalog with WithProvenBounds, never read from the file.
 	provenBounds map[string][]string
 	boundsTag    string
@@ -374,9 +374,12 @@ func (p *Policy) WithUniqueUnits(tables map[string]bool) *Policy {
 	return &cp
 }
 
+// ProvenKey names a column in WithProvenBounds' proofs: "schema.table.column".
+func ProvenKey(t *Table, column string) string { return t.QualifiedName() + "." + column }
+
 // WithProvenBounds returns a copy of p that knows which columns' values the
 // upstream catalog proves to lie within their policy bounds: proofs maps
-// "schema.table.column" to the validated CHECK constraint expressions (as
+// ProvenKey to the validated CHECK constraint expressions (as
 // pg_get_expr prints them) that prove it. The rewriter then leaves those
 // columns unclamped, and the caller (wire) must re-check the constraints
 // with every query that relies on them. p itself is not changed.
@@ -402,7 +405,7 @@ func (p *Policy) BoundsProof(t *Table, column string) []string {
 	if t == nil {
 		return nil
 	}
-	return p.provenBounds[t.QualifiedName()+"."+column]
+	return p.provenBounds[ProvenKey(t, column)]
 }
 
 // UnitUnique reports whether t's unit column is unique upstream (see

@@ -3,6 +3,7 @@ package rewrite
 import (
 	"fmt"
 	"math/big"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -23,7 +24,7 @@ import (
 // col >= lo and col <= hi proves the bounds (NaN fails col <= hi). wire
 // reads the constraints from the catalog (ProveBounds decides), and each
 // query that relies on them checks again, in its own snapshot, that they
-// are still there (ProvenBound.guardExpr).
+// are still there (ProvenBound.guardExpr, Plan.Guard).
 
 // ProvenBound names a column left unclamped and the CHECK constraint
 // expressions that keep it within bounds.
@@ -177,11 +178,15 @@ func (p *ProvenBound) guardExpr() string {
 	name := escapeLiteral(QuoteQualified(p.Schema, p.Name))
 	return fmt.Sprintf(`(SELECT count(DISTINCT pg_catalog.pg_get_expr(con.conbin, con.conrelid)) = %d
   FROM pg_catalog.pg_constraint con
-  WHERE con.conrelid = pg_catalog.to_regclass(%s) AND con.contype = 'c' AND con.convalidated
-    AND NOT con.connoinherit AND pg_catalog.pg_get_expr(con.conbin, con.conrelid) = ANY (ARRAY[%s]))
+  WHERE con.conrelid = pg_catalog.to_regclass(%s) AND %s
+    AND pg_catalog.pg_get_expr(con.conbin, con.conrelid) = ANY (ARRAY[%s]))
   AND %s`,
-		len(p.Exprs), name, strings.Join(lits, ", "), enforcedTreeSQL(name))
+		len(p.Exprs), name, enforcedCheck, strings.Join(lits, ", "), enforcedTreeSQL(name))
 }
+
+// enforcedCheck selects, in pg_constraint con, the CHECK constraints every
+// row of the table and its descendants satisfies: validated, and inherited.
+const enforcedCheck = `con.contype = 'c' AND con.convalidated AND NOT con.connoinherit`
 
 // enforcedTreeSQL is true when the table (a quoted literal of its name) and
 // every table it reads through inheritance or partitioning are tables that
@@ -208,12 +213,13 @@ func ProvableTableSQL(minBytes int64) string {
 // constraints ($1: the table's quoted qualified name), for ProveBounds.
 const CheckConstraintsSQL = `SELECT pg_catalog.pg_get_expr(con.conbin, con.conrelid)
   FROM pg_catalog.pg_constraint con
-  WHERE con.conrelid = pg_catalog.to_regclass($1) AND con.contype = 'c' AND con.convalidated AND NOT con.connoinherit`
+  WHERE con.conrelid = pg_catalog.to_regclass($1) AND ` + enforcedCheck
 
-// GuardSQL is the statement that checks, in the query's own snapshot, the
+// guardSQL is the statement that checks, in the query's own snapshot, the
 // catalog facts a plan relies on (a unique unit, proven bounds); it returns
-// one boolean. "" when the plan relies on none.
-func (p *Plan) GuardSQL() string {
+// one boolean. "" when the plan relies on none. The builder stores it in
+// Plan.Guard once, so that running a cached plan formats nothing.
+func (p *Plan) guardSQL() string {
 	var parts []string
 	if p.UniqueUnit != nil {
 		parts = append(parts, p.UniqueUnit.guardExpr())
@@ -287,7 +293,7 @@ func provenColumns(plan *Plan, sc *scope) map[string]bool {
 	m := map[string]bool{}
 	for _, p := range plan.ProvenBounds {
 		proof := sc.pol.BoundsProof(sc.table, p.Column)
-		if p.Table == sc.table.QualifiedName() && p.Schema == sc.table.Schema && p.Name == sc.table.Name && len(proof) > 0 && strings.Join(proof, "\x00") == strings.Join(p.Exprs, "\x00") {
+		if p.Table == sc.table.QualifiedName() && p.Schema == sc.table.Schema && p.Name == sc.table.Name && len(proof) > 0 && slices.Equal(proof, p.Exprs) {
 			m[p.Column] = true
 		}
 	}

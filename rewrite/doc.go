@@ -31,7 +31,7 @@
 // Files: classify.go (statement kinds), select.go and catalog.go (what a
 // SELECT is), scope.go (FROM), predicate.go (conditions), groupby.go,
 // aggregate.go, choice.go (quantiles, mode), bounded.go (aggregated
-// expressions), output.go (post-processing expressions), plan.go and
+// expressions), bounds.go (bounds proven by CHECK constraints), output.go (post-processing expressions), plan.go and
 // sqlgen.go (the plan and its SQL), verify.go (the independent check),
 // render.go (EXPLAIN text), cache.go (the plan cache).
 //

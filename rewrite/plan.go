@@ -92,6 +92,7 @@ func planAggregate(sel *pg_query.SelectStmt, pol *policy.Policy, ctes map[string
 		return nil, fmt.Errorf("rewritten query failed verification: %w", err)
 	}
 	b.plan.SQL = sql
+	b.plan.Guard = b.plan.guardSQL()
 	b.plan.sc = sc
 	b.plan.Canonical = RenderPlan(b.plan)
 	return b.plan, nil

@@ -80,8 +80,12 @@ type Plan struct {
 	UniqueUnit *UniqueUnit
 	// ProvenBounds are the columns left unclamped because CHECK constraints
 	// upstream keep them within bounds (rewrite/bounds.go); wire checks the
-	// constraints again with the query (GuardSQL).
+	// constraints again with the query (Guard).
 	ProvenBounds []ProvenBound
+	// Guard is the statement wire runs after SQL, in the same REPEATABLE
+	// READ transaction, to check the catalog facts the plan relies on
+	// (UniqueUnit, ProvenBounds); it must return true. "" when none.
+	Guard string
 	// Canonical is the whole plan in text (RenderPlan): the rewritten SQL
 	// with every constant, the quantities, outputs, HAVING, ORDER BY and
 	// LIMIT. Two statements with the same Canonical are answered by the same

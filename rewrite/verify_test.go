@@ -124,7 +124,7 @@ func TestVerifyProvenBounds(t *testing.T) {
 			t.Fatal(err)
 		}
 		plan := stmts[0].Plan
-		if len(plan.ProvenBounds) == 0 || strings.Contains(plan.SQL, "LEAST(GREATEST(value") || !strings.Contains(plan.GuardSQL(), "pg_constraint") {
+		if len(plan.ProvenBounds) == 0 || strings.Contains(plan.SQL, "LEAST(GREATEST(value") || !strings.Contains(plan.Guard, "pg_constraint") {
 			t.Fatalf("%s: want unclamped columns and a guard, got %+v\n%s", sql, plan.ProvenBounds, plan.SQL)
 		}
 		unguarded := *plan

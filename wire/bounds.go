@@ -4,6 +4,8 @@ import (
 	"context"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/dpproxy/dpproxy/policy"
 	"github.com/dpproxy/dpproxy/rewrite"
 )
@@ -56,20 +58,10 @@ func (s *Server) withProvenBounds(ctx context.Context, pol *policy.Policy) *poli
 		if err := conn.QueryRow(ctx, provableTableSQL, rewrite.QuoteQualified(t.Schema, t.Name)).Scan(&large); err != nil || !large {
 			continue // small, foreign somewhere, missing or unreadable: clamped
 		}
-		rows, err := conn.Query(ctx, rewrite.CheckConstraintsSQL, rewrite.QuoteQualified(t.Schema, t.Name))
+		rows, _ := conn.Query(ctx, rewrite.CheckConstraintsSQL, rewrite.QuoteQualified(t.Schema, t.Name))
+		exprs, err := pgx.CollectRows(rows, pgx.RowTo[string])
 		if err != nil {
 			s.log.Warn("cannot read CHECK constraints upstream; table's columns are clamped", "table", t.QualifiedName(), "err", err)
-			continue
-		}
-		var exprs []string
-		for rows.Next() {
-			var e string
-			if rows.Scan(&e) == nil {
-				exprs = append(exprs, e)
-			}
-		}
-		if rows.Err() != nil {
-			s.log.Warn("cannot read CHECK constraints upstream; table's columns are clamped", "table", t.QualifiedName(), "err", rows.Err())
 			continue
 		}
 		for _, c := range t.Columns {
@@ -77,7 +69,7 @@ func (s *Server) withProvenBounds(ctx context.Context, pol *policy.Policy) *poli
 				continue
 			}
 			if proof := rewrite.ProveBounds(exprs, c.Name, c.Bounds.Lower, c.Bounds.Upper); proof != nil {
-				proofs[t.QualifiedName()+"."+c.Name] = proof
+				proofs[policy.ProvenKey(t, c.Name)] = proof
 				s.log.Info("CHECK constraints keep a column within its bounds: no clamping needed", "table", t.QualifiedName(), "column", c.Name)
 			}
 		}

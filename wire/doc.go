@@ -53,8 +53,9 @@
 //     session that starts read-only with the policy's statement timeout
 //     (UpstreamPoolConfig), so the statement goes alone; inside
 //     `BEGIN [ISOLATION LEVEL REPEATABLE READ] READ ONLY; SET LOCAL
-//     statement_timeout; [unique-unit guard;] ...; COMMIT` in one round
-//     trip when a unique-unit guard must share its snapshot or a reload
+//     statement_timeout; ...; [guard;] COMMIT` in one round trip when a
+//     guard of catalog facts (a unique unit, CHECK-proven bounds: unique.go,
+//     bounds.go) must share the query's snapshot and tables, or a reload
 //     changed the timeout (bound parameters stay parameters), add noise,
 //     post-process, send a NOTICE with the cost, the budget left and the 95%
 //     accuracy, then the row. Upstream errors on DP queries are replaced by a

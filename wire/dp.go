@@ -292,8 +292,7 @@ func (sess *session) runUpstreamDP(plan *rewrite.Plan, a execArgs) ([]answer.Row
 		return nil, err
 	}
 	defer conn.Release()
-	guard := plan.GuardSQL()
-	raws, err := readOnlyRows(ctx, conn.Conn().PgConn(), sess.srv.Policy().Upstream.StatementTimeout, plan.SQL, a, guard, sess.srv.sendAlone())
+	raws, err := readOnlyRows(ctx, conn.Conn().PgConn(), sess.srv.Policy().Upstream.StatementTimeout, plan.SQL, a, plan.Guard, sess.srv.sendAlone())
 	if err != nil {
 		return nil, err
 	}

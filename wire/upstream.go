@@ -26,9 +26,10 @@ import (
 // extended-protocol batch (Parse/Bind/Execute each, one Sync), so the
 // parameters reach upstream as parameters, never spliced into the text.
 //
-// A non-empty guard (rewrite.Plan.GuardSQL) runs after sql in a REPEATABLE READ
-// transaction so that it and sql see one snapshot and the same tables; unless it returns true the rows are
-// discarded and errGuardFailed returned.
+// A non-empty guard (rewrite.Plan.Guard) runs after sql in a REPEATABLE
+// READ transaction, so that it and sql see one snapshot and the same
+// tables; unless it returns true the rows are discarded and errGuardFailed
+// returned.
 func readOnlyRows(ctx context.Context, conn *pgconn.PgConn, timeout time.Duration, sql string, a execArgs, guard string, alone bool) ([][][]byte, error) {
 	defer guardCancel(ctx, conn)()
 	if alone && guard == "" {
