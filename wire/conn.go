@@ -60,7 +60,8 @@ type session struct {
 	runMu   sync.Mutex
 	running context.CancelFunc
 
-	trace stmtTrace // the statement running now, for its log line and metrics (observe.go)
+	trace    stmtTrace // the statement running now, for its log line and metrics (observe.go)
+	headroom headroom  // left by the last debit: may the next one overlap its query (overlap.go)
 }
 
 func (s *Server) serveConn(c net.Conn) {

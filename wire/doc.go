@@ -48,8 +48,11 @@
 //     policy: schema is not private, and \dt must show what exists. Rows
 //     of undeclared tables stay unreachable (DP004); statistics (pg_stats,
 //     pg_stat_*, reltuples/relpages, size functions) are refused (DP014).
-//   - DP queries: charge the ledger first (refuse if it is unreachable or
-//     the budget is short), run the rewritten SQL upstream on a pooled
+//   - DP queries: charge the ledger (refuse if it is unreachable or the
+//     budget is short) and run the rewritten SQL upstream (one after the
+//     other, or at once when the session's last debit left room for this
+//     one: overlap.go; either way nothing leaves the proxy before the
+//     debit commits) on a pooled
 //     session that starts read-only with the policy's statement timeout
 //     (UpstreamPoolConfig), so the statement goes alone; inside
 //     `BEGIN [ISOLATION LEVEL REPEATABLE READ] READ ONLY; SET LOCAL

@@ -84,11 +84,11 @@ func (sess *session) runDP(st *rewrite.Statement, a execArgs) error {
 		v := mechs.RDP()
 		rdp = &v
 	}
-	bal, err := sess.charge(st, plan, eps, delta, mechs.Summary(plan), rdp, false)
-	if err != nil {
-		return err
+	bal, exact, err := sess.chargeAndRun(sess.newCharge(st, plan, eps, delta, mechs.Summary(plan), rdp, false), plan, a)
+	var chargeErr *chargeError
+	if errors.As(err, &chargeErr) {
+		return chargeErr.err
 	}
-	exact, err := sess.runUpstreamDP(plan, a)
 	if errors.Is(err, errGuardFailed) {
 		what := guardedFacts(plan)
 		sess.srv.refreshCatalog(what)
@@ -260,11 +260,27 @@ func (sess *session) newCharge(st *rewrite.Statement, plan *rewrite.Plan, eps, d
 }
 
 func (sess *session) charge(st *rewrite.Statement, plan *rewrite.Plan, eps, delta float64, summary string, rdp *mechanisms.RDPVector, cacheHit bool) (ledger.Balance, error) {
+	c := sess.newCharge(st, plan, eps, delta, summary, rdp, cacheHit)
+	bal, took, err := debit(sess.srv.cfg.Ledger, c)
+	return sess.charged(c, took, bal, err)
+}
+
+// debit writes c to the ledger. It touches no session state, so that it
+// can run beside the upstream query (overlap.go).
+func debit(store ledger.Store, c ledger.Charge) (ledger.Balance, time.Duration, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), ledgerTimeout)
 	defer cancel()
 	t0 := time.Now()
-	bal, err := sess.srv.cfg.Ledger.Debit(ctx, sess.newCharge(st, plan, eps, delta, summary, rdp, cacheHit))
-	sess.noteLedger(time.Since(t0), eps, delta, bal, err)
+	bal, err := store.Debit(ctx, c)
+	return bal, time.Since(t0), err
+}
+
+// charged records a debit's outcome and turns its failure into the
+// analyst's error.
+func (sess *session) charged(c ledger.Charge, took time.Duration, bal ledger.Balance, err error) (ledger.Balance, error) {
+	eps, delta := c.Epsilon, c.Delta
+	sess.noteLedger(took, eps, delta, bal, err)
+	sess.noteHeadroom(bal, err)
 	if err == nil {
 		return bal, nil
 	}
@@ -283,10 +299,8 @@ func (sess *session) charge(st *rewrite.Statement, plan *rewrite.Plan, eps, delt
 // runUpstreamDP runs the rewritten SQL in a read-only transaction with a
 // statement timeout, in one round trip, and returns its rows: group keys as
 // text, then the exact quantities.
-func (sess *session) runUpstreamDP(plan *rewrite.Plan, a execArgs) ([]answer.Row, error) {
+func (sess *session) runUpstreamDP(ctx context.Context, plan *rewrite.Plan, a execArgs) ([]answer.Row, error) {
 	defer sess.timeUpstream(time.Now())
-	ctx, done := sess.runContext()
-	defer done()
 	conn, err := sess.srv.cfg.Upstream.Acquire(ctx)
 	if err != nil {
 		return nil, err
