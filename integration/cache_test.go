@@ -1,9 +1,17 @@
 package integration
 
 import (
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/dpproxy/dpproxy/ledger"
+	"github.com/dpproxy/dpproxy/wire"
 )
 
 // TestAnswerCacheRepeatsForFree: within the cache window the same statement
@@ -93,5 +101,61 @@ func testAnswerCache(t *testing.T, mode string) {
 	}
 	if len(entries) != 6 || hits != 3 {
 		t.Errorf("ledger: %d entries with %d cache hits, want 6 with 3", len(entries), hits)
+	}
+}
+
+// TestAnswerCacheWindowEnds: a repeat is answered from the cache (the
+// store, then the proxy's memo of it: wire/answermemo.go) only within the
+// window; once it has passed, the same statement is a new question,
+// charged and answered afresh.
+func TestAnswerCacheWindowEnds(t *testing.T) {
+	ctx := testContext(t)
+	const window = 4 * time.Second
+	dsn := inProcess(t, ctx, func(cfg *wire.Config) {
+		cfg.Policy.Defaults.CacheWindow = window
+		cfg.Policy.Analyst("alice").Team = ""
+		c, err := ledger.OpenBoltCache(filepath.Join(t.TempDir(), "answers.db"), ledger.BoltCacheOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		cfg.Cache = c
+	})
+	pcfg, err := pgx.ParseConfig(dsn + " user=alice password=" + alicePassword)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var notices []string
+	pcfg.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) { notices = append(notices, n.Message) }
+	conn, err := pgx.ConnectConfig(ctx, pcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	ask := func() string {
+		t.Helper()
+		var n int64
+		if err := conn.QueryRow(ctx, "SELECT count(*) FROM patients WHERE age > 40").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return notices[len(notices)-1]
+	}
+	start := time.Now()
+	want := []bool{false, true, true} // charged, then from the store, then from the memo
+	for i, cached := range want {
+		msg := ask()
+		if time.Since(start) >= window {
+			t.Fatalf("three statements took %v, longer than the %v window", time.Since(start), window)
+		}
+		if got := strings.Contains(msg, "from the cache"); got != cached {
+			t.Fatalf("statement %d: notice %q; want from the cache %v", i+1, msg, cached)
+		}
+	}
+	time.Sleep(time.Until(start.Add(window + 200*time.Millisecond)))
+	if msg := ask(); !strings.Contains(msg, "dp: spent") {
+		t.Errorf("after the window: notice %q; want a new charge", msg)
+	}
+	if msg := ask(); !strings.Contains(msg, "from the cache") {
+		t.Errorf("the new answer's repeat: notice %q; want it from the cache", msg)
 	}
 }

@@ -17,47 +17,48 @@ import (
 )
 
 // probeLedger is the real bolt ledger with a probe in front of Debit: it
-// waits up to wait for the statement's upstream query to be seen blocked
-// on a lock the test holds, records whether it was, and then debits (or,
-// with fail set, refuses as an unreachable ledger would). A debit that
-// sees its query already upstream proves the two overlap.
+// reports on probed whether the statement's query was then already
+// upstream (blocked on a lock the test holds), waits for the test on
+// proceed, then debits (or, with fail set, refuses as an unreachable ledger
+// would) and reports on debited when it returns.
 type probeLedger struct {
 	ledger.Store
-	watch *pgx.Conn // a superuser connection, for pg_stat_activity
+	ctx   context.Context // the test's: a debit's own context ends in seconds
+	watch *pgx.Conn       // a superuser connection, for pg_stat_activity
 
 	mu   sync.Mutex
-	wait time.Duration
+	wait time.Duration // how long to look for the query
 	fail bool
-	seen []bool // per debit: was the query upstream while it started?
+
+	probed  chan bool
+	proceed chan struct{}
+	debited chan time.Time
 }
 
-func (p *probeLedger) Debit(ctx context.Context, c ledger.Charge) (ledger.Balance, error) {
+func (p *probeLedger) Debit(_ context.Context, c ledger.Charge) (ledger.Balance, error) {
 	p.mu.Lock()
 	wait, fail := p.wait, p.fail
 	p.mu.Unlock()
-	upstream := queryBlocked(ctx, p.watch, wait)
-	p.mu.Lock()
-	p.seen = append(p.seen, upstream)
-	p.mu.Unlock()
+	p.probed <- upstreamCount(p.ctx, p.watch, "wait_event_type = 'Lock'", wait) > 0
+	<-p.proceed
+	defer func() { p.debited <- time.Now() }()
 	if fail {
 		return ledger.Balance{}, fmt.Errorf("%w: the test refuses this debit", ledger.ErrUnavailable)
 	}
-	return p.Store.Debit(ctx, c)
+	return p.Store.Debit(context.Background(), c)
 }
 
-// queryBlocked reports whether, within wait, a backend waits for a lock
-// while running a query on patients.
-func queryBlocked(ctx context.Context, watch *pgx.Conn, wait time.Duration) bool {
+// upstreamCount counts the backends, other than watch's, running a query
+// on patients that match cond; it polls for up to wait for a non-zero
+// count.
+func upstreamCount(ctx context.Context, watch *pgx.Conn, cond string, wait time.Duration) int {
 	deadline := time.Now().Add(wait)
 	for {
 		var n int
 		err := watch.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
-			WHERE wait_event_type = 'Lock' AND query LIKE '%patients%' AND pid <> pg_backend_pid()`).Scan(&n)
-		if err == nil && n > 0 {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
+			WHERE `+cond+` AND query LIKE '%patients%' AND pid <> pg_backend_pid()`).Scan(&n)
+		if err == nil && n > 0 || time.Now().After(deadline) {
+			return n
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -66,10 +67,11 @@ func queryBlocked(ctx context.Context, watch *pgx.Conn, wait time.Duration) bool
 // TestChargeOverlapsUpstream checks the order of a DP statement's debit
 // and upstream query (wire/overlap.go): the first statement of a session
 // debits before its query runs; once a debit has left headroom, the next
-// statement's query runs while its debit is made, and is still answered
-// only after it; a debit that then fails cancels the query upstream and
-// the client gets the ledger's error, not an answer; after that failure
-// the session debits first again.
+// statement's query runs while its debit is made, and its rows, ready
+// upstream, are not answered until the debit returns; a debit that fails
+// gets the client the ledger's error and no rows, whether the rows were
+// ready (dropped) or the query still ran (cancelled upstream); after a
+// failure the session debits first again.
 func TestChargeOverlapsUpstream(t *testing.T) {
 	ctx := testContext(t)
 	watch, err := pgx.Connect(ctx, pg.AdminDSN())
@@ -77,7 +79,8 @@ func TestChargeOverlapsUpstream(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer watch.Close(ctx)
-	probe := &probeLedger{watch: watch}
+	probe := &probeLedger{ctx: ctx, watch: watch,
+		probed: make(chan bool), proceed: make(chan struct{}), debited: make(chan time.Time, 1)}
 	dsn := inProcess(t, ctx, func(cfg *wire.Config) {
 		alice := cfg.Policy.Analyst("alice")
 		alice.Budget.Epsilon = 100
@@ -95,15 +98,24 @@ func TestChargeOverlapsUpstream(t *testing.T) {
 	}
 	defer conn.Close(ctx)
 
-	const query = "SELECT count(*) FROM patients WHERE age > 40"
-	// run holds an exclusive lock on patients while query runs through the
-	// proxy, releases it once the debit has been probed, and returns the
-	// statement's error and what the probe saw.
-	run := func(wait time.Duration, fail bool) (error, bool) {
+	type step int
+	const (
+		sequential   step = iota // debit first: the query is not upstream during it
+		overlapped               // the query runs during the debit; answered after it
+		failRowsDone             // overlapped; the debit fails after the query finished
+		failBlocked              // overlapped; the debit fails while the query waits
+	)
+	type answered struct {
+		err error
+		at  time.Time
+	}
+	run := func(name string, s step) {
 		t.Helper()
 		probe.mu.Lock()
-		probe.wait, probe.fail = wait, fail
-		n := len(probe.seen)
+		probe.wait, probe.fail = 10*time.Second, s == failRowsDone || s == failBlocked
+		if s == sequential {
+			probe.wait = 500 * time.Millisecond
+		}
 		probe.mu.Unlock()
 		locker, err := pgx.Connect(ctx, pg.AdminDSN())
 		if err != nil {
@@ -118,74 +130,92 @@ func TestChargeOverlapsUpstream(t *testing.T) {
 		if _, err := tx.Exec(ctx, "LOCK TABLE patients IN ACCESS EXCLUSIVE MODE"); err != nil {
 			t.Fatal(err)
 		}
-		done := make(chan error, 1)
+		done := make(chan answered, 1)
 		go func() {
 			var count float64
-			done <- conn.QueryRow(ctx, query).Scan(&count)
+			err := conn.QueryRow(ctx, "SELECT count(*) FROM patients WHERE age > 40").Scan(&count)
+			done <- answered{err, time.Now()}
 		}()
 		var seen bool
-		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-			probe.mu.Lock()
-			probed := len(probe.seen) > n
-			if probed {
-				seen = probe.seen[n]
-			}
-			probe.mu.Unlock()
-			if probed {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatal("the statement's debit was not made within 30s")
-			}
+		select {
+		case seen = <-probe.probed:
+		case <-time.After(30 * time.Second):
+			t.Fatalf("%s: no debit within 30s", name)
 		}
-		if fail {
+		if seen != (s != sequential) {
+			t.Fatalf("%s: query upstream during the debit: %v", name, seen)
+		}
+		switch s {
+		case sequential:
+			probe.proceed <- struct{}{}
+			if err := tx.Rollback(ctx); err != nil {
+				t.Fatal(err)
+			}
+		case overlapped, failRowsDone:
+			if err := tx.Rollback(ctx); err != nil {
+				t.Fatal(err)
+			}
+			// The query finishes upstream; its rows now wait in the proxy
+			// for the debit.
+			if upstreamCount(ctx, watch, "state = 'active'", 0) > 0 &&
+				!waitUntil(30*time.Second, func() bool { return upstreamCount(ctx, watch, "state = 'active'", 0) == 0 }) {
+				t.Fatalf("%s: the query did not finish upstream within 30s", name)
+			}
+			select {
+			case a := <-done:
+				t.Fatalf("%s: answered (err %v) before its debit returned", name, a.err)
+			case <-time.After(300 * time.Millisecond):
+			}
+			probe.proceed <- struct{}{}
+		case failBlocked:
+			probe.proceed <- struct{}{}
 			// The failed debit cancels the query upstream: it stops
 			// waiting for the lock, which is still held.
-			if !waitUntil(20*time.Second, func() bool { return !queryBlocked(ctx, watch, 0) }) {
-				t.Error("the upstream query still waits after its debit failed; want it cancelled")
+			if !waitUntil(20*time.Second, func() bool {
+				return upstreamCount(ctx, watch, "wait_event_type = 'Lock'", 0) == 0
+			}) {
+				t.Errorf("%s: the upstream query still waits after its debit failed; want it cancelled", name)
+			}
+			if err := tx.Rollback(ctx); err != nil {
+				t.Fatal(err)
 			}
 		}
-		if err := tx.Rollback(ctx); err != nil {
-			t.Fatal(err)
-		}
+		debitedAt := <-probe.debited
+		var a answered
 		select {
-		case err := <-done:
-			return err, seen
+		case a = <-done:
 		case <-time.After(30 * time.Second):
-			t.Fatal("the statement did not finish within 30s of the lock's release")
-			return nil, false
+			t.Fatalf("%s: no answer within 30s of the debit", name)
+		}
+		if s == failRowsDone || s == failBlocked {
+			var pge *pgconn.PgError
+			if !errors.As(a.err, &pge) || pge.Code != "58000" || !strings.Contains(pge.Message, "ledger is unavailable") {
+				t.Fatalf("%s: got %v; want the ledger-unavailable refusal (DP007)", name, a.err)
+			}
+			return
+		}
+		if a.err != nil {
+			t.Fatalf("%s: %v", name, a.err)
+		}
+		if a.at.Before(debitedAt) {
+			t.Errorf("%s: answered at %v, before its debit returned at %v", name, a.at, debitedAt)
 		}
 	}
 
-	// First statement: no debit yet, so the debit comes first and its
-	// query is not upstream while it is made (the probe waits 500 ms for
-	// it).
-	if err, seen := run(500*time.Millisecond, false); err != nil || seen {
-		t.Fatalf("first statement: err %v, query upstream during the debit %v; want an answer, debit first", err, seen)
-	}
-	// Second: the first debit left 99.9 of 100, so they overlap.
-	if err, seen := run(20*time.Second, false); err != nil || !seen {
-		t.Fatalf("second statement: err %v, query upstream during the debit %v; want an answer, overlapped", err, seen)
-	}
-	// Third: overlapped, but the debit fails: the client gets the
-	// ledger's refusal.
-	err, seen := run(20*time.Second, true)
-	var pge *pgconn.PgError
-	if !seen || !errors.As(err, &pge) || !strings.Contains(pge.Message, "ledger is unavailable") {
-		t.Fatalf("third statement: err %v, overlapped %v; want the ledger-unavailable refusal after an overlapped debit", err, seen)
-	}
-	// Fourth: after a failed debit the session debits first again.
-	if err, seen := run(500*time.Millisecond, false); err != nil || seen {
-		t.Fatalf("fourth statement: err %v, query upstream during the debit %v; want an answer, debit first", err, seen)
-	}
-	// Three answers were charged and four debits attempted; the refused one
-	// is not in the ledger.
+	run("first statement", sequential)
+	run("after a debit with headroom", overlapped)
+	run("debit fails after the rows are ready", failRowsDone)
+	run("after a failed debit", sequential)
+	run("headroom again", overlapped)
+	run("debit fails while the query waits", failBlocked)
+	run("after the second failure", sequential)
+	// Five answers were charged; the two refused debits wrote nothing.
 	entries, err := probe.Store.Entries(ctx, ledger.Filter{Analyst: "alice"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(entries) != 3 {
-		t.Errorf("ledger has %d entries for alice, want 3 (the refused debit wrote none)", len(entries))
+	if len(entries) != 5 {
+		t.Errorf("ledger has %d entries for alice, want 5", len(entries))
 	}
 }
 

@@ -1,13 +1,14 @@
 // Package ledger is dpproxy's privacy budget ledger: it makes the
 // differential-privacy guarantee hold over time by making every answer paid
-// for, exactly once, before it is computed.
+// for, exactly once, before it is released.
 //
 // # Invariants
 //
-//  1. Charge before execute, never refund. The proxy calls Store.Debit before
-//     it sends anything upstream and refuses the query if Debit fails for any
-//     reason (*BudgetError, ErrUnavailable, a cancelled context). A debit is
-//     never undone: a refund after an upstream error would leak through the
+//  1. Charge before release, never refund. The proxy releases nothing
+//     computed from private rows until Store.Debit has returned success (it
+//     may run the query upstream meanwhile: wire/overlap.go), and refuses the
+//     query if Debit fails for any reason (*BudgetError, ErrUnavailable, a
+//     cancelled context), dropping any rows. A debit is never undone: a refund after an upstream error would leak through the
 //     error. There is no Refund method.
 //
 //  2. One atomic step. The budget check, the debit and the append of the

@@ -1,6 +1,7 @@
 package ledger
 
 import (
+	"math"
 	"strconv"
 	"strings"
 )
@@ -51,6 +52,11 @@ func toUnits(x float64, scale int64, up bool) int64 {
 	}
 	if x > maxAmount(scale) {
 		return maxUnits + 1
+	}
+	if x == math.Trunc(x) {
+		// A whole number (budgets mostly are) is exactly that many units
+		// of 1/scale; x <= maxAmount(scale) keeps the product in range.
+		return int64(x) * scale
 	}
 	// "d.dddde±XX": value = D × 10^(exp-(len(D)-1)).
 	s := strconv.FormatFloat(x, 'e', -1, 64)

@@ -22,6 +22,10 @@ type cachedAnswer struct {
 	Accuracy []string   `json:"accuracy"`
 	Epsilon  float64    `json:"epsilon"`
 	Delta    float64    `json:"delta"`
+	// Expires is when the writer's window for this answer ends (Unix
+	// milliseconds, the writer's clock), for answerMemo; 0 in answers
+	// written before it was recorded, which are not memoised.
+	Expires int64 `json:"expires,omitempty"`
 }
 
 // cacheKey identifies one answer: the canonical plan (rewrite.Plan's
@@ -68,6 +72,9 @@ func (sess *session) cacheGet(key string) (*cachedAnswer, bool) {
 	if !sess.cacheOn() {
 		return nil, false
 	}
+	if ca, ok := sess.srv.memo.get(key, time.Now()); ok {
+		return ca, true
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), cacheTimeout)
 	defer cancel()
 	val, ok, err := c.Get(ctx, key)
@@ -83,6 +90,7 @@ func (sess *session) cacheGet(key string) (*cachedAnswer, bool) {
 		sess.log.Warn("answer cache entry unreadable; answering fresh", "err", err)
 		return nil, false
 	}
+	sess.srv.memo.put(key, &ca, len(val), time.Now())
 	return &ca, true
 }
 
@@ -91,7 +99,8 @@ func (sess *session) cachePut(key string, res *answer.Result, eps, delta float64
 		return
 	}
 	c, window := sess.srv.cfg.Cache, sess.srv.Policy().Defaults.CacheWindow
-	val, err := json.Marshal(cachedAnswer{Rows: res.Rows, Nulls: res.Nulls, Accuracy: res.Accuracy, Epsilon: eps, Delta: delta})
+	val, err := json.Marshal(cachedAnswer{Rows: res.Rows, Nulls: res.Nulls, Accuracy: res.Accuracy, Epsilon: eps, Delta: delta,
+		Expires: time.Now().Add(window).UnixMilli()})
 	if err != nil {
 		return
 	}

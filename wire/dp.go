@@ -28,8 +28,9 @@ const ledgerTimeout = 3 * time.Second
 const defaultQueryDelta = 1e-7
 
 // runDP answers a DP query: price it, charge the ledger, run the rewritten
-// SQL upstream, add noise, post-process, respond. The charge happens before
-// anything is sent upstream and is never refunded.
+// SQL upstream, add noise, post-process, respond. The charge commits before
+// anything computed from the rows is released (overlap.go) and is never
+// refunded.
 func (sess *session) runDP(st *rewrite.Statement, a execArgs) error {
 	plan := st.Plan
 	pol := sess.srv.Policy()
@@ -226,7 +227,7 @@ func (sess *session) batchedHit(st *rewrite.Statement, plan *rewrite.Plan) (ledg
 	bal, err := sess.srv.cfg.Ledger.Balance(ctx, sess.user)
 	sess.noteLedger(time.Since(t0), 0, 0, bal, err)
 	if err != nil {
-		return bal, pgerror.RefuseLedgerUnavailable.Wrap(err, "the privacy ledger is unavailable, so the query was not run")
+		return bal, pgerror.RefuseLedgerUnavailable.Wrap(err, "the privacy ledger is unavailable, so the query was not answered")
 	}
 	// Overspent (a budget lowered below what was spent, a negative grant):
 	// sync mode refuses even a free repeat, so do the same.
@@ -293,14 +294,13 @@ func (sess *session) charged(c ledger.Charge, took time.Duration, bal ledger.Bal
 		return bal, pgerror.RefuseBudgetExhausted.New("delta budget exhausted for analyst %q: the query costs delta %s but only %s is left",
 			sess.user, formatFloat(delta), formatFloat(math.Max(0, be.RemainingDelta)))
 	}
-	return bal, pgerror.RefuseLedgerUnavailable.Wrap(err, "the privacy ledger is unavailable, so the query was not run")
+	return bal, pgerror.RefuseLedgerUnavailable.Wrap(err, "the privacy ledger is unavailable, so the query was not answered")
 }
 
 // runUpstreamDP runs the rewritten SQL in a read-only transaction with a
 // statement timeout, in one round trip, and returns its rows: group keys as
 // text, then the exact quantities.
 func (sess *session) runUpstreamDP(ctx context.Context, plan *rewrite.Plan, a execArgs) ([]answer.Row, error) {
-	defer sess.timeUpstream(time.Now())
 	conn, err := sess.srv.cfg.Upstream.Acquire(ctx)
 	if err != nil {
 		return nil, err

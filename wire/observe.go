@@ -79,9 +79,8 @@ func (sess *session) noteLedger(d time.Duration, eps, delta float64, bal ledger.
 	}
 }
 
-// timeUpstream records upstream time since t0: defer sess.timeUpstream(time.Now()).
-func (sess *session) timeUpstream(t0 time.Time) {
-	d := time.Since(t0)
+// timeUpstream records d spent upstream.
+func (sess *session) timeUpstream(d time.Duration) {
 	sess.srv.cfg.Metrics.Observe(metrics.StageUpstream, d)
 	sess.trace.upstream += d
 }

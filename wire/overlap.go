@@ -3,6 +3,7 @@ package wire
 import (
 	"context"
 	"fmt"
+	"runtime/debug"
 	"time"
 
 	"github.com/dpproxy/dpproxy/answer"
@@ -47,16 +48,23 @@ func (e *chargeError) Error() string { return e.err.Error() }
 // then no rows), anything else is the upstream's failure with the charge
 // made.
 func (sess *session) chargeAndRun(c ledger.Charge, plan *rewrite.Plan, a execArgs) (ledger.Balance, []answer.Row, error) {
-	ctx, done := sess.runContext()
-	defer done()
 	if !sess.mayOverlap(c.Epsilon, c.Delta) {
 		bal, took, err := debit(sess.srv.cfg.Ledger, c)
 		if bal, err = sess.charged(c, took, bal, err); err != nil {
 			return bal, nil, &chargeError{err}
 		}
+		// The run context starts after the debit, as the statement's
+		// upstream part does: a cancel during the debit is too late to
+		// undo it and too early to stop a query.
+		ctx, done := sess.runContext()
+		defer done()
+		t0 := time.Now()
 		rows, err := sess.runUpstreamDP(ctx, plan, a)
+		sess.timeUpstream(time.Since(t0))
 		return bal, rows, err
 	}
+	ctx, done := sess.runContext()
+	defer done()
 	upCtx, stopUpstream := context.WithCancel(ctx)
 	defer stopUpstream()
 	type result struct {
@@ -65,11 +73,12 @@ func (sess *session) chargeAndRun(c ledger.Charge, plan *rewrite.Plan, a execArg
 		err  error
 	}
 	debited := make(chan result, 1)
-	store := sess.srv.cfg.Ledger
+	store, log := sess.srv.cfg.Ledger, sess.log
 	go func() {
 		var r result
 		defer func() {
 			if p := recover(); p != nil {
+				log.Error("panic in a ledger debit; refusing the statement", "panic", p, "stack", string(debug.Stack()))
 				r.err = fmt.Errorf("%w: debit panicked: %v", ledger.ErrUnavailable, p)
 			}
 			if r.err != nil {
@@ -79,12 +88,17 @@ func (sess *session) chargeAndRun(c ledger.Charge, plan *rewrite.Plan, a execArg
 		}()
 		r.bal, r.took, r.err = debit(store, c)
 	}()
+	t0 := time.Now()
 	rows, upErr := sess.runUpstreamDP(upCtx, plan, a)
+	upTook := time.Since(t0)
 	r := <-debited
 	bal, err := sess.charged(c, r.took, r.bal, r.err)
 	if err != nil {
+		// Not even the upstream time of a query that was not charged is
+		// recorded.
 		return bal, nil, &chargeError{err}
 	}
+	sess.timeUpstream(upTook)
 	return bal, rows, upErr
 }
 

@@ -16,7 +16,7 @@ import (
 // the result. Upstream errors are forwarded: they cannot depend on private
 // rows.
 func (sess *session) runPassthrough(st *rewrite.Statement, a execArgs) error {
-	defer sess.timeUpstream(time.Now())
+	defer func(t0 time.Time) { sess.timeUpstream(time.Since(t0)) }(time.Now())
 	ctx, done := sess.runContext()
 	defer done()
 	conn, err := sess.srv.cfg.Upstream.Acquire(ctx)

@@ -69,8 +69,9 @@ type Server struct {
 
 	shadowSeen sync.Map // tables whose pre-bounded copy exists upstream
 
-	hits       *hitAudit // batched audit of cache hits (hitaudit.go)
-	paramTypes typeCache // inferred parameter types of rewritten DP statements
+	hits       *hitAudit   // batched audit of cache hits (hitaudit.go)
+	memo       *answerMemo // decoded answers read from the answer cache (answermemo.go)
+	paramTypes typeCache   // inferred parameter types of rewritten DP statements
 }
 
 // NewServer checks the upstream and returns a server ready to Serve.
@@ -88,6 +89,7 @@ func NewServer(ctx context.Context, cfg Config) (*Server, error) {
 		sessions: map[uint64]*session{},
 		conns:    map[net.Conn]struct{}{},
 		hits:     newHitAudit(cfg.Ledger, cfg.Logger),
+		memo:     newAnswerMemo(memoMaxEntries, memoMaxBytes),
 	}
 	s.policy.Store(cfg.Policy)
 	params, sd, err := readUpstreamParams(ctx, cfg.Upstream)
