@@ -50,12 +50,18 @@ type entryBody struct {
 	Mode          Mode     `json:"mode"`
 	Kind          string   `json:"kind,omitempty"` // "" (a charge), KindGrant or KindReset
 	// The analyst's budget period and bucket, and the shared levels.
-	Period   Period  `json:"period,omitempty"`
-	Bucket   string  `json:"bucket,omitempty"`
-	Shared   []level `json:"shared,omitempty"`
-	RDPUnits []int64 `json:"rdp_units,omitempty"`
-	XEps     int64   `json:"x_eps_units,omitempty"`
-	XDelta   int64   `json:"x_delta_units,omitempty"`
+	Period   Period       `json:"period,omitempty"`
+	Bucket   string       `json:"bucket,omitempty"`
+	Shared   []level      `json:"shared,omitempty"`
+	RDPUnits []int64      `json:"rdp_units,omitempty"`
+	XEps     int64        `json:"x_eps_units,omitempty"`
+	XDelta   int64        `json:"x_delta_units,omitempty"`
+	Repeats  []repeatBody `json:"repeats,omitempty"`
+}
+
+type repeatBody struct {
+	ID   string `json:"id"`
+	Time string `json:"time"` // as entryBody.Time
 }
 
 func newBody(c *Charge, a amounts, mode Mode) entryBody {
@@ -86,7 +92,19 @@ func newBody(c *Charge, a amounts, mode Mode) entryBody {
 		RDPUnits:      a.rdp,
 		XEps:          a.xeps,
 		XDelta:        a.xdelt,
+		Repeats:       repeatBodies(c.Repeats),
 	}
+}
+
+func repeatBodies(rs []Repeat) []repeatBody {
+	if len(rs) == 0 {
+		return nil
+	}
+	out := make([]repeatBody, len(rs))
+	for i, r := range rs {
+		out[i] = repeatBody{ID: r.ID, Time: r.Time.UTC().Format(time.RFC3339Nano)}
+	}
+	return out
 }
 
 // newGrantBody encodes an admin adjustment of level l by (eps, delta) units.
@@ -210,6 +228,14 @@ func (r *record) entry() (Entry, error) {
 			rdp[i] = fromEps(u)
 		}
 	}
+	var repeats []Repeat
+	for _, rb := range b.Repeats {
+		rt, err := time.Parse(time.RFC3339Nano, rb.Time)
+		if err != nil {
+			return Entry{}, fmt.Errorf("%w: entry %d: bad time of repeat %q: %v", ErrUnavailable, r.Seq, rb.ID, err)
+		}
+		repeats = append(repeats, Repeat{ID: rb.ID, Time: rt})
+	}
 	eps, delta := fromEps(b.EpsUnits), fromDelta(b.DeltaUnits)
 	return Entry{
 		Seq:           r.Seq,
@@ -226,6 +252,7 @@ func (r *record) entry() (Entry, error) {
 		Mechanisms:    b.Mechanisms,
 		PolicyVersion: b.PolicyVersion,
 		CacheHit:      b.CacheHit,
+		Repeats:       repeats,
 		Mode:          b.Mode,
 		Bucket:        b.Bucket,
 		Shared:        shared,

@@ -100,6 +100,54 @@ var conformanceCases = []struct {
 			t.Fatal(err)
 		}
 	}},
+	{"a cache-hit entry records its repeats", func(t *testing.T, s Store) {
+		ctx := testCtx(t)
+		budget := Budget{Epsilon: 1.0}
+		if _, err := s.Debit(ctx, charge("alice", "answer", 0.1, budget)); err != nil {
+			t.Fatal(err)
+		}
+		hit := charge("alice", "hit-1", 0, budget)
+		hit.CacheHit = true
+		hit.Repeats = []Repeat{{ID: "hit-2", Time: t0.Add(time.Millisecond)}, {ID: "hit-3", Time: t0.Add(2 * time.Millisecond)}}
+		b, err := s.Debit(ctx, hit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b.Queries != 4 || b.SpentEpsilon != 0.1 {
+			t.Fatalf("after an answer and three hits in one entry: queries %d, spent %g; want 4, 0.1", b.Queries, b.SpentEpsilon)
+		}
+		// A retry of the entry (same ID) is not recorded twice.
+		if b, err = s.Debit(ctx, hit); err != nil || b.Queries != 4 {
+			t.Fatalf("retry: queries %d, %v; want 4", b.Queries, err)
+		}
+		es, err := s.Entries(ctx, Filter{Analyst: "alice"})
+		if err != nil || len(es) != 2 {
+			t.Fatalf("entries %d %v; want 2", len(es), err)
+		}
+		e := es[1]
+		if !e.CacheHit || e.ID != "hit-1" || e.Queries != 4 || len(e.Repeats) != 2 ||
+			e.Repeats[1].ID != "hit-3" || !e.Repeats[1].Time.Equal(t0.Add(2*time.Millisecond)) {
+			t.Fatalf("entry %+v", e)
+		}
+		if err := s.Verify(ctx); err != nil {
+			t.Fatal(err)
+		}
+		// Only a zero cache-hit charge may record repeats.
+		for name, c := range map[string]Charge{
+			"charged":   charge("alice", "x1", 0.1, budget),
+			"not a hit": charge("alice", "x2", 0, budget),
+			"empty ID":  func() Charge { c := hit; c.ID, c.Repeats = "x3", []Repeat{{Time: t0}}; return c }(),
+			"zero time": func() Charge { c := hit; c.ID, c.Repeats = "x4", []Repeat{{ID: "r"}}; return c }(),
+			"too many":  func() Charge { c := hit; c.ID, c.Repeats = "x5", make([]Repeat, MaxRepeats+1); return c }(),
+		} {
+			if len(c.Repeats) == 0 {
+				c.Repeats = hit.Repeats
+			}
+			if _, err := s.Debit(ctx, c); !errors.Is(err, ErrInvalidCharge) {
+				t.Errorf("%s with repeats: %v, want ErrInvalidCharge", name, err)
+			}
+		}
+	}},
 	{"a refused first charge leaves no account", func(t *testing.T, s Store) {
 		ctx := testCtx(t)
 		// Concurrent, so that bolt commits them in one batch with a good one.

@@ -42,6 +42,7 @@ func (l level) lifetime(analyst string) bool {
 // amounts is a validated charge in fixed point.
 type amounts struct {
 	eps, delta int64
+	queries    int64   // answers the charge records: 1 + its repeats
 	levels     []level // levels[0] is the analyst's own budget
 	// ModeRDP only: the charge's RDP curve in epsilon units (nil in
 	// ModeBasic) and its part accounted outside the curve.
@@ -56,6 +57,30 @@ const rdpCap int64 = 4_000_000_000_000_000
 
 func rdpAdd(a, b int64) int64 { return min(a+b, rdpCap) }
 
+// checkRepeats: only a zero cache-hit charge records repeats (so that
+// merging them can never change what is spent), each with an ID and a
+// time.
+func checkRepeats(c *Charge) error {
+	if len(c.Repeats) == 0 {
+		return nil
+	}
+	switch {
+	case !c.CacheHit || c.Epsilon != 0 || c.Delta != 0 || c.RDP != nil:
+		return fmt.Errorf("%w: only a zero cache-hit charge may record repeats", ErrInvalidCharge)
+	case len(c.Repeats) > MaxRepeats:
+		return fmt.Errorf("%w: %d repeats; at most %d", ErrInvalidCharge, len(c.Repeats), MaxRepeats)
+	}
+	for _, r := range c.Repeats {
+		switch {
+		case r.ID == "" || len(r.ID) > 256:
+			return fmt.Errorf("%w: a repeat's ID must be 1 to 256 bytes", ErrInvalidCharge)
+		case r.Time.IsZero():
+			return fmt.Errorf("%w: repeat %q has a zero time", ErrInvalidCharge, r.ID)
+		}
+	}
+	return nil
+}
+
 func validate(c *Charge, mode Mode) (amounts, error) {
 	var a amounts
 	switch {
@@ -68,6 +93,10 @@ func validate(c *Charge, mode Mode) (amounts, error) {
 	case c.Time.IsZero():
 		return a, fmt.Errorf("%w: zero time (the caller supplies the clock)", ErrInvalidCharge)
 	}
+	if err := checkRepeats(c); err != nil {
+		return a, err
+	}
+	a.queries = 1 + int64(len(c.Repeats))
 	var err error
 	if a.eps, err = chargeUnits("epsilon", c.Epsilon, epsScale); err != nil {
 		return a, err
@@ -247,7 +276,7 @@ func (a *account) rdpAt(i int) int64 {
 func (a *account) add(c *amounts, mode Mode) {
 	a.SpentEps += c.eps
 	a.SpentDelta += c.delta
-	a.Queries++
+	a.Queries += c.queries
 	if mode == ModeRDP {
 		if a.RDP == nil {
 			a.RDP = make([]int64, mechanisms.NumRDPOrders)
@@ -405,7 +434,10 @@ func (r *replay) apply(b *entryBody) error {
 	}
 	switch b.Kind {
 	case "", KindCharge:
-		a := amounts{eps: b.EpsUnits, delta: b.DeltaUnits, rdp: b.RDPUnits, xeps: b.XEps, xdelt: b.XDelta}
+		a := amounts{eps: b.EpsUnits, delta: b.DeltaUnits, queries: 1 + int64(len(b.Repeats)), rdp: b.RDPUnits, xeps: b.XEps, xdelt: b.XDelta}
+		if len(b.Repeats) > 0 && (!b.CacheHit || a.eps != 0 || a.delta != 0) {
+			return fmt.Errorf("repeats recorded in a charge that is not a zero cache hit")
+		}
 		if b.Mode == ModeRDP && len(a.rdp) != mechanisms.NumRDPOrders {
 			return fmt.Errorf("RDP entry with %d orders", len(a.rdp))
 		}

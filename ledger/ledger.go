@@ -50,7 +50,22 @@ type Charge struct {
 	PolicyVersion string
 	CacheHit      bool
 	Time          time.Time // required; the caller supplies the clock
+	// Repeats are further answers of the same statement from the answer
+	// cache, recorded in this one entry with their own IDs and times (the
+	// proxy's batched cache-hit audit). Only a zero cache-hit charge may
+	// carry them, at most MaxRepeats; each counts as a query. Their IDs
+	// are listed, not indexed: idempotency is by ID, the entry's own.
+	Repeats []Repeat
 }
+
+// Repeat is one repeated answer recorded in another's entry.
+type Repeat struct {
+	ID   string    `json:"id"`
+	Time time.Time `json:"time"`
+}
+
+// MaxRepeats bounds Charge.Repeats, and so an entry's size.
+const MaxRepeats = 1024
 
 // Budget is an (epsilon, delta) limit per period.
 type Budget struct {
@@ -217,7 +232,10 @@ type Entry struct {
 	Mechanisms    string    `json:"mechanisms,omitempty"`
 	PolicyVersion string    `json:"policy_version,omitempty"`
 	CacheHit      bool      `json:"cache_hit"`
-	Mode          Mode      `json:"mode"`
+	// Repeats are further cache hits of the statement this entry records
+	// (Charge.Repeats); Queries counts each.
+	Repeats []Repeat `json:"repeats,omitempty"`
+	Mode    Mode     `json:"mode"`
 	// Bucket is the period of Budget the charge was debited from.
 	Bucket string  `json:"bucket,omitempty"`
 	Shared []Limit `json:"shared,omitempty"`

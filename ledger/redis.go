@@ -262,6 +262,7 @@ func (s *RedisStore) Debit(ctx context.Context, c Charge) (Balance, error) {
 		}
 		args = append(args, rdpConvArgs...)
 	}
+	args = append(args, a.queries)
 	res, err := debitScript.Run(ctx, s.client, keys, args...).StringSlice()
 	if err != nil {
 		return Balance{}, unavailable("debit script", err)

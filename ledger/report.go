@@ -231,6 +231,8 @@ var htmlReport = template.Must(template.New("report").Funcs(template.FuncMap{
 		return s
 	},
 	"join": func(s []string) string { return strings.Join(s, ", ") },
+	// answers: an entry with repeats records them and its own.
+	"answers": func(rs []Repeat) int { return 1 + len(rs) },
 }).Parse(`<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -258,7 +260,7 @@ td.sql { font-family: ui-monospace, monospace; white-space: pre-wrap; max-width:
 <h2>Audit entries</h2>
 <table>
 <tr><th>time (UTC)</th><th>analyst</th><th>ε</th><th>δ</th><th>cache hit</th><th>statement</th><th>tables</th><th>mechanisms</th><th>policy</th><th>hash</th></tr>
-{{range .Entries}}<tr><td>{{time .Time}}</td><td>{{.Analyst}}</td><td class="n">{{g .Epsilon}}</td><td class="n">{{g .Delta}}</td><td>{{if .CacheHit}}yes{{end}}</td><td class="sql">{{.Statement}}</td><td>{{join .Tables}}</td><td>{{.Mechanisms}}</td><td>{{.PolicyVersion}}</td><td title="{{.Hash}}">{{short .Hash}}</td></tr>
+{{range .Entries}}<tr><td>{{time .Time}}</td><td>{{.Analyst}}</td><td class="n">{{g .Epsilon}}</td><td class="n">{{g .Delta}}</td><td>{{if .CacheHit}}yes{{with .Repeats}} ×{{answers .}}{{end}}{{end}}</td><td class="sql">{{.Statement}}</td><td>{{join .Tables}}</td><td>{{.Mechanisms}}</td><td>{{.PolicyVersion}}</td><td title="{{.Hash}}">{{short .Hash}}</td></tr>
 {{end}}</table>
 </body>
 </html>

@@ -3,6 +3,7 @@ package wire
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -40,7 +41,8 @@ type hitAudit struct {
 
 	mu       sync.Mutex
 	pending  []ledger.Charge
-	inflight int  // charges being written by a flush
+	queued   int  // hits in pending (a merged retry holds several)
+	inflight int  // hits being written by a flush
 	armed    bool // a flush is scheduled
 	closed   bool
 	running  sync.WaitGroup // flushes in progress
@@ -55,10 +57,11 @@ func newHitAudit(store ledger.Store, log *slog.Logger) *hitAudit {
 func (h *hitAudit) add(c ledger.Charge) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.closed || len(h.pending)+h.inflight >= hitMaxPending {
+	if h.closed || h.queued+h.inflight >= hitMaxPending {
 		return false
 	}
 	h.pending = append(h.pending, c)
+	h.queued++
 	if !h.armed {
 		h.armed = true
 		h.running.Add(1)
@@ -76,32 +79,38 @@ func (h *hitAudit) add(c ledger.Charge) bool {
 // lost, with their statement IDs).
 func (h *hitAudit) flush(final bool) {
 	h.mu.Lock()
-	batch := h.pending
-	h.pending = nil
+	batch, hits := h.pending, h.queued
+	h.pending, h.queued = nil, 0
 	h.armed = false
-	h.inflight += len(batch)
+	h.inflight += hits
 	h.mu.Unlock()
 	if len(batch) == 0 {
 		return
 	}
-	failed := h.write(batch)
+	failed := h.write(mergeHits(batch))
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.inflight -= len(batch)
+	h.inflight -= hits
 	if len(failed) == 0 {
 		return
 	}
 	if final {
-		ids := make([]string, len(failed))
-		for i, c := range failed {
-			ids[i] = c.ID
+		var ids []string
+		for _, c := range failed {
+			ids = append(ids, c.ID)
+			for _, r := range c.Repeats {
+				ids = append(ids, r.ID)
+			}
 		}
-		h.log.Error("ledger: cache-hit audit entries could not be written at shutdown", "entries", len(failed), "ids", ids)
+		h.log.Error("ledger: cache-hit audit entries could not be written at shutdown", "hits", len(ids), "ids", ids)
 		return
 	}
 	h.log.Warn("ledger: cache-hit audit entries not written; retrying", "entries", len(failed))
 	// Back in the queue in the same step as they leave the in-flight
 	// count, so the queue limit holds throughout.
+	for _, c := range failed {
+		h.queued += 1 + len(c.Repeats)
+	}
 	h.pending = append(failed, h.pending...)
 	if !h.armed && !h.closed {
 		h.armed = true
@@ -158,4 +167,37 @@ func (h *hitAudit) close() {
 	h.mu.Unlock()
 	h.running.Wait()
 	h.flush(true)
+}
+
+// mergeHits records the hits of one statement by one analyst (same text,
+// tables, policy version and budgets: everything but ID and time) in one
+// entry, the first hit's, with the others as its repeats (at most
+// ledger.MaxRepeats), so that a batch of repeats costs one ledger entry
+// instead of one each. A charge that already carries repeats is a retry of
+// an entry that may have been written: it keeps its ID and repeats, so the
+// ledger recognises it.
+func mergeHits(batch []ledger.Charge) []ledger.Charge {
+	out := make([]ledger.Charge, 0, len(batch))
+	open := map[string]int{} // merge key -> index in out
+	for _, c := range batch {
+		if len(c.Repeats) > 0 {
+			out = append(out, c)
+			continue
+		}
+		k := mergeKey(&c)
+		if i, ok := open[k]; ok && len(out[i].Repeats) < ledger.MaxRepeats {
+			out[i].Repeats = append(out[i].Repeats, ledger.Repeat{ID: c.ID, Time: c.Time})
+			continue
+		}
+		open[k] = len(out)
+		out = append(out, c)
+	}
+	return out
+}
+
+// mergeKey is everything a hit's entry records but its ID and time.
+func mergeKey(c *ledger.Charge) string {
+	return fmt.Sprintf("%q %q %q %q %q %q %v %v %v %g %g %v",
+		c.Analyst, c.Statement, c.Fingerprint, c.Tables, c.Mechanisms, c.PolicyVersion,
+		c.Budget, c.Shared, c.CacheHit, c.Epsilon, c.Delta, c.RDP != nil)
 }

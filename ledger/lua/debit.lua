@@ -22,6 +22,8 @@
 --   ARGV[b+1], ARGV[b+2]   epsilon and delta units accounted outside the RDP sums
 --   ARGV[b+2+j]            RDP units of the charge at order j (j = 1..13)
 --   ARGV[b+15+j]           shift(alpha_j), ARGV[b+28+j] inv(alpha_j) (engine.go rdpConv)
+-- charge, last: the number of answers it records (1 + its repeats), added
+--   to queries.
 -- grant: ARGV[11..14] expected spent_eps, spent_delta, grant_eps, grant_delta
 --   of the level ("" skips the check; a reset uses it to apply to the state
 --   it was computed from, else returns {"retry"}).
@@ -148,6 +150,7 @@ local prev = head[2] or "0000000000000000000000000000000000000000000000000000000
 local first
 if kind == "charge" then
   local b = 8 + 2 * nl
+  local queries = tonumber(ARGV[#ARGV])
   local xe, xd, cr, shift, inv = 0, 0, {}, {}, {}
   if mode == "rdp" then
     xe, xd = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2])
@@ -190,7 +193,7 @@ if kind == "charge" then
     local st = cache[key]
     st.spent_eps = st.spent_eps + eps
     st.spent_delta = st.spent_delta + delta
-    st.queries = st.queries + 1
+    st.queries = st.queries + queries
     if mode == "rdp" then
       st.x_eps, st.x_delta = st.x_eps + xe, st.x_delta + xd
       for j = 1, NR do st["r" .. j] = math.min(st["r" .. j] + cr[j], CAP) end
