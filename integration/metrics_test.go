@@ -91,14 +91,19 @@ func TestMetricsEndpoint(t *testing.T) {
 	waitFor(t, "connections_open back to 0", func() bool { return scrape(t, base)[`dpproxy_connections_open`] == 0 })
 
 	// Logs: one "statement" line per statement, carrying an ID, the
-	// outcome and timings, never the answer or the upstream DSN.
-	logs := p.logs.String()
+	// outcome and timings, never the answer or the upstream DSN. Info
+	// lines reach stderr within 10 ms (cmd/dpproxy/logwriter.go).
+	var logs string
 	var stmts []string
-	for _, line := range strings.Split(logs, "\n") {
-		if strings.Contains(line, `"msg":"statement"`) {
-			stmts = append(stmts, line)
+	waitFor(t, "five statement log lines", func() bool {
+		logs, stmts = p.logs.String(), nil
+		for _, line := range strings.Split(logs, "\n") {
+			if strings.Contains(line, `"msg":"statement"`) {
+				stmts = append(stmts, line)
+			}
 		}
-	}
+		return len(stmts) >= 5
+	})
 	if len(stmts) != 5 {
 		t.Errorf("%d statement log lines, want 5:\n%s", len(stmts), strings.Join(stmts, "\n"))
 	}

@@ -2,9 +2,10 @@ package wire
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
-	"fmt"
 	"log/slog"
+	"strconv"
 	"sync"
 	"time"
 
@@ -195,9 +196,41 @@ func mergeHits(batch []ledger.Charge) []ledger.Charge {
 	return out
 }
 
-// mergeKey is everything a hit's entry records but its ID and time.
+// mergeKey is everything a hit's entry records but its ID and time, each
+// part length-prefixed so that parts cannot run together.
 func mergeKey(c *ledger.Charge) string {
-	return fmt.Sprintf("%q %q %q %q %q %q %v %v %v %g %g %v",
-		c.Analyst, c.Statement, c.Fingerprint, c.Tables, c.Mechanisms, c.PolicyVersion,
-		c.Budget, c.Shared, c.CacheHit, c.Epsilon, c.Delta, c.RDP != nil)
+	var b []byte
+	put := func(s string) {
+		b = binary.AppendUvarint(b, uint64(len(s)))
+		b = append(b, s...)
+	}
+	put(c.Analyst)
+	put(c.Statement)
+	put(c.Fingerprint)
+	put(c.Mechanisms)
+	put(c.PolicyVersion)
+	b = binary.AppendUvarint(b, uint64(len(c.Tables)))
+	for _, t := range c.Tables {
+		put(t)
+	}
+	budget := func(bu ledger.Budget) {
+		b = strconv.AppendFloat(b, bu.Epsilon, 'g', -1, 64)
+		b = append(b, ' ')
+		b = strconv.AppendFloat(b, bu.Delta, 'g', -1, 64)
+		b = append(b, ' ')
+		put(string(bu.Period))
+	}
+	budget(c.Budget)
+	b = binary.AppendUvarint(b, uint64(len(c.Shared)))
+	for _, l := range c.Shared {
+		put(l.Account)
+		budget(l.Budget)
+	}
+	b = strconv.AppendFloat(b, c.Epsilon, 'g', -1, 64)
+	b = append(b, ' ')
+	b = strconv.AppendFloat(b, c.Delta, 'g', -1, 64)
+	b = append(b, ' ')
+	b = strconv.AppendBool(b, c.CacheHit)
+	b = strconv.AppendBool(b, c.RDP != nil)
+	return string(b)
 }

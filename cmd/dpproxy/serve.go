@@ -68,7 +68,9 @@ the listener cannot be opened.`)
 		defer stop()
 	}
 	tuneGC()
-	return serve(pol, *policyPath, adminAddr, newLogger(*logFormat), nil)
+	lw := newLogWriter(os.Stderr, logFlushEvery)
+	defer lw.Close()
+	return serve(pol, *policyPath, adminAddr, newLoggerTo(lw, *logFormat), nil)
 }
 
 // serveGCPercent is the garbage collector's GOGC for `serve` unless the
@@ -110,6 +112,15 @@ func newLogger(format string) *slog.Logger {
 		return slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	}
 	return slog.New(slog.NewTextHandler(os.Stderr, nil))
+}
+
+// newLoggerTo logs to w, batched, with warnings and errors written at once.
+func newLoggerTo(w *logWriter, format string) *slog.Logger {
+	var h slog.Handler = slog.NewTextHandler(w, nil)
+	if format == "json" {
+		h = slog.NewJSONHandler(w, nil)
+	}
+	return slog.New(flushOnWarn{h, w})
 }
 
 // serve runs the proxy until SIGINT or SIGTERM. ready, when set, is called
