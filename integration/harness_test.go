@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -69,7 +68,7 @@ type proxy struct {
 	policyPath string
 	ledgerPath string
 	cmd        *exec.Cmd
-	logs       *syncBuffer
+	logs       *testenv.Buffer
 	stopOnce   sync.Once
 }
 
@@ -162,7 +161,7 @@ func startProxy(t *testing.T, o proxyOptions) *proxy {
 		addr:       fmt.Sprintf("127.0.0.1:%d", port),
 		policyPath: filepath.Join(dir, "policy.yaml"),
 		ledgerPath: o.ledgerPath,
-		logs:       &syncBuffer{},
+		logs:       &testenv.Buffer{},
 	}
 	if p.ledgerPath == "" {
 		p.ledgerPath = filepath.Join(dir, "ledger.db")
@@ -260,23 +259,6 @@ func exact(t *testing.T, ctx context.Context, sql string) int64 {
 		t.Fatal(err)
 	}
 	return n
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func testContext(t *testing.T) context.Context {

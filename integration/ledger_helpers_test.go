@@ -19,6 +19,8 @@ import (
 
 	"github.com/dpproxy/dpproxy/internal/pgcluster"
 	"github.com/dpproxy/dpproxy/ledger"
+
+	"github.com/dpproxy/dpproxy/internal/testenv"
 )
 
 // ledgerProxy is a dpproxy process started from an explicit policy text, so
@@ -61,7 +63,7 @@ func freeAddr(t *testing.T) string {
 // SIGTERM unless it was killed.
 func startLedgerProxy(t *testing.T, addr, policyText string, extraArgs ...string) *ledgerProxy {
 	t.Helper()
-	p := &ledgerProxy{proxy: proxy{addr: addr, logs: &syncBuffer{}}, exited: make(chan error, 1)}
+	p := &ledgerProxy{proxy: proxy{addr: addr, logs: &testenv.Buffer{}}, exited: make(chan error, 1)}
 	p.policyPath = filepath.Join(t.TempDir(), "policy.yaml")
 	if err := os.WriteFile(p.policyPath, []byte(policyText), 0o600); err != nil {
 		t.Fatal(err)

@@ -1,32 +1,15 @@
 package policy
 
 import (
-	"bytes"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/dpproxy/dpproxy/internal/testenv"
 )
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 func TestWatcher(t *testing.T) {
 	dir := t.TempDir()
@@ -47,7 +30,7 @@ func TestWatcher(t *testing.T) {
 		t.Fatal(errs)
 	}
 	var applied []*Policy
-	logs := &lockedBuffer{}
+	logs := &testenv.Buffer{}
 	w := NewWatcher(WatcherOptions{Path: path, Current: cur, Getenv: getenv,
 		Apply: func(p *Policy) { applied = append(applied, p) }, Logger: slog.New(slog.NewTextHandler(logs, nil))})
 

@@ -1,35 +1,18 @@
 package main
 
 import (
-	"bytes"
 	"regexp"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/dpproxy/dpproxy/internal/testenv"
 )
-
-// lockedBuffer is the log's destination, read while lines are written.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 func TestLogWriter(t *testing.T) {
 	t.Run("info waits for a flush, warnings do not", func(t *testing.T) {
-		var out lockedBuffer
+		var out testenv.Buffer
 		w := newLogWriter(&out, time.Hour) // no timed flush in this test
 		defer w.Close()
 		log := newLoggerTo(w, "text")
@@ -43,7 +26,7 @@ func TestLogWriter(t *testing.T) {
 		}
 	})
 	t.Run("the timer flushes", func(t *testing.T) {
-		var out lockedBuffer
+		var out testenv.Buffer
 		w := newLogWriter(&out, time.Millisecond)
 		defer w.Close()
 		newLoggerTo(w, "json").Info("statement")
@@ -56,7 +39,7 @@ func TestLogWriter(t *testing.T) {
 		}
 	})
 	t.Run("a full buffer is written at once", func(t *testing.T) {
-		var out lockedBuffer
+		var out testenv.Buffer
 		w := newLogWriter(&out, time.Hour)
 		defer w.Close()
 		line := strings.Repeat("x", 1023) + "\n"
@@ -68,7 +51,7 @@ func TestLogWriter(t *testing.T) {
 		}
 	})
 	t.Run("close writes everything; later lines go at once", func(t *testing.T) {
-		var out lockedBuffer
+		var out testenv.Buffer
 		w := newLogWriter(&out, time.Hour)
 		log := newLoggerTo(w, "text")
 		var wg sync.WaitGroup
