@@ -134,11 +134,17 @@ var conformanceCases = []struct {
 		}
 		// Only a zero cache-hit charge may record repeats.
 		for name, c := range map[string]Charge{
-			"charged":   charge("alice", "x1", 0.1, budget),
-			"not a hit": charge("alice", "x2", 0, budget),
-			"empty ID":  func() Charge { c := hit; c.ID, c.Repeats = "x3", []Repeat{{Time: t0}}; return c }(),
-			"zero time": func() Charge { c := hit; c.ID, c.Repeats = "x4", []Repeat{{ID: "r"}}; return c }(),
-			"too many":  func() Charge { c := hit; c.ID, c.Repeats = "x5", make([]Repeat, MaxRepeats+1); return c }(),
+			"charged":    charge("alice", "x1", 0.1, budget),
+			"not a hit":  charge("alice", "x2", 0, budget),
+			"empty ID":   func() Charge { c := hit; c.ID, c.Repeats = "x3", []Repeat{{Time: t0}}; return c }(),
+			"zero time":  func() Charge { c := hit; c.ID, c.Repeats = "x4", []Repeat{{ID: "r"}}; return c }(),
+			"too many":   func() Charge { c := hit; c.ID, c.Repeats = "x5", make([]Repeat, MaxRepeats+1); return c }(),
+			"its own ID": func() Charge { c := hit; c.ID, c.Repeats = "x6", []Repeat{{ID: "x6", Time: t0}}; return c }(),
+			"an ID twice": func() Charge {
+				c := hit
+				c.ID, c.Repeats = "x7", []Repeat{{ID: "r", Time: t0}, {ID: "r", Time: t0}}
+				return c
+			}(),
 		} {
 			if len(c.Repeats) == 0 {
 				c.Repeats = hit.Repeats

@@ -70,13 +70,17 @@ func checkRepeats(c *Charge) error {
 	case len(c.Repeats) > MaxRepeats:
 		return fmt.Errorf("%w: %d repeats; at most %d", ErrInvalidCharge, len(c.Repeats), MaxRepeats)
 	}
+	seen := map[string]bool{c.ID: true}
 	for _, r := range c.Repeats {
 		switch {
 		case r.ID == "" || len(r.ID) > 256:
 			return fmt.Errorf("%w: a repeat's ID must be 1 to 256 bytes", ErrInvalidCharge)
 		case r.Time.IsZero():
 			return fmt.Errorf("%w: repeat %q has a zero time", ErrInvalidCharge, r.ID)
+		case seen[r.ID]:
+			return fmt.Errorf("%w: ID %q recorded twice in one entry", ErrInvalidCharge, r.ID)
 		}
+		seen[r.ID] = true
 	}
 	return nil
 }

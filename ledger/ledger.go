@@ -53,8 +53,11 @@ type Charge struct {
 	// Repeats are further answers of the same statement from the answer
 	// cache, recorded in this one entry with their own IDs and times (the
 	// proxy's batched cache-hit audit). Only a zero cache-hit charge may
-	// carry them, at most MaxRepeats; each counts as a query. Their IDs
-	// are listed, not indexed: idempotency is by ID, the entry's own.
+	// carry them, at most MaxRepeats, with IDs distinct from each other and
+	// from ID; each counts as a query. Their IDs are listed, not indexed:
+	// idempotency is by ID and amounts, the entry's own, so a retry must
+	// carry exactly the repeats of the first attempt (a retry with other
+	// repeats would be taken for it, and its new repeats dropped).
 	Repeats []Repeat
 }
 

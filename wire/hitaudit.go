@@ -41,10 +41,11 @@ type hitAudit struct {
 	log   *slog.Logger
 
 	mu       sync.Mutex
-	pending  []ledger.Charge
-	queued   int  // hits in pending (a merged retry holds several)
-	inflight int  // hits being written by a flush
-	armed    bool // a flush is scheduled
+	pending  []ledger.Charge // new hits, merged when written
+	retry    []ledger.Charge // entries sent before, resent exactly as they were
+	queued   int             // hits in pending and retry (a merged entry holds several)
+	inflight int             // hits being written by a flush
+	armed    bool            // a flush is scheduled
 	closed   bool
 	running  sync.WaitGroup // flushes in progress
 }
@@ -80,15 +81,20 @@ func (h *hitAudit) add(c ledger.Charge) bool {
 // lost, with their statement IDs).
 func (h *hitAudit) flush(final bool) {
 	h.mu.Lock()
-	batch, hits := h.pending, h.queued
-	h.pending, h.queued = nil, 0
+	// A retried entry may have been written (its acknowledgement lost):
+	// merged into another, or given new repeats, it would be taken for the
+	// entry written before and its new hits dropped, or a hit would be
+	// recorded twice. So only new hits are merged.
+	batch := append(h.retry, mergeHits(h.pending)...)
+	hits := h.queued
+	h.pending, h.retry, h.queued = nil, nil, 0
 	h.armed = false
 	h.inflight += hits
 	h.mu.Unlock()
 	if len(batch) == 0 {
 		return
 	}
-	failed := h.write(mergeHits(batch))
+	failed := h.write(batch)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.inflight -= hits
@@ -112,7 +118,7 @@ func (h *hitAudit) flush(final bool) {
 	for _, c := range failed {
 		h.queued += 1 + len(c.Repeats)
 	}
-	h.pending = append(failed, h.pending...)
+	h.retry = append(failed, h.retry...)
 	if !h.armed && !h.closed {
 		h.armed = true
 		h.running.Add(1)
@@ -170,21 +176,15 @@ func (h *hitAudit) close() {
 	h.flush(true)
 }
 
-// mergeHits records the hits of one statement by one analyst (same text,
-// tables, policy version and budgets: everything but ID and time) in one
-// entry, the first hit's, with the others as its repeats (at most
-// ledger.MaxRepeats), so that a batch of repeats costs one ledger entry
-// instead of one each. A charge that already carries repeats is a retry of
-// an entry that may have been written: it keeps its ID and repeats, so the
-// ledger recognises it.
+// mergeHits records new hits of one statement by one analyst (same text,
+// tables, policy version, budgets and UTC day: everything the entry records
+// but ID and time) in one entry, the first hit's, with the others as its
+// repeats (at most ledger.MaxRepeats), so that a batch of repeats costs one
+// ledger entry instead of one each.
 func mergeHits(batch []ledger.Charge) []ledger.Charge {
 	out := make([]ledger.Charge, 0, len(batch))
 	open := map[string]int{} // merge key -> index in out
 	for _, c := range batch {
-		if len(c.Repeats) > 0 {
-			out = append(out, c)
-			continue
-		}
 		k := mergeKey(&c)
 		if i, ok := open[k]; ok && len(out[i].Repeats) < ledger.MaxRepeats {
 			out[i].Repeats = append(out[i].Repeats, ledger.Repeat{ID: c.ID, Time: c.Time})
@@ -197,9 +197,12 @@ func mergeHits(batch []ledger.Charge) []ledger.Charge {
 }
 
 // mergeKey is everything a hit's entry records but its ID and time, each
-// part length-prefixed so that parts cannot run together.
+// part length-prefixed so that parts cannot run together. The UTC day
+// stands for the time's part in it: the period buckets (daily, monthly,
+// yearly) whose query counts the entry adds to all turn at midnight UTC.
 func mergeKey(c *ledger.Charge) string {
 	var b []byte
+	b = c.Time.UTC().AppendFormat(b, "2006-01-02 ")
 	put := func(s string) {
 		b = binary.AppendUvarint(b, uint64(len(s)))
 		b = append(b, s...)

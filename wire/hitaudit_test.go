@@ -163,6 +163,43 @@ func TestHitAuditRetries(t *testing.T) {
 	}
 }
 
+// TestHitAuditRetryNotMerged: a hit whose write seemed to fail (it was
+// written, its acknowledgement lost) is resent alone, not merged with the
+// hits of the same statement that came after it: merged, the ledger would
+// take the entry for the one already written and drop the new hits.
+func TestHitAuditRetryNotMerged(t *testing.T) {
+	store, err := ledger.OpenBolt(filepath.Join(t.TempDir(), "ledger.db"), ledger.BoltOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	h := newHitAudit(&lostAcks{Store: store, n: 1}, slog.New(slog.DiscardHandler))
+	hit := func(id string) ledger.Charge {
+		return ledger.Charge{ID: id, Analyst: "alice", Budget: ledger.Budget{Epsilon: 1},
+			Statement: "SELECT 1", CacheHit: true, Time: time.Now()}
+	}
+	h.add(hit("first"))
+	deadline := time.Now().Add(10 * time.Second)
+	for { // the first flush writes it and is told it failed
+		h.mu.Lock()
+		retrying := len(h.retry) == 1
+		h.mu.Unlock()
+		if retrying {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the first hit was not queued for a retry within 10s")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	h.add(hit("second"))
+	h.add(hit("third"))
+	h.close()
+	if hits, _ := auditedHits(t, store); len(hits) != 3 {
+		t.Errorf("%d hits recorded, want 3: %v", len(hits), hits)
+	}
+}
+
 // refusing is a real ledger in front of which every debit is refused for
 // the budget, as when a team budget was lowered below what was spent.
 type refusing struct {
