@@ -1,6 +1,8 @@
 package wire
 
 import (
+	"context"
+	"log/slog"
 	"strings"
 	"time"
 
@@ -109,22 +111,22 @@ func (sess *session) endStatement(sql string, err error) {
 // counts it in the metrics. Inside a trace (beginStatement) it reports the
 // trace; outside (a statement refused while classifying) it reports kind
 // "unclassified". outcome "" derives the outcome from err.
-func (sess *session) logStatement(sql, outcome string, err error, attrs ...any) {
+func (sess *session) logStatement(sql, outcome string, err error) {
 	tr := sess.trace
 	sess.trace = stmtTrace{}
 	if !tr.active {
 		tr.id, tr.kind = newStatementID(), metrics.KindUnparsed
 	}
 	refusal := ""
+	var pe *pgerror.Error
 	switch {
 	case err != nil:
-		pe := pgerror.As(err)
+		pe = pgerror.As(err)
 		refusal = pe.ID
 		outcome = metrics.OutcomeRefused
 		if pe.ID == "" || failures[pe.ID] {
 			outcome = metrics.OutcomeError
 		}
-		attrs = append(attrs, "code", pe.Code, "refusal", pe.ID, "err", pe.Message)
 	case tr.outcome != "":
 		outcome = tr.outcome
 	case outcome == "":
@@ -135,12 +137,19 @@ func (sess *session) logStatement(sql, outcome string, err error, attrs ...any) 
 		total = time.Since(tr.start)
 	}
 	sess.srv.cfg.Metrics.Statement(tr.kind, outcome, refusal, total)
-	head := []any{"id", tr.id, "kind", tr.kind, "outcome", outcome, "sql", truncate(sql, 200)}
+	// Typed attributes: one line per statement, so no boxing of each value.
+	var buf [17]slog.Attr
+	attrs := append(buf[:0], slog.String("id", tr.id), slog.String("kind", tr.kind),
+		slog.String("outcome", outcome), slog.String("sql", truncate(sql, 200)))
 	if tr.kind == metrics.KindDP {
-		head = append(head, "epsilon", tr.eps, "delta", tr.delta, "rows", tr.rows)
+		attrs = append(attrs, slog.Float64("epsilon", tr.eps), slog.Float64("delta", tr.delta), slog.Int("rows", tr.rows))
 	}
-	head = append(head, "parse_ms", ms(tr.parse), "ledger_ms", ms(tr.ledger), "upstream_ms", ms(tr.upstream), "total_ms", ms(total))
-	sess.log.Info("statement", append(head, attrs...)...)
+	attrs = append(attrs, slog.Float64("parse_ms", ms(tr.parse)), slog.Float64("ledger_ms", ms(tr.ledger)),
+		slog.Float64("upstream_ms", ms(tr.upstream)), slog.Float64("total_ms", ms(total)))
+	if pe != nil {
+		attrs = append(attrs, slog.String("code", pe.Code), slog.String("refusal", pe.ID), slog.String("err", pe.Message))
+	}
+	sess.log.LogAttrs(context.Background(), slog.LevelInfo, "statement", attrs...)
 }
 
 // failures are catalogue entries that report a failure of the proxy's
