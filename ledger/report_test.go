@@ -114,3 +114,17 @@ func TestWriteHTMLReport(t *testing.T) {
 		t.Fatalf("empty report: %v", err)
 	}
 }
+
+// TestWriteHTMLReportRepeats: an entry recording repeated cache hits shows
+// how many answers it records.
+func TestWriteHTMLReportRepeats(t *testing.T) {
+	es := []Entry{{Seq: 1, Analyst: "alice", Time: t0, CacheHit: true, Budget: Budget{Epsilon: 1},
+		Statement: "SELECT 1", Repeats: []Repeat{{ID: "r1", Time: t0}, {ID: "r2", Time: t0}}}}
+	var buf bytes.Buffer
+	if err := WriteHTMLReport(&buf, es); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(buf.String(), "<td>yes ×3</td>") {
+		t.Errorf("the entry's cache-hit cell does not read \"yes ×3\":\n%s", buf.String())
+	}
+}

@@ -15,7 +15,8 @@ import (
 const cacheTimeout = 500 * time.Millisecond
 
 // cachedAnswer is what the answer cache stores: the post-processed rows and
-// the accuracy notes, never the exact values.
+// the accuracy notes, never the exact values. Once decoded it is shared by
+// every session that repeats it (answerMemo): read-only.
 type cachedAnswer struct {
 	Rows     [][]string `json:"rows"`
 	Nulls    [][]bool   `json:"nulls"`

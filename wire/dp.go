@@ -85,10 +85,9 @@ func (sess *session) runDP(st *rewrite.Statement, a execArgs) error {
 		v := mechs.RDP()
 		rdp = &v
 	}
-	bal, exact, err := sess.chargeAndRun(sess.newCharge(st, plan, eps, delta, mechs.Summary(plan), rdp, false), plan, a)
-	var chargeErr *chargeError
-	if errors.As(err, &chargeErr) {
-		return chargeErr.err
+	bal, exact, err, chargeErr := sess.chargeAndRun(sess.newCharge(st, plan, eps, delta, mechs.Summary(plan), rdp, false), plan, a)
+	if chargeErr != nil {
+		return chargeErr
 	}
 	if errors.Is(err, errGuardFailed) {
 		what := guardedFacts(plan)

@@ -35,23 +35,16 @@ import (
 // are not in it): it decides only the order, never whether a charge is
 // made, which the ledger alone decides.
 
-// chargeError wraps a failed debit's analyst-facing error, so that the
-// caller can tell it from an upstream failure (after which the charge
-// stands).
-type chargeError struct{ err error }
-
-func (e *chargeError) Error() string { return e.err.Error() }
-
 // chargeAndRun debits c and runs plan upstream: at once when the session
 // has headroom, else debit first. It returns the balance after the debit
-// and the exact rows; a failed debit comes back as a *chargeError (and
-// then no rows), anything else is the upstream's failure with the charge
-// made.
-func (sess *session) chargeAndRun(c ledger.Charge, plan *rewrite.Plan, a execArgs) (ledger.Balance, []answer.Row, error) {
+// and the exact rows. A failed debit is chargeErr, the analyst's error
+// (and then no rows); upErr is the upstream's failure, after which the
+// charge stands.
+func (sess *session) chargeAndRun(c ledger.Charge, plan *rewrite.Plan, a execArgs) (bal ledger.Balance, rows []answer.Row, upErr, chargeErr error) {
 	if !sess.mayOverlap(c.Epsilon, c.Delta) {
 		bal, took, err := debit(sess.srv.cfg.Ledger, c)
 		if bal, err = sess.charged(c, took, bal, err); err != nil {
-			return bal, nil, &chargeError{err}
+			return bal, nil, nil, err
 		}
 		// The run context starts after the debit, as the statement's
 		// upstream part does: a cancel during the debit is too late to
@@ -59,9 +52,9 @@ func (sess *session) chargeAndRun(c ledger.Charge, plan *rewrite.Plan, a execArg
 		ctx, done := sess.runContext()
 		defer done()
 		t0 := time.Now()
-		rows, err := sess.runUpstreamDP(ctx, plan, a)
+		rows, upErr := sess.runUpstreamDP(ctx, plan, a)
 		sess.timeUpstream(time.Since(t0))
-		return bal, rows, err
+		return bal, rows, upErr, nil
 	}
 	ctx, done := sess.runContext()
 	defer done()
@@ -89,17 +82,16 @@ func (sess *session) chargeAndRun(c ledger.Charge, plan *rewrite.Plan, a execArg
 		r.bal, r.took, r.err = debit(store, c)
 	}()
 	t0 := time.Now()
-	rows, upErr := sess.runUpstreamDP(upCtx, plan, a)
+	rows, upErr = sess.runUpstreamDP(upCtx, plan, a)
 	upTook := time.Since(t0)
 	r := <-debited
-	bal, err := sess.charged(c, r.took, r.bal, r.err)
-	if err != nil {
+	if bal, chargeErr = sess.charged(c, r.took, r.bal, r.err); chargeErr != nil {
 		// Not even the upstream time of a query that was not charged is
 		// recorded.
-		return bal, nil, &chargeError{err}
+		return bal, nil, nil, chargeErr
 	}
 	sess.timeUpstream(upTook)
-	return bal, rows, upErr
+	return bal, rows, upErr, nil
 }
 
 // mayOverlap reports whether the session's last debit left room for a
