@@ -149,7 +149,15 @@ func (sess *session) logStatement(sql, outcome string, err error) {
 	if pe != nil {
 		attrs = append(attrs, slog.String("code", pe.Code), slog.String("refusal", pe.ID), slog.String("err", pe.Message))
 	}
-	sess.log.LogAttrs(context.Background(), slog.LevelInfo, "statement", attrs...)
+	// The record is built here rather than by Logger.LogAttrs, which
+	// captures the caller's PC (runtime.Callers, about a microsecond) for a
+	// source location no handler of serve's prints.
+	ctx := context.Background()
+	if h := sess.log.Handler(); h.Enabled(ctx, slog.LevelInfo) {
+		r := slog.NewRecord(time.Now(), slog.LevelInfo, "statement", 0)
+		r.AddAttrs(attrs...)
+		_ = h.Handle(ctx, r) // as Logger does: a log line that fails to write is not the statement's error
+	}
 }
 
 // failures are catalogue entries that report a failure of the proxy's

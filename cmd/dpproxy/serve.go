@@ -108,19 +108,12 @@ func startCPUProfile(path string) (stop func(), err error) {
 var serveLimits wire.Config
 
 func newLogger(format string) *slog.Logger {
-	if format == "json" {
-		return slog.New(slog.NewJSONHandler(os.Stderr, nil))
-	}
-	return slog.New(slog.NewTextHandler(os.Stderr, nil))
+	return slog.New(newLineHandler(os.Stderr, format == "json"))
 }
 
 // newLoggerTo logs to w, batched, with warnings and errors written at once.
 func newLoggerTo(w *logWriter, format string) *slog.Logger {
-	var h slog.Handler = slog.NewTextHandler(w, nil)
-	if format == "json" {
-		h = slog.NewJSONHandler(w, nil)
-	}
-	return slog.New(flushOnWarn{h, w})
+	return slog.New(flushOnWarn{newLineHandler(w, format == "json"), w})
 }
 
 // serve runs the proxy until SIGINT or SIGTERM. ready, when set, is called
