@@ -65,11 +65,15 @@ func TestLineHandlerMatchesSlog(t *testing.T) {
 		slog.Group("g", slog.Int("x", 1)), slog.Any("nil", nil), slog.Attr{}, slog.Int("", 3))
 	plain := func(h slog.Handler) slog.Handler { return h }
 	withs := map[string]func(slog.Handler) slog.Handler{
-		"plain":     plain,
-		"attrs":     func(h slog.Handler) slog.Handler { return h.WithAttrs([]slog.Attr{slog.Int("conn", 7), slog.String("user", "ann lee")}) },
+		"plain": plain,
+		"attrs": func(h slog.Handler) slog.Handler {
+			return h.WithAttrs([]slog.Attr{slog.Int("conn", 7), slog.String("user", "ann lee")})
+		},
 		"err attrs": func(h slog.Handler) slog.Handler { return h.WithAttrs([]slog.Attr{slog.Any("err", io.EOF)}) },
-		"group":     func(h slog.Handler) slog.Handler { return h.WithGroup("sess").WithAttrs([]slog.Attr{slog.Int("conn", 7)}) },
-		"empty":     func(h slog.Handler) slog.Handler { return h.WithAttrs(nil).WithGroup("") },
+		"group": func(h slog.Handler) slog.Handler {
+			return h.WithGroup("sess").WithAttrs([]slog.Attr{slog.Int("conn", 7)})
+		},
+		"empty": func(h slog.Handler) slog.Handler { return h.WithAttrs(nil).WithGroup("") },
 	}
 	for _, json := range []bool{false, true} {
 		for name, with := range withs {
