@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -52,6 +53,12 @@ type Metrics struct {
 	cache      *prometheus.CounterVec
 	connsTotal prometheus.Counter
 	connsOpen  prometheus.Gauge
+
+	// The series every statement touches, looked up once: WithLabelValues
+	// hashes its labels and takes a lock on each call.
+	stages          map[Stage]prometheus.Observer
+	hits, misses    prometheus.Counter
+	statementSeries sync.Map // kind + "\x00" + outcome -> prometheus.Counter
 }
 
 // latencyBuckets span 100µs (a cached plan, a session command) to 30s (the
@@ -107,11 +114,11 @@ func New() *Metrics {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Pre-create the series a dashboard plots, so they read 0 rather than
 	// "no data" before the first statement.
+	m.stages = map[Stage]prometheus.Observer{}
 	for _, s := range []Stage{StageParse, StageLedger, StageUpstream, StageTotal} {
-		m.durations.WithLabelValues(string(s))
+		m.stages[s] = m.durations.WithLabelValues(string(s))
 	}
-	m.cache.WithLabelValues("hit")
-	m.cache.WithLabelValues("miss")
+	m.hits, m.misses = m.cache.WithLabelValues("hit"), m.cache.WithLabelValues("miss")
 	return m
 }
 
@@ -130,12 +137,17 @@ func (m *Metrics) Statement(kind, outcome, refusalID string, total time.Duration
 	if m == nil {
 		return
 	}
-	m.statements.WithLabelValues(kind, outcome).Inc()
+	key := kind + "\x00" + outcome
+	c, ok := m.statementSeries.Load(key)
+	if !ok {
+		c, _ = m.statementSeries.LoadOrStore(key, m.statements.WithLabelValues(kind, outcome))
+	}
+	c.(prometheus.Counter).Inc()
 	if refusalID != "" {
 		m.refusals.WithLabelValues(refusalID).Inc()
 	}
 	if total > 0 {
-		m.durations.WithLabelValues(string(StageTotal)).Observe(total.Seconds())
+		m.Observe(StageTotal, total)
 	}
 }
 
@@ -143,6 +155,10 @@ func (m *Metrics) Statement(kind, outcome, refusalID string, total time.Duration
 // for StageTotal.
 func (m *Metrics) Observe(stage Stage, d time.Duration) {
 	if m == nil {
+		return
+	}
+	if o, ok := m.stages[stage]; ok {
+		o.Observe(d.Seconds())
 		return
 	}
 	m.durations.WithLabelValues(string(stage)).Observe(d.Seconds())
@@ -169,9 +185,9 @@ func (m *Metrics) CacheLookup(hit bool) {
 		return
 	}
 	if hit {
-		m.cache.WithLabelValues("hit").Inc()
+		m.hits.Inc()
 	} else {
-		m.cache.WithLabelValues("miss").Inc()
+		m.misses.Inc()
 	}
 }
 

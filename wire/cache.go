@@ -37,7 +37,7 @@ type cachedAnswer struct {
 // and the settings the answer depends on. Parts are length-prefixed so they
 // cannot run together.
 func (sess *session) cacheKey(canonical string, a execArgs, eps, delta float64) string {
-	var b []byte
+	b := make([]byte, 0, 64+len(sess.user)+len(canonical)+16*len(a.params))
 	put := func(s string) {
 		b = binary.AppendUvarint(b, uint64(len(s)))
 		b = append(b, s...)
