@@ -34,7 +34,10 @@ type Result struct {
 	Summary  string   // mechanisms, for the ledger
 }
 
-// Mechanisms is the calibrated noise of one plan at one ε.
+// Mechanisms is the calibrated noise of one plan at one ε. It holds
+// parameters only and is not changed after Calibrate, so answers may share
+// it (wire keeps a session's last one); the noise comes from the Source
+// given to Compute.
 type Mechanisms struct {
 	laplace         []*mechanisms.Laplace // nil at the selection quantity and at choices
 	choiceEps       []float64             // ε of each Choice quantity

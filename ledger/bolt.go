@@ -243,10 +243,7 @@ func (s *BoltStore) Debit(ctx context.Context, c Charge) (Balance, error) {
 		return Balance{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	b := newBody(&c, a, s.mode)
-	body, digest, err := b.encode()
-	if err != nil {
-		return Balance{}, fmt.Errorf("%w: encoding entry: %v", ErrInvalidCharge, err)
-	}
+	body, digest := b.encode()
 	return s.enqueue(ctx, &boltReq{ctx: ctx, c: &c, a: a, body: body, digest: digest, res: make(chan boltRes, 1)})
 }
 

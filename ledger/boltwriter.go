@@ -164,10 +164,7 @@ func (s *BoltStore) applyGrant(w *boltStates, r *boltReq) (boltRes, error) {
 		eps, delta = st.SpentEps-st.GrantEps, st.SpentDelta-st.GrantDelta
 	}
 	gb := newGrantBody(g, l, eps, delta, s.mode)
-	body, digest, err := gb.encode()
-	if err != nil {
-		return boltRes{}, err
-	}
+	body, digest := gb.encode()
 	st.GrantEps += eps
 	st.GrantDelta += delta
 	w.mark(life, st)
@@ -295,11 +292,7 @@ func (b *boltStates) appendEntry(analyst, id string, body []byte, digest string,
 	if err != nil {
 		return err
 	}
-	snap, err := json.Marshal(own)
-	if err != nil {
-		return err
-	}
-	k, v := idKey(analyst, id), append(key, snap...)
+	k, v := idKey(analyst, id), own.appendJSON(key)
 	if b.ids == nil {
 		b.ids = map[string][]byte{}
 	}
@@ -319,10 +312,7 @@ func (b *boltStates) appendRecord(body []byte, digest string, life *account) ([]
 	}
 	rec.Hash = linkHash(b.prev, seq, rec.SpentEps, rec.SpentDelta, rec.Queries, digest)
 	key := seqKey(seq)
-	recBytes, err := json.Marshal(&rec)
-	if err != nil {
-		return nil, err
-	}
+	recBytes := rec.appendJSON(make([]byte, 0, 128+2*len(body)))
 	if b.recs == nil {
 		b.recs = map[uint64][]byte{}
 	}
@@ -343,10 +333,7 @@ func (s *BoltStore) journalBatch(w *boltStates) error {
 		if !w.dirty[st] {
 			continue
 		}
-		v, err := json.Marshal(st)
-		if err != nil {
-			return err
-		}
+		v := st.appendJSON(nil)
 		if analyst, ok := strings.CutPrefix(key, lifetimeKey("")); ok {
 			w.batch.put(putAccounts, []byte(analyst), v)
 		} else {

@@ -134,12 +134,9 @@ func (b *entryBody) ownLevel() level {
 	return level{Account: analystAccount(b.Analyst), Period: b.Period, Bucket: b.Bucket, BudgetEps: b.BudgetEps, BudgetDelta: b.BudgetDelta}
 }
 
-func (b *entryBody) encode() (body []byte, digest string, err error) {
-	body, err = json.Marshal(b)
-	if err != nil {
-		return nil, "", err
-	}
-	return body, sha256Hex(body), nil
+func (b *entryBody) encode() (body []byte, digest string) {
+	body = b.appendJSON(make([]byte, 0, 512))
+	return body, sha256Hex(body)
 }
 
 func sha256Hex(b []byte) string {

@@ -115,7 +115,10 @@ func validate(c *Charge, mode Mode) (amounts, error) {
 	if err != nil {
 		return a, err
 	}
-	a.levels = append(a.levels, own)
+	a.levels = append(make([]level, 0, 1+len(c.Shared)), own)
+	if len(c.Shared) == 0 {
+		return a, a.rdpUnits(c, mode)
+	}
 	seen := map[string]bool{own.stateKey(): true}
 	for _, l := range c.Shared {
 		switch {
@@ -134,13 +137,18 @@ func validate(c *Charge, mode Mode) (amounts, error) {
 		seen[lv.stateKey()] = true
 		a.levels = append(a.levels, lv)
 	}
+	return a, a.rdpUnits(c, mode)
+}
+
+// rdpUnits sets a's RDP sums (ModeRDP only).
+func (a *amounts) rdpUnits(c *Charge, mode Mode) error {
 	if mode == ModeRDP {
 		a.rdp = make([]int64, mechanisms.NumRDPOrders)
 		switch {
 		case c.RDP != nil:
 			for i, v := range c.RDP {
 				if math.IsNaN(v) || math.IsInf(v, 0) || v < 0 {
-					return a, fmt.Errorf("%w: RDP value at order %g must be non-negative and finite, got %g", ErrInvalidCharge, mechanisms.RDPOrders[i], v)
+					return fmt.Errorf("%w: RDP value at order %g must be non-negative and finite, got %g", ErrInvalidCharge, mechanisms.RDPOrders[i], v)
 				}
 				if v > MaxEpsilon {
 					a.rdp[i] = rdpCap
@@ -157,7 +165,7 @@ func validate(c *Charge, mode Mode) (amounts, error) {
 			a.xeps, a.xdelt = a.eps, a.delta
 		}
 	}
-	return a, nil
+	return nil
 }
 
 func newLevel(account string, b Budget, c *Charge) (level, error) {
@@ -169,10 +177,10 @@ func newLevel(account string, b Budget, c *Charge) (level, error) {
 	if l.Period == PeriodLifetime {
 		l.Period = ""
 	}
-	if l.BudgetEps, err = budgetUnits("budget epsilon of "+account, b.Epsilon, epsScale); err != nil {
+	if l.BudgetEps, err = budgetUnits("budget epsilon", account, b.Epsilon, epsScale); err != nil {
 		return l, err
 	}
-	if l.BudgetDelta, err = budgetUnits("budget delta of "+account, b.Delta, deltaScale); err != nil {
+	if l.BudgetDelta, err = budgetUnits("budget delta", account, b.Delta, deltaScale); err != nil {
 		return l, err
 	}
 	if b.Delta > 1 {
@@ -198,12 +206,14 @@ func chargeUnits(name string, x float64, scale int64) (int64, error) {
 	return ceilUnits(x, scale), nil
 }
 
-func budgetUnits(name string, x float64, scale int64) (int64, error) {
-	if err := checkAmount(name, x); err != nil {
-		return 0, err
+// budgetUnits: what (budget epsilon or delta) of account, in units. The
+// name for an error is built only for an error: this runs on every debit.
+func budgetUnits(what, account string, x float64, scale int64) (int64, error) {
+	if math.IsNaN(x) || math.IsInf(x, 0) || x < 0 {
+		return 0, checkAmount(what+" of "+account, x)
 	}
 	if x > maxAmount(scale) {
-		return 0, fmt.Errorf("%w: %s %g exceeds the maximum %g", ErrInvalidCharge, name, x, maxAmount(scale))
+		return 0, fmt.Errorf("%w: %s of %s %g exceeds the maximum %g", ErrInvalidCharge, what, account, x, maxAmount(scale))
 	}
 	return floorUnits(x, scale), nil
 }

@@ -241,10 +241,7 @@ func (s *RedisStore) Debit(ctx context.Context, c Charge) (Balance, error) {
 		return Balance{}, unavailable("debit", err)
 	}
 	b := newBody(&c, a, s.mode)
-	body, digest, err := b.encode()
-	if err != nil {
-		return Balance{}, fmt.Errorf("%w: encoding entry: %v", ErrInvalidCharge, err)
-	}
+	body, digest := b.encode()
 	if err := s.index(ctx, c.Analyst); err != nil {
 		return Balance{}, err
 	}
@@ -350,10 +347,7 @@ func (s *RedisStore) Grant(ctx context.Context, g Grant) (Balance, error) {
 			expect = []any{st.SpentEps, st.SpentDelta, st.GrantEps, st.GrantDelta}
 		}
 		gb := newGrantBody(&g, l, eps, delta, s.mode)
-		body, digest, err := gb.encode()
-		if err != nil {
-			return Balance{}, fmt.Errorf("%w: encoding entry: %v", ErrInvalidCharge, err)
-		}
+		body, digest := gb.encode()
 		args := append([]any{KindGrant, g.ID, eps, delta, body, digest, string(s.mode), 1, 0, 0}, expect...)
 		res, err := debitScript.Run(ctx, s.client, []string{acct, log, ids, lkey}, args...).StringSlice()
 		if err != nil {

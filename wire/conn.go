@@ -62,6 +62,7 @@ type session struct {
 
 	trace    stmtTrace // the statement running now, for its log line and metrics (observe.go)
 	headroom headroom  // left by the last debit: may the next one overlap its query (overlap.go)
+	calib    *calibration
 }
 
 func (s *Server) serveConn(c net.Conn) {
