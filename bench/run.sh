@@ -177,7 +177,7 @@ run_pgbench() {
 	local target=$1 script=$2 proto=$3 clients=$4 port user pid="" t0 t1 out rc logdir
 	case $target in
 	direct) port=$PGPORT user=bench_reader ;;
-	pgbouncer) port=$BOUNCER_PORT user=bench_reader ;;
+	pgbouncer) port=$BOUNCER_PORT user=bench_reader pid=$(cat "$DIR/bouncer/pgbouncer.pid") ;;
 	dpproxy) port=$PORT_nocache user=bench pid=$PID_nocache ;;
 	dpproxy+cache) port=$PORT_cache user=bench pid=$PID_cache ;;
 	esac
