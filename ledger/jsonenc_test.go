@@ -86,18 +86,6 @@ func TestJSONEncodersMatch(t *testing.T) {
 	}
 }
 
-func FuzzJSONString(f *testing.F) {
-	for _, s := range trickyStrings {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		want, _ := json.Marshal(s)
-		if got := appendJSONString(nil, s); string(got) != string(want) {
-			t.Fatalf("got %s, want %s", got, want)
-		}
-	})
-}
-
 // BenchmarkEncodeEntry: a typical charge's body and record, by the
 // hand-written encoders and by encoding/json.
 func BenchmarkEncodeEntry(b *testing.B) {

@@ -10,6 +10,8 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/dpproxy/dpproxy/internal/jsonstr"
 )
 
 // lineHandler writes the lines slog's TextHandler or JSONHandler would
@@ -186,9 +188,7 @@ func (h *lineHandler) appendAttr(buf []byte, a slog.Attr) ([]byte, bool) {
 
 func (h *lineHandler) appendString(buf []byte, s string) []byte {
 	if h.json {
-		buf = append(buf, '"')
-		buf = appendJSONString(buf, s)
-		return append(buf, '"')
+		return jsonstr.Append(buf, s, jsonstr.Slog)
 	}
 	if needsQuoting(s) {
 		return appendQuote(buf, s)
@@ -270,52 +270,3 @@ func needsQuoting(s string) bool {
 // jsonSafe: an ASCII byte a JSON string holds as it is (the JSON handler
 // does not escape HTML characters).
 func jsonSafe(b byte) bool { return b >= 0x20 && b != '"' && b != '\\' }
-
-const hexDigits = "0123456789abcdef"
-
-// appendJSONString escapes s as the JSON handler does.
-func appendJSONString(buf []byte, s string) []byte {
-	start := 0
-	for i := 0; i < len(s); {
-		if b := s[i]; b < utf8.RuneSelf {
-			if jsonSafe(b) {
-				i++
-				continue
-			}
-			buf = append(buf, s[start:i]...)
-			switch b {
-			case '\\', '"':
-				buf = append(buf, '\\', b)
-			case '\n':
-				buf = append(buf, '\\', 'n')
-			case '\r':
-				buf = append(buf, '\\', 'r')
-			case '\t':
-				buf = append(buf, '\\', 't')
-			default:
-				buf = append(buf, '\\', 'u', '0', '0', hexDigits[b>>4], hexDigits[b&0xF])
-			}
-			i++
-			start = i
-			continue
-		}
-		c, size := utf8.DecodeRuneInString(s[i:])
-		if c == utf8.RuneError && size == 1 {
-			buf = append(buf, s[start:i]...)
-			buf = append(buf, `\ufffd`...)
-			i += size
-			start = i
-			continue
-		}
-		if c == '\u2028' || c == '\u2029' {
-			buf = append(buf, s[start:i]...)
-			buf = append(buf, `\u202`...)
-			buf = append(buf, hexDigits[c&0xF])
-			i += size
-			start = i
-			continue
-		}
-		i += size
-	}
-	return append(buf, s[start:]...)
-}
