@@ -18,7 +18,8 @@ go test -count=1 -timeout 30m "$@" ./...
 # DPPROXY_FUZZ=1; DPPROXY_FUZZTIME sets the time per target (default 15s).
 if [ "${CI:-}" = "true" ] || [ "${DPPROXY_FUZZ:-}" = "1" ]; then
   fuzztime=${DPPROXY_FUZZTIME:-15s}
-  for target in rewrite:FuzzClassify policy:FuzzParse wire:FuzzFrontend ledger:FuzzReadJournal; do
+  for target in rewrite:FuzzClassify policy:FuzzParse wire:FuzzFrontend ledger:FuzzReadJournal \
+    internal/jsonstr:FuzzAppend cmd/dpproxy:FuzzLineHandler; do
     pkg=${target%%:*} fn=${target#*:}
     if grep -q "^func $fn(" "$pkg"/*_test.go 2>/dev/null; then
       echo "fuzzing $pkg $fn for $fuzztime ..." >&2
