@@ -31,7 +31,6 @@ type Result struct {
 	Rows     [][]string // text form, in output order; a nil-able form is in Nulls
 	Nulls    [][]bool
 	Accuracy []string // one note per aggregate: "count ±6 at 95%"
-	Summary  string   // mechanisms, for the ledger
 }
 
 // Mechanisms is the calibrated noise of one plan at one ε. It holds
@@ -190,7 +189,7 @@ func Compute(plan *rewrite.Plan, mech *Mechanisms, exact []Row, src mechanisms.S
 	if plan.Limit >= 0 && int(plan.Limit) < len(rows) {
 		rows = rows[:plan.Limit]
 	}
-	res := &Result{Summary: mech.Summary(plan)}
+	res := &Result{}
 	for _, r := range rows {
 		texts := make([]string, len(r.vals))
 		nulls := make([]bool, len(r.vals))

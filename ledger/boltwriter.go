@@ -292,7 +292,7 @@ func (b *boltStates) appendEntry(analyst, id string, body []byte, digest string,
 	if err != nil {
 		return err
 	}
-	k, v := idKey(analyst, id), own.appendJSON(key)
+	k, v := idKey(analyst, id), own.appendJSON(append(make([]byte, 0, len(key)+192), key...))
 	if b.ids == nil {
 		b.ids = map[string][]byte{}
 	}
@@ -333,7 +333,7 @@ func (s *BoltStore) journalBatch(w *boltStates) error {
 		if !w.dirty[st] {
 			continue
 		}
-		v := st.appendJSON(nil)
+		v := st.appendJSON(make([]byte, 0, 192))
 		if analyst, ok := strings.CutPrefix(key, lifetimeKey("")); ok {
 			w.batch.put(putAccounts, []byte(analyst), v)
 		} else {
