@@ -23,7 +23,8 @@
 # proving it, so dpproxy sums it unclamped (proven bounds, rewrite/bounds.go).
 # --profile D writes CPU profiles of the two dpproxy processes to D/cpu-nocache.pprof
 # and D/cpu-cache.pprof (go tool pprof). DPPROXY_BIN=path runs that dpproxy binary
-# instead of one built from this tree.
+# instead of one built from this tree. --repeat N runs each cell N times, the four
+# targets interleaved round by round, and prints each column's median.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -40,6 +41,7 @@ SCALEOUT=0
 HIT_AUDIT=batched
 PROFILE_DIR=""
 CHECK_BOUNDS=0
+REPEAT=1
 KEEP=0
 DIR=""
 while [ $# -gt 0 ]; do
@@ -58,6 +60,7 @@ while [ $# -gt 0 ]; do
 	--cache-hit-audit) HIT_AUDIT=$2; shift 2 ;;
 	--keep) KEEP=1; shift ;;
 	--check-bounds) CHECK_BOUNDS=1; shift ;;
+	--repeat) REPEAT=$2; shift 2 ;;
 	--profile) PROFILE_DIR=$2; shift 2 ;;
 	--dir) DIR=$2; shift 2 ;;
 	-h | --help) sed -n '2,27p' "$0"; exit 0 ;;
@@ -204,6 +207,19 @@ run_pgbench() {
 	rm -rf "$logdir"
 }
 
+# median_columns: lines of "tps mean_ms p99_ms txns cpu_us" -> one line of
+# each column's median ("-" where a column has no number).
+median_columns() {
+	awk 'NF { for (i = 1; i <= NF; i++) if ($i != "-") v[i, ++n[i]] = $i; if (NF > nf) nf = NF }
+	function median(i,   m, j, k, t, a) {
+		m = n[i]; if (m == 0) return "-"
+		for (j = 1; j <= m; j++) a[j] = v[i, j] + 0
+		for (j = 2; j <= m; j++) { t = a[j]; for (k = j - 1; k >= 1 && a[k] > t; k--) a[k + 1] = a[k]; a[k + 1] = t }
+		return (m % 2) ? a[(m + 1) / 2] : (a[m / 2] + a[m / 2 + 1]) / 2
+	}
+	END { for (i = 1; i <= nf; i++) printf "%s%s", median(i), (i < nf ? " " : "\n") }'
+}
+
 if [ "$MATRIX" = 1 ]; then
 	RESULTS="$DIR/results.txt"
 	printf "%-16s %-8s %3s %-14s %9s %9s %9s %8s %8s %7s\n" query protocol cl target tps mean_ms p99_ms x_direct x_pgbnc cpu_us | tee "$RESULTS"
@@ -211,8 +227,13 @@ if [ "$MATRIX" = 1 ]; then
 		for proto in $PROTOCOLS; do
 			for c in $CLIENTS; do
 				declare -A R=()
+				for ((rep = 0; rep < REPEAT; rep++)); do # rounds interleave the targets
+					for target in direct pgbouncer dpproxy dpproxy+cache; do
+						R[$target]+="$(run_pgbench "$target" "$q" "$proto" "$c")"$'\n'
+					done
+				done
 				for target in direct pgbouncer dpproxy dpproxy+cache; do
-					R[$target]=$(run_pgbench "$target" "$q" "$proto" "$c")
+					R[$target]=$(median_columns <<<"${R[$target]}")
 				done
 				d=$(awk '{print $1}' <<<"${R[direct]}")
 				b=$(awk '{print $1}' <<<"${R[pgbouncer]}")
@@ -221,7 +242,9 @@ if [ "$MATRIX" = 1 ]; then
 					awk -v q="$q" -v p="$proto" -v c="$c" -v t="$target" -v tps="$tps" -v m="$mean" -v p99="$p99" -v d="$d" -v b="$b" -v cpu="$cpu" 'BEGIN {
 						xd = (d+0 > 0 && tps+0 > 0) ? sprintf("%.2f", tps/d) : "-"
 						xb = (b+0 > 0 && tps+0 > 0) ? sprintf("%.2f", tps/b) : "-"
-						printf "%-16s %-8s %3s %-14s %9s %9s %9s %8s %8s %7s\n", q, p, c, t, tps == "-" ? "-" : sprintf("%.1f", tps), m, p99, xd, xb, cpu
+						f3 = "%.3f"
+						printf "%-16s %-8s %3s %-14s %9s %9s %9s %8s %8s %7s\n", q, p, c, t, tps == "-" ? "-" : sprintf("%.1f", tps),
+							m == "-" ? "-" : sprintf(f3, m), p99 == "-" ? "-" : sprintf(f3, p99), xd, xb, cpu == "-" ? "-" : sprintf("%.0f", cpu)
 					}' | tee -a "$RESULTS"
 				done
 				unset R
