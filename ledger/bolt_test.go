@@ -347,3 +347,39 @@ func TestBoltCorruptPages(t *testing.T) {
 		})
 	}
 }
+
+// TestBoltAuditPagesFilled: the audit trail and the ID index are appended
+// to, so their pages are filled before they split (writeBatches sets
+// FillPercent). At bbolt's default of half a page the leaves are about half
+// used; the same 20,000 debits wrote a 51–53 MiB file instead of 33 MiB and
+// took 8–18% more CPU.
+func TestBoltAuditPagesFilled(t *testing.T) {
+	s, path := openTestBolt(t)
+	ctx := testCtx(t)
+	budget := Budget{Epsilon: MaxEpsilon, Delta: 1}
+	for i := range 3000 {
+		if _, err := s.Debit(ctx, charge([]string{"ann", "bob"}[i%2], NewID(), 0.1, budget)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	err = db.View(func(tx *bolt.Tx) error {
+		for _, name := range [][]byte{bucketAudit, bucketIDs} {
+			st := tx.Bucket(name).Stats()
+			if fill := float64(st.LeafInuse) / float64(st.LeafAlloc); fill < 0.8 {
+				t.Errorf("bucket %s: leaf pages %.0f%% used (%d of %d bytes); want at least 80%%", name, 100*fill, st.LeafInuse, st.LeafAlloc)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
