@@ -230,3 +230,117 @@ func waitUntil(d time.Duration, cond func() bool) bool {
 		}
 	}
 }
+
+// startProbe is the real bolt ledger as a ledger.DebitStarter (the path
+// wire takes with bolt: the writer reports the debit's outcome, no
+// goroutine of wire's waits for it), its debit started only once the
+// statement's query is upstream, blocked on a lock the test holds.
+type startProbe struct {
+	*ledger.BoltStore
+	ctx   context.Context
+	watch *pgx.Conn
+	seen  chan bool // whether the query was upstream when the debit started
+}
+
+func (p *startProbe) StartDebit(ctx context.Context, c ledger.Charge, done func(error)) func() (ledger.Balance, error) {
+	type outcome struct {
+		bal ledger.Balance
+		err error
+	}
+	out := make(chan outcome, 1)
+	go func() {
+		p.seen <- upstreamCount(p.ctx, p.watch, "wait_event_type = 'Lock'", 10*time.Second) > 0
+		bal, err := p.BoltStore.StartDebit(ctx, c, done)()
+		out <- outcome{bal, err}
+	}()
+	return func() (ledger.Balance, error) { o := <-out; return o.bal, o.err }
+}
+
+// TestOverlapRefusedByWriter: with a stale headroom (another session spent
+// the budget), an overlapped statement's debit is refused by the bolt
+// writer while its query waits upstream; the writer's callback cancels the
+// query at once, and the client gets the budget refusal and no rows.
+func TestOverlapRefusedByWriter(t *testing.T) {
+	ctx := testContext(t)
+	watch, err := pgx.Connect(ctx, pg.AdminDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer watch.Close(ctx)
+	probe := &startProbe{ctx: ctx, watch: watch, seen: make(chan bool, 4)}
+	dsn := inProcess(t, ctx, func(cfg *wire.Config) {
+		alice := cfg.Policy.Analyst("alice")
+		alice.Budget.Epsilon = 2.5 * cfg.Policy.Defaults.Epsilon // two statements, and room for a third on paper
+		alice.Team = ""
+		cfg.Policy.Defaults.CacheWindow = 0
+		// Neither the statement's timeout nor the debit's may stop the
+		// query: only the writer's report of the refusal.
+		cfg.Policy.Upstream.StatementTimeout = 2 * time.Minute
+		cfg.LedgerTimeout = 2 * time.Minute
+		bolt, ok := cfg.Ledger.(*ledger.BoltStore)
+		if !ok {
+			t.Fatalf("the harness ledger is %T; want *ledger.BoltStore", cfg.Ledger)
+		}
+		probe.BoltStore = bolt
+		cfg.Ledger = probe
+	})
+	const sql = "SELECT count(*) FROM patients WHERE age > 40"
+	connect := func() *pgx.Conn {
+		c, err := pgx.Connect(ctx, dsn+" user=alice password="+alicePassword)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close(ctx) })
+		return c
+	}
+	a, b := connect(), connect()
+	var n float64
+	// a's first statement debits first (Debit, not StartDebit) and leaves
+	// a headroom of 1.5 statements; b's first then spends one of them.
+	for _, c := range []*pgx.Conn{a, b} {
+		if err := c.QueryRow(ctx, sql).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case <-probe.seen:
+		t.Fatal("a session's first statement overlapped its debit; want the debit first")
+	default:
+	}
+	locker, err := pgx.Connect(ctx, pg.AdminDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer locker.Close(ctx)
+	tx, err := locker.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, "LOCK TABLE patients IN ACCESS EXCLUSIVE MODE"); err != nil {
+		t.Fatal(err)
+	}
+	answered := make(chan error, 1)
+	go func() { answered <- a.QueryRow(ctx, sql).Scan(&n) }()
+	select {
+	case seen := <-probe.seen:
+		if !seen {
+			t.Fatal("a's second statement was not upstream beside its debit (a stale headroom should overlap)")
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("a's second statement did not start its debit beside the query within 30s")
+	}
+	var got error
+	select {
+	case got = <-answered:
+	case <-time.After(20 * time.Second):
+		t.Fatal("no answer within 20s of a refused debit, with the table still locked: the query was not cancelled")
+	}
+	var pge *pgconn.PgError
+	if !errors.As(got, &pge) || pge.Code != "53400" || !strings.Contains(pge.Message, "budget exhausted") {
+		t.Fatalf("got %v; want the budget refusal (DP006)", got)
+	}
+	if !waitUntil(20*time.Second, func() bool { return upstreamCount(ctx, watch, "wait_event_type = 'Lock'", 0) == 0 }) {
+		t.Error("the upstream query still waits for the lock after its debit was refused; want it cancelled")
+	}
+}

@@ -106,6 +106,7 @@ type boltReq struct {
 	body   []byte
 	digest string
 	res    chan boltRes
+	done   func(error) // StartDebit's: called by the writer before res is sent
 }
 
 type boltRes struct {
@@ -235,38 +236,70 @@ func (s *BoltStore) openJournal(path string) (err error) {
 
 // Debit implements Store.
 func (s *BoltStore) Debit(ctx context.Context, c Charge) (Balance, error) {
+	return s.StartDebit(ctx, c, nil)()
+}
+
+// StartDebit implements DebitStarter: the charge is validated and encoded
+// here, and committed by the writer, which calls done.
+func (s *BoltStore) StartDebit(ctx context.Context, c Charge, done func(error)) (wait func() (Balance, error)) {
+	req, err := s.debitRequest(ctx, c)
+	if err == nil {
+		req.done = done
+		err = s.queue(ctx, req)
+	}
+	if err != nil {
+		if done != nil {
+			done(err)
+		}
+		return func() (Balance, error) { return Balance{}, err }
+	}
+	return func() (Balance, error) { return await(ctx, req) }
+}
+
+func (s *BoltStore) debitRequest(ctx context.Context, c Charge) (*boltReq, error) {
 	a, err := validate(&c, s.mode)
 	if err != nil {
-		return Balance{}, err
+		return nil, err
 	}
 	if err := ctx.Err(); err != nil {
-		return Balance{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
+		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	b := newBody(&c, a, s.mode)
 	body, digest := b.encode()
-	return s.enqueue(ctx, &boltReq{ctx: ctx, c: &c, a: a, body: body, digest: digest, res: make(chan boltRes, 1)})
+	return &boltReq{ctx: ctx, c: &c, a: a, body: body, digest: digest, res: make(chan boltRes, 1)}, nil
 }
 
 // enqueue hands a debit or grant to the writer and waits for its result.
 func (s *BoltStore) enqueue(ctx context.Context, req *boltReq) (Balance, error) {
-	if err := s.failure(); err != nil {
+	if err := s.queue(ctx, req); err != nil {
 		return Balance{}, err
 	}
+	return await(ctx, req)
+}
+
+// queue hands req to the writer.
+func (s *BoltStore) queue(ctx context.Context, req *boltReq) error {
+	if err := s.failure(); err != nil {
+		return err
+	}
 	s.mu.RLock()
+	defer s.mu.RUnlock()
 	if s.closed {
-		s.mu.RUnlock()
-		return Balance{}, ErrClosed
+		return ErrClosed
 	}
 	select {
 	case s.reqs <- req:
-		s.mu.RUnlock()
+		return nil
 	case <-ctx.Done():
-		s.mu.RUnlock()
-		return Balance{}, fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
+		return fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
 	}
-	// Once queued, the debit may commit even if ctx ends now: returning an
-	// error then over-reports (the caller refuses the query), never under-
-	// charges. A retry with the same ID returns the committed result.
+}
+
+// await waits for a queued request's result. Once queued, the debit may
+// commit even if ctx ends now: returning an error then over-reports (the
+// caller refuses the query), never under-charges. A retry with the same ID
+// returns the committed result.
+func await(ctx context.Context, req *boltReq) (Balance, error) {
 	select {
 	case r := <-req.res:
 		return r.bal, r.err

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -381,5 +382,34 @@ func TestBoltAuditPagesFilled(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestBoltStartDebit: done reports each debit's outcome exactly once, before
+// wait returns it: success, a budget refusal from the writer, and a charge
+// refused before it is queued (synchronously).
+func TestBoltStartDebit(t *testing.T) {
+	s, _ := openTestBolt(t)
+	ctx := testCtx(t)
+	budget := Budget{Epsilon: 1}
+	start := func(c Charge) (calls *[]error, wait func() (Balance, error)) {
+		var mu sync.Mutex
+		calls = new([]error)
+		wait = s.StartDebit(ctx, c, func(err error) { mu.Lock(); *calls = append(*calls, err); mu.Unlock() })
+		return calls, wait
+	}
+	calls, wait := start(charge("ann", NewID(), 0.75, budget))
+	if _, err := wait(); err != nil || len(*calls) != 1 || (*calls)[0] != nil {
+		t.Fatalf("a debit that fits: wait %v, done calls %v; want nil and one nil", err, *calls)
+	}
+	calls, wait = start(charge("ann", NewID(), 0.5, budget))
+	_, err := wait()
+	var be *BudgetError
+	if !errors.As(err, &be) || len(*calls) != 1 || !errors.As((*calls)[0], &be) {
+		t.Fatalf("a debit over budget: wait %v, done calls %v; want the budget error from both, once", err, *calls)
+	}
+	calls, _ = start(charge("ann", "", 0.1, budget)) // no ID: refused before it is queued
+	if len(*calls) != 1 || !errors.Is((*calls)[0], ErrInvalidCharge) {
+		t.Fatalf("an invalid charge: done calls %v; want one ErrInvalidCharge, before StartDebit returns", *calls)
 	}
 }

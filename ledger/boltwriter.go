@@ -83,11 +83,14 @@ func (s *BoltStore) commit(batch []*boltReq) {
 		err = s.journalBatch(w)
 	}
 	for i, r := range batch {
+		res := results[i]
 		if err != nil {
-			r.res <- boltRes{err: err}
-		} else {
-			r.res <- results[i]
+			res = boltRes{err: err}
 		}
+		if r.done != nil {
+			r.done(res.err)
+		}
+		r.res <- res
 	}
 	if err != nil {
 		s.log.Error("ledger: commit failed", "debits", len(batch), "err", err)

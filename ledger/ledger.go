@@ -346,6 +346,23 @@ type Store interface {
 	Close() error
 }
 
+// DebitStarter is a Store whose debit can run beside the caller's own work
+// without a goroutine of the caller's. wire overlaps each debit with the
+// upstream query; with a goroutine per statement for it (its start and two
+// more hand-offs between threads) an uncached statement took ~20 µs more
+// CPU, a tenth of it. BoltStore implements it; wire runs other stores'
+// Debit in a goroutine.
+type DebitStarter interface {
+	// StartDebit begins Debit(ctx, c) and returns a function that waits for
+	// its outcome. done, when not nil, is called exactly once, as soon as
+	// the outcome is known (by StartDebit itself for a charge refused before
+	// it is queued, else by the store's writer), before wait returns it;
+	// it must not block. A wait cut short by ctx returns ErrUnavailable
+	// (the debit may still commit, as with Debit) and done may be called
+	// later.
+	StartDebit(ctx context.Context, c Charge, done func(error)) (wait func() (Balance, error))
+}
+
 var (
 	// ErrUnavailable is wrapped (use errors.Is) when the store cannot be
 	// reached, is corrupt, is locked by another process or times out. The

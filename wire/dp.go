@@ -19,10 +19,6 @@ import (
 	"github.com/dpproxy/dpproxy/rewrite"
 )
 
-// ledgerTimeout bounds a debit: a slow ledger refuses the query rather than
-// stall it (fail closed).
-const ledgerTimeout = 3 * time.Second
-
 // defaultQueryDelta is the δ a query with partition selection spends when the
 // session does not SET dp.delta.
 const defaultQueryDelta = 1e-7
@@ -247,7 +243,7 @@ func (sess *session) batchedHit(st *rewrite.Statement, plan *rewrite.Plan) (ledg
 	if p := ledger.Period(sess.analyst.Budget.Period); p != "" && p != ledger.PeriodLifetime {
 		return sync()
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), ledgerTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), sess.srv.ledgerTimeout())
 	defer cancel()
 	t0 := time.Now()
 	bal, err := sess.srv.cfg.Ledger.Balance(ctx, sess.user)
@@ -288,14 +284,14 @@ func (sess *session) newCharge(st *rewrite.Statement, plan *rewrite.Plan, eps, d
 
 func (sess *session) charge(st *rewrite.Statement, plan *rewrite.Plan, eps, delta float64, summary string, rdp *mechanisms.RDPVector, cacheHit bool) (ledger.Balance, error) {
 	c := sess.newCharge(st, plan, eps, delta, summary, rdp, cacheHit)
-	bal, took, err := debit(sess.srv.cfg.Ledger, c)
+	bal, took, err := debit(sess.srv.cfg.Ledger, c, sess.srv.ledgerTimeout())
 	return sess.charged(c, took, bal, err)
 }
 
 // debit writes c to the ledger. It touches no session state, so that it
 // can run beside the upstream query (overlap.go).
-func debit(store ledger.Store, c ledger.Charge) (ledger.Balance, time.Duration, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), ledgerTimeout)
+func debit(store ledger.Store, c ledger.Charge, timeout time.Duration) (ledger.Balance, time.Duration, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	t0 := time.Now()
 	bal, err := store.Debit(ctx, c)

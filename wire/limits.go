@@ -21,6 +21,8 @@ import (
 //     refused with 53300 (DP019) before anything is charged or run.
 //   - Config.IdleTimeout: a session that sends nothing for this long is
 //     closed with 57P05, like idle_session_timeout (default 0: never).
+//   - Config.LedgerTimeout: a debit or balance read not answered in this
+//     time refuses the statement with DP007 (default 3s).
 //   - frontend messages larger than maxMessageBytes (1 MiB) end the
 //     connection with 08P01.
 //
@@ -31,7 +33,17 @@ import (
 const (
 	defaultMaxConnections          = 1000
 	defaultMaxStatementsPerAnalyst = 8
+	// defaultLedgerTimeout bounds a debit: a slow ledger refuses the query
+	// rather than stall it (fail closed).
+	defaultLedgerTimeout = 3 * time.Second
 )
+
+func (s *Server) ledgerTimeout() time.Duration {
+	if s.cfg.LedgerTimeout > 0 {
+		return s.cfg.LedgerTimeout
+	}
+	return defaultLedgerTimeout
+}
 
 func (s *Server) maxConnections() int {
 	if s.cfg.MaxConnections > 0 {

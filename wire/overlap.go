@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"runtime/debug"
+	"sync/atomic"
 	"time"
 
 	"github.com/dpproxy/dpproxy/answer"
@@ -26,6 +27,13 @@ import (
 // rows are dropped unseen. The upstream query that may so run without
 // being answered costs the database work, not privacy.
 //
+// How: with the bolt ledger (a ledger.DebitStarter) the debit is validated
+// here and committed by the ledger's writer, which reports the outcome
+// through a callback that cancels the query on failure; other stores'
+// Debit runs in a goroutine that does the same. The goroutine, with its
+// two extra hand-offs between threads, cost an uncached statement about
+// 7 µs more CPU.
+//
 // Why only with evident headroom: a refused statement should not make the
 // database work. The session overlaps only after its last debit succeeded
 // and left at least this statement's cost in the analyst's budget; the
@@ -42,7 +50,7 @@ import (
 // charge stands.
 func (sess *session) chargeAndRun(c ledger.Charge, plan *rewrite.Plan, a execArgs) (bal ledger.Balance, rows []answer.Row, upErr, chargeErr error) {
 	if !sess.mayOverlap(c.Epsilon, c.Delta) {
-		bal, took, err := debit(sess.srv.cfg.Ledger, c)
+		bal, took, err := debit(sess.srv.cfg.Ledger, c, sess.srv.ledgerTimeout())
 		if bal, err = sess.charged(c, took, bal, err); err != nil {
 			return bal, nil, nil, err
 		}
@@ -60,13 +68,16 @@ func (sess *session) chargeAndRun(c ledger.Charge, plan *rewrite.Plan, a execArg
 	defer done()
 	upCtx, stopUpstream := context.WithCancel(ctx)
 	defer stopUpstream()
+	if starter, ok := sess.srv.cfg.Ledger.(ledger.DebitStarter); ok {
+		return sess.overlapStarted(starter, c, plan, a, upCtx, stopUpstream)
+	}
 	type result struct {
 		bal  ledger.Balance
 		took time.Duration
 		err  error
 	}
 	debited := make(chan result, 1)
-	store, log := sess.srv.cfg.Ledger, sess.log
+	store, log, timeout := sess.srv.cfg.Ledger, sess.log, sess.srv.ledgerTimeout()
 	go func() {
 		var r result
 		defer func() {
@@ -79,7 +90,7 @@ func (sess *session) chargeAndRun(c ledger.Charge, plan *rewrite.Plan, a execArg
 			}
 			debited <- r
 		}()
-		r.bal, r.took, r.err = debit(store, c)
+		r.bal, r.took, r.err = debit(store, c, timeout)
 	}()
 	t0 := time.Now()
 	rows, upErr = sess.runUpstreamDP(upCtx, plan, a)
@@ -88,6 +99,38 @@ func (sess *session) chargeAndRun(c ledger.Charge, plan *rewrite.Plan, a execArg
 	if bal, chargeErr = sess.charged(c, r.took, r.bal, r.err); chargeErr != nil {
 		// Not even the upstream time of a query that was not charged is
 		// recorded.
+		return bal, nil, nil, chargeErr
+	}
+	sess.timeUpstream(upTook)
+	return bal, rows, upErr, nil
+}
+
+// overlapStarted is chargeAndRun's overlap with a store that runs the
+// debit without a goroutine of ours: the store's writer calls back when the
+// outcome is known, and a failure stops the upstream query at once.
+func (sess *session) overlapStarted(starter ledger.DebitStarter, c ledger.Charge, plan *rewrite.Plan, a execArgs,
+	upCtx context.Context, stopUpstream context.CancelFunc) (bal ledger.Balance, rows []answer.Row, upErr, chargeErr error) {
+	dctx, cancel := context.WithTimeout(context.Background(), sess.srv.ledgerTimeout())
+	defer cancel()
+	// A ledger that does not answer in time stops the query too.
+	defer context.AfterFunc(dctx, stopUpstream)()
+	t0 := time.Now()
+	var settled atomic.Int64 // when the outcome was known, for the ledger's timing
+	wait := starter.StartDebit(dctx, c, func(err error) {
+		settled.Store(int64(time.Since(t0)))
+		if err != nil {
+			stopUpstream()
+		}
+	})
+	t1 := time.Now()
+	rows, upErr = sess.runUpstreamDP(upCtx, plan, a)
+	upTook := time.Since(t1)
+	bal, err := wait()
+	took := time.Duration(settled.Load())
+	if took == 0 { // the wait ended first (the debit's timeout)
+		took = time.Since(t0)
+	}
+	if bal, chargeErr = sess.charged(c, took, bal, err); chargeErr != nil {
 		return bal, nil, nil, chargeErr
 	}
 	sess.timeUpstream(upTook)

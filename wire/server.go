@@ -34,6 +34,7 @@ type Config struct {
 	MaxConnections          int           // analyst connections at once (1000)
 	MaxStatementsPerAnalyst int           // statements running upstream at once per analyst (8)
 	IdleTimeout             time.Duration // close sessions idle this long (0: never)
+	LedgerTimeout           time.Duration // bounds a debit or a balance read (3s)
 	// TLS, when set, overrides the policy's tls section (the serve
 	// command's --tls-* flags); nil uses the policy in force.
 	TLS *policy.TLS
