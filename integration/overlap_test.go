@@ -48,6 +48,30 @@ func (p *probeLedger) Debit(_ context.Context, c ledger.Charge) (ledger.Balance,
 	return p.Store.Debit(context.Background(), c)
 }
 
+// lockPatients holds an ACCESS EXCLUSIVE lock on patients, from a
+// superuser connection, until tx ends; release ends it and the connection.
+func lockPatients(t *testing.T, ctx context.Context) (tx pgx.Tx, release func()) {
+	t.Helper()
+	locker, err := pgx.Connect(ctx, pg.AdminDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tx, err = locker.Begin(ctx); err == nil {
+		_, err = tx.Exec(ctx, "LOCK TABLE patients IN ACCESS EXCLUSIVE MODE")
+	}
+	release = func() {
+		if tx != nil {
+			_ = tx.Rollback(ctx)
+		}
+		locker.Close(ctx)
+	}
+	if err != nil {
+		release()
+		t.Fatal(err)
+	}
+	return tx, release
+}
+
 // upstreamCount counts the backends, other than watch's, running a query
 // on patients that match cond; it polls for up to wait for a non-zero
 // count.
@@ -117,19 +141,8 @@ func TestChargeOverlapsUpstream(t *testing.T) {
 			probe.wait = 500 * time.Millisecond
 		}
 		probe.mu.Unlock()
-		locker, err := pgx.Connect(ctx, pg.AdminDSN())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer locker.Close(ctx)
-		tx, err := locker.Begin(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer tx.Rollback(ctx)
-		if _, err := tx.Exec(ctx, "LOCK TABLE patients IN ACCESS EXCLUSIVE MODE"); err != nil {
-			t.Fatal(err)
-		}
+		tx, release := lockPatients(t, ctx)
+		defer release()
 		done := make(chan answered, 1)
 		go func() {
 			var count float64
@@ -307,19 +320,8 @@ func TestOverlapRefusedByWriter(t *testing.T) {
 		t.Fatal("a session's first statement overlapped its debit; want the debit first")
 	default:
 	}
-	locker, err := pgx.Connect(ctx, pg.AdminDSN())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer locker.Close(ctx)
-	tx, err := locker.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Rollback(ctx)
-	if _, err := tx.Exec(ctx, "LOCK TABLE patients IN ACCESS EXCLUSIVE MODE"); err != nil {
-		t.Fatal(err)
-	}
+	_, release := lockPatients(t, ctx)
+	defer release()
 	answered := make(chan error, 1)
 	go func() { answered <- a.QueryRow(ctx, sql).Scan(&n) }()
 	select {
