@@ -346,3 +346,54 @@ func TestOverlapRefusedByWriter(t *testing.T) {
 		t.Error("the upstream query still waits for the lock after its debit was refused; want it cancelled")
 	}
 }
+
+// TestOverlapOutlivesLedgerTimeout: an overlapped statement whose debit
+// succeeded is answered however long its query then runs, even past the
+// ledger's timeout (which bounds only the wait for the ledger).
+func TestOverlapOutlivesLedgerTimeout(t *testing.T) {
+	ctx := testContext(t)
+	watch, err := pgx.Connect(ctx, pg.AdminDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer watch.Close(ctx)
+	const ledgerTimeout = time.Second
+	dsn := inProcess(t, ctx, func(cfg *wire.Config) {
+		cfg.Policy.Defaults.CacheWindow = 0
+		cfg.LedgerTimeout = ledgerTimeout
+	})
+	conn, err := pgx.Connect(ctx, dsn+" user=alice password="+alicePassword)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	const sql = "SELECT count(*) FROM patients WHERE age > 40"
+	var n float64
+	if err := conn.QueryRow(ctx, sql).Scan(&n); err != nil { // debits first, leaves headroom
+		t.Fatal(err)
+	}
+	tx, release := lockPatients(t, ctx)
+	defer release()
+	answered := make(chan error, 1)
+	go func() { answered <- conn.QueryRow(ctx, sql).Scan(&n) }()
+	if upstreamCount(ctx, watch, "wait_event_type = 'Lock'", 30*time.Second) == 0 {
+		t.Fatal("the statement's query did not reach upstream within 30s")
+	}
+	time.Sleep(ledgerTimeout + 1500*time.Millisecond) // the query waits past the ledger's timeout
+	select {
+	case err := <-answered:
+		t.Fatalf("answered (%v) while its query still waited for the lock", err)
+	default:
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-answered:
+		if err != nil {
+			t.Fatalf("a charged statement whose query outlived the ledger's timeout failed: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("no answer within 30s of the lock's release")
+	}
+}

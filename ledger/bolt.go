@@ -298,8 +298,14 @@ func (s *BoltStore) queue(ctx context.Context, req *boltReq) error {
 // await waits for a queued request's result. Once queued, the debit may
 // commit even if ctx ends now: returning an error then over-reports (the
 // caller refuses the query), never under-charges. A retry with the same ID
-// returns the committed result.
+// returns the committed result. A result already there is returned even
+// if ctx has ended since (StartDebit's caller may wait after its query).
 func await(ctx context.Context, req *boltReq) (Balance, error) {
+	select {
+	case r := <-req.res:
+		return r.bal, r.err
+	default:
+	}
 	select {
 	case r := <-req.res:
 		return r.bal, r.err

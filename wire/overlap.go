@@ -112,18 +112,28 @@ func (sess *session) overlapStarted(starter ledger.DebitStarter, c ledger.Charge
 	upCtx context.Context, stopUpstream context.CancelFunc) (bal ledger.Balance, rows []answer.Row, upErr, chargeErr error) {
 	dctx, cancel := context.WithTimeout(context.Background(), sess.srv.ledgerTimeout())
 	defer cancel()
-	// A ledger that does not answer in time stops the query too.
-	defer context.AfterFunc(dctx, stopUpstream)()
 	t0 := time.Now()
 	var settled atomic.Int64 // when the outcome was known, for the ledger's timing
+	var charged atomic.Bool
+	// A ledger that does not answer in time stops the query too; once the
+	// debit has succeeded, the query may outlive the ledger's timeout.
+	defer context.AfterFunc(dctx, func() {
+		if !charged.Load() {
+			stopUpstream()
+		}
+	})()
 	wait := starter.StartDebit(dctx, c, func(err error) {
 		settled.Store(int64(time.Since(t0)))
-		if err != nil {
+		if err == nil {
+			charged.Store(true)
+		} else {
 			stopUpstream()
 		}
 	})
 	t1 := time.Now()
-	rows, upErr = sess.runUpstreamDP(upCtx, plan, a)
+	if upErr = upCtx.Err(); upErr == nil { // else refused before it was queued
+		rows, upErr = sess.runUpstreamDP(upCtx, plan, a)
+	}
 	upTook := time.Since(t1)
 	bal, err := wait()
 	took := time.Duration(settled.Load())
