@@ -98,11 +98,7 @@ func upstreamCount(ctx context.Context, watch *pgx.Conn, cond string, wait time.
 // failure the session debits first again.
 func TestChargeOverlapsUpstream(t *testing.T) {
 	ctx := testContext(t)
-	watch, err := pgx.Connect(ctx, pg.AdminDSN())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer watch.Close(ctx)
+	watch := exactConn(t, ctx) // superuser: pg_stat_activity
 	probe := &probeLedger{ctx: ctx, watch: watch,
 		probed: make(chan bool), proceed: make(chan struct{}), debited: make(chan time.Time, 1)}
 	dsn := inProcess(t, ctx, func(cfg *wire.Config) {
@@ -275,11 +271,7 @@ func (p *startProbe) StartDebit(ctx context.Context, c ledger.Charge, done func(
 // query at once, and the client gets the budget refusal and no rows.
 func TestOverlapRefusedByWriter(t *testing.T) {
 	ctx := testContext(t)
-	watch, err := pgx.Connect(ctx, pg.AdminDSN())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer watch.Close(ctx)
+	watch := exactConn(t, ctx) // superuser: pg_stat_activity
 	probe := &startProbe{ctx: ctx, watch: watch, seen: make(chan bool, 4)}
 	dsn := inProcess(t, ctx, func(cfg *wire.Config) {
 		alice := cfg.Policy.Analyst("alice")
@@ -352,11 +344,7 @@ func TestOverlapRefusedByWriter(t *testing.T) {
 // ledger's timeout (which bounds only the wait for the ledger).
 func TestOverlapOutlivesLedgerTimeout(t *testing.T) {
 	ctx := testContext(t)
-	watch, err := pgx.Connect(ctx, pg.AdminDSN())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer watch.Close(ctx)
+	watch := exactConn(t, ctx) // superuser: pg_stat_activity
 	const ledgerTimeout = time.Second
 	dsn := inProcess(t, ctx, func(cfg *wire.Config) {
 		cfg.Policy.Defaults.CacheWindow = 0

@@ -349,9 +349,9 @@ type Store interface {
 // DebitStarter is a Store whose debit can run beside the caller's own work
 // without a goroutine of the caller's. wire overlaps each debit with the
 // upstream query; with a goroutine per statement for it (its start and two
-// more hand-offs between threads) an uncached statement took ~20 µs more
-// CPU, a tenth of it. BoltStore implements it; wire runs other stores'
-// Debit in a goroutine.
+// more hand-offs between threads) an uncached statement took about 7 µs
+// more CPU (13 alternating A/B pairs, docs/benchmarks.md). BoltStore
+// implements it; wire runs other stores' Debit in a goroutine.
 type DebitStarter interface {
 	// StartDebit begins Debit(ctx, c) and returns a function that waits for
 	// its outcome. done, when not nil, is called exactly once, as soon as

@@ -79,8 +79,7 @@ func (sess *session) runDP(st *rewrite.Statement, a execArgs) error {
 	mechs := cal.mechs
 	var rdp *mechanisms.RDPVector
 	if pol.Defaults.Accounting == policy.AccountingRDP {
-		v := mechs.RDP()
-		rdp = &v
+		rdp = cal.rdpCurve()
 	}
 	bal, exact, err, chargeErr := sess.chargeAndRun(sess.newCharge(st, plan, eps, delta, cal.summary, rdp, false), plan, a)
 	if chargeErr != nil {
@@ -118,6 +117,17 @@ type calibration struct {
 	eps, delta float64
 	mechs      *answer.Mechanisms // parameters only: the noise comes from the session's source
 	summary    string
+	rdp        *mechanisms.RDPVector // the Rényi-DP curve, computed when first charged with it
+}
+
+// rdpCurve is the mechanisms' Rényi-DP curve for an RDP-accounted charge.
+// It is only read after, so one computation serves every repeat.
+func (c *calibration) rdpCurve() *mechanisms.RDPVector {
+	if c.rdp == nil {
+		v := c.mechs.RDP()
+		c.rdp = &v
+	}
+	return c.rdp
 }
 
 // calibrate returns plan's mechanisms for (eps, delta). The session keeps
