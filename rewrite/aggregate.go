@@ -3,6 +3,7 @@ package rewrite
 import (
 	"fmt"
 	"math"
+	"strconv"
 
 	pg_query "github.com/pganalyze/pg_query_go/v6"
 
@@ -137,11 +138,19 @@ func (b *planBuilder) aggregate(f *pg_query.FuncCall) (int, error) {
 			midLit = numLiteral(mid, nil)
 		}
 		s := filter(fmt.Sprintf("sum(%s - %s)", clamped, midLit))
+		// Row-level, the centring is done after the query (Quantity.Centre):
+		// clamped values are int4 or numeric, so Σx and the subtraction are
+		// exact either way.
+		centre := &Centre{Mid: strconv.FormatFloat(mid, 'f', -1, 64), Count: -1}
 		agg.Value = b.addQuantity(Quantity{Expr: text + " centred sum", L1Sensitivity: m * half, Granularity: gran},
-			quantitySQL{Row: s, Inner: s, Outer: fmt.Sprintf("sum(LEAST(GREATEST(%%s, %s), %s))", numLiteral(-m*half, nil), numLiteral(m*half, nil))})
+			quantitySQL{Row: s, Inner: s, Outer: fmt.Sprintf("sum(LEAST(GREATEST(%%s, %s), %s))", numLiteral(-m*half, nil), numLiteral(m*half, nil)),
+				centre: centre, rowSum: filter(fmt.Sprintf("sum(%s)", clamped))})
 		cnt := filter(fmt.Sprintf("count(%s)", colSQL))
 		agg.Count = b.addQuantity(Quantity{Expr: text + " count", L1Sensitivity: m, Granularity: 1, NonNegative: true},
 			quantitySQL{Row: cnt, Inner: cnt, Outer: fmt.Sprintf("sum(LEAST(%%s, %d))", int64(m))})
+		if c := b.qs[agg.Value].centre; c != nil {
+			c.Count = agg.Count // the same count whichever avg planned the sum first
+		}
 	case "variance", "var_samp", "var_pop", "stddev", "stddev_samp", "stddev_pop":
 		if err := b.varianceAggregate(f, name, text, filter, &agg); err != nil {
 			return 0, err

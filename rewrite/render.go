@@ -36,6 +36,9 @@ func RenderPlan(p *Plan) string {
 		if p.Selection != nil && p.Selection.Units == i {
 			role = " (partition selection)"
 		}
+		if c := q.Centre; c != nil {
+			role = fmt.Sprintf(" (centred after the query: q%d - %s × q%d)", i, c.Mid, c.Count)
+		}
 		fmt.Fprintf(&b, "q%d %s: sensitivity %s, granularity %s, weight %s%s\n", i, q.Expr, g(q.L1Sensitivity), g(q.Granularity), strconv.FormatFloat(q.Weight, 'g', 4, 64), role)
 	}
 	for _, o := range p.Outputs {

@@ -84,7 +84,13 @@ func (b *planBuilder) generateSQL(where *pg_query.Node) (string, error) {
 				}
 				continue
 			}
-			cols = append(cols, fmt.Sprintf("%s AS q%d", q.Row, i))
+			row := q.Row
+			b.plan.Quantities[i].Centre = nil
+			if q.centre != nil && q.centre.Count >= 0 {
+				row = q.rowSum
+				b.plan.Quantities[i].Centre = q.centre
+			}
+			cols = append(cols, fmt.Sprintf("%s AS q%d", row, i))
 		}
 		return fmt.Sprintf("SELECT %s FROM %s%s%s", strings.Join(cols, ", "), from, whereSQL, groupBy(0)), nil
 	}

@@ -123,6 +123,17 @@ type Quantity struct {
 	// Choice, when set, makes this quantity a selection by the exponential
 	// mechanism over Choice.Columns SQL columns of counts, not a noisy value.
 	Choice *Choice
+	// Centre, when set, says the SQL returns the plain sum Σx of a centred
+	// sum Σ(x - Mid): the centring is done once per query, exactly, from
+	// Σx and the exact count n of the same values (quantity Count), as
+	// Σx - Mid·n (answer.CentredSum), instead of once per row upstream.
+	Centre *Centre
+}
+
+// Centre is how a centred sum is computed from the SQL's plain sum.
+type Centre struct {
+	Mid   string // the midpoint as an exact decimal
+	Count int    // the quantity holding the exact count of the summed values
 }
 
 // Choice is a quantity answered by the exponential mechanism (report noisy

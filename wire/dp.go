@@ -342,28 +342,12 @@ func (sess *session) runUpstreamDP(ctx context.Context, plan *rewrite.Plan, a ex
 	if err != nil {
 		return nil, err
 	}
-	nk, nq := len(plan.Keys), plan.Columns()
+	parser := answer.NewRowParser(plan)
 	rows := make([]answer.Row, 0, len(raws))
 	for _, raw := range raws {
-		if len(raw) != nk+nq {
-			return nil, fmt.Errorf("upstream row has %d columns, want %d", len(raw), nk+nq)
-		}
-		r := answer.Row{Keys: make([]*string, nk), Q: make([]float64, nq)}
-		for i := range nk {
-			if raw[i] != nil {
-				s := string(raw[i])
-				r.Keys[i] = &s
-			}
-		}
-		for i, v := range raw[nk:] {
-			if v == nil { // sum over no rows
-				continue
-			}
-			f, err := strconv.ParseFloat(string(v), 64)
-			if err != nil {
-				return nil, fmt.Errorf("quantity %d: %w", i, err)
-			}
-			r.Q[i] = f
+		r, err := parser.Parse(raw)
+		if err != nil {
+			return nil, err
 		}
 		rows = append(rows, r)
 	}

@@ -164,26 +164,12 @@ func exactRows(ctx context.Context, conn *pgx.Conn, plan *rewrite.Plan, neighbou
 		return nil, err
 	}
 	defer rows.Close()
-	nk := len(plan.Keys)
+	parser := answer.NewRowParser(plan)
 	var out []answer.Row
 	for rows.Next() {
-		raw := rows.RawValues()
-		r := answer.Row{Keys: make([]*string, nk), Q: make([]float64, len(raw)-nk)}
-		for i := range nk {
-			if raw[i] != nil {
-				s := string(raw[i])
-				r.Keys[i] = &s
-			}
-		}
-		for i, v := range raw[nk:] {
-			if v == nil {
-				continue
-			}
-			f, err := strconv.ParseFloat(string(v), 64)
-			if err != nil {
-				return nil, err
-			}
-			r.Q[i] = f
+		r, err := parser.Parse(rows.RawValues())
+		if err != nil {
+			return nil, err
 		}
 		out = append(out, r)
 	}

@@ -67,6 +67,9 @@ the listener cannot be opened.`)
 		}
 		defer stop()
 	}
+	if path := os.Getenv("DPPROXY_ALLOCPROFILE"); path != "" {
+		defer writeAllocProfile(path)
+	}
 	tuneGC()
 	lw := newLogWriter(os.Stderr, logFlushEvery)
 	defer lw.Close()
@@ -101,6 +104,20 @@ func startCPUProfile(path string) (stop func(), err error) {
 		return nil, fmt.Errorf("DPPROXY_CPUPROFILE: %w", err)
 	}
 	return func() { pprof.StopCPUProfile(); f.Close() }, nil
+}
+
+// writeAllocProfile writes the allocations of the whole serve run to path
+// (DPPROXY_ALLOCPROFILE; `go tool pprof -sample_index=alloc_space`), to find
+// what a statement allocates under real load.
+func writeAllocProfile(path string) {
+	f, err := os.Create(path)
+	if err == nil {
+		err = pprof.Lookup("allocs").WriteTo(f, 0)
+		f.Close()
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "DPPROXY_ALLOCPROFILE: %v\n", err)
+	}
 }
 
 // serveLimits holds the connection and concurrency limits set by `serve
