@@ -377,6 +377,13 @@ func (p *Policy) WithUniqueUnits(tables map[string]bool) *Policy {
 // ProvenKey names a column in WithProvenBounds' proofs: "schema.table.column".
 func ProvenKey(t *Table, column string) string { return t.QualifiedName() + "." + column }
 
+// ShadowProvenKey names a column of t's shadow copy in WithProvenBounds'
+// proofs (`dpproxy shadow refresh` clamps the copy and adds the CHECK
+// constraints that prove it).
+func ShadowProvenKey(t *Table, column string) string {
+	return ShadowSchema + "." + t.ShadowName() + "." + column
+}
+
 // WithProvenBounds returns a copy of p that knows which columns' values the
 // upstream catalog proves to lie within their policy bounds: proofs maps
 // ProvenKey to the validated CHECK constraint expressions (as
@@ -406,6 +413,25 @@ func (p *Policy) BoundsProof(t *Table, column string) []string {
 		return nil
 	}
 	return p.provenBounds[ProvenKey(t, column)]
+}
+
+// HasShadowProofs reports whether some column of t's shadow copy has
+// proven bounds.
+func (p *Policy) HasShadowProofs(t *Table) bool {
+	for _, c := range t.Columns {
+		if p.ShadowBoundsProof(t, c.Name) != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// ShadowBoundsProof is BoundsProof for t's shadow copy.
+func (p *Policy) ShadowBoundsProof(t *Table, column string) []string {
+	if t == nil {
+		return nil
+	}
+	return p.provenBounds[ShadowProvenKey(t, column)]
 }
 
 // UnitUnique reports whether t's unit column is unique upstream (see

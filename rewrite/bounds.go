@@ -238,7 +238,7 @@ func (p *Plan) guardSQL() string {
 // to), recording the proof for the query's guard; otherwise "".
 func (b *planBuilder) unclamped(colSQL string, c *policy.Column, lo, hi float64) string {
 	t := b.sc.table
-	if b.sc.shadow || isExpressionColumn(c) || t.Column(c.Name) != c || c.Bounds == nil || lo != c.Bounds.Lower || hi != c.Bounds.Upper {
+	if isExpressionColumn(c) || t.Column(c.Name) != c || c.Bounds == nil || lo != c.Bounds.Lower || hi != c.Bounds.Upper {
 		return ""
 	}
 	if !c.IsInteger() && c.Type != "numeric" {
@@ -247,8 +247,8 @@ func (b *planBuilder) unclamped(colSQL string, c *policy.Column, lo, hi float64)
 		// after the cast is what keeps them in.
 		return ""
 	}
-	proof := b.sc.pol.BoundsProof(t, c.Name)
-	if proof == nil {
+	pb := b.sc.provenBound(c.Name)
+	if pb == nil {
 		return ""
 	}
 	found := false
@@ -256,7 +256,7 @@ func (b *planBuilder) unclamped(colSQL string, c *policy.Column, lo, hi float64)
 		found = found || p.Column == c.Name
 	}
 	if !found {
-		b.plan.ProvenBounds = append(b.plan.ProvenBounds, ProvenBound{Table: t.QualifiedName(), Schema: t.Schema, Name: t.Name, Column: c.Name, Exprs: proof})
+		b.plan.ProvenBounds = append(b.plan.ProvenBounds, *pb)
 	}
 	if !intArithmetic(c, lo, hi) && c.Type != "numeric" {
 		colSQL += "::numeric"
@@ -287,13 +287,30 @@ func provenColumn(n *pg_query.Node, sc *scope) bool {
 	return err == nil && rel != nil && rel.table == sc.table && sc.proven[c.Name]
 }
 
-// provenColumns are the columns whose bounds plan's guard checks with the
-// proof the policy holds.
+// provenBound is the proof the policy holds that column of the table the
+// scope reads (the private table, or its shadow copy) lies within its
+// bounds, naming the upstream table the guard must check; nil if none.
+func (sc *scope) provenBound(column string) *ProvenBound {
+	t := sc.table
+	if sc.shadow {
+		if proof := sc.pol.ShadowBoundsProof(t, column); proof != nil {
+			return &ProvenBound{Table: policy.ShadowSchema + "." + t.ShadowName(), Schema: policy.ShadowSchema, Name: t.ShadowName(), Column: column, Exprs: proof}
+		}
+		return nil
+	}
+	if proof := sc.pol.BoundsProof(t, column); proof != nil {
+		return &ProvenBound{Table: t.QualifiedName(), Schema: t.Schema, Name: t.Name, Column: column, Exprs: proof}
+	}
+	return nil
+}
+
+// provenColumns are the columns whose bounds plan's guard checks, on the
+// table the scope reads, with the proof the policy holds.
 func provenColumns(plan *Plan, sc *scope) map[string]bool {
 	m := map[string]bool{}
 	for _, p := range plan.ProvenBounds {
-		proof := sc.pol.BoundsProof(sc.table, p.Column)
-		if p.Table == sc.table.QualifiedName() && p.Schema == sc.table.Schema && p.Name == sc.table.Name && len(proof) > 0 && slices.Equal(proof, p.Exprs) {
+		want := sc.provenBound(p.Column)
+		if want != nil && p.Table == want.Table && p.Schema == want.Schema && p.Name == want.Name && slices.Equal(p.Exprs, want.Exprs) {
 			m[p.Column] = true
 		}
 	}

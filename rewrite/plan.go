@@ -47,10 +47,26 @@ type quantitySQL struct {
 }
 
 func planAggregate(sel *pg_query.SelectStmt, pol *policy.Policy, ctes map[string]*pg_query.SelectStmt) (*Plan, error) {
+	p, err := buildPlan(sel, pol, ctes, false)
+	if err != nil || !p.Shadow || !pol.HasShadowProofs(p.sc.table) {
+		return p, err
+	}
+	// Whether the shadow copy can answer is known only once the aggregates
+	// are planned (useShadow), but which columns need a clamp depends on
+	// the table read: planned again, reading the copy from the start, its
+	// proven bounds apply.
+	if q, err := buildPlan(sel, pol, ctes, true); err == nil && q.Shadow {
+		return q, nil
+	}
+	return p, nil
+}
+
+func buildPlan(sel *pg_query.SelectStmt, pol *policy.Policy, ctes map[string]*pg_query.SelectStmt, shadow bool) (*Plan, error) {
 	sc, err := resolveFrom(sel.FromClause, pol, ctes)
 	if err != nil {
 		return nil, err
 	}
+	sc.shadow = shadow
 	b := &planBuilder{
 		sc:        sc,
 		plan:      &Plan{Limit: -1, MaxGroups: 1},

@@ -54,27 +54,39 @@ func (s *Server) withProvenBounds(ctx context.Context, pol *policy.Policy) *poli
 	defer conn.Release()
 	proofs := map[string][]string{}
 	for _, t := range tables {
-		var large bool
-		if err := conn.QueryRow(ctx, provableTableSQL, rewrite.QuoteQualified(t.Schema, t.Name)).Scan(&large); err != nil || !large {
-			continue // small, foreign somewhere, missing or unreadable: clamped
-		}
-		rows, _ := conn.Query(ctx, rewrite.CheckConstraintsSQL, rewrite.QuoteQualified(t.Schema, t.Name))
-		exprs, err := pgx.CollectRows(rows, pgx.RowTo[string])
-		if err != nil {
-			s.log.Warn("cannot read CHECK constraints upstream; table's columns are clamped", "table", t.QualifiedName(), "err", err)
-			continue
-		}
-		for _, c := range t.Columns {
-			if !c.IsNumeric() || c.Bounds == nil {
-				continue
-			}
-			if proof := rewrite.ProveBounds(exprs, c.Name, c.Bounds.Lower, c.Bounds.Upper); proof != nil {
-				proofs[policy.ProvenKey(t, c.Name)] = proof
-				s.log.Info("CHECK constraints keep a column within its bounds: no clamping needed", "table", t.QualifiedName(), "column", c.Name)
-			}
+		s.proveTable(ctx, conn.Conn(), t, t.Schema, t.Name, policy.ProvenKey, proofs)
+		if t.Shadow {
+			s.proveTable(ctx, conn.Conn(), t, policy.ShadowSchema, t.ShadowName(), policy.ShadowProvenKey, proofs)
 		}
 	}
 	return pol.WithProvenBounds(proofs)
+}
+
+// proveTable adds to proofs, under key(t, column), the bounds of t's columns
+// that the CHECK constraints of upstream table schema.name prove: t itself
+// or its shadow copy.
+func (s *Server) proveTable(ctx context.Context, conn *pgx.Conn, t *policy.Table, schema, name string,
+	key func(*policy.Table, string) string, proofs map[string][]string) {
+	qualified := rewrite.QuoteQualified(schema, name)
+	var large bool
+	if err := conn.QueryRow(ctx, provableTableSQL, qualified).Scan(&large); err != nil || !large {
+		return // small, foreign somewhere, missing or unreadable: clamped
+	}
+	rows, _ := conn.Query(ctx, rewrite.CheckConstraintsSQL, qualified)
+	exprs, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		s.log.Warn("cannot read CHECK constraints upstream; table's columns are clamped", "table", schema+"."+name, "err", err)
+		return
+	}
+	for _, c := range t.Columns {
+		if !c.IsNumeric() || c.Bounds == nil {
+			continue
+		}
+		if proof := rewrite.ProveBounds(exprs, c.Name, c.Bounds.Lower, c.Bounds.Upper); proof != nil {
+			proofs[key(t, c.Name)] = proof
+			s.log.Info("CHECK constraints keep a column within its bounds: no clamping needed", "table", schema+"."+name, "column", c.Name)
+		}
+	}
 }
 
 // provableTableSQL tells whether proven bounds may apply to a table
@@ -90,6 +102,13 @@ var provableTableSQL = rewrite.ProvableTableSQL(2 << 20)
 // gone, so later statements clamp and bound as usual.
 func (s *Server) refreshCatalog(what string) {
 	s.log.Warn("a catalog fact a plan relied on is gone; reading the catalog again", "fact", what)
+	s.learnCatalog()
+}
+
+// learnCatalog re-reads the catalog facts, as at start and on a policy
+// reload: after a fact is found gone, or when a table appears upstream
+// whose facts could not be read before (a shadow copy's first refresh).
+func (s *Server) learnCatalog() {
 	s.policyMu.Lock()
 	defer s.policyMu.Unlock()
 	s.policy.Store(s.withCatalogFacts(context.Background(), s.policy.Load()))

@@ -15,7 +15,9 @@ import (
 // checkShadow refuses, before anything is charged, a plan that reads a
 // table's pre-bounded copy when that copy does not exist upstream (the DBA
 // set `shadow: true` but has not run `dpproxy shadow refresh`). A copy once
-// seen is remembered: refreshes swap it atomically, never drop it.
+// seen is remembered: refreshes swap it atomically, never drop it. The
+// first sighting also re-reads the catalog facts (proven bounds of the
+// copy, wire/bounds.go).
 func (sess *session) checkShadow(plan *rewrite.Plan, pol *policy.Policy) error {
 	if !plan.Shadow || len(plan.Tables) == 0 {
 		return nil
@@ -42,6 +44,10 @@ func (sess *session) checkShadow(plan *rewrite.Plan, pol *policy.Policy) error {
 			name, policy.ShadowSchema, t.ShadowName()).
 			WithHint("ask the DBA to run `dpproxy shadow refresh`, or to remove `shadow: true` from the policy")
 	}
-	sess.srv.shadowSeen.Store(name, true)
+	if _, seen := sess.srv.shadowSeen.LoadOrStore(name, true); !seen {
+		// The copy may be new since the catalog was read: its CHECK
+		// constraints let later statements sum it unclamped.
+		sess.srv.learnCatalog()
+	}
 	return nil
 }

@@ -4,7 +4,9 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"math"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -26,6 +28,15 @@ DPPROXY_ADMIN_DSN environment variable); --reader is the role dpproxy reads
 as (default: the user of the policy's upstream DSN), granted SELECT on the
 copies. Run it from cron for a schedule, or by hand on demand.
 `
+
+// Values in the copy are clamped to their columns' policy bounds, and a
+// CHECK constraint says so: dpproxy then sums them unclamped (proven
+// bounds, rewrite/bounds.go), which saves a shadow-table query the clamp's
+// cost per row, a quarter of its time on a numeric column. The clamp
+// changes no answer: queries clamp every value to the same bounds. After a
+// policy changes a column's bounds, the next refresh clamps to the new
+// ones; until then the old constraint proves nothing wider than itself, and
+// values are clamped at query time as usual.
 
 // cmdShadow refreshes shadow copies. The swap is one transaction per table:
 // readers see the old copy or the new one, never none.
@@ -85,17 +96,39 @@ func refreshShadow(ctx context.Context, conn *pgx.Conn, t *policy.Table, reader 
 	dst := id(pgx.Identifier{policy.ShadowSchema, t.ShadowName()})
 	tmp := id(pgx.Identifier{policy.ShadowSchema, t.ShadowName() + "__new"})
 	unit := id(pgx.Identifier{t.Unit})
+	rows, _ := conn.Query(ctx, shadowColumnsSQL, src)
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return 0, fmt.Errorf("reading the columns of %s: %w", src, err)
+	}
+	if len(names) == 0 {
+		return 0, fmt.Errorf("table %s has no columns or does not exist", src)
+	}
+	cols := make([]string, len(names))
+	var checks []string
+	for i, name := range names {
+		col := "r." + id(pgx.Identifier{name})
+		cols[i] = col
+		if c := t.Column(name); c != nil && shadowClamps(c) {
+			lo, hi := boundLiteral(c.Bounds.Lower), boundLiteral(c.Bounds.Upper)
+			cols[i] = fmt.Sprintf("LEAST(GREATEST(%s, %s), %s) AS %s", col, lo, hi, id(pgx.Identifier{name}))
+			checks = append(checks, fmt.Sprintf("ALTER TABLE %s ADD CONSTRAINT %s CHECK (%s >= %s AND %s <= %s)",
+				tmp, id(pgx.Identifier{"dp_bounds_" + name}), id(pgx.Identifier{name}), lo, id(pgx.Identifier{name}), hi))
+		}
+	}
 	stmts := []string{
 		"CREATE SCHEMA IF NOT EXISTS " + id(pgx.Identifier{policy.ShadowSchema}),
 		"DROP TABLE IF EXISTS " + tmp,
 		// The rows kept for a unit are a uniformly random choice among its
 		// rows, independent of their values (and of other units' rows).
-		fmt.Sprintf("CREATE TABLE %s AS SELECT * FROM (SELECT s.*, row_number() OVER (PARTITION BY s.%s ORDER BY random()) AS dp_shadow_rank FROM %s AS s) AS r WHERE dp_shadow_rank <= %d",
-			tmp, unit, src, t.MaxRowsPerUnit),
-		"ALTER TABLE " + tmp + " DROP COLUMN dp_shadow_rank",
-		"DROP TABLE IF EXISTS " + dst,
-		"ALTER TABLE " + tmp + " RENAME TO " + id(pgx.Identifier{t.ShadowName()}),
+		fmt.Sprintf("CREATE TABLE %s AS SELECT %s FROM (SELECT s.*, row_number() OVER (PARTITION BY s.%s ORDER BY random()) AS dp_shadow_rank FROM %s AS s) AS r WHERE dp_shadow_rank <= %d",
+			tmp, strings.Join(cols, ", "), unit, src, t.MaxRowsPerUnit),
 	}
+	stmts = append(stmts, checks...)
+	stmts = append(stmts,
+		"DROP TABLE IF EXISTS "+dst,
+		"ALTER TABLE "+tmp+" RENAME TO "+id(pgx.Identifier{t.ShadowName()}),
+	)
 	if reader != "" {
 		stmts = append(stmts,
 			"GRANT USAGE ON SCHEMA "+id(pgx.Identifier{policy.ShadowSchema})+" TO "+id(pgx.Identifier{reader}),
@@ -120,4 +153,29 @@ func refreshShadow(ctx context.Context, conn *pgx.Conn, t *policy.Table, reader 
 	}
 	_, err = conn.Exec(ctx, "ANALYZE "+dst)
 	return n, err
+}
+
+// shadowColumnsSQL lists a table's columns in order ($1: its quoted name).
+const shadowColumnsSQL = `SELECT attname FROM pg_catalog.pg_attribute
+  WHERE attrelid = pg_catalog.to_regclass($1) AND attnum > 0 AND NOT attisdropped ORDER BY attnum`
+
+// shadowClamps reports whether the copy clamps a column: a bounded integer
+// column with integer bounds, or a numeric one, the types whose bounds a
+// CHECK constraint can prove exactly (rewrite.ProveBounds) and whose clamp
+// keeps the column's type.
+func shadowClamps(c *policy.Column) bool {
+	if c.Bounds == nil {
+		return false
+	}
+	lo, hi := c.Bounds.Lower, c.Bounds.Upper
+	return c.Type == "numeric" || c.IsInteger() && lo == math.Trunc(lo) && hi == math.Trunc(hi)
+}
+
+// boundLiteral is a bound as an exact SQL constant.
+func boundLiteral(f float64) string {
+	s := strconv.FormatFloat(f, 'f', -1, 64)
+	if f < 0 {
+		return "(" + s + ")"
+	}
+	return s
 }
