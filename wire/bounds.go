@@ -2,9 +2,11 @@ package wire
 
 import (
 	"context"
+	"log/slog"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/dpproxy/dpproxy/policy"
 	"github.com/dpproxy/dpproxy/rewrite"
@@ -23,6 +25,14 @@ import (
 // its tables: unique privacy units and proven bounds.
 func (s *Server) withCatalogFacts(ctx context.Context, pol *policy.Policy) *policy.Policy {
 	return s.withProvenBounds(ctx, s.withUniqueUnits(ctx, pol))
+}
+
+// CatalogFacts returns pol with what the upstream catalog proves about its
+// tables, read through upstream as `serve` reads it: for `dpproxy explain
+// --upstream`, to show the SQL the proxy would send.
+func CatalogFacts(ctx context.Context, upstream *pgxpool.Pool, pol *policy.Policy, log *slog.Logger) *policy.Policy {
+	s := &Server{cfg: Config{Upstream: upstream}, log: log}
+	return s.withCatalogFacts(ctx, pol)
 }
 
 // withProvenBounds returns pol with the columns whose bounds CHECK

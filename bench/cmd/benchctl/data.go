@@ -163,17 +163,6 @@ func load(ctx context.Context, conn *pgx.Conn, purchases int) error {
 	if _, err := conn.Exec(ctx, indexes); err != nil {
 		return fmt.Errorf("indexes: %w", err)
 	}
-	// A pre-bounded copy of purchases, as a shadow table would be: at most
-	// maxRowsPerUnit rows per person, chosen uniformly at random
-	// (independently of the values). Only the database-side cost
-	// comparison reads it; dpproxy does not know it.
-	if _, err := conn.Exec(ctx, fmt.Sprintf(`CREATE TABLE purchases_shadow AS
-		SELECT person_id, store_id, category, amount, ts FROM (
-			SELECT *, row_number() OVER (PARTITION BY person_id ORDER BY random()) AS rn FROM purchases) s
-		WHERE rn <= %d;
-		ANALYZE purchases_shadow`, maxRowsPerUnit)); err != nil {
-		return fmt.Errorf("purchases_shadow: %w", err)
-	}
 	_, err := conn.Exec(ctx, "INSERT INTO bench_meta VALUES ($1)", purchases)
 	return err
 }
