@@ -266,6 +266,7 @@ if [ "$COST" = 1 ]; then
 	# `dpproxy shadow refresh`: at most max_rows_per_unit random rows per
 	# person, amounts clamped and proven by a CHECK constraint).
 	sed 's/^    unit: person_id$/    unit: person_id\n    shadow: true/' "$DIR/policy-nocache.yaml" >"$DIR/policy-shadow.yaml"
+	grep -q '^    shadow: true$' "$DIR/policy-shadow.yaml" || { echo "run.sh: could not mark purchases shadow: true" >&2; exit 1; }
 	DPPROXY_UPSTREAM_DSN="$COST_DSN" "$DIR/dpproxy" shadow refresh --policy "$DIR/policy-shadow.yaml" \
 		--dsn "host=127.0.0.1 port=$PGPORT user=postgres dbname=bench_cost sslmode=disable" --reader bench_reader >&2
 	for q in groupby_avg user_groupby join_public; do
@@ -289,12 +290,13 @@ if [ "$COST" = 1 ]; then
 	# the summed column: the per-unit aggregate then reads the rows in unit
 	# order, without hashing 600k groups (docs/dba-guide.md).
 	psql -q -h 127.0.0.1 -p "$PGPORT" -U postgres -d bench_cost -v ON_ERROR_STOP=1 \
-		-c "CREATE INDEX purchases_unit_category ON purchases (person_id, category) INCLUDE (amount)" \
+		-c "CREATE INDEX IF NOT EXISTS purchases_unit_category ON purchases (person_id, category) INCLUDE (amount)" \
 		-c "VACUUM ANALYZE purchases" >&2
 	sql=$(grep -v '^--' "$ROOT/bench/pgbench/user_groupby.sql" | tr '\n' ' ' | sed 's/; *$//')
 	dp=$(DPPROXY_UPSTREAM_DSN="$COST_DSN" "$DIR/dpproxy" explain --upstream --policy "$DIR/policy-nocache.yaml" "$sql" | sed -n 's/^sql: //p' | head -1)
 	"$DIR/benchctl" dbcost --dsn "$COST_DSN" --runs 5 "raw+unit_index=$sql" "rewritten+unit_index=$dp" |
 		awk '$1 == "raw+unit_index" {raw = $2} {printf "%-14s %-34s %9s %9s %9s %7.2f\n", "user_groupby", $1, $2, $3, $4, $2 / raw}'
+	psql -q -h 127.0.0.1 -p "$PGPORT" -U postgres -d bench_cost -c "DROP INDEX purchases_unit_category" >&2
 fi
 
 if [ "$CONNS" -gt 0 ]; then

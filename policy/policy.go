@@ -415,17 +415,6 @@ func (p *Policy) BoundsProof(t *Table, column string) []string {
 	return p.provenBounds[ProvenKey(t, column)]
 }
 
-// HasShadowProofs reports whether some column of t's shadow copy has
-// proven bounds.
-func (p *Policy) HasShadowProofs(t *Table) bool {
-	for _, c := range t.Columns {
-		if p.ShadowBoundsProof(t, c.Name) != nil {
-			return true
-		}
-	}
-	return false
-}
-
 // ShadowBoundsProof is BoundsProof for t's shadow copy.
 func (p *Policy) ShadowBoundsProof(t *Table, column string) []string {
 	if t == nil {

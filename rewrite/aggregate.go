@@ -141,10 +141,29 @@ func (b *planBuilder) aggregate(f *pg_query.FuncCall) (int, error) {
 		// Row-level, the centring is done after the query (Quantity.Centre):
 		// clamped values are int4 or numeric, so Σx and the subtraction are
 		// exact either way.
-		centre := &Centre{Mid: strconv.FormatFloat(mid, 'f', -1, 64), Count: -1}
+		//
+		// The plain sum must skip exactly the rows count(x) skips: the clamp
+		// turns NULL into lo (GREATEST ignores NULL), which Σ(x - mid) saw as
+		// -half but Σx - mid·n would see as lo, past the sensitivity.
+		// An expression pseudo-column keeps its centring in SQL: the
+		// allowlist has no IS NOT NULL for expressions.
+		rowSum := fmt.Sprintf("sum(%s)", clamped)
+		var centre *Centre
+		if !isExpressionColumn(c) {
+			centre = &Centre{Mid: strconv.FormatFloat(mid, 'f', -1, 64), Count: -1}
+		}
+		if clamped == clampSQL(colSQL, c, lo, hi) {
+			notNull := colSQL + " IS NOT NULL"
+			if filterSQL != "" {
+				notNull = fmt.Sprintf("(%s) AND %s", filterSQL, notNull)
+			}
+			rowSum = fmt.Sprintf("%s FILTER (WHERE %s)", rowSum, notNull)
+		} else {
+			rowSum = filter(rowSum) // a bare column: sum skips NULL itself
+		}
 		agg.Value = b.addQuantity(Quantity{Expr: text + " centred sum", L1Sensitivity: m * half, Granularity: gran},
 			quantitySQL{Row: s, Inner: s, Outer: fmt.Sprintf("sum(LEAST(GREATEST(%%s, %s), %s))", numLiteral(-m*half, nil), numLiteral(m*half, nil)),
-				centre: centre, rowSum: filter(fmt.Sprintf("sum(%s)", clamped))})
+				centre: centre, rowSum: rowSum})
 		cnt := filter(fmt.Sprintf("count(%s)", colSQL))
 		agg.Count = b.addQuantity(Quantity{Expr: text + " count", L1Sensitivity: m, Granularity: 1, NonNegative: true},
 			quantitySQL{Row: cnt, Inner: cnt, Outer: fmt.Sprintf("sum(LEAST(%%s, %d))", int64(m))})

@@ -47,26 +47,31 @@ type quantitySQL struct {
 }
 
 func planAggregate(sel *pg_query.SelectStmt, pol *policy.Policy, ctes map[string]*pg_query.SelectStmt) (*Plan, error) {
-	p, err := buildPlan(sel, pol, ctes, false)
-	if err != nil || !p.Shadow || !pol.HasShadowProofs(p.sc.table) {
+	// A table with a shadow copy is planned reading the copy from the start,
+	// so that the copy's proven bounds decide the clamps; whether the copy
+	// can answer is known only once the aggregates are planned (useShadow),
+	// and if it cannot, the query is planned again reading the table.
+	p, readCopy, err := buildPlan(sel, pol, ctes, true)
+	if !readCopy || (err == nil && p.Shadow) {
 		return p, err
 	}
-	// Whether the shadow copy can answer is known only once the aggregates
-	// are planned (useShadow), but which columns need a clamp depends on
-	// the table read: planned again, reading the copy from the start, its
-	// proven bounds apply.
-	if q, err := buildPlan(sel, pol, ctes, true); err == nil && q.Shadow {
-		return q, nil
-	}
-	return p, nil
+	p, _, err = buildPlan(sel, pol, ctes, false)
+	return p, err
 }
 
-func buildPlan(sel *pg_query.SelectStmt, pol *policy.Policy, ctes map[string]*pg_query.SelectStmt, shadow bool) (*Plan, error) {
+// buildPlan plans an aggregate query; with shadow, a privacy-unit table
+// marked `shadow: true` is read through its copy from the start (readCopy).
+func buildPlan(sel *pg_query.SelectStmt, pol *policy.Policy, ctes map[string]*pg_query.SelectStmt, shadow bool) (plan *Plan, readCopy bool, err error) {
 	sc, err := resolveFrom(sel.FromClause, pol, ctes)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	sc.shadow = shadow
+	sc.shadow = shadow && sc.table.Shadow && sc.table.Privacy == policy.PrivacyUnit
+	p, err := sc.buildPlan(sel, pol)
+	return p, sc.shadow, err
+}
+
+func (sc *scope) buildPlan(sel *pg_query.SelectStmt, pol *policy.Policy) (*Plan, error) {
 	b := &planBuilder{
 		sc:        sc,
 		plan:      &Plan{Limit: -1, MaxGroups: 1},

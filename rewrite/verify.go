@@ -29,7 +29,15 @@ func verifyRewritten(sql string, sc *scope, plan *Plan) error {
 	defer func() { sc.proven = nil }()
 	nk, nq := len(plan.Keys), plan.Columns()
 	if !plan.UnitLevel {
-		return verifyRowLevel(top, sc, nk, nq)
+		if err := verifyRowLevel(top, sc, nk, nq); err != nil {
+			return err
+		}
+		return verifyCentred(top, plan)
+	}
+	for _, q := range plan.Quantities {
+		if q.Centre != nil {
+			return fmt.Errorf("a per-unit plan centres a sum after the query")
+		}
 	}
 	if err := verifyPlainSelect(top); err != nil {
 		return err
@@ -671,4 +679,84 @@ func columnName(n *pg_query.Node) string {
 		return ""
 	}
 	return cr.Fields[len(cr.Fields)-1].GetString_().GetSval()
+}
+
+// verifyCentred checks the quantities a row-level plan centres after the
+// query (Quantity.Centre): the column is sum(x') beside its count column
+// count(x) over the same rows, x' being x itself (proven bounds) or x
+// clamped and filtered to x IS NOT NULL, as count(x) is (the clamp turns
+// NULL into lo), so that Σx' - mid·n is the centred sum whose sensitivity
+// the plan claims.
+func verifyCentred(s *pg_query.SelectStmt, plan *Plan) error {
+	nk := len(plan.Keys)
+	output := func(q int) *pg_query.FuncCall {
+		return s.TargetList[nk+plan.ColumnOffset(q)].GetResTarget().GetVal().GetFuncCall()
+	}
+	for i, q := range plan.Quantities {
+		c := q.Centre
+		if c == nil {
+			continue
+		}
+		if q.Choice != nil || c.Count < 0 || c.Count >= len(plan.Quantities) || plan.Quantities[c.Count].Choice != nil {
+			return fmt.Errorf("centred sum q%d has no count", i)
+		}
+		sum, cnt := output(i), output(c.Count)
+		if sum == nil || cnt == nil || funcName(sum) != "sum" || funcName(cnt) != "count" || len(sum.Args) != 1 || len(cnt.Args) != 1 {
+			return fmt.Errorf("centred sum q%d is not a sum beside a count", i)
+		}
+		col := columnPath(cnt.Args[0])
+		x := uncast(sum.Args[0])
+		sumFilter := andArgs(sum.AggFilter)
+		if col == "" {
+			return fmt.Errorf("centred sum q%d counts no column", i)
+		}
+		if columnPath(x) != col {
+			least := x.GetMinMaxExpr()
+			if least == nil || least.Op != pg_query.MinMaxOp_IS_LEAST || len(least.Args) != 2 {
+				return fmt.Errorf("centred sum q%d sums neither its count's column nor its clamp", i)
+			}
+			greatest := least.Args[0].GetMinMaxExpr()
+			if greatest == nil || greatest.Op != pg_query.MinMaxOp_IS_GREATEST || len(greatest.Args) != 2 || columnPath(uncast(greatest.Args[0])) != col {
+				return fmt.Errorf("centred sum q%d clamps another column than its count counts", i)
+			}
+			if len(sumFilter) == 0 {
+				return fmt.Errorf("centred sum q%d does not skip NULL as its count does", i)
+			}
+			nt := sumFilter[len(sumFilter)-1].GetNullTest()
+			if nt == nil || nt.Nulltesttype != pg_query.NullTestType_IS_NOT_NULL || columnPath(nt.Arg) != col {
+				return fmt.Errorf("centred sum q%d does not skip NULL as its count does", i)
+			}
+			sumFilter = sumFilter[:len(sumFilter)-1]
+		}
+		cntFilter := andArgs(cnt.AggFilter)
+		if len(sumFilter) != len(cntFilter) {
+			return fmt.Errorf("centred sum q%d does not filter as its count does", i)
+		}
+		for j := range sumFilter {
+			a, err1 := exprSQL(sumFilter[j])
+			b, err2 := exprSQL(cntFilter[j])
+			if err1 != nil || err2 != nil || a != b {
+				return fmt.Errorf("centred sum q%d does not filter as its count does", i)
+			}
+		}
+	}
+	return nil
+}
+
+func uncast(n *pg_query.Node) *pg_query.Node {
+	if tc := n.GetTypeCast(); tc != nil {
+		return tc.Arg
+	}
+	return n
+}
+
+// andArgs are the conjuncts of a FILTER condition (nil for none).
+func andArgs(n *pg_query.Node) []*pg_query.Node {
+	switch b := n.GetBoolExpr(); {
+	case n == nil:
+		return nil
+	case b != nil && b.Boolop == pg_query.BoolExprType_AND_EXPR:
+		return b.Args
+	}
+	return []*pg_query.Node{n}
 }

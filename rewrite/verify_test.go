@@ -162,3 +162,47 @@ func TestVerifyProvenBounds(t *testing.T) {
 		t.Errorf("an unproven column verified unclamped: %s", bare)
 	}
 }
+
+// TestVerifyCentred: a sum the plan centres after the query must sum the
+// column its count counts, over the same rows: the same FILTER, and NULL
+// skipped when the clamp would turn it into the lower bound.
+func TestVerifyCentred(t *testing.T) {
+	pol := goldenPolicy(t)
+	for _, tc := range []struct {
+		query string
+		edits []struct {
+			name, old, new string
+		}
+	}{
+		{"SELECT avg(age) FILTER (WHERE sex = 'M') FROM patients", []struct{ name, old, new string }{
+			{"NULL not skipped", " AND age IS NOT NULL", ""},
+			{"IS NULL", "age IS NOT NULL", "age IS NULL"},
+			{"another column's NULL", "age IS NOT NULL", "income IS NOT NULL"},
+			{"another column summed", "LEAST(GREATEST(age, 0), 100)", "LEAST(GREATEST(income, 0), 100)"},
+			{"count without the filter", "count(age) FILTER (WHERE sex = 'M')", "count(age)"},
+			{"another filter", "(sex = 'M') AND", "(sex = 'F') AND"},
+			{"centred in SQL too", "LEAST(GREATEST(age, 0), 100))", "LEAST(GREATEST(age, 0), 100) - 50)"},
+		}},
+		{"SELECT sum(value), avg(value) FROM readings", []struct{ name, old, new string }{
+			{"count of another column", "count(value)", "count(level)"},
+		}},
+	} {
+		stmts, err := Classify(tc.query, pol)
+		if err != nil {
+			t.Fatal(err)
+		}
+		plan := stmts[0].Plan
+		if err := verifyRewritten(plan.SQL, plan.sc, plan); err != nil {
+			t.Fatalf("%s: as planned: %v\n%s", tc.query, err, plan.SQL)
+		}
+		for _, e := range tc.edits {
+			sql := strings.Replace(plan.SQL, e.old, e.new, 1)
+			if sql == plan.SQL {
+				t.Fatalf("%s: %q not in %s", e.name, e.old, plan.SQL)
+			}
+			if err := verifyRewritten(sql, plan.sc, plan); err == nil {
+				t.Errorf("%s: verified\n%s", e.name, sql)
+			}
+		}
+	}
+}
