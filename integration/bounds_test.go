@@ -230,3 +230,34 @@ func TestShadowProvenBounds(t *testing.T) {
 		t.Fatalf("plan after the copy's constraint was dropped is not clamped:\n%s", plan)
 	}
 }
+
+// TestClampSkipsNull: the clamp would turn a NULL into the lower bound
+// (GREATEST ignores NULL); sums and averages skip NULL rows as PostgreSQL's
+// do. Half the scores are NULL and the others 150, bounds [100, 200]: a
+// NULL summed as 100 would make the sum 12.5 million instead of 7.5, and
+// the average 200 (250, capped) instead of 150.
+func TestClampSkipsNull(t *testing.T) {
+	ctx := testContext(t)
+	db := demoCopy(t, ctx, "clamp_nulls")
+	defer db.Close(ctx)
+	if _, err := db.Exec(ctx, `CREATE TABLE scores (s integer);
+		INSERT INTO scores SELECT CASE WHEN g % 2 = 0 THEN NULL ELSE 150 END FROM generate_series(1, 100000) g;
+		GRANT SELECT ON scores TO `+demo.ReaderRole); err != nil {
+		t.Fatal(err)
+	}
+	p := startProxy(t, proxyOptions{upstreamDSN: strings.Replace(pg.ReaderDSN(), "dbname=demo", "dbname=clamp_nulls", 1), danaBudget: 100,
+		extraTables: "  - name: scores\n    privacy: row\n    columns:\n      - {name: s, type: integer, bounds: [100, 200]}\n"})
+	conn, _ := p.connectWithNotices(t, ctx, "dana", danaPassword, false)
+	if _, err := conn.Exec(ctx, "SET dp.epsilon = 1"); err != nil {
+		t.Fatal(err)
+	}
+	// ε 1/3 per quantity: the sum's noise has scale 600, the avg's centred
+	// sum scale 150 over 50,000 values; the bounds below are e^-33 away.
+	var sum, avg float64
+	if err := conn.QueryRow(ctx, "SELECT sum(s)::float8, avg(s)::float8 FROM scores").Scan(&sum, &avg); err != nil {
+		t.Fatal(err)
+	}
+	if math.Abs(sum-7500000) > 20000 || math.Abs(avg-150) > 1 {
+		t.Fatalf("sum %v and avg %v over 50,000 scores of 150 and 50,000 NULLs; want about 7,500,000 and 150", sum, avg)
+	}
+}

@@ -117,10 +117,15 @@ func (b *planBuilder) aggregate(f *pg_query.FuncCall) (int, error) {
 		lo, hi := c.Bounds.Lower, c.Bounds.Upper
 		gran := c.EffectiveGranularity()
 		clamped := b.clamp(colSQL, c, lo, hi)
+		values := valueFilter(filterSQL, colSQL, c, clamped == clampSQL(colSQL, c, lo, hi))
 		if name == AggSum {
 			agg.Type, agg.Decimals = sumType(c), decimalsOf(gran)
 			plo, phi := m*math.Min(lo, 0), m*math.Max(hi, 0)
-			s := filter(fmt.Sprintf("sum(%s)", clamped))
+			sumFilter := filter
+			if lo != 0 { // a NULL clamped to 0 adds nothing
+				sumFilter = values
+			}
+			s := sumFilter(fmt.Sprintf("sum(%s)", clamped))
 			agg.Value = b.addQuantity(Quantity{Expr: text, L1Sensitivity: m * math.Max(math.Abs(lo), math.Abs(hi)), Granularity: gran},
 				quantitySQL{Row: s, Inner: s, Outer: fmt.Sprintf("sum(LEAST(GREATEST(%%s, %s), %s))", numLiteral(plo, nil), numLiteral(phi, nil))})
 			break
@@ -137,29 +142,17 @@ func (b *planBuilder) aggregate(f *pg_query.FuncCall) (int, error) {
 		} else {
 			midLit = numLiteral(mid, nil)
 		}
-		s := filter(fmt.Sprintf("sum(%s - %s)", clamped, midLit))
+		s := values(fmt.Sprintf("sum(%s - %s)", clamped, midLit))
 		// Row-level, the centring is done after the query (Quantity.Centre):
 		// clamped values are int4 or numeric, so Σx and the subtraction are
-		// exact either way.
-		//
-		// The plain sum must skip exactly the rows count(x) skips: the clamp
-		// turns NULL into lo (GREATEST ignores NULL), which Σ(x - mid) saw as
-		// -half but Σx - mid·n would see as lo, past the sensitivity.
-		// An expression pseudo-column keeps its centring in SQL: the
-		// allowlist has no IS NOT NULL for expressions.
-		rowSum := fmt.Sprintf("sum(%s)", clamped)
+		// exact either way. The plain sum skips exactly the rows count(x)
+		// skips (valueFilter): a NULL clamped to lo would add lo to Σx, not
+		// the -half Σ(x - mid) adds, past the sensitivity. An expression
+		// pseudo-column keeps its centring in SQL (no IS NOT NULL for it).
+		rowSum := values(fmt.Sprintf("sum(%s)", clamped))
 		var centre *Centre
 		if !isExpressionColumn(c) {
 			centre = &Centre{Mid: strconv.FormatFloat(mid, 'f', -1, 64), Count: -1}
-		}
-		if clamped == clampSQL(colSQL, c, lo, hi) {
-			notNull := colSQL + " IS NOT NULL"
-			if filterSQL != "" {
-				notNull = fmt.Sprintf("(%s) AND %s", filterSQL, notNull)
-			}
-			rowSum = fmt.Sprintf("%s FILTER (WHERE %s)", rowSum, notNull)
-		} else {
-			rowSum = filter(rowSum) // a bare column: sum skips NULL itself
 		}
 		agg.Value = b.addQuantity(Quantity{Expr: text + " centred sum", L1Sensitivity: m * half, Granularity: gran},
 			quantitySQL{Row: s, Inner: s, Outer: fmt.Sprintf("sum(LEAST(GREATEST(%%s, %s), %s))", numLiteral(-m*half, nil), numLiteral(m*half, nil)),
@@ -171,7 +164,7 @@ func (b *planBuilder) aggregate(f *pg_query.FuncCall) (int, error) {
 			c.Count = agg.Count // the same count whichever avg planned the sum first
 		}
 	case "variance", "var_samp", "var_pop", "stddev", "stddev_samp", "stddev_pop":
-		if err := b.varianceAggregate(f, name, text, filter, &agg); err != nil {
+		if err := b.varianceAggregate(f, name, text, filter, filterSQL, &agg); err != nil {
 			return 0, err
 		}
 	case "min", "max":
@@ -194,7 +187,7 @@ func (b *planBuilder) aggregate(f *pg_query.FuncCall) (int, error) {
 // BoundedVariance does: noisy count, noisy sum of (x - mid) and noisy sum of
 // (x - mid)², each with its own sensitivity; the variance is computed from
 // them after noise and clamped to [0, ((hi - lo)/2)²].
-func (b *planBuilder) varianceAggregate(f *pg_query.FuncCall, name, text string, filter func(string) string, agg *Agg) error {
+func (b *planBuilder) varianceAggregate(f *pg_query.FuncCall, name, text string, filter func(string) string, filterSQL string, agg *Agg) error {
 	if f.AggDistinct {
 		return pgerror.RefuseUnsupported.New("%s(DISTINCT ...) is not supported", name)
 	}
@@ -224,16 +217,40 @@ func (b *planBuilder) varianceAggregate(f *pg_query.FuncCall, name, text string,
 	gran := c.EffectiveGranularity()
 	agg.Kind, agg.Lower, agg.Upper, agg.Mid = name, lo, hi, mid
 	agg.Type, agg.Decimals = avgType(c), decimalsOf(gran)+2
-	s := filter(fmt.Sprintf("sum(%s)", centred))
+	values := valueFilter(filterSQL, colSQL, c, clamped == clampSQL(colSQL, c, lo, hi))
+	s := values(fmt.Sprintf("sum(%s)", centred))
 	agg.Value = b.addQuantity(Quantity{Expr: text + " centred sum", L1Sensitivity: m * half, Granularity: gran},
 		quantitySQL{Row: s, Inner: s, Outer: fmt.Sprintf("sum(LEAST(GREATEST(%%s, %s), %s))", numLiteral(-m*half, nil), numLiteral(m*half, nil))})
-	sq := filter(fmt.Sprintf("sum(%s%s * %s%s)", centred, cast, centred, cast))
+	sq := values(fmt.Sprintf("sum(%s%s * %s%s)", centred, cast, centred, cast))
 	agg.Square = b.addQuantity(Quantity{Expr: text + " centred sum of squares", L1Sensitivity: m * half * half, Granularity: gran * gran, NonNegative: true},
 		quantitySQL{Row: sq, Inner: sq, Outer: fmt.Sprintf("sum(LEAST(GREATEST(%%s, 0), %s))", numLiteral(m*half*half, nil))})
 	cnt := filter(fmt.Sprintf("count(%s)", colSQL))
 	agg.Count = b.addQuantity(Quantity{Expr: text + " count", L1Sensitivity: m, Granularity: 1, NonNegative: true},
 		quantitySQL{Row: cnt, Inner: cnt, Outer: fmt.Sprintf("sum(LEAST(%%s, %d))", int64(m))})
 	return nil
+}
+
+// valueFilter is the FILTER of a sum over a column's clamped values: the
+// aggregate's own (filterSQL), and the column IS NOT NULL, since the clamp
+// turns NULL into the lower bound (GREATEST ignores NULL) where Postgres's
+// sum and avg skip the row, and where count(col) does not count it. A bare
+// column (proven bounds, clamped false) needs no more: sum skips NULL. An
+// expression pseudo-column has no IS NOT NULL on the allowlist; its NULLs
+// still sum as the lower bound (sound, each still within bounds).
+func valueFilter(filterSQL, colSQL string, c *policy.Column, clamped bool) func(string) string {
+	cond := filterSQL
+	if clamped && !isExpressionColumn(c) {
+		cond = colSQL + " IS NOT NULL"
+		if filterSQL != "" {
+			cond = fmt.Sprintf("(%s) AND %s", filterSQL, cond)
+		}
+	}
+	return func(agg string) string {
+		if cond == "" {
+			return agg
+		}
+		return fmt.Sprintf("%s FILTER (WHERE %s)", agg, cond)
+	}
 }
 
 // maxRows is the most rows one privacy unit contributes.
