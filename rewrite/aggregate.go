@@ -117,7 +117,8 @@ func (b *planBuilder) aggregate(f *pg_query.FuncCall) (int, error) {
 		lo, hi := c.Bounds.Lower, c.Bounds.Upper
 		gran := c.EffectiveGranularity()
 		clamped := b.clamp(colSQL, c, lo, hi)
-		values := valueFilter(filterSQL, colSQL, c, clamped == clampSQL(colSQL, c, lo, hi))
+		plain := f.Args[0].GetColumnRef() != nil // not an expression or a cast
+		values := valueFilter(filterSQL, colSQL, plain && clamped == clampSQL(colSQL, c, lo, hi))
 		if name == AggSum {
 			agg.Type, agg.Decimals = sumType(c), decimalsOf(gran)
 			plo, phi := m*math.Min(lo, 0), m*math.Max(hi, 0)
@@ -148,10 +149,11 @@ func (b *planBuilder) aggregate(f *pg_query.FuncCall) (int, error) {
 		// exact either way. The plain sum skips exactly the rows count(x)
 		// skips (valueFilter): a NULL clamped to lo would add lo to Σx, not
 		// the -half Σ(x - mid) adds, past the sensitivity. An expression
-		// pseudo-column keeps its centring in SQL (no IS NOT NULL for it).
+		// pseudo-column or a cast keeps its centring in SQL (no IS NOT NULL
+		// for it).
 		rowSum := values(fmt.Sprintf("sum(%s)", clamped))
 		var centre *Centre
-		if !isExpressionColumn(c) {
+		if plain {
 			centre = &Centre{Mid: strconv.FormatFloat(mid, 'f', -1, 64), Count: -1}
 		}
 		agg.Value = b.addQuantity(Quantity{Expr: text + " centred sum", L1Sensitivity: m * half, Granularity: gran},
@@ -217,7 +219,7 @@ func (b *planBuilder) varianceAggregate(f *pg_query.FuncCall, name, text string,
 	gran := c.EffectiveGranularity()
 	agg.Kind, agg.Lower, agg.Upper, agg.Mid = name, lo, hi, mid
 	agg.Type, agg.Decimals = avgType(c), decimalsOf(gran)+2
-	values := valueFilter(filterSQL, colSQL, c, clamped == clampSQL(colSQL, c, lo, hi))
+	values := valueFilter(filterSQL, colSQL, f.Args[0].GetColumnRef() != nil && clamped == clampSQL(colSQL, c, lo, hi))
 	s := values(fmt.Sprintf("sum(%s)", centred))
 	agg.Value = b.addQuantity(Quantity{Expr: text + " centred sum", L1Sensitivity: m * half, Granularity: gran},
 		quantitySQL{Row: s, Inner: s, Outer: fmt.Sprintf("sum(LEAST(GREATEST(%%s, %s), %s))", numLiteral(-m*half, nil), numLiteral(m*half, nil))})
@@ -231,15 +233,16 @@ func (b *planBuilder) varianceAggregate(f *pg_query.FuncCall, name, text string,
 }
 
 // valueFilter is the FILTER of a sum over a column's clamped values: the
-// aggregate's own (filterSQL), and the column IS NOT NULL, since the clamp
-// turns NULL into the lower bound (GREATEST ignores NULL) where Postgres's
-// sum and avg skip the row, and where count(col) does not count it. A bare
-// column (proven bounds, clamped false) needs no more: sum skips NULL. An
-// expression pseudo-column has no IS NOT NULL on the allowlist; its NULLs
-// still sum as the lower bound (sound, each still within bounds).
-func valueFilter(filterSQL, colSQL string, c *policy.Column, clamped bool) func(string) string {
+// aggregate's own (filterSQL), and, when the column is clamped, colSQL IS
+// NOT NULL, since the clamp turns NULL into the lower bound (GREATEST
+// ignores NULL) where Postgres's sum and avg skip the row, and where
+// count(col) does not count it. A bare column (proven bounds) needs no
+// more: sum skips NULL. An expression or a cast has no IS NOT NULL on the
+// allowlist: its NULLs still sum as the lower bound (sound: each is within
+// bounds; biased when the expression can be NULL).
+func valueFilter(filterSQL, colSQL string, clampedColumn bool) func(string) string {
 	cond := filterSQL
-	if clamped && !isExpressionColumn(c) {
+	if clampedColumn {
 		cond = colSQL + " IS NOT NULL"
 		if filterSQL != "" {
 			cond = fmt.Sprintf("(%s) AND %s", filterSQL, cond)

@@ -87,9 +87,15 @@ func (b *planBuilder) boundedExpr(n *pg_query.Node) (string, interval, error) {
 		if a.Kind != pg_query.A_Expr_Kind_AEXPR_OP || !(op == "+" || op == "-" || op == "*" || op == "/") {
 			return "", interval{}, pgerror.RefuseUnsupported.New("operator %s is not supported in an aggregated expression", op)
 		}
-		if a.Lexpr == nil { // unary minus
+		if a.Lexpr == nil { // unary minus or plus
 			r, ri, err := b.boundedExpr(a.Rexpr)
-			return "(- " + r + ")", interval{-ri.hi, -ri.lo, ri.isInt}, err
+			switch op {
+			case "-":
+				return "(- " + r + ")", interval{-ri.hi, -ri.lo, ri.isInt}, err
+			case "+":
+				return r, ri, err
+			}
+			return "", interval{}, pgerror.RefuseUnsupported.New("prefix operator %s is not supported in an aggregated expression", op)
 		}
 		l, li, err := b.boundedExpr(a.Lexpr)
 		if err != nil {

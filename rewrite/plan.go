@@ -202,7 +202,9 @@ func domainProduct(keys []Key) int {
 // vector of per-group counts by at most m in L1: the row-level rewrite with
 // every sensitivity at m (as planned) is sound, with no group bounding.
 func (b *planBuilder) useShadow() {
-	if !b.plan.UnitLevel || !b.sc.table.Shadow {
+	// Only a scope that reads the copy from the start (planAggregate) may:
+	// the clamps were chosen by the copy's proven bounds.
+	if !b.plan.UnitLevel || !b.sc.shadow {
 		return
 	}
 	for _, r := range b.sc.public {
@@ -220,7 +222,7 @@ func (b *planBuilder) useShadow() {
 			return
 		}
 	}
-	b.plan.UnitLevel, b.plan.Shadow, b.sc.shadow = false, true, true
+	b.plan.UnitLevel, b.plan.Shadow = false, true
 }
 
 // useUniqueUnit plans a privacy-unit table as a row-level one when the

@@ -2,6 +2,8 @@ package rewrite
 
 import (
 	"fmt"
+	"math"
+	"strconv"
 	"strings"
 
 	pg_query "github.com/pganalyze/pg_query_go/v6"
@@ -32,7 +34,7 @@ func verifyRewritten(sql string, sc *scope, plan *Plan) error {
 		if err := verifyRowLevel(top, sc, nk, nq); err != nil {
 			return err
 		}
-		return verifyCentred(top, plan)
+		return verifyCentred(top, plan, sc)
 	}
 	for _, q := range plan.Quantities {
 		if q.Centre != nil {
@@ -687,7 +689,11 @@ func columnName(n *pg_query.Node) string {
 // clamped and filtered to x IS NOT NULL, as count(x) is (the clamp turns
 // NULL into lo), so that Σx' - mid·n is the centred sum whose sensitivity
 // the plan claims.
-func verifyCentred(s *pg_query.SelectStmt, plan *Plan) error {
+//
+// Centring after the query also moves the bound on each row's term out of
+// SQL, so the clamp's constants (or a proven column's policy bounds) are
+// checked here too: every x' - mid lies within ±L1 sensitivity.
+func verifyCentred(s *pg_query.SelectStmt, plan *Plan, sc *scope) error {
 	nk := len(plan.Keys)
 	output := func(q int) *pg_query.FuncCall {
 		return s.TargetList[nk+plan.ColumnOffset(q)].GetResTarget().GetVal().GetFuncCall()
@@ -710,7 +716,30 @@ func verifyCentred(s *pg_query.SelectStmt, plan *Plan) error {
 		if col == "" {
 			return fmt.Errorf("centred sum q%d counts no column", i)
 		}
-		if columnPath(x) != col {
+		mid, err := strconv.ParseFloat(c.Mid, 64)
+		if err != nil {
+			return fmt.Errorf("centred sum q%d: midpoint %q", i, c.Mid)
+		}
+		within := func(lo, hi float64) error {
+			// (a float's last bit of slack: the planner computes mid and
+			// the sensitivity in float64 too)
+			if !(lo <= mid && mid <= hi && math.Max(mid-lo, hi-mid) <= q.L1Sensitivity*(1+1e-12)) {
+				return fmt.Errorf("centred sum q%d: values in [%v, %v] less %v exceed its sensitivity %v", i, lo, hi, mid, q.L1Sensitivity)
+			}
+			return nil
+		}
+		if columnPath(x) == col {
+			if !provenColumn(x, sc) {
+				return fmt.Errorf("centred sum q%d sums an unproven column unclamped", i)
+			}
+			column, _, err := sc.resolve(x.GetColumnRef())
+			if err != nil || column.Bounds == nil {
+				return fmt.Errorf("centred sum q%d sums a column without bounds", i)
+			}
+			if err := within(column.Bounds.Lower, column.Bounds.Upper); err != nil {
+				return err
+			}
+		} else {
 			least := x.GetMinMaxExpr()
 			if least == nil || least.Op != pg_query.MinMaxOp_IS_LEAST || len(least.Args) != 2 {
 				return fmt.Errorf("centred sum q%d sums neither its count's column nor its clamp", i)
@@ -718,6 +747,14 @@ func verifyCentred(s *pg_query.SelectStmt, plan *Plan) error {
 			greatest := least.Args[0].GetMinMaxExpr()
 			if greatest == nil || greatest.Op != pg_query.MinMaxOp_IS_GREATEST || len(greatest.Args) != 2 || columnPath(uncast(greatest.Args[0])) != col {
 				return fmt.Errorf("centred sum q%d clamps another column than its count counts", i)
+			}
+			lo, ok1 := numConst(greatest.Args[1])
+			hi, ok2 := numConst(least.Args[1])
+			if !ok1 || !ok2 {
+				return fmt.Errorf("centred sum q%d clamps to non-constant bounds", i)
+			}
+			if err := within(lo, hi); err != nil {
+				return err
 			}
 			if len(sumFilter) == 0 {
 				return fmt.Errorf("centred sum q%d does not skip NULL as its count does", i)

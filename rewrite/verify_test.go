@@ -182,6 +182,12 @@ func TestVerifyCentred(t *testing.T) {
 			{"count without the filter", "count(age) FILTER (WHERE sex = 'M')", "count(age)"},
 			{"another filter", "(sex = 'M') AND", "(sex = 'F') AND"},
 			{"centred in SQL too", "LEAST(GREATEST(age, 0), 100))", "LEAST(GREATEST(age, 0), 100) - 50)"},
+			{"wider clamp", "LEAST(GREATEST(age, 0), 100)", "LEAST(GREATEST(age, (-100000)), 100000)"},
+			{"unclamped", "sum(LEAST(GREATEST(age, 0), 100))", "sum(age)"},
+			{"clamp off centre", "LEAST(GREATEST(age, 0), 100)", "LEAST(GREATEST(age, 20), 120)"},
+		}},
+		{"SELECT avg(value) FROM readings", []struct{ name, old, new string }{ // value is proven
+			{"an unproven column unclamped", "sum(value)", "sum(level)"},
 		}},
 		{"SELECT sum(value), avg(value) FROM readings", []struct{ name, old, new string }{
 			{"count of another column", "count(value)", "count(level)"},
