@@ -58,6 +58,22 @@ func TestProvenBoundsSkipClamping(t *testing.T) {
 	if plan := explain("small_meters"); !strings.Contains(plan, "LEAST(GREATEST(reading, 0), 100)") {
 		t.Fatalf("plan over a small table with the same constraint is not clamped:\n%s", plan)
 	}
+	// The offline explain has no catalog; with --upstream it reads it as
+	// serve does.
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"explain", "--policy", p.policyPath, "SELECT sum(reading) FROM meters"}, "LEAST(GREATEST(reading, 0), 100)"},
+		{[]string{"explain", "--upstream", "--policy", p.policyPath, "SELECT sum(reading) FROM meters"}, "unclamped: public.meters.reading"},
+	} {
+		cmd := exec.CommandContext(ctx, binary, tc.args...)
+		cmd.Env = append(os.Environ(), "DPPROXY_UPSTREAM_DSN="+strings.Replace(pg.ReaderDSN(), "dbname=demo", "dbname=proven_bounds", 1))
+		out, err := cmd.CombinedOutput()
+		if err != nil || !strings.Contains(string(out), tc.want) {
+			t.Fatalf("dpproxy %s: %v; want %q in:\n%s", strings.Join(tc.args[:2], " "), err, tc.want, out)
+		}
+	}
 	sum := func() (int64, error) {
 		var n int64
 		err := conn.QueryRow(ctx, "SELECT sum(reading) FROM meters").Scan(&n)
