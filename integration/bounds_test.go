@@ -258,11 +258,15 @@ func TestClampSkipsNull(t *testing.T) {
 	defer db.Close(ctx)
 	if _, err := db.Exec(ctx, `CREATE TABLE scores (s integer);
 		INSERT INTO scores SELECT CASE WHEN g % 2 = 0 THEN NULL ELSE 150 END FROM generate_series(1, 100000) g;
-		GRANT SELECT ON scores TO `+demo.ReaderRole); err != nil {
+		CREATE TABLE buys (buyer integer, amt integer);
+		INSERT INTO buys SELECT g % 20000, CASE WHEN g % 2 = 0 THEN NULL ELSE 150 END FROM generate_series(1, 40000) g;
+		GRANT SELECT ON scores, buys TO `+demo.ReaderRole); err != nil {
 		t.Fatal(err)
 	}
 	p := startProxy(t, proxyOptions{upstreamDSN: strings.Replace(pg.ReaderDSN(), "dbname=demo", "dbname=clamp_nulls", 1), danaBudget: 100,
-		extraTables: "  - name: scores\n    privacy: row\n    columns:\n      - {name: s, type: integer, bounds: [100, 200]}\n"})
+		extraTables: "  - name: scores\n    privacy: row\n    columns:\n      - {name: s, type: integer, bounds: [100, 200]}\n" +
+			"  - name: buys\n    privacy: unit\n    unit: buyer\n    max_rows_per_unit: 2\n    max_groups_per_unit: 1\n    columns:\n" +
+			"      - {name: buyer, type: integer}\n      - {name: amt, type: integer, bounds: [100, 200]}\n"})
 	conn, _ := p.connectWithNotices(t, ctx, "dana", danaPassword, false)
 	if _, err := conn.Exec(ctx, "SET dp.epsilon = 1"); err != nil {
 		t.Fatal(err)
@@ -275,5 +279,16 @@ func TestClampSkipsNull(t *testing.T) {
 	}
 	if math.Abs(sum-7500000) > 20000 || math.Abs(avg-150) > 1 {
 		t.Fatalf("sum %v and avg %v over 50,000 scores of 150 and 50,000 NULLs; want about 7,500,000 and 150", sum, avg)
+	}
+	// Per unit: 10,000 buyers with two amounts of 150, 10,000 with two
+	// NULLs. A buyer with only NULLs has a NULL per-unit sum, which must add
+	// nothing (the outer clamp would make it -2 × 50, and the avg 100).
+	// ε 1/2 per quantity: the centred sum's noise has scale 200 over 20,000
+	// values, the count's scale 4.
+	if err := conn.QueryRow(ctx, "SELECT avg(amt)::float8 FROM buys").Scan(&avg); err != nil {
+		t.Fatal(err)
+	}
+	if math.Abs(avg-150) > 1 {
+		t.Fatalf("avg %v over 10,000 buyers of two 150s and 10,000 of two NULLs; want about 150", avg)
 	}
 }

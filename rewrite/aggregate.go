@@ -118,17 +118,17 @@ func (b *planBuilder) aggregate(f *pg_query.FuncCall) (int, error) {
 		gran := c.EffectiveGranularity()
 		clamped := b.clamp(colSQL, c, lo, hi)
 		plain := f.Args[0].GetColumnRef() != nil // not an expression or a cast
-		values := valueFilter(filterSQL, colSQL, plain && clamped == clampSQL(colSQL, c, lo, hi))
+		skipsNull := plain && clamped == clampSQL(colSQL, c, lo, hi)
+		values := valueFilter(filterSQL, colSQL, skipsNull)
 		if name == AggSum {
 			agg.Type, agg.Decimals = sumType(c), decimalsOf(gran)
 			plo, phi := m*math.Min(lo, 0), m*math.Max(hi, 0)
-			sumFilter := filter
+			s := filter(fmt.Sprintf("sum(%s)", clamped))
 			if lo != 0 { // a NULL clamped to 0 adds nothing
-				sumFilter = values
+				s = values(fmt.Sprintf("sum(%s)", clamped))
 			}
-			s := sumFilter(fmt.Sprintf("sum(%s)", clamped))
 			agg.Value = b.addQuantity(Quantity{Expr: text, L1Sensitivity: m * math.Max(math.Abs(lo), math.Abs(hi)), Granularity: gran},
-				quantitySQL{Row: s, Inner: s, Outer: fmt.Sprintf("sum(LEAST(GREATEST(%%s, %s), %s))", numLiteral(plo, nil), numLiteral(phi, nil))})
+				quantitySQL{Row: s, Inner: perUnitSum(s, skipsNull && lo != 0), Outer: fmt.Sprintf("sum(LEAST(GREATEST(%%s, %s), %s))", numLiteral(plo, nil), numLiteral(phi, nil))})
 			break
 		}
 		// avg = mid + noisy Σ(x - mid) / noisy count: centring halves the
@@ -157,7 +157,7 @@ func (b *planBuilder) aggregate(f *pg_query.FuncCall) (int, error) {
 			centre = &Centre{Mid: strconv.FormatFloat(mid, 'f', -1, 64), Count: -1}
 		}
 		agg.Value = b.addQuantity(Quantity{Expr: text + " centred sum", L1Sensitivity: m * half, Granularity: gran},
-			quantitySQL{Row: s, Inner: s, Outer: fmt.Sprintf("sum(LEAST(GREATEST(%%s, %s), %s))", numLiteral(-m*half, nil), numLiteral(m*half, nil)),
+			quantitySQL{Row: s, Inner: perUnitSum(s, skipsNull), Outer: fmt.Sprintf("sum(LEAST(GREATEST(%%s, %s), %s))", numLiteral(-m*half, nil), numLiteral(m*half, nil)),
 				centre: centre, rowSum: rowSum})
 		cnt := filter(fmt.Sprintf("count(%s)", colSQL))
 		agg.Count = b.addQuantity(Quantity{Expr: text + " count", L1Sensitivity: m, Granularity: 1, NonNegative: true},
@@ -219,10 +219,11 @@ func (b *planBuilder) varianceAggregate(f *pg_query.FuncCall, name, text string,
 	gran := c.EffectiveGranularity()
 	agg.Kind, agg.Lower, agg.Upper, agg.Mid = name, lo, hi, mid
 	agg.Type, agg.Decimals = avgType(c), decimalsOf(gran)+2
-	values := valueFilter(filterSQL, colSQL, f.Args[0].GetColumnRef() != nil && clamped == clampSQL(colSQL, c, lo, hi))
+	skipsNull := f.Args[0].GetColumnRef() != nil && clamped == clampSQL(colSQL, c, lo, hi)
+	values := valueFilter(filterSQL, colSQL, skipsNull)
 	s := values(fmt.Sprintf("sum(%s)", centred))
 	agg.Value = b.addQuantity(Quantity{Expr: text + " centred sum", L1Sensitivity: m * half, Granularity: gran},
-		quantitySQL{Row: s, Inner: s, Outer: fmt.Sprintf("sum(LEAST(GREATEST(%%s, %s), %s))", numLiteral(-m*half, nil), numLiteral(m*half, nil))})
+		quantitySQL{Row: s, Inner: perUnitSum(s, skipsNull), Outer: fmt.Sprintf("sum(LEAST(GREATEST(%%s, %s), %s))", numLiteral(-m*half, nil), numLiteral(m*half, nil))})
 	sq := values(fmt.Sprintf("sum(%s%s * %s%s)", centred, cast, centred, cast))
 	agg.Square = b.addQuantity(Quantity{Expr: text + " centred sum of squares", L1Sensitivity: m * half * half, Granularity: gran * gran, NonNegative: true},
 		quantitySQL{Row: sq, Inner: sq, Outer: fmt.Sprintf("sum(LEAST(GREATEST(%%s, 0), %s))", numLiteral(m*half*half, nil))})
@@ -230,6 +231,17 @@ func (b *planBuilder) varianceAggregate(f *pg_query.FuncCall, name, text string,
 	agg.Count = b.addQuantity(Quantity{Expr: text + " count", L1Sensitivity: m, Granularity: 1, NonNegative: true},
 		quantitySQL{Row: cnt, Inner: cnt, Outer: fmt.Sprintf("sum(LEAST(%%s, %d))", int64(m))})
 	return nil
+}
+
+// perUnitSum is the per-unit form of a sum: one that skips NULL rows is
+// NULL for a unit whose values are all NULL, which the outer clamp
+// (LEAST(GREATEST(NULL, lo), hi) is lo) would count as its lower bound; such
+// a unit adds nothing.
+func perUnitSum(sum string, skipsNull bool) string {
+	if !skipsNull {
+		return sum
+	}
+	return "COALESCE(" + sum + ", 0)"
 }
 
 // valueFilter is the FILTER of a sum over a column's clamped values: the

@@ -312,6 +312,12 @@ func verifyPerUnit(s *pg_query.SelectStmt, sc *scope, nk int) error {
 		if c := v.GetAConst(); c != nil {
 			continue
 		}
+		// COALESCE(sum, 0): a unit whose values are all NULL adds 0.
+		if ce := v.GetCoalesceExpr(); ce != nil && len(ce.Args) == 2 {
+			if z, ok := numConst(ce.Args[1]); ok && z == 0 {
+				v = ce.Args[0]
+			}
+		}
 		if verifyRowAggregate(v, sc) == nil {
 			continue
 		}

@@ -212,3 +212,31 @@ func TestVerifyCentred(t *testing.T) {
 		}
 	}
 }
+
+// TestVerifyPerUnitCoalesce: a per-unit sum that skips NULL rows is
+// wrapped in COALESCE(sum, 0) (a unit with only NULLs adds 0, not the outer
+// clamp's lower bound); anything but 0 there is refused.
+func TestVerifyPerUnitCoalesce(t *testing.T) {
+	pol := goldenPolicy(t)
+	stmts, err := Classify("SELECT avg(cost) FROM visits", pol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan := stmts[0].Plan
+	if !strings.Contains(plan.SQL, "FILTER (WHERE cost IS NOT NULL), 0) AS a0") {
+		t.Fatalf("per-unit centred sum not wrapped: %s", plan.SQL)
+	}
+	for _, tc := range []struct {
+		name, old, new string
+		ok             bool
+	}{
+		{"as planned", "", "", true},
+		{"another constant", "IS NOT NULL), 0) AS a0", "IS NOT NULL), 1000000) AS a0", false},
+		{"a column", "IS NOT NULL), 0) AS a0", "IS NOT NULL), cost) AS a0", false},
+	} {
+		sql := strings.Replace(plan.SQL, tc.old, tc.new, 1)
+		if err := verifyRewritten(sql, plan.sc, plan); (err == nil) != tc.ok {
+			t.Errorf("%s: verify = %v, want ok %v\n%s", tc.name, err, tc.ok, sql)
+		}
+	}
+}
