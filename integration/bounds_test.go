@@ -280,6 +280,14 @@ func TestClampSkipsNull(t *testing.T) {
 	if math.Abs(sum-7500000) > 20000 || math.Abs(avg-150) > 1 {
 		t.Fatalf("sum %v and avg %v over 50,000 scores of 150 and 50,000 NULLs; want about 7,500,000 and 150", sum, avg)
 	}
+	// Conditional aggregation: the CASE is NULL where the condition does
+	// not hold (ε 1/2 each for the centred sum and the count).
+	if err := conn.QueryRow(ctx, "SELECT avg(CASE WHEN s > 0 THEN s END)::float8 FROM scores").Scan(&avg); err != nil {
+		t.Fatal(err)
+	}
+	if math.Abs(avg-150) > 1 {
+		t.Fatalf("avg(CASE WHEN s > 0 THEN s END) = %v; want about 150", avg)
+	}
 	// Per unit: 10,000 buyers with two amounts of 150, 10,000 with two
 	// NULLs. A buyer with only NULLs has a NULL per-unit sum, which must add
 	// nothing (the outer clamp would make it -2 × 50, and the avg 100).

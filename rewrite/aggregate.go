@@ -118,7 +118,7 @@ func (b *planBuilder) aggregate(f *pg_query.FuncCall) (int, error) {
 		gran := c.EffectiveGranularity()
 		clamped := b.clamp(colSQL, c, lo, hi)
 		plain := f.Args[0].GetColumnRef() != nil // not an expression or a cast
-		skipsNull := plain && clamped == clampSQL(colSQL, c, lo, hi)
+		skipsNull := clamped == clampSQL(colSQL, c, lo, hi)
 		values := valueFilter(filterSQL, colSQL, skipsNull)
 		if name == AggSum {
 			agg.Type, agg.Decimals = sumType(c), decimalsOf(gran)
@@ -148,9 +148,9 @@ func (b *planBuilder) aggregate(f *pg_query.FuncCall) (int, error) {
 		// clamped values are int4 or numeric, so Σx and the subtraction are
 		// exact either way. The plain sum skips exactly the rows count(x)
 		// skips (valueFilter): a NULL clamped to lo would add lo to Σx, not
-		// the -half Σ(x - mid) adds, past the sensitivity. An expression
-		// pseudo-column or a cast keeps its centring in SQL (no IS NOT NULL
-		// for it).
+		// the -half Σ(x - mid) adds, past the sensitivity. An expression or
+		// a cast keeps its centring in SQL (the verifier ties a centred sum
+		// to its count by column).
 		rowSum := values(fmt.Sprintf("sum(%s)", clamped))
 		var centre *Centre
 		if plain {
@@ -219,7 +219,7 @@ func (b *planBuilder) varianceAggregate(f *pg_query.FuncCall, name, text string,
 	gran := c.EffectiveGranularity()
 	agg.Kind, agg.Lower, agg.Upper, agg.Mid = name, lo, hi, mid
 	agg.Type, agg.Decimals = avgType(c), decimalsOf(gran)+2
-	skipsNull := f.Args[0].GetColumnRef() != nil && clamped == clampSQL(colSQL, c, lo, hi)
+	skipsNull := clamped == clampSQL(colSQL, c, lo, hi)
 	values := valueFilter(filterSQL, colSQL, skipsNull)
 	s := values(fmt.Sprintf("sum(%s)", centred))
 	agg.Value = b.addQuantity(Quantity{Expr: text + " centred sum", L1Sensitivity: m * half, Granularity: gran},
@@ -245,13 +245,12 @@ func perUnitSum(sum string, skipsNull bool) string {
 }
 
 // valueFilter is the FILTER of a sum over a column's clamped values: the
-// aggregate's own (filterSQL), and, when the column is clamped, colSQL IS
-// NOT NULL, since the clamp turns NULL into the lower bound (GREATEST
-// ignores NULL) where Postgres's sum and avg skip the row, and where
-// count(col) does not count it. A bare column (proven bounds) needs no
-// more: sum skips NULL. An expression or a cast has no IS NOT NULL on the
-// allowlist: its NULLs still sum as the lower bound (sound: each is within
-// bounds; biased when the expression can be NULL).
+// aggregate's own (filterSQL), and, when the column (or aggregated
+// expression) is clamped, colSQL IS NOT NULL, since the clamp turns NULL
+// into the lower bound (GREATEST ignores NULL) where Postgres's sum and avg
+// skip the row, and where count(col) does not count it: avg(CASE WHEN sex =
+// 'F' THEN age END) would otherwise average every other row in as 0. A bare
+// column (proven bounds) needs no more: sum skips NULL.
 func valueFilter(filterSQL, colSQL string, clampedColumn bool) func(string) string {
 	cond := filterSQL
 	if clampedColumn {

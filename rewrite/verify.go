@@ -360,8 +360,18 @@ func verifyRowAggregate(n *pg_query.Node, sc *scope) error {
 		return fmt.Errorf("is not a plain aggregate")
 	}
 	if f.AggFilter != nil {
-		if err := checkPredicate(f.AggFilter, sc); err != nil {
-			return err
+		conds := andArgs(f.AggFilter)
+		// The planner's NULL filter on an aggregated expression (valueFilter):
+		// whether a row's own bounded expression is NULL. Such an expression
+		// raises no data-dependent error (isSafeInner), so testing it is as
+		// safe as any allowed predicate.
+		if nt := conds[len(conds)-1].GetNullTest(); nt != nil && nt.Nulltesttype == pg_query.NullTestType_IS_NOT_NULL && isSafeInner(nt.Arg, sc) {
+			conds = conds[:len(conds)-1]
+		}
+		for _, c := range conds {
+			if err := checkPredicate(c, sc); err != nil {
+				return err
+			}
 		}
 	}
 	switch funcName(f) {

@@ -240,3 +240,33 @@ func TestVerifyPerUnitCoalesce(t *testing.T) {
 		}
 	}
 }
+
+// TestVerifyExpressionNullFilter: the NULL filter on an aggregated
+// expression is accepted only as the last conjunct, IS NOT NULL, over an
+// expression that raises no data-dependent error.
+func TestVerifyExpressionNullFilter(t *testing.T) {
+	pol := goldenPolicy(t)
+	stmts, err := Classify("SELECT avg(CASE WHEN sex = 'F' THEN age END) FROM patients", pol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan := stmts[0].Plan
+	filter := "FILTER (WHERE (CASE WHEN sex = 'F' THEN LEAST(GREATEST(age::numeric, 0), 100) END) IS NOT NULL)"
+	if !strings.Contains(plan.SQL, filter) {
+		t.Fatalf("no NULL filter in %s", plan.SQL)
+	}
+	for _, tc := range []struct {
+		name, new string
+		ok        bool
+	}{
+		{"as planned", filter, true},
+		{"IS NULL", "FILTER (WHERE (CASE WHEN sex = 'F' THEN LEAST(GREATEST(age::numeric, 0), 100) END) IS NULL)", false},
+		{"a volatile function", "FILTER (WHERE (random()) IS NOT NULL)", false},
+		{"not last", "FILTER (WHERE (CASE WHEN sex = 'F' THEN LEAST(GREATEST(age::numeric, 0), 100) END) IS NOT NULL AND sex = 'F')", false},
+	} {
+		sql := strings.Replace(plan.SQL, filter, tc.new, 1)
+		if err := verifyRewritten(sql, plan.sc, plan); (err == nil) != tc.ok {
+			t.Errorf("%s: verify = %v, want ok %v\n%s", tc.name, err, tc.ok, sql)
+		}
+	}
+}
