@@ -12,12 +12,7 @@ import (
 // choice of groups passes the verifier only while the per-unit query's own
 // WHERE limits every key to a list of at most MaxGroups combinations.
 func TestVerifyGroupsWithoutChoice(t *testing.T) {
-	pol := goldenPolicy(t)
-	stmts, err := Classify("SELECT status, count(*) FROM claims WHERE amount > 10 GROUP BY status", pol)
-	if err != nil {
-		t.Fatal(err)
-	}
-	plan := stmts[0].Plan
+	plan := goldenPlan(t, "SELECT status, count(*) FROM claims WHERE amount > 10 GROUP BY status")
 	if strings.Contains(plan.SQL, "dp_rank") || plan.MaxGroups != 2 {
 		t.Fatalf("want a plan without the choice of groups and max groups 2, got %d: %s", plan.MaxGroups, plan.SQL)
 	}
@@ -167,7 +162,6 @@ func TestVerifyProvenBounds(t *testing.T) {
 // column its count counts, over the same rows: the same FILTER, and NULL
 // skipped when the clamp would turn it into the lower bound.
 func TestVerifyCentred(t *testing.T) {
-	pol := goldenPolicy(t)
 	for _, tc := range []struct {
 		query string
 		edits []struct {
@@ -193,11 +187,7 @@ func TestVerifyCentred(t *testing.T) {
 			{"count of another column", "count(value)", "count(level)"},
 		}},
 	} {
-		stmts, err := Classify(tc.query, pol)
-		if err != nil {
-			t.Fatal(err)
-		}
-		plan := stmts[0].Plan
+		plan := goldenPlan(t, tc.query)
 		if err := verifyRewritten(plan.SQL, plan.sc, plan); err != nil {
 			t.Fatalf("%s: as planned: %v\n%s", tc.query, err, plan.SQL)
 		}
@@ -217,12 +207,7 @@ func TestVerifyCentred(t *testing.T) {
 // wrapped in COALESCE(sum, 0) (a unit with only NULLs adds 0, not the outer
 // clamp's lower bound); anything but 0 there is refused.
 func TestVerifyPerUnitCoalesce(t *testing.T) {
-	pol := goldenPolicy(t)
-	stmts, err := Classify("SELECT avg(cost) FROM visits", pol)
-	if err != nil {
-		t.Fatal(err)
-	}
-	plan := stmts[0].Plan
+	plan := goldenPlan(t, "SELECT avg(cost) FROM visits")
 	if !strings.Contains(plan.SQL, "FILTER (WHERE cost IS NOT NULL), 0) AS a0") {
 		t.Fatalf("per-unit centred sum not wrapped: %s", plan.SQL)
 	}
@@ -245,12 +230,7 @@ func TestVerifyPerUnitCoalesce(t *testing.T) {
 // expression is accepted only as the last conjunct, IS NOT NULL, over an
 // expression that raises no data-dependent error.
 func TestVerifyExpressionNullFilter(t *testing.T) {
-	pol := goldenPolicy(t)
-	stmts, err := Classify("SELECT avg(CASE WHEN sex = 'F' THEN age END) FROM patients", pol)
-	if err != nil {
-		t.Fatal(err)
-	}
-	plan := stmts[0].Plan
+	plan := goldenPlan(t, "SELECT avg(CASE WHEN sex = 'F' THEN age END) FROM patients")
 	filter := "FILTER (WHERE (CASE WHEN sex = 'F' THEN LEAST(GREATEST(age::numeric, 0), 100) END) IS NOT NULL)"
 	if !strings.Contains(plan.SQL, filter) {
 		t.Fatalf("no NULL filter in %s", plan.SQL)
@@ -269,4 +249,14 @@ func TestVerifyExpressionNullFilter(t *testing.T) {
 			t.Errorf("%s: verify = %v, want ok %v\n%s", tc.name, err, tc.ok, sql)
 		}
 	}
+}
+
+// goldenPlan is the plan of sql under the golden policy.
+func goldenPlan(t *testing.T, sql string) *Plan {
+	t.Helper()
+	stmts, err := Classify(sql, goldenPolicy(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return stmts[0].Plan
 }
