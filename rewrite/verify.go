@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	pg_query "github.com/pganalyze/pg_query_go/v6"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/dpproxy/dpproxy/policy"
 )
@@ -148,7 +149,7 @@ func verifyFromItem(n *pg_query.Node, sc *scope, leftmost bool) error {
 			if rv.Alias != nil {
 				inner.alias = rv.Alias.Aliasname
 			}
-			if err := checkPredicate(q.WhereClause, inner); err != nil {
+			if err := verifyPredicate(q.WhereClause, inner); err != nil {
 				return fmt.Errorf("view condition fails validation: %w", err)
 			}
 		}
@@ -246,7 +247,7 @@ func verifyReads(s *pg_query.SelectStmt, sc *scope) error {
 		return err
 	}
 	if s.WhereClause != nil {
-		if err := checkPredicate(s.WhereClause, sc); err != nil {
+		if err := verifyPredicate(s.WhereClause, sc); err != nil {
 			return fmt.Errorf("WHERE fails validation: %w", err)
 		}
 	}
@@ -369,7 +370,7 @@ func verifyRowAggregate(n *pg_query.Node, sc *scope) error {
 			conds = conds[:len(conds)-1]
 		}
 		for _, c := range conds {
-			if err := checkPredicate(c, sc); err != nil {
+			if err := verifyPredicate(c, sc); err != nil {
 				return err
 			}
 		}
@@ -535,7 +536,7 @@ func isSafeInner(n *pg_query.Node, sc *scope) bool {
 		}
 		for _, w := range v.CaseExpr.Args {
 			cw := w.GetCaseWhen()
-			if cw == nil || checkPredicate(cw.Expr, sc) != nil || !isSafeInner(cw.Result, sc) {
+			if cw == nil || verifyPredicate(cw.Expr, sc) != nil || !isSafeInner(cw.Result, sc) {
 				return false
 			}
 		}
@@ -812,4 +813,23 @@ func andArgs(n *pg_query.Node) []*pg_query.Node {
 		return b.Args
 	}
 	return []*pg_query.Node{n}
+}
+
+// verifyPredicate accepts a condition of the rewritten SQL only as the
+// planner leaves it: checkPredicate, which the planner runs, also makes
+// arithmetic safe (a division by a column becomes one by NULLIF(col, 0)),
+// so the verifier checks a copy and refuses a condition it would change.
+func verifyPredicate(n *pg_query.Node, sc *scope) error {
+	before, err := exprSQL(n)
+	if err != nil {
+		return err
+	}
+	cp := proto.Clone(n).(*pg_query.Node)
+	if err := checkPredicate(cp, sc); err != nil {
+		return err
+	}
+	if after, err := exprSQL(cp); err != nil || after != before {
+		return fmt.Errorf("condition %s is not in the form the planner emits", before)
+	}
+	return nil
 }

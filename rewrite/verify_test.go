@@ -242,6 +242,7 @@ func TestVerifyExpressionNullFilter(t *testing.T) {
 		{"as planned", filter, true},
 		{"IS NULL", "FILTER (WHERE (CASE WHEN sex = 'F' THEN LEAST(GREATEST(age::numeric, 0), 100) END) IS NULL)", false},
 		{"a volatile function", "FILTER (WHERE (random()) IS NOT NULL)", false},
+		{"a division by a column", "FILTER (WHERE (100 / age) IS NOT NULL)", false},
 		{"not last", "FILTER (WHERE (CASE WHEN sex = 'F' THEN LEAST(GREATEST(age::numeric, 0), 100) END) IS NOT NULL AND sex = 'F')", false},
 	} {
 		sql := strings.Replace(plan.SQL, filter, tc.new, 1)
@@ -259,4 +260,21 @@ func goldenPlan(t *testing.T, sql string) *Plan {
 		t.Fatal(err)
 	}
 	return stmts[0].Plan
+}
+
+// TestVerifyUnsafeArithmetic: the planner makes a division in a condition
+// safe (by NULLIF(col, 0)); the verifier refuses the raw division, which
+// would raise an error, visible to the analyst, on a row holding 0.
+func TestVerifyUnsafeArithmetic(t *testing.T) {
+	plan := goldenPlan(t, "SELECT count(*) FROM patients WHERE 100 / age > 1")
+	safe := "trunc(100 / (NULLIF(age::numeric, 0))) > 1"
+	if !strings.Contains(plan.SQL, safe) {
+		t.Fatalf("no safe division in %s", plan.SQL)
+	}
+	if err := verifyRewritten(plan.SQL, plan.sc, plan); err != nil {
+		t.Fatalf("as planned: %v", err)
+	}
+	if err := verifyRewritten(strings.Replace(plan.SQL, safe, "100 / age > 1", 1), plan.sc, plan); err == nil {
+		t.Fatal("a raw division by a column verified")
+	}
 }
