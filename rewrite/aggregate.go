@@ -128,7 +128,7 @@ func (b *planBuilder) aggregate(f *pg_query.FuncCall) (int, error) {
 				s = values(fmt.Sprintf("sum(%s)", clamped))
 			}
 			agg.Value = b.addQuantity(Quantity{Expr: text, L1Sensitivity: m * math.Max(math.Abs(lo), math.Abs(hi)), Granularity: gran},
-				quantitySQL{Row: s, Inner: perUnitSum(s, skipsNull && lo != 0), Outer: fmt.Sprintf("sum(LEAST(GREATEST(%%s, %s), %s))", numLiteral(plo, nil), numLiteral(phi, nil))})
+				quantitySQL{Row: s, Inner: perUnitSum(s), Outer: fmt.Sprintf("sum(LEAST(GREATEST(%%s, %s), %s))", numLiteral(plo, nil), numLiteral(phi, nil))})
 			break
 		}
 		// avg = mid + noisy Σ(x - mid) / noisy count: centring halves the
@@ -157,7 +157,7 @@ func (b *planBuilder) aggregate(f *pg_query.FuncCall) (int, error) {
 			centre = &Centre{Mid: strconv.FormatFloat(mid, 'f', -1, 64), Count: -1}
 		}
 		agg.Value = b.addQuantity(Quantity{Expr: text + " centred sum", L1Sensitivity: m * half, Granularity: gran},
-			quantitySQL{Row: s, Inner: perUnitSum(s, skipsNull), Outer: fmt.Sprintf("sum(LEAST(GREATEST(%%s, %s), %s))", numLiteral(-m*half, nil), numLiteral(m*half, nil)),
+			quantitySQL{Row: s, Inner: perUnitSum(s), Outer: fmt.Sprintf("sum(LEAST(GREATEST(%%s, %s), %s))", numLiteral(-m*half, nil), numLiteral(m*half, nil)),
 				centre: centre, rowSum: rowSum})
 		cnt := filter(fmt.Sprintf("count(%s)", colSQL))
 		agg.Count = b.addQuantity(Quantity{Expr: text + " count", L1Sensitivity: m, Granularity: 1, NonNegative: true},
@@ -223,7 +223,7 @@ func (b *planBuilder) varianceAggregate(f *pg_query.FuncCall, name, text string,
 	values := valueFilter(filterSQL, colSQL, skipsNull)
 	s := values(fmt.Sprintf("sum(%s)", centred))
 	agg.Value = b.addQuantity(Quantity{Expr: text + " centred sum", L1Sensitivity: m * half, Granularity: gran},
-		quantitySQL{Row: s, Inner: perUnitSum(s, skipsNull), Outer: fmt.Sprintf("sum(LEAST(GREATEST(%%s, %s), %s))", numLiteral(-m*half, nil), numLiteral(m*half, nil))})
+		quantitySQL{Row: s, Inner: perUnitSum(s), Outer: fmt.Sprintf("sum(LEAST(GREATEST(%%s, %s), %s))", numLiteral(-m*half, nil), numLiteral(m*half, nil))})
 	sq := values(fmt.Sprintf("sum(%s%s * %s%s)", centred, cast, centred, cast))
 	agg.Square = b.addQuantity(Quantity{Expr: text + " centred sum of squares", L1Sensitivity: m * half * half, Granularity: gran * gran, NonNegative: true},
 		quantitySQL{Row: sq, Inner: sq, Outer: fmt.Sprintf("sum(LEAST(GREATEST(%%s, 0), %s))", numLiteral(m*half*half, nil))})
@@ -233,16 +233,11 @@ func (b *planBuilder) varianceAggregate(f *pg_query.FuncCall, name, text string,
 	return nil
 }
 
-// perUnitSum is the per-unit form of a sum: one that skips NULL rows is
-// NULL for a unit whose values are all NULL, which the outer clamp
-// (LEAST(GREATEST(NULL, lo), hi) is lo) would count as its lower bound; such
-// a unit adds nothing.
-func perUnitSum(sum string, skipsNull bool) string {
-	if !skipsNull {
-		return sum
-	}
-	return "COALESCE(" + sum + ", 0)"
-}
+// perUnitSum is the per-unit form of a sum: a unit with no row to sum (its
+// values all NULL, or none passing the aggregate's FILTER) has a NULL sum,
+// which the outer clamp (LEAST(GREATEST(NULL, lo), hi) is lo) would count as
+// its lower bound; it adds nothing.
+func perUnitSum(sum string) string { return "COALESCE(" + sum + ", 0)" }
 
 // valueFilter is the FILTER of a sum over a column's clamped values: the
 // aggregate's own (filterSQL), and, when the column (or aggregated

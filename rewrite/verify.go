@@ -3,6 +3,7 @@ package rewrite
 import (
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -465,13 +466,29 @@ func verifyRanking(s *pg_query.SelectStmt) error {
 // product of two such (centred) values, each optionally cast.
 func isClamped(n *pg_query.Node, sc *scope) bool {
 	if a := n.GetAExpr(); a != nil && a.Kind == pg_query.A_Expr_Kind_AEXPR_OP && operatorName(a.Name) == "*" {
-		return isClampedTerm(a.Lexpr, sc) && isClampedTerm(a.Rexpr, sc)
+		// Widened first: a product of two int4 values can overflow, an
+		// error some rows would raise and others not.
+		return castTo(a.Lexpr, "int8", "numeric") && castTo(a.Rexpr, "int8", "numeric") &&
+			isClampedTerm(a.Lexpr, sc) && isClampedTerm(a.Rexpr, sc)
 	}
 	return isClampedTerm(n, sc)
 }
 
+// castTo reports whether n is a cast to one of types (their last name).
+func castTo(n *pg_query.Node, types ...string) bool {
+	tc := n.GetTypeCast()
+	if tc == nil {
+		return false
+	}
+	names := tc.TypeName.GetNames()
+	return len(names) > 0 && slices.Contains(types, names[len(names)-1].GetString_().GetSval())
+}
+
 func isClampedTerm(n *pg_query.Node, sc *scope) bool {
 	if tc := n.GetTypeCast(); tc != nil {
+		if !castTo(n, "int8", "numeric") { // a narrowing cast can fail
+			return false
+		}
 		n = tc.Arg
 	}
 	if a := n.GetAExpr(); a != nil {
@@ -493,6 +510,9 @@ func isClampedTerm(n *pg_query.Node, sc *scope) bool {
 	}
 	col := greatest.Args[0]
 	if tc := col.GetTypeCast(); tc != nil {
+		if !castTo(col, "numeric") { // clampSQL casts to numeric only
+			return false
+		}
 		col = tc.Arg
 	}
 	cr := col.GetColumnRef()
@@ -514,7 +534,14 @@ func isSafeInner(n *pg_query.Node, sc *scope) bool {
 	}
 	switch v := n.Node.(type) {
 	case *pg_query.Node_MinMaxExpr:
-		return isClampedTerm(n, sc)
+		// Inside an expression a clamped column is numeric (boundedExpr), so
+		// the arithmetic around it cannot overflow.
+		if len(v.MinMaxExpr.Args) != 2 {
+			return false
+		}
+		greatest := v.MinMaxExpr.Args[0].GetMinMaxExpr()
+		return greatest != nil && len(greatest.Args) == 2 &&
+			(castTo(greatest.Args[0], "numeric") || greatest.Args[0].GetColumnRef() == nil) && isClampedTerm(n, sc)
 	case *pg_query.Node_AConst:
 		return isNumConst(n)
 	case *pg_query.Node_AExpr:

@@ -243,6 +243,9 @@ func TestVerifyExpressionNullFilter(t *testing.T) {
 		{"IS NULL", "FILTER (WHERE (CASE WHEN sex = 'F' THEN LEAST(GREATEST(age::numeric, 0), 100) END) IS NULL)", false},
 		{"a volatile function", "FILTER (WHERE (random()) IS NOT NULL)", false},
 		{"a division by a column", "FILTER (WHERE (100 / age) IS NOT NULL)", false},
+		{"a narrowing cast", "FILTER (WHERE LEAST(GREATEST(income::int2, 0), 100) IS NOT NULL)", false},
+		{"an int4 product", "FILTER (WHERE LEAST(GREATEST(income, 0), 250000) * LEAST(GREATEST(income, 0), 250000) IS NOT NULL)", false},
+		{"an int4 division", "FILTER (WHERE LEAST(GREATEST(income, -2147483648), 5) / -1 IS NOT NULL)", false},
 		{"not last", "FILTER (WHERE (CASE WHEN sex = 'F' THEN LEAST(GREATEST(age::numeric, 0), 100) END) IS NOT NULL AND sex = 'F')", false},
 	} {
 		sql := strings.Replace(plan.SQL, filter, tc.new, 1)
