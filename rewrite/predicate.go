@@ -33,6 +33,10 @@ func checkExpr(n *pg_query.Node, sc *scope, inArith bool) error {
 	case *pg_query.Node_AConst:
 		return nil
 	case *pg_query.Node_ParamRef:
+		if e.ParamRef.Number < 1 {
+			// As PostgreSQL says it (the deparser cannot even print $0).
+			return pgerror.Newf(pgerror.CodeUndefinedParameter, "there is no parameter $%d", e.ParamRef.Number)
+		}
 		if inArith {
 			// A parameter is a constant of unbounded size: times a column it
 			// could overflow numeric for some rows and not others.
