@@ -22,6 +22,8 @@ type centredColumn struct {
 	centre    *rewrite.Centre
 }
 
+// NewRowParser parses the rows of plan's rewritten SQL. It is made once per
+// statement: the centred columns are found once, not per row.
 func NewRowParser(plan *rewrite.Plan) *RowParser {
 	p := &RowParser{nk: len(plan.Keys), nq: plan.Columns()}
 	for i, q := range plan.Quantities {

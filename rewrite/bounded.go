@@ -95,7 +95,8 @@ func (b *planBuilder) boundedExpr(n *pg_query.Node) (string, interval, error) {
 			case "+":
 				return r, ri, err
 			}
-			return "", interval{}, pgerror.RefuseUnsupported.New("prefix operator %s is not supported in an aggregated expression", op)
+			return "", interval{}, pgerror.RefuseUnsupported.New("prefix operator %s is not supported in an aggregated expression", op).
+				WithHint("use + - * and division by a constant, e.g. sum(-x) or sum(x * 2)")
 		}
 		l, li, err := b.boundedExpr(a.Lexpr)
 		if err != nil {

@@ -2,6 +2,7 @@ package rewrite
 
 import (
 	"fmt"
+	"math"
 	"math/big"
 	"slices"
 	"strconv"
@@ -262,6 +263,26 @@ func (b *planBuilder) unclamped(colSQL string, c *policy.Column, lo, hi float64)
 		colSQL += "::numeric"
 	}
 	return colSQL
+}
+
+// CopyClamp is how `dpproxy shadow refresh` stores column c of a
+// pre-bounded copy so that unclamped (above) can leave it bare: ref (the
+// column as the copy's SELECT reads it) clamped to c's bounds, NULL kept
+// and NaN (above every number in PostgreSQL's order) made the upper bound,
+// and the CHECK condition on the stored column (name, quoted) that
+// ProveBounds reads back. ok is false for a column a proof would not
+// unclamp: unbounded, floating-point, or integer with fractional bounds.
+func CopyClamp(c *policy.Column, ref, name string) (expr, check string, ok bool) {
+	if c.Bounds == nil || isExpressionColumn(c) {
+		return "", "", false
+	}
+	lo, hi := c.Bounds.Lower, c.Bounds.Upper
+	if !(c.Type == "numeric" || c.IsInteger() && lo == math.Trunc(lo) && hi == math.Trunc(hi)) {
+		return "", "", false
+	}
+	l, h := numLiteral(lo, nil), numLiteral(hi, nil)
+	return fmt.Sprintf("CASE WHEN %s < %s THEN %s WHEN %s > %s THEN %s ELSE %s END", ref, l, l, ref, h, h, ref),
+		fmt.Sprintf("%s >= %s AND %s <= %s", name, l, name, h), true
 }
 
 // clamp is clampSQL, or the bare column when its bounds are proven.

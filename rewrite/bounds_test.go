@@ -3,6 +3,8 @@ package rewrite
 import (
 	"slices"
 	"testing"
+
+	"github.com/dpproxy/dpproxy/policy"
 )
 
 // TestProveBounds reads CHECK constraints as PostgreSQL 15's pg_get_expr
@@ -42,5 +44,31 @@ func TestProveBounds(t *testing.T) {
 				t.Fatalf("ProveBounds = %q, want %q", got, c.want)
 			}
 		})
+	}
+}
+
+// TestCopyClamp: the columns a shadow copy clamps are those a proof of its
+// CHECK condition unclamps, and the condition proves the column's bounds.
+func TestCopyClamp(t *testing.T) {
+	for _, tc := range []struct {
+		col  policy.Column
+		want string
+	}{
+		{policy.Column{Name: "amount", Type: "numeric", Bounds: &policy.Bounds{Lower: -5, Upper: 1000.5}},
+			"CASE WHEN r.amount < (-5) THEN (-5) WHEN r.amount > 1000.5 THEN 1000.5 ELSE r.amount END"},
+		{policy.Column{Name: "age", Type: "integer", Bounds: &policy.Bounds{Lower: 0, Upper: 100}},
+			"CASE WHEN r.age < 0 THEN 0 WHEN r.age > 100 THEN 100 ELSE r.age END"},
+		{policy.Column{Name: "temp", Type: "double precision", Bounds: &policy.Bounds{Lower: 0, Upper: 1}}, ""},
+		{policy.Column{Name: "n", Type: "integer", Bounds: &policy.Bounds{Lower: 0.5, Upper: 10}}, ""},
+		{policy.Column{Name: "m", Type: "integer"}, ""},
+	} {
+		expr, check, ok := CopyClamp(&tc.col, "r."+tc.col.Name, tc.col.Name)
+		if expr != tc.want || ok != (tc.want != "") {
+			t.Errorf("%s: CopyClamp = %q, %v; want %q", tc.col.Name, expr, ok, tc.want)
+			continue
+		}
+		if ok && ProveBounds([]string{"(" + check + ")"}, tc.col.Name, tc.col.Bounds.Lower, tc.col.Bounds.Upper) == nil {
+			t.Errorf("%s: CHECK (%s) does not prove [%v, %v]", tc.col.Name, check, tc.col.Bounds.Lower, tc.col.Bounds.Upper)
+		}
 	}
 }

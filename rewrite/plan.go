@@ -67,11 +67,12 @@ func buildPlan(sel *pg_query.SelectStmt, pol *policy.Policy, ctes map[string]*pg
 		return nil, false, err
 	}
 	sc.shadow = shadow && sc.table.Shadow && sc.table.Privacy == policy.PrivacyUnit
-	p, err := sc.buildPlan(sel, pol)
+	p, err := sc.plan(sel, pol)
 	return p, sc.shadow, err
 }
 
-func (sc *scope) buildPlan(sel *pg_query.SelectStmt, pol *policy.Policy) (*Plan, error) {
+// plan plans the aggregate query sel over the tables sc reads.
+func (sc *scope) plan(sel *pg_query.SelectStmt, pol *policy.Policy) (*Plan, error) {
 	b := &planBuilder{
 		sc:        sc,
 		plan:      &Plan{Limit: -1, MaxGroups: 1},

@@ -35,7 +35,8 @@ func checkExpr(n *pg_query.Node, sc *scope, inArith bool) error {
 	case *pg_query.Node_ParamRef:
 		if e.ParamRef.Number < 1 {
 			// As PostgreSQL says it (the deparser cannot even print $0).
-			return pgerror.Newf(pgerror.CodeUndefinedParameter, "there is no parameter $%d", e.ParamRef.Number)
+			return pgerror.Newf(pgerror.CodeUndefinedParameter, "there is no parameter $%d", e.ParamRef.Number).
+				WithHint("parameters are numbered from $1")
 		}
 		if inArith {
 			// A parameter is a constant of unbounded size: times a column it

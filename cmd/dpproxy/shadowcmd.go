@@ -4,15 +4,14 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"math"
 	"os"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/dpproxy/dpproxy/policy"
+	"github.com/dpproxy/dpproxy/rewrite"
 )
 
 const shadowUsage = `usage: dpproxy shadow refresh --policy FILE [--dsn DSN] [--reader ROLE]
@@ -108,14 +107,13 @@ func refreshShadow(ctx context.Context, conn *pgx.Conn, t *policy.Table, reader 
 	cols := make([]string, len(names))
 	var bounds []string
 	for i, name := range names {
-		col := "r." + id(pgx.Identifier{name})
-		cols[i] = col
-		if c := t.Column(name); c != nil && shadowClamps(c) {
-			lo, hi := boundLiteral(c.Bounds.Lower), boundLiteral(c.Bounds.Upper)
-			// NULL stays NULL (LEAST/GREATEST would make it lo); NaN, above
-			// every number in PostgreSQL's order, becomes hi.
-			cols[i] = fmt.Sprintf("CASE WHEN %s < %s THEN %s WHEN %s > %s THEN %s ELSE %s END AS %s", col, lo, lo, col, hi, hi, col, id(pgx.Identifier{name}))
-			bounds = append(bounds, fmt.Sprintf("%s >= %s AND %s <= %s", id(pgx.Identifier{name}), lo, id(pgx.Identifier{name}), hi))
+		quoted := id(pgx.Identifier{name})
+		cols[i] = "r." + quoted
+		if c := t.Column(name); c != nil {
+			if expr, check, ok := rewrite.CopyClamp(c, "r."+quoted, quoted); ok {
+				cols[i] = expr + " AS " + quoted
+				bounds = append(bounds, check)
+			}
 		}
 	}
 	stmts := []string{
@@ -164,24 +162,3 @@ func refreshShadow(ctx context.Context, conn *pgx.Conn, t *policy.Table, reader 
 // shadowColumnsSQL lists a table's columns in order ($1: its quoted name).
 const shadowColumnsSQL = `SELECT attname FROM pg_catalog.pg_attribute
   WHERE attrelid = pg_catalog.to_regclass($1) AND attnum > 0 AND NOT attisdropped ORDER BY attnum`
-
-// shadowClamps reports whether the copy clamps a column: a bounded integer
-// column with integer bounds, or a numeric one, the types whose bounds a
-// CHECK constraint can prove exactly (rewrite.ProveBounds) and whose clamp
-// keeps the column's type.
-func shadowClamps(c *policy.Column) bool {
-	if c.Bounds == nil {
-		return false
-	}
-	lo, hi := c.Bounds.Lower, c.Bounds.Upper
-	return c.Type == "numeric" || c.IsInteger() && lo == math.Trunc(lo) && hi == math.Trunc(hi)
-}
-
-// boundLiteral is a bound as an exact SQL constant.
-func boundLiteral(f float64) string {
-	s := strconv.FormatFloat(f, 'f', -1, 64)
-	if f < 0 {
-		return "(" + s + ")"
-	}
-	return s
-}
