@@ -73,6 +73,10 @@ type Server struct {
 	hits       *hitAudit   // batched audit of cache hits (hitaudit.go)
 	memo       *answerMemo // decoded answers read from the answer cache (answermemo.go)
 	paramTypes typeCache   // inferred parameter types of rewritten DP statements
+	// unprepared is set once the upstream lost a statement prepared on one
+	// of its connections (a transaction-mode pooler): DP statements then go
+	// unprepared (prepared.go).
+	unprepared atomic.Bool
 }
 
 // NewServer checks the upstream and returns a server ready to Serve.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -30,9 +31,22 @@ import (
 // READ transaction, so that it and sql see one snapshot and the same
 // tables; unless it returns true the rows are discarded and errGuardFailed
 // returned.
-func readOnlyRows(ctx context.Context, conn *pgconn.PgConn, timeout time.Duration, sql string, a execArgs, guard string, alone bool) ([][][]byte, error) {
+//
+// Unless unprepared is nil or set, a parameterless statement sent alone is
+// prepared on the connection (prepared.go); unprepared is set when the
+// upstream turns out to lose prepared statements.
+func readOnlyRows(ctx context.Context, conn *pgconn.PgConn, timeout time.Duration, sql string, a execArgs, guard string, alone bool, unprepared *atomic.Bool) ([][][]byte, error) {
 	defer guardCancel(ctx, conn)()
 	if alone && guard == "" {
+		if len(a.params) == 0 && unprepared != nil && !unprepared.Load() {
+			rows, err := execPrepared(ctx, conn, sql)
+			switch {
+			case errors.Is(err, errLostPrepared):
+				unprepared.Store(true)
+			case !errors.Is(err, errNotPrepared):
+				return rows, err
+			}
+		}
 		if len(a.params) == 0 {
 			results, err := conn.Exec(ctx, sql).ReadAll()
 			if err != nil {
