@@ -54,7 +54,8 @@
 //     one: overlap.go; either way nothing leaves the proxy before the
 //     debit commits) on a pooled
 //     session that starts read-only with the policy's statement timeout
-//     (UpstreamPoolConfig), so the statement goes alone; inside
+//     (UpstreamPoolConfig), so the statement goes alone (prepared on the
+//     connection when it has no parameters: prepared.go); inside
 //     `BEGIN [ISOLATION LEVEL REPEATABLE READ] READ ONLY; SET LOCAL
 //     statement_timeout; ...; [guard;] COMMIT` in one round trip when a
 //     guard of catalog facts (a unique unit, CHECK-proven bounds: unique.go,
