@@ -338,11 +338,8 @@ func (sess *session) runUpstreamDP(ctx context.Context, plan *rewrite.Plan, a ex
 		return nil, err
 	}
 	defer conn.Release()
-	preparing := !sess.srv.unprepared.Load()
-	raws, err := readOnlyRows(ctx, conn.Conn().PgConn(), sess.srv.Policy().Upstream.StatementTimeout, plan.SQL, a, plan.Guard, sess.srv.sendAlone(), &sess.srv.unprepared)
-	if preparing && sess.srv.unprepared.Load() {
-		sess.log.Warn("the upstream lost a statement prepared on its connection (a transaction-mode pooler?); DP statements go unprepared from now on")
-	}
+	raws, err := readOnlyRows(ctx, conn.Conn().PgConn(), sess.srv.Policy().Upstream.StatementTimeout, plan.SQL, a, plan.Guard,
+		sess.srv.sendAlone(), &sess.srv.unprepared, sess.srv.log)
 	if err != nil {
 		return nil, err
 	}

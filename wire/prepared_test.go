@@ -1,10 +1,14 @@
 package wire
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"path/filepath"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -13,11 +17,12 @@ import (
 	"github.com/dpproxy/dpproxy/internal/pgcluster"
 )
 
-// TestExecPrepared runs execPrepared on a real PostgreSQL: a statement is
-// prepared once and then only executed; a column type change falls back
-// to the unprepared path and prepares again afterwards; an upstream that
-// lost the statement (as a transaction-mode pooler does) is reported; and
-// a connection holds at most maxPreparedPerConn statements.
+// TestExecPrepared runs execPrepared and readOnlyRows on a real PostgreSQL:
+// a text is prepared the second time a connection runs it and then only
+// executed; a column type change falls back to the unprepared path and
+// prepares again later; a $n without values, a name already taken and a
+// statement the upstream lost (as a transaction-mode pooler does) are
+// handled; and a connection holds at most maxPreparedPerConn statements.
 func TestExecPrepared(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -46,54 +51,99 @@ func TestExecPrepared(t *testing.T) {
 		}
 		return string(res[0].Rows[0][0])
 	}
+	run := func(sql string, want error) [][][]byte {
+		t.Helper()
+		rows, err := execPrepared(ctx, pc, sql)
+		if !errors.Is(err, want) {
+			t.Fatalf("%s: %v, want %v", sql, err, want)
+		}
+		return rows
+	}
+	fresh := func() {
+		exec("DEALLOCATE ALL")
+		delete(pc.CustomData(), preparedKey)
+	}
 	exec("CREATE TABLE readings (v integer); INSERT INTO readings SELECT g FROM generate_series(1, 100) g")
 	const sumSQL = "SELECT sum(v) AS q0 FROM readings"
 
+	run(sumSQL, errNotPrepared) // seen once: unprepared
 	for i := range 3 {
-		rows, err := execPrepared(ctx, pc, sumSQL)
-		if err != nil || len(rows) != 1 || string(rows[0][0]) != "5050" {
-			t.Fatalf("run %d: %q, %v; want 5050", i, rows, err)
+		if rows := run(sumSQL, nil); len(rows) != 1 || string(rows[0][0]) != "5050" {
+			t.Fatalf("run %d: %q; want 5050", i, rows)
 		}
 	}
 	if n := preparedCount(); n != "1" {
-		t.Fatalf("%s prepared statements upstream after three runs, want 1", n)
+		t.Fatalf("%s prepared statements upstream, want 1", n)
 	}
 
 	// sum(bigint) is numeric where sum(integer) was bigint: the prepared
 	// statement's result type changed.
 	exec("ALTER TABLE readings ALTER COLUMN v TYPE bigint")
-	if _, err := execPrepared(ctx, pc, sumSQL); !errors.Is(err, errNotPrepared) {
-		t.Fatalf("after a type change: %v, want errNotPrepared", err)
-	}
+	run(sumSQL, errNotPrepared)
 	if n := preparedCount(); n != "0" {
 		t.Fatalf("%s prepared statements upstream after the fallback, want the stale one deallocated", n)
 	}
-	if rows, err := execPrepared(ctx, pc, sumSQL); err != nil || string(rows[0][0]) != "5050" {
-		t.Fatalf("prepared again: %q, %v; want 5050", rows, err)
+	if rows := run(sumSQL, nil); string(rows[0][0]) != "5050" {
+		t.Fatalf("prepared again: %q; want 5050", rows)
 	}
 
 	exec("DEALLOCATE ALL")
-	if _, err := execPrepared(ctx, pc, sumSQL); !errors.Is(err, errLostPrepared) {
-		t.Fatalf("after the upstream lost the statement: %v, want errLostPrepared", err)
+	run(sumSQL, errLostPrepared)
+
+	// The name is taken on this backend (another connection's statement,
+	// reached through a pooler).
+	fresh()
+	run(sumSQL, errNotPrepared)
+	exec("PREPARE " + statementName(sumSQL) + " AS SELECT 1")
+	run(sumSQL, errLostPrepared)
+
+	// A $1 without a value is left to the unprepared path and takes no slot.
+	fresh()
+	const paramSQL = "SELECT count(*) AS q0 FROM readings WHERE v > $1"
+	run(paramSQL, errNotPrepared)
+	run(paramSQL, errNotPrepared)
+	if n := preparedCount(); n != "0" {
+		t.Fatalf("%s prepared statements upstream after a $1 without a value, want 0", n)
 	}
 
 	// An error of the statement itself is the statement's, not a fallback.
 	var pge *pgconn.PgError
-	if _, err := execPrepared(ctx, pc, "SELECT sum(v) FROM no_such_table"); !errors.As(err, &pge) || pge.Code != "42P01" {
+	const missing = "SELECT sum(v) AS q0 FROM no_such_table"
+	run(missing, errNotPrepared)
+	if _, err := execPrepared(ctx, pc, missing); !errors.As(err, &pge) || pge.Code != "42P01" {
 		t.Fatalf("missing table: %v, want 42P01", err)
 	}
 
-	exec("DEALLOCATE ALL")
-	delete(pc.CustomData(), preparedKey)
-	for i := range maxPreparedPerConn {
-		if _, err := execPrepared(ctx, pc, fmt.Sprintf("SELECT %d AS q0", i)); err != nil {
-			t.Fatal(err)
+	fresh()
+	for i := range maxPreparedPerConn + 1 {
+		sql := fmt.Sprintf("SELECT %d AS q0", i)
+		run(sql, errNotPrepared)
+		want := error(nil)
+		if i == maxPreparedPerConn {
+			want = errNotPrepared
 		}
-	}
-	if _, err := execPrepared(ctx, pc, "SELECT -1 AS q0"); !errors.Is(err, errNotPrepared) {
-		t.Fatalf("statement %d: %v, want errNotPrepared", maxPreparedPerConn+1, err)
+		run(sql, want)
 	}
 	if n := preparedCount(); n != fmt.Sprint(maxPreparedPerConn) {
 		t.Fatalf("%s prepared statements upstream, want %d", n, maxPreparedPerConn)
+	}
+
+	// readOnlyRows answers a statement the upstream lost, unprepared, and
+	// stops preparing, logging it once.
+	fresh()
+	var unprepared atomic.Bool
+	var logs bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	for i := range 4 {
+		if i == 2 {
+			exec("DEALLOCATE ALL")
+		}
+		rows, err := readOnlyRows(ctx, pc, time.Minute, sumSQL, execArgs{}, "", true, &unprepared, log)
+		if err != nil || string(rows[0][0]) != "5050" {
+			t.Fatalf("readOnlyRows run %d: %q, %v; want 5050", i, rows, err)
+		}
+	}
+	if !unprepared.Load() || strings.Count(logs.String(), "level=WARN") != 1 {
+		t.Fatalf("after a lost statement: unprepared %v, logs %q; want set and one warning", unprepared.Load(), logs.String())
 	}
 }

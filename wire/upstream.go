@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -32,17 +33,21 @@ import (
 // tables; unless it returns true the rows are discarded and errGuardFailed
 // returned.
 //
-// Unless unprepared is nil or set, a parameterless statement sent alone is
-// prepared on the connection (prepared.go); unprepared is set when the
-// upstream turns out to lose prepared statements.
-func readOnlyRows(ctx context.Context, conn *pgconn.PgConn, timeout time.Duration, sql string, a execArgs, guard string, alone bool, unprepared *atomic.Bool) ([][][]byte, error) {
+// Unless unprepared is nil or set, a parameterless statement sent alone may
+// be prepared on the connection (prepared.go); unprepared is set, and the
+// change logged to log, when the upstream turns out not to keep prepared
+// statements.
+func readOnlyRows(ctx context.Context, conn *pgconn.PgConn, timeout time.Duration, sql string, a execArgs, guard string, alone bool,
+	unprepared *atomic.Bool, log *slog.Logger) ([][][]byte, error) {
 	defer guardCancel(ctx, conn)()
 	if alone && guard == "" {
 		if len(a.params) == 0 && unprepared != nil && !unprepared.Load() {
 			rows, err := execPrepared(ctx, conn, sql)
 			switch {
 			case errors.Is(err, errLostPrepared):
-				unprepared.Store(true)
+				if unprepared.CompareAndSwap(false, true) {
+					log.Warn("the upstream does not keep prepared statements to a connection (a transaction-mode pooler?); DP statements go unprepared from now on")
+				}
 			case !errors.Is(err, errNotPrepared):
 				return rows, err
 			}

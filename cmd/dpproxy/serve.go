@@ -101,11 +101,13 @@ func tuneGC() {
 // kernel. With as many Ps as CPUs one such call idles a CPU the sessions
 // could use: on 2 CPUs a third P raised the trivial DP count at 32 clients
 // by 13% (ledger on disk) and 6% (on tmpfs) in docs/benchmarks.md, session 7.
-// Setting it stops Go from following a container's changing CPU limit at
-// run time; GOMAXPROCS in the environment is used as it is.
+// Only when Go's default is the machine's CPU count: under a container CPU
+// quota (which Go's default follows) a P more would run past the quota and
+// be throttled, and setting GOMAXPROCS would stop Go from following a
+// changing limit. GOMAXPROCS in the environment leaves the choice to Go.
 func tuneProcs() {
-	if os.Getenv("GOMAXPROCS") == "" {
-		runtime.GOMAXPROCS(runtime.GOMAXPROCS(0) + 1)
+	if os.Getenv("GOMAXPROCS") == "" && runtime.GOMAXPROCS(0) == runtime.NumCPU() {
+		runtime.GOMAXPROCS(runtime.NumCPU() + 1)
 	}
 }
 
