@@ -4,14 +4,13 @@ import (
 	"context"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/dpproxy/dpproxy/internal/pgcluster"
+	"github.com/dpproxy/dpproxy/internal/testenv"
 )
 
 // TestDemoLoad runs `dpproxy demo load` (the compose stack's init step)
@@ -21,19 +20,7 @@ import (
 func TestDemoLoad(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	dir, err := os.MkdirTemp("", "dpproxy-demoload-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	cluster, err := pgcluster.Start(ctx, filepath.Join(dir, "pg"), 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cluster.Stop() })
+	cluster := testenv.StartCluster(ctx, t)
 
 	for run := range 2 {
 		cmd := exec.CommandContext(ctx, binary, "demo", "load", "--dsn", cluster.DSN("postgres"))

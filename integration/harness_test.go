@@ -87,6 +87,8 @@ type proxyOptions struct {
 	upstreamDSN string
 	// statementTimeout replaces the demo policy's upstream statement_timeout.
 	statementTimeout string
+	// maxConns replaces the demo policy's upstream max_conns (0 keeps 16).
+	maxConns int
 	// shadowVisits marks visits `shadow: true` (read from its pre-bounded
 	// copy, which the test must refresh).
 	shadowVisits bool
@@ -118,6 +120,9 @@ func testPolicy(t *testing.T, listen, ledgerPath string, o proxyOptions) string 
 	text := string(demoPolicy)
 	text = strings.Replace(text, "listen: 127.0.0.1:6432", "listen: "+listen, 1)
 	text = strings.Replace(text, "path: ledger.db", "path: "+ledgerPath, 1)
+	if o.maxConns > 0 {
+		text = strings.Replace(text, "max_conns: 16", fmt.Sprintf("max_conns: %d", o.maxConns), 1)
+	}
 	if o.statementTimeout != "" {
 		text = strings.Replace(text, "statement_timeout: 30s", "statement_timeout: "+o.statementTimeout, 1)
 	}

@@ -8,7 +8,7 @@ import (
 )
 
 // TestPreparedUpstreamTypeChange: dpproxy prepares a repeated DP statement
-// on its upstream connections (wire/prepared.go). When a column's type
+// on its upstream connection (wire/prepared.go) from its second run. When a column's type
 // changes under it, PostgreSQL refuses to run the prepared statement
 // ("cached plan must not change result type"); the analyst must still get
 // the answer, sent unprepared, and later statements prepared afresh.
@@ -22,7 +22,10 @@ func TestPreparedUpstreamTypeChange(t *testing.T) {
 		GRANT SELECT ON meters, small_meters TO `+demo.ReaderRole); err != nil {
 		t.Fatal(err)
 	}
-	p := startProxy(t, proxyOptions{upstreamDSN: strings.Replace(pg.ReaderDSN(), "dbname=demo", "dbname=prepared_upstream", 1), extraTables: metersTable, danaBudget: 100})
+	// One upstream connection, so every statement after the first two runs
+	// on the connection that prepared it.
+	p := startProxy(t, proxyOptions{upstreamDSN: strings.Replace(pg.ReaderDSN(), "dbname=demo", "dbname=prepared_upstream", 1),
+		extraTables: metersTable, danaBudget: 100, maxConns: 1})
 	conn := p.connect(t, ctx, "dana", danaPassword, false)
 	// The exact sum is 49,950; ε 0.5 (dana's default) at sensitivity 100
 	// gives about ±1,200, so ±10,000 fails only with a broken answer.

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -14,7 +13,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 
-	"github.com/dpproxy/dpproxy/internal/pgcluster"
+	"github.com/dpproxy/dpproxy/internal/testenv"
 )
 
 // TestExecPrepared runs execPrepared and readOnlyRows on a real PostgreSQL:
@@ -26,11 +25,7 @@ import (
 func TestExecPrepared(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	c, err := pgcluster.Start(ctx, filepath.Join(t.TempDir(), "pg"), 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Stop() })
+	c := testenv.StartCluster(ctx, t)
 	pc, err := pgconn.Connect(ctx, c.DSN("postgres"))
 	if err != nil {
 		t.Fatal(err)

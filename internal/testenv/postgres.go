@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"testing"
 	"time"
 
 	"github.com/dpproxy/dpproxy/demo"
@@ -54,4 +55,16 @@ func (p *Postgres) AdminDSN() string { return p.Cluster.DSN("demo") }
 func (p *Postgres) Stop() {
 	_ = p.Cluster.Stop()
 	_ = os.RemoveAll(p.dir)
+}
+
+// StartCluster starts an empty throwaway PostgreSQL cluster in t.TempDir()
+// for one test and stops it in t.Cleanup.
+func StartCluster(ctx context.Context, t testing.TB) *pgcluster.Cluster {
+	t.Helper()
+	c, err := pgcluster.Start(ctx, filepath.Join(t.TempDir(), "pg"), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Stop() })
+	return c
 }
