@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"strings"
 	"sync/atomic"
@@ -48,7 +49,7 @@ func TestExecPrepared(t *testing.T) {
 	}
 	run := func(sql string, want error) [][][]byte {
 		t.Helper()
-		rows, err := execPrepared(ctx, pc, sql)
+		rows, err := execPrepared(ctx, pc, sql, "")
 		if !errors.Is(err, want) {
 			t.Fatalf("%s: %v, want %v", sql, err, want)
 		}
@@ -105,7 +106,7 @@ func TestExecPrepared(t *testing.T) {
 	var pge *pgconn.PgError
 	const missing = "SELECT sum(v) AS q0 FROM no_such_table"
 	run(missing, errNotPrepared)
-	if _, err := execPrepared(ctx, pc, missing); !errors.As(err, &pge) || pge.Code != "42P01" {
+	if _, err := execPrepared(ctx, pc, missing, ""); !errors.As(err, &pge) || pge.Code != "42P01" {
 		t.Fatalf("missing table: %v, want 42P01", err)
 	}
 
@@ -140,5 +141,92 @@ func TestExecPrepared(t *testing.T) {
 	}
 	if !unprepared.Load() || strings.Count(logs.String(), "level=WARN") != 1 {
 		t.Fatalf("after a lost statement: unprepared %v, logs %q; want set and one warning", unprepared.Load(), logs.String())
+	}
+}
+
+// TestExecPreparedGuarded runs a guarded statement prepared on a real
+// PostgreSQL: the statement and its guard go prepared in one REPEATABLE
+// READ transaction; a guard that is false discards the rows; a result type
+// change rolls the transaction back and falls back, leaving the connection
+// idle; and readOnlyRows answers through each path.
+func TestExecPreparedGuarded(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := testenv.StartCluster(ctx, t)
+	pc, err := pgconn.Connect(ctx, c.DSN("postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close(ctx)
+	exec := func(sql string) [][][]byte {
+		t.Helper()
+		res, err := pc.Exec(ctx, sql).ReadAll()
+		if err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+		return res[len(res)-1].Rows
+	}
+	exec("CREATE TABLE readings (v integer CONSTRAINT v_bounds CHECK (v BETWEEN 0 AND 1000)); INSERT INTO readings SELECT g FROM generate_series(1, 100) g")
+	const sumSQL = "SELECT sum(v) AS q0, pg_catalog.current_setting('transaction_isolation') AS iso FROM readings"
+	const guard = "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint WHERE conname = 'v_bounds')"
+	run := func(want error) [][][]byte {
+		t.Helper()
+		rows, err := execPrepared(ctx, pc, sumSQL, guard)
+		if !errors.Is(err, want) {
+			t.Fatalf("execPrepared: %v, want %v", err, want)
+		}
+		if st := pc.TxStatus(); st != 'I' {
+			t.Fatalf("connection left in transaction status %q", st)
+		}
+		return rows
+	}
+	prepared := func() string {
+		t.Helper()
+		return string(exec("SELECT count(*) FROM pg_prepared_statements")[0][0])
+	}
+
+	run(errNotPrepared) // seen once
+	for i := range 2 {
+		rows := run(nil)
+		if len(rows) != 1 || string(rows[0][0]) != "5050" || string(rows[0][1]) != "repeatable read" {
+			t.Fatalf("run %d: %q; want 5050 in a repeatable read transaction", i, rows)
+		}
+	}
+	if n := prepared(); n != "2" {
+		t.Fatalf("%s prepared statements upstream, want the statement and its guard", n)
+	}
+
+	exec("ALTER TABLE readings DROP CONSTRAINT v_bounds")
+	run(errGuardFailed)
+	exec("ALTER TABLE readings ADD CONSTRAINT v_bounds CHECK (v BETWEEN 0 AND 1000)")
+
+	exec("ALTER TABLE readings ALTER COLUMN v TYPE bigint")
+	run(errNotPrepared)
+	if n := prepared(); n != "1" {
+		t.Fatalf("%s prepared statements upstream after the type change, want only the guard", n)
+	}
+	if rows := run(nil); string(rows[0][0]) != "5050" {
+		t.Fatalf("prepared again: %q; want 5050", rows)
+	}
+
+	// readOnlyRows: prepared, then unprepared once the upstream lost the
+	// statements; the guard holds on both paths.
+	var unprepared atomic.Bool
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	for i := range 3 {
+		if i == 1 {
+			exec("DEALLOCATE ALL")
+		}
+		rows, err := readOnlyRows(ctx, pc, time.Minute, sumSQL, execArgs{}, guard, true, &unprepared, log)
+		if err != nil || string(rows[0][0]) != "5050" {
+			t.Fatalf("readOnlyRows run %d: %q, %v; want 5050", i, rows, err)
+		}
+	}
+	if !unprepared.Load() {
+		t.Fatal("a lost statement did not turn preparing off")
+	}
+	exec("ALTER TABLE readings DROP CONSTRAINT v_bounds")
+	if _, err := readOnlyRows(ctx, pc, time.Minute, sumSQL, execArgs{}, guard, true, &unprepared, log); !errors.Is(err, errGuardFailed) {
+		t.Fatalf("unprepared, constraint dropped: %v, want errGuardFailed", err)
 	}
 }

@@ -33,25 +33,26 @@ import (
 // tables; unless it returns true the rows are discarded and errGuardFailed
 // returned.
 //
-// Unless unprepared is nil or set, a parameterless statement sent alone may
-// be prepared on the connection (prepared.go); unprepared is set, and the
+// Unless unprepared is nil or set, a parameterless statement sent alone,
+// with its guard if it has one, may be prepared on the connection
+// (prepared.go); unprepared is set, and the
 // change logged to log, when the upstream turns out not to keep prepared
 // statements.
 func readOnlyRows(ctx context.Context, conn *pgconn.PgConn, timeout time.Duration, sql string, a execArgs, guard string, alone bool,
 	unprepared *atomic.Bool, log *slog.Logger) ([][][]byte, error) {
 	defer guardCancel(ctx, conn)()
-	if alone && guard == "" {
-		if len(a.params) == 0 && unprepared != nil && !unprepared.Load() {
-			rows, err := execPrepared(ctx, conn, sql)
-			switch {
-			case errors.Is(err, errLostPrepared):
-				if unprepared.CompareAndSwap(false, true) {
-					log.Warn("the upstream does not keep prepared statements to a connection (a transaction-mode pooler?); DP statements go unprepared from now on")
-				}
-			case !errors.Is(err, errNotPrepared):
-				return rows, err
+	if alone && len(a.params) == 0 && unprepared != nil && !unprepared.Load() {
+		rows, err := execPrepared(ctx, conn, sql, guard)
+		switch {
+		case errors.Is(err, errLostPrepared):
+			if unprepared.CompareAndSwap(false, true) {
+				log.Warn("the upstream does not keep prepared statements to a connection (a transaction-mode pooler?); DP statements go unprepared from now on")
 			}
+		case !errors.Is(err, errNotPrepared):
+			return rows, err
 		}
+	}
+	if alone && guard == "" {
 		if len(a.params) == 0 {
 			results, err := conn.Exec(ctx, sql).ReadAll()
 			if err != nil {
