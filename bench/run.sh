@@ -21,6 +21,8 @@
 # batched, the policy's default is sync), --keep (keep the working directory), --dir D.
 # --check-bounds caps people.income at its policy bound and adds a CHECK constraint
 # proving it, so dpproxy sums it unclamped (proven bounds, rewrite/bounds.go).
+# --pg-setting NAME=VALUE (repeatable) sets a PostgreSQL setting on the throwaway
+# cluster for every target (ALTER SYSTEM), e.g. max_parallel_workers_per_gather=0.
 # --profile D writes CPU profiles of the two dpproxy processes to D/cpu-nocache.pprof
 # and D/cpu-cache.pprof (go tool pprof). DPPROXY_BIN=path runs that dpproxy binary
 # instead of one built from this tree. --repeat N runs each cell N times, the four
@@ -42,6 +44,7 @@ HIT_AUDIT=batched
 PROFILE_DIR=""
 CHECK_BOUNDS=0
 REPEAT=1
+PG_SETTINGS=()
 KEEP=0
 DIR=""
 while [ $# -gt 0 ]; do
@@ -63,7 +66,8 @@ while [ $# -gt 0 ]; do
 	--repeat) REPEAT=$2; shift 2 ;;
 	--profile) PROFILE_DIR=$2; shift 2 ;;
 	--dir) DIR=$2; shift 2 ;;
-	-h | --help) sed -n '2,27p' "$0"; exit 0 ;;
+	--pg-setting) PG_SETTINGS+=("$2"); shift 2 ;;
+	-h | --help) sed -n '2,29p' "$0"; exit 0 ;;
 	*) echo "run.sh: unknown option $1" >&2; exit 2 ;;
 	esac
 done
@@ -124,6 +128,12 @@ if [ "$CHECK_BOUNDS" = 1 ]; then
 		-c "VACUUM ANALYZE people" >&2
 fi
 
+for setting in "${PG_SETTINGS[@]}"; do
+	log "PostgreSQL setting: $setting"
+	psql -q -h 127.0.0.1 -p "$PGPORT" -U postgres -d bench -v ON_ERROR_STOP=1 \
+		-c "ALTER SYSTEM SET ${setting%%=*} = '${setting#*=}'" -c "SELECT pg_reload_conf()" >/dev/null
+done
+
 # PgBouncer, transaction mode, on loopback, with the same upstream pool size
 # as dpproxy (16).
 BOUNCER_PORT=$(free_port)
@@ -174,10 +184,14 @@ log "PostgreSQL :$PGPORT, PgBouncer :$BOUNCER_PORT, dpproxy :$PORT_nocache (cach
 
 CLK_TCK=$(getconf CLK_TCK)
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# host_ticks: the machine's busy CPU time (every process: PostgreSQL, the
+# proxy, pgbench), from /proc/stat. On a saturated machine it is steadier
+# than TPS: what one transaction costs in all, whoever spends it.
+host_ticks() { awk '/^cpu /{print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
 
-# run_pgbench target script proto clients -> "tps mean_ms p99_ms txns cpu_us_per_txn"
+# run_pgbench target script proto clients -> "tps mean_ms p99_ms txns cpu_us_per_txn host_ms_per_txn"
 run_pgbench() {
-	local target=$1 script=$2 proto=$3 clients=$4 port user pid="" t0 t1 out rc logdir
+	local target=$1 script=$2 proto=$3 clients=$4 port user pid="" t0 t1 h0 h1 out rc logdir
 	case $target in
 	direct) port=$PGPORT user=bench_reader ;;
 	pgbouncer) port=$BOUNCER_PORT user=bench_reader pid=$(cat "$DIR/bouncer/pgbouncer.pid") ;;
@@ -186,16 +200,18 @@ run_pgbench() {
 	esac
 	logdir=$(mktemp -d "$DIR/log.XXXXXX")
 	[ -n "$pid" ] && t0=$(cpu_ticks "$pid")
+	h0=$(host_ticks)
 	rc=0
 	out=$(cd "$logdir" && PGPASSWORD=bench-pass pgbench -n -M "$proto" -c "$clients" -j "$((clients < 2 ? clients : 2))" \
 		-T "$DURATION" -l -f "$ROOT/bench/pgbench/$script.sql" -h 127.0.0.1 -p "$port" -U "$user" bench 2>&1) || rc=$?
 	[ -n "$pid" ] && t1=$(cpu_ticks "$pid")
+	h1=$(host_ticks)
 	local txns tps
 	txns=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' <<<"$out")
 	tps=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' <<<"$out")
 	if [ "$rc" != 0 ] || [ -z "$txns" ] || [ "$txns" = 0 ]; then
 		echo "pgbench failed ($target $script $proto $clients): $(grep -m1 -iE 'error|abort|fatal' <<<"$out")" >&2
-		echo "- - - 0 -"
+		echo "- - - 0 - -"
 		rm -rf "$logdir"
 		return
 	fi
@@ -203,11 +219,13 @@ run_pgbench() {
 	lat=$(cat "$logdir"/pgbench_log.* | awk '{print $3}' | sort -n | awk '{a[NR]=$1; s+=$1} END {i=int(NR*0.99); if (i<1) i=1; printf "%.3f %.3f", s/NR/1000, a[i]/1000}')
 	local cpu="-"
 	[ -n "$pid" ] && cpu=$(awk -v d="$((t1 - t0))" -v hz="$CLK_TCK" -v n="$txns" 'BEGIN {printf "%.0f", d * 1e6 / hz / n}')
-	echo "$tps $lat $txns $cpu"
+	local host
+	host=$(awk -v d="$((h1 - h0))" -v hz="$CLK_TCK" -v n="$txns" 'BEGIN {printf "%.3f", d * 1e3 / hz / n}')
+	echo "$tps $lat $txns $cpu $host"
 	rm -rf "$logdir"
 }
 
-# median_columns: lines of "tps mean_ms p99_ms txns cpu_us" -> one line of
+# median_columns: lines of "tps mean_ms p99_ms txns cpu_us host_ms" -> one line of
 # each column's median ("-" where a column has no number).
 median_columns() {
 	awk 'NF { for (i = 1; i <= NF; i++) if ($i != "-") v[i, ++n[i]] = $i; if (NF > nf) nf = NF }
@@ -222,7 +240,7 @@ median_columns() {
 
 if [ "$MATRIX" = 1 ]; then
 	RESULTS="$DIR/results.txt"
-	printf "%-16s %-8s %3s %-14s %9s %9s %9s %8s %8s %7s\n" query protocol cl target tps mean_ms p99_ms x_direct x_pgbnc cpu_us | tee "$RESULTS"
+	printf "%-16s %-8s %3s %-14s %9s %9s %9s %8s %8s %7s %8s\n" query protocol cl target tps mean_ms p99_ms x_direct x_pgbnc cpu_us host_ms | tee "$RESULTS"
 	for q in $QUERIES; do
 		for proto in $PROTOCOLS; do
 			for c in $CLIENTS; do
@@ -238,13 +256,14 @@ if [ "$MATRIX" = 1 ]; then
 				d=$(awk '{print $1}' <<<"${R[direct]}")
 				b=$(awk '{print $1}' <<<"${R[pgbouncer]}")
 				for target in direct pgbouncer dpproxy dpproxy+cache; do
-					read -r tps mean p99 _ cpu <<<"${R[$target]}"
-					awk -v q="$q" -v p="$proto" -v c="$c" -v t="$target" -v tps="$tps" -v m="$mean" -v p99="$p99" -v d="$d" -v b="$b" -v cpu="$cpu" 'BEGIN {
+					read -r tps mean p99 _ cpu host <<<"${R[$target]}"
+					awk -v q="$q" -v p="$proto" -v c="$c" -v t="$target" -v tps="$tps" -v m="$mean" -v p99="$p99" -v d="$d" -v b="$b" -v cpu="$cpu" -v host="$host" 'BEGIN {
 						xd = (d+0 > 0 && tps+0 > 0) ? sprintf("%.2f", tps/d) : "-"
 						xb = (b+0 > 0 && tps+0 > 0) ? sprintf("%.2f", tps/b) : "-"
 						f3 = "%.3f"
-						printf "%-16s %-8s %3s %-14s %9s %9s %9s %8s %8s %7s\n", q, p, c, t, tps == "-" ? "-" : sprintf("%.1f", tps),
-							m == "-" ? "-" : sprintf(f3, m), p99 == "-" ? "-" : sprintf(f3, p99), xd, xb, cpu == "-" ? "-" : sprintf("%.0f", cpu)
+						printf "%-16s %-8s %3s %-14s %9s %9s %9s %8s %8s %7s %8s\n", q, p, c, t, tps == "-" ? "-" : sprintf("%.1f", tps),
+							m == "-" ? "-" : sprintf(f3, m), p99 == "-" ? "-" : sprintf(f3, p99), xd, xb, cpu == "-" ? "-" : sprintf("%.0f", cpu),
+							host == "" || host == "-" ? "-" : sprintf(f3, host)
 					}' | tee -a "$RESULTS"
 				done
 				unset R
