@@ -47,9 +47,9 @@ func TestProvenBoundsSkipClamping(t *testing.T) {
 		GRANT SELECT ON meters, small_meters TO `+demo.ReaderRole); err != nil {
 		t.Fatal(err)
 	}
-	// One upstream connection: the repeated statement below is prepared on
-	// it with its guard (wire/prepared.go), and the guard that fails runs
-	// prepared.
+	// One upstream connection, so the repeated statement below is prepared
+	// on it with its guard (wire/prepared.go) and the guard that fails runs
+	// prepared (TestExecPreparedGuarded checks that path on its own).
 	p := startProxy(t, proxyOptions{upstreamDSN: strings.Replace(pg.ReaderDSN(), "dbname=demo", "dbname=proven_bounds", 1), extraTables: metersTable, danaBudget: 100, maxConns: 1})
 	conn, _ := p.connectWithNotices(t, ctx, "dana", danaPassword, false)
 

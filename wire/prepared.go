@@ -12,8 +12,8 @@ import (
 
 // DP statements prepared upstream.
 //
-// A statement sent alone (readOnlyRows) with no parameters and no guard is
-// prepared on a pooled upstream connection the second time that connection
+// A statement sent alone (readOnlyRows) with no parameters is prepared on
+// a pooled upstream connection the second time that connection
 // runs its text, and then only bound and executed: PostgreSQL parses,
 // analyses and plans a trivial statement in about a fifth of its time
 // (pgbench -M prepared against -M simple, 16 clients: 30.7k against 25.4k
@@ -36,7 +36,9 @@ import (
 // run another statement prepared under the same name.
 //
 // Failures that fall back to sending the statement unprepared, before any
-// row is read (the charge covers the one answer either way):
+// row is delivered (the charge covers the one answer either way; in a
+// guarded batch whose guard was lost the statement has run, its rows are
+// discarded, and it runs once more):
 //   - "cached plan must not change result type" (0A000 from
 //     RevalidateCachedQuery): a column's type changed upstream; the
 //     statement is dropped and prepared again on its next run. A guarded
@@ -95,10 +97,7 @@ func (ps *preparedStmts) prepare(ctx context.Context, pc *pgconn.PgConn, text st
 		return name, nil
 	}
 	if _, again := ps.seen[text]; (!again && !now) || len(ps.names) >= maxPreparedPerConn {
-		if len(ps.seen) >= maxSeenPerConn {
-			clear(ps.seen)
-		}
-		ps.seen[text] = struct{}{}
+		ps.remember(text)
 		return "", errNotPrepared
 	}
 	name := statementName(text)
@@ -120,6 +119,26 @@ func (ps *preparedStmts) prepare(ctx context.Context, pc *pgconn.PgConn, text st
 	return name, nil
 }
 
+// remember notes that the connection ran text unprepared.
+func (ps *preparedStmts) remember(text string) {
+	if len(ps.seen) >= maxSeenPerConn {
+		clear(ps.seen)
+	}
+	ps.seen[text] = struct{}{}
+}
+
+// room reports whether the slots left hold whichever of texts are not
+// prepared yet: a guarded statement takes its slot only with its guard's.
+func (ps *preparedStmts) room(texts ...string) bool {
+	need := 0
+	for _, t := range texts {
+		if _, ok := ps.names[t]; !ok {
+			need++
+		}
+	}
+	return len(ps.names)+need <= maxPreparedPerConn
+}
+
 // drop forgets text's prepared statement and deallocates it; text is
 // prepared again on its next run.
 func (ps *preparedStmts) drop(ctx context.Context, pc *pgconn.PgConn, text string) {
@@ -138,6 +157,10 @@ func (ps *preparedStmts) drop(ctx context.Context, pc *pgconn.PgConn, text strin
 // errLostPrepared mean nothing ran and sql should be sent as before.
 func execPrepared(ctx context.Context, pc *pgconn.PgConn, sql, guard string) ([][][]byte, error) {
 	ps := preparedOn(pc)
+	if guard != "" && !ps.room(sql, guard) {
+		ps.remember(sql)
+		return nil, errNotPrepared
+	}
 	name, err := ps.prepare(ctx, pc, sql, false)
 	if err != nil {
 		return nil, err
@@ -165,7 +188,14 @@ func execPrepared(ctx context.Context, pc *pgconn.PgConn, sql, guard string) ([]
 		if pc.TxStatus() == 'E' {
 			_, _ = pc.Exec(ctx, "ROLLBACK").ReadAll()
 		}
-		if fb := ps.fallback(ctx, pc, err, true, sql); fb != nil {
+		// A guard lost or changed is the guard's fault, not sql's: sql's
+		// result completed (an error at Bind ends the results before the
+		// failing statement's).
+		failed := sql
+		if len(results) >= 2 && results[1].Err == nil {
+			failed = guard
+		}
+		if fb := ps.fallback(ctx, pc, err, true, failed); fb != nil {
 			return nil, fb
 		}
 		return nil, err
@@ -179,21 +209,21 @@ func execPrepared(ctx context.Context, pc *pgconn.PgConn, sql, guard string) ([]
 	return results[1].Rows, nil
 }
 
-// fallback maps an error of running sql prepared to errNotPrepared or
-// errLostPrepared when sending it unprepared would answer (no rows read
-// yet, and the error is about the prepared statement rather than the
-// query), or nil.
-func (ps *preparedStmts) fallback(ctx context.Context, pc *pgconn.PgConn, err error, noRows bool, sql string) error {
+// fallback maps an error of running text prepared to errNotPrepared or
+// errLostPrepared when sending the statement unprepared would answer (no
+// rows delivered, and the error is about the prepared statement rather
+// than the query), or nil.
+func (ps *preparedStmts) fallback(ctx context.Context, pc *pgconn.PgConn, err error, noRows bool, text string) error {
 	var pge *pgconn.PgError
 	if !errors.As(err, &pge) || !noRows {
 		return nil
 	}
 	switch {
 	case pge.Code == "0A000" && pge.Routine == "RevalidateCachedQuery":
-		ps.drop(ctx, pc, sql)
+		ps.drop(ctx, pc, text)
 		return errNotPrepared
 	case pge.Code == "26000": // does not exist
-		delete(ps.names, sql)
+		delete(ps.names, text)
 		return errLostPrepared
 	}
 	return nil

@@ -209,12 +209,24 @@ func TestExecPreparedGuarded(t *testing.T) {
 		t.Fatalf("prepared again: %q; want 5050", rows)
 	}
 
+	// A guard lost alone is the guard's: the statement keeps its name.
+	exec("DEALLOCATE " + statementName(guard))
+	run(errLostPrepared)
+	if _, ok := preparedOn(pc).names[sumSQL]; !ok {
+		t.Fatal("a lost guard dropped its statement's prepared name")
+	}
+	if _, ok := preparedOn(pc).names[guard]; ok {
+		t.Fatal("a lost guard is still counted as prepared")
+	}
+	exec("DEALLOCATE ALL")
+	delete(pc.CustomData(), preparedKey)
+
 	// readOnlyRows: prepared, then unprepared once the upstream lost the
 	// statements; the guard holds on both paths.
 	var unprepared atomic.Bool
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	for i := range 3 {
-		if i == 1 {
+	for i := range 4 {
+		if i == 2 { // seen, then prepared; now lost
 			exec("DEALLOCATE ALL")
 		}
 		rows, err := readOnlyRows(ctx, pc, time.Minute, sumSQL, execArgs{}, guard, true, &unprepared, log)
@@ -228,5 +240,90 @@ func TestExecPreparedGuarded(t *testing.T) {
 	exec("ALTER TABLE readings DROP CONSTRAINT v_bounds")
 	if _, err := readOnlyRows(ctx, pc, time.Minute, sumSQL, execArgs{}, guard, true, &unprepared, log); !errors.Is(err, errGuardFailed) {
 		t.Fatalf("unprepared, constraint dropped: %v, want errGuardFailed", err)
+	}
+}
+
+// TestExecPreparedGuardedRenameSwap: the statement runs before its guard,
+// so a rename swap committed while the statement waited for its table's
+// lock makes both read the new table, and the guard, which finds no CHECK
+// constraint there, fails. With the guard first it would vouch for the old
+// table and the statement would then read the new one's unbounded rows.
+func TestExecPreparedGuardedRenameSwap(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := testenv.StartCluster(ctx, t)
+	connect := func() *pgconn.PgConn {
+		t.Helper()
+		pc, err := pgconn.Connect(ctx, c.DSN("postgres"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { pc.Close(context.Background()) })
+		return pc
+	}
+	a, b := connect(), connect()
+	exec := func(pc *pgconn.PgConn, sql string) {
+		t.Helper()
+		if _, err := pc.Exec(ctx, sql).ReadAll(); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	exec(a, `CREATE TABLE meters (v integer CHECK (v BETWEEN 0 AND 100)); INSERT INTO meters VALUES (50);
+		CREATE TABLE evil (v integer); INSERT INTO evil VALUES (100000000)`)
+	const sumSQL = `SELECT sum(v) AS q0 FROM "public"."meters"`
+	const guard = `SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint
+  WHERE conrelid = pg_catalog.to_regclass(E'"public"."meters"') AND contype = 'c')`
+	for _, want := range []error{errNotPrepared, nil} { // prepared on the second run
+		if _, err := execPrepared(ctx, a, sumSQL, guard); !errors.Is(err, want) {
+			t.Fatalf("warm-up: %v, want %v", err, want)
+		}
+	}
+
+	exec(b, "BEGIN; ALTER TABLE meters RENAME TO old_meters; ALTER TABLE evil RENAME TO meters")
+	type result struct {
+		rows [][][]byte
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		rows, err := execPrepared(ctx, a, sumSQL, guard)
+		done <- result{rows, err}
+	}()
+	time.Sleep(500 * time.Millisecond) // the statement now waits for b's lock
+	exec(b, "COMMIT")
+	if r := <-done; !errors.Is(r.err, errGuardFailed) {
+		t.Fatalf("after a rename swap: rows %q, err %v; want errGuardFailed", r.rows, r.err)
+	}
+}
+
+// TestExecPreparedGuardedSlots: a guarded statement is prepared only when
+// the connection has slots for it and its guard, so a statement whose
+// guard would not fit takes no slot it could never use.
+func TestExecPreparedGuardedSlots(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := testenv.StartCluster(ctx, t)
+	pc, err := pgconn.Connect(ctx, c.DSN("postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close(ctx)
+	for i := range maxPreparedPerConn - 1 {
+		sql := fmt.Sprintf("SELECT %d AS q0", i)
+		for _, want := range []error{errNotPrepared, nil} {
+			if _, err := execPrepared(ctx, pc, sql, ""); !errors.Is(err, want) {
+				t.Fatalf("%s: %v, want %v", sql, err, want)
+			}
+		}
+	}
+	const sql, guard = "SELECT 1 AS q0, 'guarded' AS k0", "SELECT true"
+	for i := range 3 {
+		rows, err := execPrepared(ctx, pc, sql, guard)
+		if !errors.Is(err, errNotPrepared) || rows != nil {
+			t.Fatalf("run %d with one slot left: %q, %v; want errNotPrepared", i, rows, err)
+		}
+	}
+	if n := len(preparedOn(pc).names); n != maxPreparedPerConn-1 {
+		t.Fatalf("%d statements prepared, want %d (the guarded one takes none)", n, maxPreparedPerConn-1)
 	}
 }

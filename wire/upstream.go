@@ -23,7 +23,7 @@ import (
 // text format. When alone (Server.sendAlone: the pooled session already
 // starts read-only with the policy's timeout) and there is no guard, the
 // statement is sent by itself. Otherwise it is wrapped:
-// `BEGIN READ ONLY; SET LOCAL statement_timeout = …; [guard;] sql; COMMIT`,
+// `BEGIN READ ONLY; SET LOCAL statement_timeout = …; sql; [guard;] COMMIT`,
 // as one simple-protocol Query, or with bound parameters as one
 // extended-protocol batch (Parse/Bind/Execute each, one Sync), so the
 // parameters reach upstream as parameters, never spliced into the text.
