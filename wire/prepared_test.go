@@ -24,14 +24,8 @@ import (
 // statement the upstream lost (as a transaction-mode pooler does) are
 // handled; and a connection holds at most maxPreparedPerConn statements.
 func TestExecPrepared(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	c := testenv.StartCluster(ctx, t)
-	pc, err := pgconn.Connect(ctx, c.DSN("postgres"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pc.Close(ctx)
+	ctx, connect := freshCluster(t)
+	pc := connect()
 	exec := func(sql string) {
 		t.Helper()
 		if _, err := pc.Exec(ctx, sql).ReadAll(); err != nil {
@@ -150,14 +144,8 @@ func TestExecPrepared(t *testing.T) {
 // change rolls the transaction back and falls back, leaving the connection
 // idle; and readOnlyRows answers through each path.
 func TestExecPreparedGuarded(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	c := testenv.StartCluster(ctx, t)
-	pc, err := pgconn.Connect(ctx, c.DSN("postgres"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pc.Close(ctx)
+	ctx, connect := freshCluster(t)
+	pc := connect()
 	exec := func(sql string) [][][]byte {
 		t.Helper()
 		res, err := pc.Exec(ctx, sql).ReadAll()
@@ -249,18 +237,7 @@ func TestExecPreparedGuarded(t *testing.T) {
 // constraint there, fails. With the guard first it would vouch for the old
 // table and the statement would then read the new one's unbounded rows.
 func TestExecPreparedGuardedRenameSwap(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	c := testenv.StartCluster(ctx, t)
-	connect := func() *pgconn.PgConn {
-		t.Helper()
-		pc, err := pgconn.Connect(ctx, c.DSN("postgres"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { pc.Close(context.Background()) })
-		return pc
-	}
+	ctx, connect := freshCluster(t)
 	a, b := connect(), connect()
 	exec := func(pc *pgconn.PgConn, sql string) {
 		t.Helper()
@@ -300,14 +277,8 @@ func TestExecPreparedGuardedRenameSwap(t *testing.T) {
 // the connection has slots for it and its guard, so a statement whose
 // guard would not fit takes no slot it could never use.
 func TestExecPreparedGuardedSlots(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	c := testenv.StartCluster(ctx, t)
-	pc, err := pgconn.Connect(ctx, c.DSN("postgres"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pc.Close(ctx)
+	ctx, connect := freshCluster(t)
+	pc := connect()
 	for i := range maxPreparedPerConn - 1 {
 		sql := fmt.Sprintf("SELECT %d AS q0", i)
 		for _, want := range []error{errNotPrepared, nil} {
@@ -325,5 +296,24 @@ func TestExecPreparedGuardedSlots(t *testing.T) {
 	}
 	if n := len(preparedOn(pc).names); n != maxPreparedPerConn-1 {
 		t.Fatalf("%d statements prepared, want %d (the guarded one takes none)", n, maxPreparedPerConn-1)
+	}
+}
+
+// freshCluster starts an empty PostgreSQL for one test and returns the
+// test's context and a function connecting to it; the connections close,
+// and the cluster stops, when the test ends.
+func freshCluster(t *testing.T) (context.Context, func() *pgconn.PgConn) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	c := testenv.StartCluster(ctx, t)
+	return ctx, func() *pgconn.PgConn {
+		t.Helper()
+		pc, err := pgconn.Connect(ctx, c.DSN("postgres"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { pc.Close(context.Background()) })
+		return pc
 	}
 }
