@@ -35,9 +35,8 @@ import (
 //
 // Unless unprepared is nil or set, a parameterless statement sent alone,
 // with its guard if it has one, may be prepared on the connection
-// (prepared.go); unprepared is set, and the
-// change logged to log, when the upstream turns out not to keep prepared
-// statements.
+// (prepared.go); unprepared is set, and the change logged to log, when the
+// upstream turns out not to keep prepared statements.
 func readOnlyRows(ctx context.Context, conn *pgconn.PgConn, timeout time.Duration, sql string, a execArgs, guard string, alone bool,
 	unprepared *atomic.Bool, log *slog.Logger) ([][][]byte, error) {
 	defer guardCancel(ctx, conn)()
