@@ -36,14 +36,25 @@ func TestPreparedUpstreamTypeChange(t *testing.T) {
 			t.Fatalf("%s: sum(reading) = %d, %v; want about 49,950", when, n, err)
 		}
 	}
-	for range 3 {
+	// pgx sends this one's $1 as a bound parameter (extended protocol):
+	// prepared upstream with its type, run with each value.
+	sumOver := func(when string, min int) {
+		t.Helper()
+		var n int64
+		if err := conn.QueryRow(ctx, "SELECT sum(reading) FROM meters WHERE reading >= $1", min).Scan(&n); err != nil || n < 39950 || n > 59950 {
+			t.Fatalf("%s: sum(reading) over %d = %d, %v; want about 49,950", when, min, n, err)
+		}
+	}
+	for i := range 3 {
 		sum("before the type change")
+		sumOver("before the type change", -i)
 	}
 	if _, err := db.Exec(ctx, `ALTER TABLE meters ALTER COLUMN reading TYPE bigint`); err != nil {
 		t.Fatal(err)
 	}
-	for range 3 {
+	for i := range 3 {
 		sum("after the type change")
+		sumOver("after the type change", -i)
 	}
 	if logs := p.logs.String(); strings.Contains(logs, "level=WARN") || strings.Contains(logs, "level=ERROR") {
 		t.Errorf("the proxy logged a warning or an error:\n%s", logs)

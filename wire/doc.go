@@ -55,13 +55,13 @@
 //     debit commits) on a pooled
 //     session that starts read-only with the policy's statement timeout
 //     (UpstreamPoolConfig), so the statement goes alone (prepared on the
-//     connection when it has no parameters: prepared.go); inside
+//     connection, bound parameters and their types included: prepared.go); inside
 //     `BEGIN [ISOLATION LEVEL REPEATABLE READ] READ ONLY; SET LOCAL
 //     statement_timeout; ...; [guard;] COMMIT` in one round trip when a
 //     guard of catalog facts (a unique unit, CHECK-proven bounds: unique.go,
 //     bounds.go) must share the query's snapshot and tables (statement and
-//     guard prepared, in one batch, when there are no parameters and the
-//     connection ran the text before), or a
+//     guard prepared, in one batch, when the connection ran the text
+//     before), or a
 //     reload changed the timeout (bound parameters stay parameters), add noise,
 //     post-process, send a NOTICE with the cost, the budget left and the 95%
 //     accuracy, then the row. Upstream errors on DP queries are replaced by a

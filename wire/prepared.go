@@ -6,15 +6,16 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strconv"
 
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // DP statements prepared upstream.
 //
-// A statement sent alone (readOnlyRows) with no parameters is prepared on
-// a pooled upstream connection the second time that connection
-// runs its text, and then only bound and executed: PostgreSQL parses,
+// A statement sent alone (readOnlyRows) is prepared on a pooled upstream
+// connection the second time that connection runs its text with the same
+// parameter types, and then only bound and executed: PostgreSQL parses,
 // analyses and plans a trivial statement in about a fifth of its time
 // (pgbench -M prepared against -M simple, 16 clients: 30.7k against 25.4k
 // TPS on the bench machine), and the proxy's plan cache already sends the
@@ -27,10 +28,16 @@ import (
 // (BEGIN, the statement, the guard, COMMIT; one Sync), keeping the order
 // and the one snapshot of the unprepared path (readOnlyRows): parsing and
 // planning the guard's catalog query cost PostgreSQL ~0.4 ms a statement.
-// Statements with parameters (their types come from each client's Parse)
-// keep the simple or extended path.
+// Bound parameters stay parameters: a statement with parameters is
+// prepared with the types its client's Parse declared (0, unspecified,
+// lets PostgreSQL infer one, as on the unprepared path) and executed with
+// the values and formats of each Bind; the same text with other declared
+// types is another statement. PostgreSQL then plans it as it plans any
+// client's prepared statement (custom plans for the first five
+// executions, then a generic plan when it costs no more; the DBA's
+// plan_cache_mode applies).
 //
-// A statement's name is a digest of its text, so a Bind that reaches a
+// A statement's name is a digest of its text and parameter types, so a Bind that reaches a
 // backend other than the one that prepared it (a transaction-mode pooler
 // between dpproxy and PostgreSQL) runs the same text or fails; it can never
 // run another statement prepared under the same name.
@@ -60,8 +67,22 @@ const (
 // preparedStmts are the statements prepared on one upstream connection, kept
 // in its pgconn.CustomData; only the session holding the connection uses it.
 type preparedStmts struct {
-	names map[string]string   // SQL text -> statement name
-	seen  map[string]struct{} // texts run once, unprepared
+	names map[string]string   // stmtKey -> statement name
+	seen  map[string]struct{} // stmtKeys run once, unprepared
+}
+
+// stmtKey identifies a statement to prepare: its text and the parameter
+// types it is prepared with.
+func stmtKey(text string, paramOIDs []uint32) string {
+	if len(paramOIDs) == 0 {
+		return text
+	}
+	b := []byte(text)
+	for _, oid := range paramOIDs {
+		b = append(b, 0)
+		b = strconv.AppendUint(b, uint64(oid), 10)
+	}
+	return string(b)
 }
 
 const preparedKey = "dpproxy.prepared"
@@ -76,8 +97,8 @@ func preparedOn(pc *pgconn.PgConn) *preparedStmts {
 	return ps
 }
 
-func statementName(sql string) string {
-	sum := sha256.Sum256([]byte(sql))
+func statementName(key string) string {
+	sum := sha256.Sum256([]byte(key))
 	return "dpproxy_" + hex.EncodeToString(sum[:16])
 }
 
@@ -89,96 +110,101 @@ var errNotPrepared = errors.New("statement not prepared upstream")
 // unprepared and stop preparing.
 var errLostPrepared = errors.New("the upstream lost a prepared statement")
 
-// prepare returns the name under which text is prepared on pc. A text not
-// yet prepared is prepared when the connection has run it before (or at
-// once when now) and has a slot left; otherwise errNotPrepared.
-func (ps *preparedStmts) prepare(ctx context.Context, pc *pgconn.PgConn, text string, now bool) (string, error) {
-	if name, ok := ps.names[text]; ok {
+// prepare returns the name under which text, with nParams parameters of
+// types paramOIDs, is prepared on pc. A statement not yet prepared is
+// prepared when the connection has run it before (or at once when now)
+// and has a slot left; otherwise errNotPrepared.
+func (ps *preparedStmts) prepare(ctx context.Context, pc *pgconn.PgConn, text string, nParams int, paramOIDs []uint32, now bool) (string, error) {
+	key := stmtKey(text, paramOIDs)
+	if name, ok := ps.names[key]; ok {
 		return name, nil
 	}
-	if _, again := ps.seen[text]; (!again && !now) || len(ps.names) >= maxPreparedPerConn {
-		ps.remember(text)
+	if _, again := ps.seen[key]; (!again && !now) || len(ps.names) >= maxPreparedPerConn {
+		ps.remember(key)
 		return "", errNotPrepared
 	}
-	name := statementName(text)
-	sd, err := pc.Prepare(ctx, name, text, nil)
+	name := statementName(key)
+	sd, err := pc.Prepare(ctx, name, text, paramOIDs)
 	var pge *pgconn.PgError
 	switch {
 	case errors.As(err, &pge) && pge.Code == "42P05": // already exists: not ours
 		return "", errLostPrepared
 	case err != nil:
 		return "", err
-	case len(sd.ParamOIDs) > 0:
-		// A $n in a statement run without values: PostgreSQL's own error
-		// comes from the unprepared path.
+	case len(sd.ParamOIDs) != nParams:
+		// A $n without a value, or a value without a $n: PostgreSQL's own
+		// error comes from the unprepared path.
 		_ = pc.Deallocate(ctx, name)
 		return "", errNotPrepared
 	}
-	delete(ps.seen, text)
-	ps.names[text] = name
+	delete(ps.seen, key)
+	ps.names[key] = name
 	return name, nil
 }
 
-// remember notes that the connection ran text unprepared.
-func (ps *preparedStmts) remember(text string) {
+// remember notes that the connection ran a statement (a stmtKey)
+// unprepared.
+func (ps *preparedStmts) remember(key string) {
 	if len(ps.seen) >= maxSeenPerConn {
 		clear(ps.seen)
 	}
-	ps.seen[text] = struct{}{}
+	ps.seen[key] = struct{}{}
 }
 
-// room reports whether the slots left hold whichever of texts are not
+// room reports whether the slots left hold whichever of keys are not
 // prepared yet: a guarded statement takes its slot only with its guard's.
-func (ps *preparedStmts) room(texts ...string) bool {
+func (ps *preparedStmts) room(keys ...string) bool {
 	need := 0
-	for _, t := range texts {
-		if _, ok := ps.names[t]; !ok {
+	for _, k := range keys {
+		if _, ok := ps.names[k]; !ok {
 			need++
 		}
 	}
 	return len(ps.names)+need <= maxPreparedPerConn
 }
 
-// drop forgets text's prepared statement and deallocates it; text is
+// drop forgets the prepared statement of key and deallocates it; it is
 // prepared again on its next run.
-func (ps *preparedStmts) drop(ctx context.Context, pc *pgconn.PgConn, text string) {
-	if name, ok := ps.names[text]; ok {
-		delete(ps.names, text)
-		ps.seen[text] = struct{}{}
+func (ps *preparedStmts) drop(ctx context.Context, pc *pgconn.PgConn, key string) {
+	if name, ok := ps.names[key]; ok {
+		delete(ps.names, key)
+		ps.seen[key] = struct{}{}
 		_ = pc.Deallocate(ctx, name)
 	}
 }
 
-// execPrepared runs sql, a parameterless statement that may go alone,
-// prepared on pc, and returns its rows in text format. With a guard
-// (rewrite.Plan.Guard), sql and then the guard run prepared in one
+// execPrepared runs sql, a statement that may go alone, with a's bound
+// parameters, prepared on pc, and returns its rows in text format. With a
+// guard (rewrite.Plan.Guard), sql and then the guard run prepared in one
 // REPEATABLE READ READ ONLY transaction, sent as one extended-protocol
 // batch; a guard that is not true gives errGuardFailed. errNotPrepared and
 // errLostPrepared mean nothing ran and sql should be sent as before.
-func execPrepared(ctx context.Context, pc *pgconn.PgConn, sql, guard string) ([][][]byte, error) {
+func execPrepared(ctx context.Context, pc *pgconn.PgConn, sql string, a execArgs, guard string) ([][][]byte, error) {
 	ps := preparedOn(pc)
-	if guard != "" && !ps.room(sql, guard) {
-		ps.remember(sql)
+	oids := paramOIDs(a)
+	key := stmtKey(sql, oids)
+	if guard != "" && !ps.room(key, guard) {
+		ps.remember(key)
 		return nil, errNotPrepared
 	}
-	name, err := ps.prepare(ctx, pc, sql, false)
+	name, err := ps.prepare(ctx, pc, sql, len(a.params), oids, false)
 	if err != nil {
 		return nil, err
 	}
 	if guard == "" {
-		res := pc.ExecPrepared(ctx, name, nil, nil, nil).Read()
-		if err := ps.fallback(ctx, pc, res.Err, len(res.Rows) == 0, sql); err != nil {
+		res := pc.ExecPrepared(ctx, name, a.params, a.paramFormats, nil).Read()
+		if err := ps.fallback(ctx, pc, res.Err, len(res.Rows) == 0, key); err != nil {
 			return nil, err
 		}
 		return res.Rows, res.Err
 	}
-	guardName, err := ps.prepare(ctx, pc, guard, true)
+	guardName, err := ps.prepare(ctx, pc, guard, 0, nil, true)
 	if err != nil {
 		return nil, err
 	}
 	b := &pgconn.Batch{}
 	b.ExecParams("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", nil, nil, nil, nil)
-	b.ExecPrepared(name, nil, nil, nil)
+	b.ExecPrepared(name, a.params, a.paramFormats, nil)
 	b.ExecPrepared(guardName, nil, nil, nil)
 	b.ExecParams("COMMIT", nil, nil, nil, nil)
 	results, err := pc.ExecBatch(ctx, b).ReadAll()
@@ -191,7 +217,7 @@ func execPrepared(ctx context.Context, pc *pgconn.PgConn, sql, guard string) ([]
 		// A guard lost or changed is the guard's fault, not sql's: sql's
 		// result completed (an error at Bind ends the results before the
 		// failing statement's).
-		failed := sql
+		failed := key
 		if len(results) >= 2 && results[1].Err == nil {
 			failed = guard
 		}
@@ -209,21 +235,21 @@ func execPrepared(ctx context.Context, pc *pgconn.PgConn, sql, guard string) ([]
 	return results[1].Rows, nil
 }
 
-// fallback maps an error of running text prepared to errNotPrepared or
+// fallback maps an error of running key's statement prepared to errNotPrepared or
 // errLostPrepared when sending the statement unprepared would answer (no
 // rows delivered, and the error is about the prepared statement rather
 // than the query), or nil.
-func (ps *preparedStmts) fallback(ctx context.Context, pc *pgconn.PgConn, err error, noRows bool, text string) error {
+func (ps *preparedStmts) fallback(ctx context.Context, pc *pgconn.PgConn, err error, noRows bool, key string) error {
 	var pge *pgconn.PgError
 	if !errors.As(err, &pge) || !noRows {
 		return nil
 	}
 	switch {
 	case pge.Code == "0A000" && pge.Routine == "RevalidateCachedQuery":
-		ps.drop(ctx, pc, text)
+		ps.drop(ctx, pc, key)
 		return errNotPrepared
 	case pge.Code == "26000": // does not exist
-		delete(ps.names, text)
+		delete(ps.names, key)
 		return errLostPrepared
 	}
 	return nil

@@ -43,7 +43,7 @@ func TestExecPrepared(t *testing.T) {
 	}
 	run := func(sql string, want error) [][][]byte {
 		t.Helper()
-		rows, err := execPrepared(ctx, pc, sql, "")
+		rows, err := execPrepared(ctx, pc, sql, execArgs{}, "")
 		if !errors.Is(err, want) {
 			t.Fatalf("%s: %v, want %v", sql, err, want)
 		}
@@ -100,7 +100,7 @@ func TestExecPrepared(t *testing.T) {
 	var pge *pgconn.PgError
 	const missing = "SELECT sum(v) AS q0 FROM no_such_table"
 	run(missing, errNotPrepared)
-	if _, err := execPrepared(ctx, pc, missing, ""); !errors.As(err, &pge) || pge.Code != "42P01" {
+	if _, err := execPrepared(ctx, pc, missing, execArgs{}, ""); !errors.As(err, &pge) || pge.Code != "42P01" {
 		t.Fatalf("missing table: %v, want 42P01", err)
 	}
 
@@ -138,6 +138,94 @@ func TestExecPrepared(t *testing.T) {
 	}
 }
 
+// TestExecPreparedParams: a statement with bound parameters is prepared
+// with its declared types and executed with each Bind's values and
+// formats; the same text with other types is another statement; a value
+// without a $n is left to the unprepared path; a bad value is the
+// statement's own error; a guarded statement's parameters reach it in the
+// batch.
+func TestExecPreparedParams(t *testing.T) {
+	ctx, connect := freshCluster(t)
+	pc := connect()
+	exec := func(sql string) [][][]byte {
+		t.Helper()
+		res, err := pc.Exec(ctx, sql).ReadAll()
+		if err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+		return res[len(res)-1].Rows
+	}
+	exec("CREATE TABLE readings (v integer); INSERT INTO readings SELECT g FROM generate_series(1, 100) g")
+	const countSQL = "SELECT count(*) AS q0 FROM readings WHERE v > $1"
+	text := func(v string) execArgs { return execArgs{params: [][]byte{[]byte(v)}} }
+	int4 := func(v byte) execArgs {
+		return execArgs{params: [][]byte{{0, 0, 0, v}}, paramFormats: []int16{1}, paramOIDs: []uint32{23}}
+	}
+	run := func(sql string, a execArgs, guard string, want error) string {
+		t.Helper()
+		rows, err := execPrepared(ctx, pc, sql, a, guard)
+		if !errors.Is(err, want) {
+			t.Fatalf("%s %q: %v, want %v", sql, a.params, err, want)
+		}
+		if st := pc.TxStatus(); st != 'I' {
+			t.Fatalf("connection left in transaction status %q", st)
+		}
+		if err != nil {
+			return ""
+		}
+		return string(rows[0][0])
+	}
+
+	run(countSQL, text("90"), "", errNotPrepared) // seen once
+	for v, want := range map[string]string{"90": "10", "50": "50", "99": "1"} {
+		if got := run(countSQL, text(v), "", nil); got != want {
+			t.Fatalf("v > %s: %s, want %s", v, got, want)
+		}
+	}
+	run(countSQL, int4(95), "", errNotPrepared) // declared int4: another statement
+	if got := run(countSQL, int4(95), "", nil); got != "5" {
+		t.Fatalf("v > 95 in binary: %s, want 5", got)
+	}
+	types := exec("SELECT string_agg(parameter_types::text, ' ' ORDER BY parameter_types::text) FROM pg_prepared_statements")
+	if got := string(types[0][0]); got != "{integer} {integer}" {
+		t.Fatalf("prepared upstream: %q, want two statements of one integer parameter", got)
+	}
+
+	var pge *pgconn.PgError
+	if _, err := execPrepared(ctx, pc, countSQL, text("1; DROP TABLE readings"), ""); !errors.As(err, &pge) || pge.Code != "22P02" {
+		t.Fatalf("a value that is no integer: %v, want 22P02", err)
+	}
+	if got := run(countSQL, text("0"), "", nil); got != "100" {
+		t.Fatalf("after a bad value: %s, want 100 (the table untouched)", got)
+	}
+
+	// A value without a $n takes no slot.
+	n := len(preparedOn(pc).names)
+	run("SELECT count(*) AS q0 FROM readings", text("1"), "", errNotPrepared)
+	run("SELECT count(*) AS q0 FROM readings", text("1"), "", errNotPrepared)
+	if got := len(preparedOn(pc).names); got != n {
+		t.Fatalf("%d statements prepared after a value without a $n, want %d", got, n)
+	}
+
+	// A result type change falls back, with parameters too.
+	const sumSQL = "SELECT sum(v) AS q0 FROM readings WHERE v > $1"
+	run(sumSQL, text("90"), "", errNotPrepared)
+	if got := run(sumSQL, text("90"), "", nil); got != "955" {
+		t.Fatalf("sum over 90: %s, want 955", got)
+	}
+	exec("ALTER TABLE readings ALTER COLUMN v TYPE bigint")
+	run(sumSQL, text("90"), "", errNotPrepared)
+	if got := run(sumSQL, text("90"), "", nil); got != "955" {
+		t.Fatalf("sum over 90 prepared again: %s, want 955", got)
+	}
+
+	const guard = "SELECT pg_catalog.current_setting('transaction_isolation') = 'repeatable read'"
+	run(countSQL, text("90"), guard, nil) // the statement is prepared; the guard at once
+	if got := run(countSQL, text("80"), guard, nil); got != "20" {
+		t.Fatalf("guarded v > 80: %s, want 20", got)
+	}
+}
+
 // TestExecPreparedGuarded runs a guarded statement prepared on a real
 // PostgreSQL: the statement and its guard go prepared in one REPEATABLE
 // READ transaction; a guard that is false discards the rows; a result type
@@ -159,7 +247,7 @@ func TestExecPreparedGuarded(t *testing.T) {
 	const guard = "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint WHERE conname = 'v_bounds')"
 	run := func(want error) [][][]byte {
 		t.Helper()
-		rows, err := execPrepared(ctx, pc, sumSQL, guard)
+		rows, err := execPrepared(ctx, pc, sumSQL, execArgs{}, guard)
 		if !errors.Is(err, want) {
 			t.Fatalf("execPrepared: %v, want %v", err, want)
 		}
@@ -251,7 +339,7 @@ func TestExecPreparedGuardedRenameSwap(t *testing.T) {
 	const guard = `SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint
   WHERE conrelid = pg_catalog.to_regclass(E'"public"."meters"') AND contype = 'c')`
 	for _, want := range []error{errNotPrepared, nil} { // prepared on the second run
-		if _, err := execPrepared(ctx, a, sumSQL, guard); !errors.Is(err, want) {
+		if _, err := execPrepared(ctx, a, sumSQL, execArgs{}, guard); !errors.Is(err, want) {
 			t.Fatalf("warm-up: %v, want %v", err, want)
 		}
 	}
@@ -263,7 +351,7 @@ func TestExecPreparedGuardedRenameSwap(t *testing.T) {
 	}
 	done := make(chan result, 1)
 	go func() {
-		rows, err := execPrepared(ctx, a, sumSQL, guard)
+		rows, err := execPrepared(ctx, a, sumSQL, execArgs{}, guard)
 		done <- result{rows, err}
 	}()
 	time.Sleep(500 * time.Millisecond) // the statement now waits for b's lock
@@ -282,14 +370,14 @@ func TestExecPreparedGuardedSlots(t *testing.T) {
 	for i := range maxPreparedPerConn - 1 {
 		sql := fmt.Sprintf("SELECT %d AS q0", i)
 		for _, want := range []error{errNotPrepared, nil} {
-			if _, err := execPrepared(ctx, pc, sql, ""); !errors.Is(err, want) {
+			if _, err := execPrepared(ctx, pc, sql, execArgs{}, ""); !errors.Is(err, want) {
 				t.Fatalf("%s: %v, want %v", sql, err, want)
 			}
 		}
 	}
 	const sql, guard = "SELECT 1 AS q0, 'guarded' AS k0", "SELECT true"
 	for i := range 3 {
-		rows, err := execPrepared(ctx, pc, sql, guard)
+		rows, err := execPrepared(ctx, pc, sql, execArgs{}, guard)
 		if !errors.Is(err, errNotPrepared) || rows != nil {
 			t.Fatalf("run %d with one slot left: %q, %v; want errNotPrepared", i, rows, err)
 		}

@@ -33,15 +33,15 @@ import (
 // tables; unless it returns true the rows are discarded and errGuardFailed
 // returned.
 //
-// Unless unprepared is nil or set, a parameterless statement sent alone,
-// with its guard if it has one, may be prepared on the connection
+// Unless unprepared is nil or set, a statement sent alone, with its
+// parameters and its guard if it has one, may be prepared on the connection
 // (prepared.go); unprepared is set, and the change logged to log, when the
 // upstream turns out not to keep prepared statements.
 func readOnlyRows(ctx context.Context, conn *pgconn.PgConn, timeout time.Duration, sql string, a execArgs, guard string, alone bool,
 	unprepared *atomic.Bool, log *slog.Logger) ([][][]byte, error) {
 	defer guardCancel(ctx, conn)()
-	if alone && len(a.params) == 0 && unprepared != nil && !unprepared.Load() {
-		rows, err := execPrepared(ctx, conn, sql, guard)
+	if alone && unprepared != nil && !unprepared.Load() {
+		rows, err := execPrepared(ctx, conn, sql, a, guard)
 		switch {
 		case errors.Is(err, errLostPrepared):
 			if unprepared.CompareAndSwap(false, true) {
