@@ -3,10 +3,10 @@ package wire
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"strconv"
 
 	"github.com/jackc/pgx/v5/pgconn"
 )
@@ -28,19 +28,26 @@ import (
 // (BEGIN, the statement, the guard, COMMIT; one Sync), keeping the order
 // and the one snapshot of the unprepared path (readOnlyRows): parsing and
 // planning the guard's catalog query cost PostgreSQL ~0.4 ms a statement.
-// Bound parameters stay parameters: a statement with parameters is
-// prepared with the types its client's Parse declared (0, unspecified,
-// lets PostgreSQL infer one, as on the unprepared path) and executed with
-// the values and formats of each Bind; the same text with other declared
-// types is another statement. PostgreSQL then plans it as it plans any
-// client's prepared statement (custom plans for the first five
-// executions, then a generic plan when it costs no more; the DBA's
-// plan_cache_mode applies).
 //
-// A statement's name is a digest of its text and parameter types, so a Bind that reaches a
-// backend other than the one that prepared it (a transaction-mode pooler
-// between dpproxy and PostgreSQL) runs the same text or fails; it can never
-// run another statement prepared under the same name.
+// Bound parameters stay parameters: a statement with parameters is
+// prepared with the types its client declared (in Parse, or filled in by
+// a Describe) and executed with the values and formats of each Bind; the
+// same text with other types is another statement. It is prepared only
+// when every value has a declared type. A type left unspecified (0) would
+// be inferred once, at Parse, and kept by the prepared statement, while
+// the unprepared path infers it afresh on every run: after a column's
+// type changed, the two could read the same value differently (a
+// timestamp parameter compared with a column now timestamptz drops the
+// value's offset) or one could refuse a value the other accepts. PostgreSQL
+// plans a prepared statement with parameters as any client's (custom plans
+// for the first five executions, then a generic plan when it costs no
+// more; the DBA's plan_cache_mode applies).
+//
+// A statement's name is a digest of its text and parameter types, so a
+// Bind that reaches a backend other than the one that prepared it (a
+// transaction-mode pooler between dpproxy and PostgreSQL) runs the same
+// statement or fails; it can never run another statement prepared under
+// the same name.
 //
 // Failures that fall back to sending the statement unprepared, before any
 // row is delivered (the charge covers the one answer either way; in a
@@ -59,31 +66,39 @@ const (
 	// maxPreparedPerConn bounds the statements prepared on one upstream
 	// connection.
 	maxPreparedPerConn = 64
-	// maxSeenPerConn bounds the texts a connection remembers having run
-	// once; past it they are forgotten and counted again.
+	// maxSeenPerConn bounds the statements a connection remembers having
+	// run once (and those it will not prepare); past it they are forgotten
+	// and counted again.
 	maxSeenPerConn = 256
 )
 
 // preparedStmts are the statements prepared on one upstream connection, kept
 // in its pgconn.CustomData; only the session holding the connection uses it.
 type preparedStmts struct {
-	names map[string]string   // stmtKey -> statement name
-	seen  map[string]struct{} // stmtKeys run once, unprepared
+	names map[stmtKey]string   // prepared, under this name
+	seen  map[stmtKey]struct{} // run once, unprepared
+	// refused are statements whose $n do not match their values: every run
+	// fails, and preparing them again would cost a round trip each time.
+	refused map[stmtKey]struct{}
 }
 
-// stmtKey identifies a statement to prepare: its text and the parameter
-// types it is prepared with.
-func stmtKey(text string, paramOIDs []uint32) string {
-	if len(paramOIDs) == 0 {
-		return text
-	}
-	b := []byte(text)
+// stmtKey identifies a statement to prepare: a digest of its text and the
+// parameter types it is prepared with, so a connection's bookkeeping stays
+// small whatever the texts' length.
+type stmtKey [sha256.Size]byte
+
+func keyOf(text string, paramOIDs []uint32) stmtKey {
+	b := make([]byte, 0, 8+len(text)+4*len(paramOIDs))
+	b = binary.BigEndian.AppendUint64(b, uint64(len(text)))
+	b = append(b, text...)
 	for _, oid := range paramOIDs {
-		b = append(b, 0)
-		b = strconv.AppendUint(b, uint64(oid), 10)
+		b = binary.BigEndian.AppendUint32(b, oid)
 	}
-	return string(b)
+	return sha256.Sum256(b)
 }
+
+// name is the statement's name upstream.
+func (k stmtKey) name() string { return "dpproxy_" + hex.EncodeToString(k[:16]) }
 
 const preparedKey = "dpproxy.prepared"
 
@@ -91,15 +106,25 @@ func preparedOn(pc *pgconn.PgConn) *preparedStmts {
 	data := pc.CustomData()
 	ps, _ := data[preparedKey].(*preparedStmts)
 	if ps == nil {
-		ps = &preparedStmts{names: map[string]string{}, seen: map[string]struct{}{}}
+		ps = &preparedStmts{names: map[stmtKey]string{}, seen: map[stmtKey]struct{}{}, refused: map[stmtKey]struct{}{}}
 		data[preparedKey] = ps
 	}
 	return ps
 }
 
-func statementName(key string) string {
-	sum := sha256.Sum256([]byte(key))
-	return "dpproxy_" + hex.EncodeToString(sum[:16])
+// typesDeclared reports whether every value of a has a declared type, the
+// condition for preparing a statement with parameters.
+func typesDeclared(a execArgs) bool {
+	oids := paramOIDs(a)
+	if len(oids) < len(a.params) {
+		return false
+	}
+	for _, oid := range oids {
+		if oid == 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // errNotPrepared: execPrepared did not run the statement; send it unprepared.
@@ -115,15 +140,18 @@ var errLostPrepared = errors.New("the upstream lost a prepared statement")
 // prepared when the connection has run it before (or at once when now)
 // and has a slot left; otherwise errNotPrepared.
 func (ps *preparedStmts) prepare(ctx context.Context, pc *pgconn.PgConn, text string, nParams int, paramOIDs []uint32, now bool) (string, error) {
-	key := stmtKey(text, paramOIDs)
+	key := keyOf(text, paramOIDs)
 	if name, ok := ps.names[key]; ok {
 		return name, nil
+	}
+	if _, no := ps.refused[key]; no {
+		return "", errNotPrepared
 	}
 	if _, again := ps.seen[key]; (!again && !now) || len(ps.names) >= maxPreparedPerConn {
 		ps.remember(key)
 		return "", errNotPrepared
 	}
-	name := statementName(key)
+	name := key.name()
 	sd, err := pc.Prepare(ctx, name, text, paramOIDs)
 	var pge *pgconn.PgError
 	switch {
@@ -135,6 +163,11 @@ func (ps *preparedStmts) prepare(ctx context.Context, pc *pgconn.PgConn, text st
 		// A $n without a value, or a value without a $n: PostgreSQL's own
 		// error comes from the unprepared path.
 		_ = pc.Deallocate(ctx, name)
+		delete(ps.seen, key)
+		if len(ps.refused) >= maxSeenPerConn {
+			clear(ps.refused)
+		}
+		ps.refused[key] = struct{}{}
 		return "", errNotPrepared
 	}
 	delete(ps.seen, key)
@@ -142,9 +175,8 @@ func (ps *preparedStmts) prepare(ctx context.Context, pc *pgconn.PgConn, text st
 	return name, nil
 }
 
-// remember notes that the connection ran a statement (a stmtKey)
-// unprepared.
-func (ps *preparedStmts) remember(key string) {
+// remember notes that the connection ran a statement unprepared.
+func (ps *preparedStmts) remember(key stmtKey) {
 	if len(ps.seen) >= maxSeenPerConn {
 		clear(ps.seen)
 	}
@@ -153,7 +185,7 @@ func (ps *preparedStmts) remember(key string) {
 
 // room reports whether the slots left hold whichever of keys are not
 // prepared yet: a guarded statement takes its slot only with its guard's.
-func (ps *preparedStmts) room(keys ...string) bool {
+func (ps *preparedStmts) room(keys ...stmtKey) bool {
 	need := 0
 	for _, k := range keys {
 		if _, ok := ps.names[k]; !ok {
@@ -165,7 +197,7 @@ func (ps *preparedStmts) room(keys ...string) bool {
 
 // drop forgets the prepared statement of key and deallocates it; it is
 // prepared again on its next run.
-func (ps *preparedStmts) drop(ctx context.Context, pc *pgconn.PgConn, key string) {
+func (ps *preparedStmts) drop(ctx context.Context, pc *pgconn.PgConn, key stmtKey) {
 	if name, ok := ps.names[key]; ok {
 		delete(ps.names, key)
 		ps.seen[key] = struct{}{}
@@ -174,16 +206,20 @@ func (ps *preparedStmts) drop(ctx context.Context, pc *pgconn.PgConn, key string
 }
 
 // execPrepared runs sql, a statement that may go alone, with a's bound
-// parameters, prepared on pc, and returns its rows in text format. With a
+// parameters, prepared on pc (unless a value's type is undeclared:
+// typesDeclared), and returns its rows in text format. With a
 // guard (rewrite.Plan.Guard), sql and then the guard run prepared in one
 // REPEATABLE READ READ ONLY transaction, sent as one extended-protocol
 // batch; a guard that is not true gives errGuardFailed. errNotPrepared and
 // errLostPrepared mean nothing ran and sql should be sent as before.
 func execPrepared(ctx context.Context, pc *pgconn.PgConn, sql string, a execArgs, guard string) ([][][]byte, error) {
+	if !typesDeclared(a) {
+		return nil, errNotPrepared
+	}
 	ps := preparedOn(pc)
 	oids := paramOIDs(a)
-	key := stmtKey(sql, oids)
-	if guard != "" && !ps.room(key, guard) {
+	key, guardKey := keyOf(sql, oids), keyOf(guard, nil)
+	if guard != "" && !ps.room(key, guardKey) {
 		ps.remember(key)
 		return nil, errNotPrepared
 	}
@@ -219,7 +255,7 @@ func execPrepared(ctx context.Context, pc *pgconn.PgConn, sql string, a execArgs
 		// failing statement's).
 		failed := key
 		if len(results) >= 2 && results[1].Err == nil {
-			failed = guard
+			failed = guardKey
 		}
 		if fb := ps.fallback(ctx, pc, err, true, failed); fb != nil {
 			return nil, fb
@@ -239,7 +275,7 @@ func execPrepared(ctx context.Context, pc *pgconn.PgConn, sql string, a execArgs
 // errLostPrepared when sending the statement unprepared would answer (no
 // rows delivered, and the error is about the prepared statement rather
 // than the query), or nil.
-func (ps *preparedStmts) fallback(ctx context.Context, pc *pgconn.PgConn, err error, noRows bool, key string) error {
+func (ps *preparedStmts) fallback(ctx context.Context, pc *pgconn.PgConn, err error, noRows bool, key stmtKey) error {
 	var pge *pgconn.PgError
 	if !errors.As(err, &pge) || !noRows {
 		return nil
