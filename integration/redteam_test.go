@@ -14,6 +14,8 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/dpproxy/dpproxy/demo"
 )
 
 // TestRedTeam runs the bypass attempts of redteam_attempts_test.go and the
@@ -65,7 +67,7 @@ func TestRedTeam(t *testing.T) {
 		c.run(ctx, "SET dp.epsilon = 0.1")
 		// Parse of a raw-row query is refused at Parse.
 		for _, sql := range []string{"SELECT zip FROM patients WHERE income > $1", "SELECT * FROM visits", "COPY patients TO STDOUT",
-			"SELECT pg_sleep($1)", "SELECT count(*) FROM patients WHERE zip = $1::int::text"} {
+			"SELECT pg_sleep($1)", "SELECT count(*) FROM patients WHERE zip::int = $1"} {
 			_, err := c.conn.Prepare(ctx, "", sql, nil)
 			o := outcome{}
 			if pe, ok := err.(*pgconn.PgError); ok {
@@ -82,6 +84,8 @@ func TestRedTeam(t *testing.T) {
 			{"SELECT sum(income) FROM patients WHERE diagnosis = $1", canaryDiagnosis},
 			{"SELECT count(*) FROM visits WHERE clinic = $1", canaryClinic},
 			{"SELECT count(*) FROM patients WHERE income > $1", "987654320"},
+			// A cast of a parameter can fail only on the analyst's own value.
+			{"SELECT count(*) FROM patients WHERE zip = $1::int::text", "1"},
 		} {
 			rr := c.conn.ExecParams(ctx, tc.sql, [][]byte{[]byte(tc.param)}, nil, nil, nil).Read()
 			o := outcome{}
@@ -328,5 +332,50 @@ func TestRedTeamUpstreamErrorsWithheld(t *testing.T) {
 	}
 	if o := c.run(ctx, "SELECT count(*) FROM patients"); !o.charged() {
 		t.Errorf("proxy stopped serving: %s", o.text())
+	}
+}
+
+// TestRedTeamNumericAgainstFloat: PostgreSQL compares a numeric column with
+// a floating-point value by converting the column to double precision,
+// which fails on a value beyond ~1.8e308. With one such planted row, a
+// query that fails where it would succeed without the row reveals the row;
+// dpproxy converts the other side to numeric instead, so every query here
+// answers whether the row is there or not.
+func TestRedTeamNumericAgainstFloat(t *testing.T) {
+	ctx := testContext(t)
+	db := demoCopy(t, ctx, "numeric_float")
+	defer db.Close(ctx)
+	if _, err := db.Exec(ctx, `CREATE TABLE ledgers (v numeric);
+		INSERT INTO ledgers SELECT g FROM generate_series(1, 100) g;
+		INSERT INTO ledgers VALUES (1e400);
+		GRANT SELECT ON ledgers TO `+demo.ReaderRole); err != nil {
+		t.Fatal(err)
+	}
+	p := startProxy(t, proxyOptions{upstreamDSN: strings.Replace(pg.ReaderDSN(), "dbname=demo", "dbname=numeric_float", 1),
+		extraTables: "  - name: ledgers\n    privacy: row\n    columns:\n      - {name: v, type: numeric, bounds: [0, 100]}\n",
+		carolBudget: 100})
+	conn := p.connect(t, ctx, "carol", carolPassword, false)
+	for _, q := range []struct {
+		sql  string
+		args []any
+	}{
+		{"SELECT count(*) FROM ledgers WHERE v > 0::float8", nil},
+		{"SELECT count(*) FROM ledgers WHERE v IN (1::real, 2) OR v BETWEEN 3 AND 4::double precision", nil},
+		{"SELECT count(*) FROM ledgers WHERE v > $1", []any{0.5}},
+	} {
+		var n float64
+		if err := conn.QueryRow(ctx, q.sql, q.args...).Scan(&n); err != nil {
+			t.Errorf("%s: %v; want a noisy count", q.sql, err)
+		}
+	}
+	// pgx learns $1's type (numeric) from a Describe; a client may as well
+	// declare float8 or real itself.
+	for _, oid := range []uint32{701, 700} {
+		for _, sql := range []string{"SELECT count(*) FROM ledgers WHERE v > $1", "SELECT count(*) FROM ledgers WHERE coalesce(v, 0) <> $1"} {
+			res := conn.PgConn().ExecParams(ctx, sql, [][]byte{[]byte("0.5")}, []uint32{oid}, nil, nil).Read()
+			if res.Err != nil || len(res.Rows) != 1 {
+				t.Errorf("%s with $1 of type %d: %v; want a noisy count", sql, oid, res.Err)
+			}
+		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	pg_query "github.com/pganalyze/pg_query_go/v6"
 
 	"github.com/dpproxy/dpproxy/pgerror"
+	"github.com/dpproxy/dpproxy/policy"
 )
 
 // safePredicateFuncs cannot raise an error or take time that depends on the
@@ -79,9 +80,14 @@ func checkExpr(n *pg_query.Node, sc *scope, inArith bool) error {
 			}
 			return nil
 		}
-		if e.TypeCast.Arg.GetAConst() == nil {
+		if !constOrParam(e.TypeCast.Arg) {
 			return pgerror.RefuseUnsupported.New("casts of columns are not supported: a cast can fail on some rows and not others").
 				WithHint("cast the constant instead, e.g. WHERE visit_date >= '2025-01-01'::date")
+		}
+		// A cast of a constant or a bound parameter fails, if at all, on
+		// the analyst's own value.
+		if err := checkExpr(e.TypeCast.Arg, sc, inArith); err != nil {
+			return err
 		}
 		return checkTypeName(e.TypeCast.TypeName)
 	case *pg_query.Node_List:
@@ -193,7 +199,115 @@ func checkAExpr(a *pg_query.A_Expr, sc *scope, inArith bool) error {
 	if err := checkExpr(a.Lexpr, sc, inArith); err != nil {
 		return err
 	}
-	return checkExpr(a.Rexpr, sc, inArith)
+	if err := checkExpr(a.Rexpr, sc, inArith); err != nil {
+		return err
+	}
+	if inArith {
+		return nil
+	}
+	return compareNumericExactly(a, sc)
+}
+
+// compareNumericExactly keeps PostgreSQL from converting a numeric column
+// to double precision in a comparison (=, <, IN, BETWEEN, IS DISTINCT
+// FROM...), which it does when the other side is floating-point: the
+// conversion fails for magnitudes beyond ~1.8e308, which numeric holds, so
+// whether the query fails would depend on a private row. Next to a
+// numeric column (also inside coalesce), a bound parameter, whose type the
+// client chooses, and a constant cast to another type are converted to
+// numeric instead (their conversion can fail only on the analyst's own
+// value); a floating-point column is refused. Applying it again changes
+// nothing, as the verifier requires.
+func compareNumericExactly(a *pg_query.A_Expr, sc *scope) error {
+	leaves := comparisonLeaves(a.Lexpr, a.Rexpr)
+	numeric := numericColumn(leaves, sc)
+	if numeric == "" {
+		return nil
+	}
+	for _, n := range leaves {
+		switch c := columnOf(n, sc); {
+		case c != nil && isFloat(c.Type):
+			return refuseNumericFloat(numeric, c.Type, c.Name)
+		case n.GetParamRef() != nil,
+			n.GetTypeCast() != nil && n.GetTypeCast().Arg.GetColumnRef() == nil && !typeNameIs(n.GetTypeCast().TypeName, "numeric"):
+			*n = *castNode(&pg_query.Node{Node: n.Node}, "numeric")
+		}
+	}
+	return nil
+}
+
+// comparisonLeaves are the values a comparison's operands compare: IN and
+// BETWEEN lists flattened, and coalesce's arguments, whose common type
+// PostgreSQL resolves as the comparison's.
+func comparisonLeaves(operands ...*pg_query.Node) []*pg_query.Node {
+	var leaves []*pg_query.Node
+	var collect func(n *pg_query.Node)
+	collect = func(n *pg_query.Node) {
+		switch e := n.GetNode().(type) {
+		case nil:
+		case *pg_query.Node_List:
+			for _, item := range e.List.Items {
+				collect(item)
+			}
+		case *pg_query.Node_CoalesceExpr:
+			for _, arg := range e.CoalesceExpr.Args {
+				collect(arg)
+			}
+		case *pg_query.Node_FuncCall:
+			if funcName(e.FuncCall) != "coalesce" {
+				leaves = append(leaves, n)
+				return
+			}
+			for _, arg := range e.FuncCall.Args {
+				collect(arg)
+			}
+		default:
+			leaves = append(leaves, n)
+		}
+	}
+	for _, n := range operands {
+		collect(n)
+	}
+	return leaves
+}
+
+func columnOf(n *pg_query.Node, sc *scope) *policy.Column {
+	if cr := n.GetColumnRef(); cr != nil {
+		if c, err := sc.column(cr); err == nil {
+			return c
+		}
+	}
+	return nil
+}
+
+// numericColumn names the first numeric column among leaves, or "".
+func numericColumn(leaves []*pg_query.Node, sc *scope) string {
+	for _, n := range leaves {
+		if c := columnOf(n, sc); c != nil && c.Type == "numeric" {
+			return c.Name
+		}
+	}
+	return ""
+}
+
+func isFloat(typ string) bool { return typ == "real" || typ == "double precision" }
+
+func refuseNumericFloat(numeric, typ, name string) error {
+	return pgerror.RefuseUnsupported.New("comparing numeric column %s with %s column %s is not supported: PostgreSQL would convert %s to double precision, which fails on some values",
+		numeric, typ, name, numeric).
+		WithHint("compare each column with constants instead")
+}
+
+// constOrParam reports whether n is a constant or a bound parameter,
+// possibly cast.
+func constOrParam(n *pg_query.Node) bool {
+	switch e := n.GetNode().(type) {
+	case *pg_query.Node_AConst, *pg_query.Node_ParamRef:
+		return true
+	case *pg_query.Node_TypeCast:
+		return constOrParam(e.TypeCast.Arg)
+	}
+	return false
 }
 
 // checkArithConst bounds the constants of arithmetic, so that no product of
@@ -273,8 +387,12 @@ func checkPublicSubLink(sl *pg_query.SubLink, sc *scope, inArith bool) error {
 	if cr == nil {
 		return refuse()
 	}
-	if _, err := inner.column(cr); err != nil {
+	ic, err := inner.column(cr)
+	if err != nil {
 		return err
+	}
+	if numeric := numericColumn(comparisonLeaves(sl.Testexpr), sc); numeric != "" && isFloat(ic.Type) {
+		return refuseNumericFloat(numeric, ic.Type, ic.Name)
 	}
 	if sub.WhereClause != nil {
 		if err := checkExpr(sub.WhereClause, inner, false); err != nil {
