@@ -33,6 +33,7 @@ const (
 	CodeInternalError                = "XX000"
 	CodeDatatypeMismatch             = "42804"
 	CodeInvalidTextRepresentation    = "22P02"
+	CodeInvalidBinaryRepresentation  = "22P03"
 	CodeUndefinedParameter           = "42P02"
 	CodeObjectNotInPrerequisiteState = "55000"
 )

@@ -2,6 +2,7 @@ package rewrite
 
 import (
 	"math"
+	"strings"
 
 	pg_query "github.com/pganalyze/pg_query_go/v6"
 
@@ -80,14 +81,14 @@ func checkExpr(n *pg_query.Node, sc *scope, inArith bool) error {
 			}
 			return nil
 		}
-		if !constOrParam(e.TypeCast.Arg) {
+		if floatConstToNumeric(n) {
+			// The form compareNumericExactly writes: an immutable cast of a
+			// constant, folded when PostgreSQL plans the statement.
+			return nil
+		}
+		if e.TypeCast.Arg.GetAConst() == nil {
 			return pgerror.RefuseUnsupported.New("casts of columns are not supported: a cast can fail on some rows and not others").
 				WithHint("cast the constant instead, e.g. WHERE visit_date >= '2025-01-01'::date")
-		}
-		// A cast of a constant or a bound parameter fails, if at all, on
-		// the analyst's own value.
-		if err := checkExpr(e.TypeCast.Arg, sc, inArith); err != nil {
-			return err
 		}
 		return checkTypeName(e.TypeCast.TypeName)
 	case *pg_query.Node_List:
@@ -125,6 +126,10 @@ func checkExpr(n *pg_query.Node, sc *scope, inArith bool) error {
 				return err
 			}
 		}
+		if name == "coalesce" {
+			// Its arguments share one type, as a comparison's operands do.
+			return numericLeaves(comparisonLeaves(n), sc)
+		}
 		return nil
 	case *pg_query.Node_CoalesceExpr:
 		for _, a := range e.CoalesceExpr.Args {
@@ -132,7 +137,7 @@ func checkExpr(n *pg_query.Node, sc *scope, inArith bool) error {
 				return err
 			}
 		}
-		return nil
+		return numericLeaves(comparisonLeaves(n), sc)
 	case *pg_query.Node_SubLink:
 		return checkPublicSubLink(e.SubLink, sc, inArith)
 	case *pg_query.Node_SqlvalueFunction:
@@ -184,6 +189,13 @@ func checkAExpr(a *pg_query.A_Expr, sc *scope, inArith bool) error {
 		if a.Rexpr.GetAConst() == nil {
 			return pgerror.RefuseUnsupported.New("LIKE patterns must be constants")
 		}
+		// PostgreSQL rejects a pattern ending in its escape character only
+		// when a value reaches that point of the pattern: a prefix oracle.
+		pat := a.Rexpr.GetAConst().GetSval().GetSval()
+		if n := len(pat) - len(strings.TrimRight(pat, `\`)); n%2 == 1 {
+			return pgerror.RefuseUnsupported.New("LIKE pattern must not end with escape character").
+				WithHint(`escape the final backslash: '...\\'`)
+		}
 	default:
 		return pgerror.RefuseFunction.New("this operator is not allowed in WHERE").
 			WithHint("regular expressions, SIMILAR TO and ANY/ALL are refused; use LIKE with a constant pattern or IN (...)")
@@ -208,29 +220,45 @@ func checkAExpr(a *pg_query.A_Expr, sc *scope, inArith bool) error {
 	return compareNumericExactly(a, sc)
 }
 
-// compareNumericExactly keeps PostgreSQL from converting a numeric column
-// to double precision in a comparison (=, <, IN, BETWEEN, IS DISTINCT
-// FROM...), which it does when the other side is floating-point: the
-// conversion fails for magnitudes beyond ~1.8e308, which numeric holds, so
-// whether the query fails would depend on a private row. Next to a
-// numeric column (also inside coalesce), a bound parameter, whose type the
-// client chooses, and a constant cast to another type are converted to
-// numeric instead (their conversion can fail only on the analyst's own
-// value); a floating-point column is refused. Applying it again changes
-// nothing, as the verifier requires.
+// compareNumericExactly keeps PostgreSQL from converting a numeric value
+// of a private row to double precision in a comparison (=, <, IN, BETWEEN,
+// IS DISTINCT FROM...) or a coalesce, which it does when the other side is
+// floating-point: the conversion fails beyond ~1.8e308 (and below
+// ~1e-308), which numeric holds, so whether the query fails would depend
+// on a private row. Beside a numeric column, or integer arithmetic (which
+// checkExpr promotes to numeric), a constant cast to real or double
+// precision becomes numeric ((0.5::float8)::numeric, folded when the
+// statement is planned); any other floating-point operand (a float column,
+// such a cast under a minus sign or a function) is refused. Bound
+// parameters are the wire layer's: a DP statement's parameters declared
+// real or double precision go upstream untyped, so PostgreSQL gives them
+// the type of what they are compared with and converts the analyst's value
+// when binding. Applying it again changes nothing, as the verifier requires.
 func compareNumericExactly(a *pg_query.A_Expr, sc *scope) error {
-	leaves := comparisonLeaves(a.Lexpr, a.Rexpr)
-	numeric := numericColumn(leaves, sc)
+	return numericLeaves(comparisonLeaves(a.Lexpr, a.Rexpr), sc)
+}
+
+func numericLeaves(leaves []*pg_query.Node, sc *scope) error {
+	numeric := ""
+	for _, n := range leaves {
+		if numeric = numericOperand(n, sc); numeric != "" {
+			break
+		}
+	}
 	if numeric == "" {
 		return nil
 	}
 	for _, n := range leaves {
-		switch c := columnOf(n, sc); {
-		case c != nil && isFloat(c.Type):
-			return refuseNumericFloat(numeric, c.Type, c.Name)
-		case n.GetParamRef() != nil,
-			n.GetTypeCast() != nil && n.GetTypeCast().Arg.GetColumnRef() == nil && !typeNameIs(n.GetTypeCast().TypeName, "numeric"):
+		switch {
+		case floatConstToNumeric(n):
+		case isFloatConst(n):
 			*n = *castNode(&pg_query.Node{Node: n.Node}, "numeric")
+		default:
+			if what := floatIn(n, sc); what != "" {
+				return pgerror.RefuseUnsupported.New("comparing %s with %s is not supported: PostgreSQL would convert the former to double precision, which fails on some values",
+					numeric, what).
+					WithHint("compare with numeric constants, e.g. 0.5 rather than 0.5::float8")
+			}
 		}
 	}
 	return nil
@@ -271,6 +299,83 @@ func comparisonLeaves(operands ...*pg_query.Node) []*pg_query.Node {
 	return leaves
 }
 
+// numericOperand describes n when it may be a numeric value of a private
+// row: arithmetic (promoted to numeric), or a numeric column anywhere in
+// it; "" otherwise.
+func numericOperand(n *pg_query.Node, sc *scope) string {
+	if a := n.GetAExpr(); a != nil && a.Kind == pg_query.A_Expr_Kind_AEXPR_OP {
+		if op := operatorName(a.Name); arithmeticOps[op] || op == "/" || op == "%" {
+			return "arithmetic on columns"
+		}
+	}
+	found := ""
+	walkNodes(n, func(m *pg_query.Node) {
+		if c := columnOf(m, sc); c != nil && c.Type == "numeric" && found == "" {
+			found = "numeric column " + c.Name
+		}
+	})
+	return found
+}
+
+// floatIn describes a floating-point column or cast within n, or "".
+func floatIn(n *pg_query.Node, sc *scope) string {
+	found := ""
+	walkNodes(n, func(m *pg_query.Node) {
+		switch c := columnOf(m, sc); {
+		case found != "":
+		case c != nil && isFloat(c.Type):
+			found = c.Type + " column " + c.Name
+		case m.GetTypeCast() != nil && isFloatType(m.GetTypeCast().TypeName):
+			found = "a double precision value"
+		}
+	})
+	return found
+}
+
+// walkNodes calls f on n and every expression below it that the WHERE
+// checker admits (operators, lists, function arguments, casts, coalesce).
+func walkNodes(n *pg_query.Node, f func(*pg_query.Node)) {
+	if n == nil {
+		return
+	}
+	f(n)
+	switch e := n.Node.(type) {
+	case *pg_query.Node_AExpr:
+		walkNodes(e.AExpr.Lexpr, f)
+		walkNodes(e.AExpr.Rexpr, f)
+	case *pg_query.Node_List:
+		for _, item := range e.List.Items {
+			walkNodes(item, f)
+		}
+	case *pg_query.Node_FuncCall:
+		for _, arg := range e.FuncCall.Args {
+			walkNodes(arg, f)
+		}
+	case *pg_query.Node_CoalesceExpr:
+		for _, arg := range e.CoalesceExpr.Args {
+			walkNodes(arg, f)
+		}
+	case *pg_query.Node_TypeCast:
+		walkNodes(e.TypeCast.Arg, f)
+	}
+}
+
+func isFloatType(tn *pg_query.TypeName) bool {
+	return typeNameIs(tn, "float8") || typeNameIs(tn, "float4") || typeNameIs(tn, "real") || typeNameIs(tn, "double precision")
+}
+
+// isFloatConst: a constant cast to real or double precision.
+func isFloatConst(n *pg_query.Node) bool {
+	tc := n.GetTypeCast()
+	return tc != nil && tc.Arg.GetAConst() != nil && isFloatType(tc.TypeName)
+}
+
+// floatConstToNumeric: isFloatConst cast on to numeric.
+func floatConstToNumeric(n *pg_query.Node) bool {
+	tc := n.GetTypeCast()
+	return tc != nil && typeNameIs(tc.TypeName, "numeric") && isFloatConst(tc.Arg)
+}
+
 func columnOf(n *pg_query.Node, sc *scope) *policy.Column {
 	if cr := n.GetColumnRef(); cr != nil {
 		if c, err := sc.column(cr); err == nil {
@@ -280,41 +385,25 @@ func columnOf(n *pg_query.Node, sc *scope) *policy.Column {
 	return nil
 }
 
-// numericColumn names the first numeric column among leaves, or "".
-func numericColumn(leaves []*pg_query.Node, sc *scope) string {
-	for _, n := range leaves {
-		if c := columnOf(n, sc); c != nil && c.Type == "numeric" {
-			return c.Name
-		}
-	}
-	return ""
-}
-
 func isFloat(typ string) bool { return typ == "real" || typ == "double precision" }
-
-func refuseNumericFloat(numeric, typ, name string) error {
-	return pgerror.RefuseUnsupported.New("comparing numeric column %s with %s column %s is not supported: PostgreSQL would convert %s to double precision, which fails on some values",
-		numeric, typ, name, numeric).
-		WithHint("compare each column with constants instead")
-}
-
-// constOrParam reports whether n is a constant or a bound parameter,
-// possibly cast.
-func constOrParam(n *pg_query.Node) bool {
-	switch e := n.GetNode().(type) {
-	case *pg_query.Node_AConst, *pg_query.Node_ParamRef:
-		return true
-	case *pg_query.Node_TypeCast:
-		return constOrParam(e.TypeCast.Arg)
-	}
-	return false
-}
 
 // checkArithConst bounds the constants of arithmetic, so that no product of
 // them and int8-sized columns within the nesting limit overflows numeric.
 func checkArithConst(n *pg_query.Node) error {
-	if f, ok := numConst(n); ok && n.GetAConst() != nil && math.Abs(f) > maxConstMagnitude {
-		return pgerror.RefuseUnsupported.New("constants in arithmetic must have magnitude at most 1e12")
+	if c := n.GetAConst(); c != nil && !c.Isnull {
+		f, ok := numConst(n)
+		switch c.Val.(type) {
+		case *pg_query.A_Const_Ival, *pg_query.A_Const_Fval:
+		default:
+			ok = false
+		}
+		if !ok || math.IsInf(f, 0) || math.Abs(f) > maxConstMagnitude {
+			return pgerror.RefuseUnsupported.New("constants in arithmetic must be numbers of magnitude at most 1e12")
+		}
+	}
+	if tc := n.GetTypeCast(); tc != nil && (tc.Arg.GetColumnRef() == nil || !typeNameIs(tc.TypeName, "numeric")) {
+		return pgerror.RefuseUnsupported.New("casts in arithmetic in conditions are not supported").
+			WithHint("write the constant as a number, e.g. age * 2 > 100")
 	}
 	return nil
 }
@@ -391,8 +480,14 @@ func checkPublicSubLink(sl *pg_query.SubLink, sc *scope, inArith bool) error {
 	if err != nil {
 		return err
 	}
-	if numeric := numericColumn(comparisonLeaves(sl.Testexpr), sc); numeric != "" && isFloat(ic.Type) {
-		return refuseNumericFloat(numeric, ic.Type, ic.Name)
+	if isFloat(ic.Type) {
+		for _, n := range comparisonLeaves(sl.Testexpr) {
+			if numeric := numericOperand(n, sc); numeric != "" {
+				return pgerror.RefuseUnsupported.New("comparing %s with %s column %s is not supported: PostgreSQL would convert the former to double precision, which fails on some values",
+					numeric, ic.Type, ic.Name).
+					WithHint("compare with numeric constants instead")
+			}
+		}
 	}
 	if sub.WhereClause != nil {
 		if err := checkExpr(sub.WhereClause, inner, false); err != nil {

@@ -43,6 +43,10 @@ func (sess *session) runDP(st *rewrite.Statement, a execArgs) error {
 	if err := sess.checkShadow(plan, pol); err != nil {
 		return err
 	}
+	a, err := dpParams(a) // before any charge: a refusal costs nothing
+	if err != nil {
+		return err
+	}
 	eps := sess.queryEpsilon()
 	if capEps := pol.EpsilonCap(sess.analyst); eps > capEps {
 		return pgerror.RefuseSetting.New("dp.epsilon %g exceeds your per-query cap of %g", eps, capEps)
