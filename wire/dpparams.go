@@ -54,10 +54,10 @@ func dpParams(a execArgs) (execArgs, error) {
 			out.paramOIDs = append([]uint32(nil), oids...)
 			out.paramFormats = make([]int16, len(a.params))
 			for j := range out.paramFormats {
-				out.paramFormats[j] = paramFormat(a.paramFormats, j)
+				out.paramFormats[j] = formatFor(a.paramFormats, j)
 			}
 		}
-		if v := a.params[i]; v != nil && paramFormat(a.paramFormats, i) == 1 {
+		if v := a.params[i]; v != nil && formatFor(a.paramFormats, i) == 1 {
 			text, err := floatText(v, oid)
 			if err != nil {
 				return a, err
@@ -70,18 +70,6 @@ func dpParams(a execArgs) (execArgs, error) {
 		return a, nil
 	}
 	return out, nil
-}
-
-// paramFormat is parameter i's format code under Bind's rules: none means
-// text, one applies to all.
-func paramFormat(formats []int16, i int) int16 {
-	switch len(formats) {
-	case 0:
-		return 0
-	case 1:
-		return formats[0]
-	}
-	return formats[i]
 }
 
 // floatText is a binary float4 or float8 in PostgreSQL's text form.

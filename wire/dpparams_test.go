@@ -55,7 +55,7 @@ func TestDPParams(t *testing.T) {
 				t.Fatalf("params %q oids %v, want %q %v", params, paramOIDs(out), tc.params, tc.oids)
 			}
 			for i := range tc.formats {
-				if got := paramFormat(out.paramFormats, i); got != tc.formats[i] {
+				if got := formatFor(out.paramFormats, i); got != tc.formats[i] {
 					t.Fatalf("format of $%d: %d, want %d", i+1, got, tc.formats[i])
 				}
 			}

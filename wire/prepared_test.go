@@ -147,14 +147,7 @@ func TestExecPrepared(t *testing.T) {
 func TestExecPreparedParams(t *testing.T) {
 	ctx, connect := freshCluster(t)
 	pc := connect()
-	exec := func(sql string) [][][]byte {
-		t.Helper()
-		res, err := pc.Exec(ctx, sql).ReadAll()
-		if err != nil {
-			t.Fatalf("%s: %v", sql, err)
-		}
-		return res[len(res)-1].Rows
-	}
+	exec := execRows(t, ctx, pc)
 	prepared := func() string {
 		t.Helper()
 		return string(exec("SELECT count(*) FROM pg_prepared_statements")[0][0])
@@ -273,14 +266,7 @@ func TestExecPreparedParams(t *testing.T) {
 func TestExecPreparedGuarded(t *testing.T) {
 	ctx, connect := freshCluster(t)
 	pc := connect()
-	exec := func(sql string) [][][]byte {
-		t.Helper()
-		res, err := pc.Exec(ctx, sql).ReadAll()
-		if err != nil {
-			t.Fatalf("%s: %v", sql, err)
-		}
-		return res[len(res)-1].Rows
-	}
+	exec := execRows(t, ctx, pc)
 	exec("CREATE TABLE readings (v integer CONSTRAINT v_bounds CHECK (v BETWEEN 0 AND 1000)); INSERT INTO readings SELECT g FROM generate_series(1, 100) g")
 	const sumSQL = "SELECT sum(v) AS q0, pg_catalog.current_setting('transaction_isolation') AS iso FROM readings"
 	const guard = "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint WHERE conname = 'v_bounds')"
@@ -442,5 +428,18 @@ func freshCluster(t *testing.T) (context.Context, func() *pgconn.PgConn) {
 		}
 		t.Cleanup(func() { pc.Close(context.Background()) })
 		return pc
+	}
+}
+
+// execRows returns a function running sql on pc and returning the last
+// result's rows, failing the test on an error.
+func execRows(t *testing.T, ctx context.Context, pc *pgconn.PgConn) func(sql string) [][][]byte {
+	return func(sql string) [][][]byte {
+		t.Helper()
+		res, err := pc.Exec(ctx, sql).ReadAll()
+		if err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+		return res[len(res)-1].Rows
 	}
 }
