@@ -398,7 +398,8 @@ func checkArithConst(n *pg_query.Node) error {
 			ok = false
 		}
 		if !ok || math.IsInf(f, 0) || math.Abs(f) > maxConstMagnitude {
-			return pgerror.RefuseUnsupported.New("constants in arithmetic must be numbers of magnitude at most 1e12")
+			return pgerror.RefuseUnsupported.New("constants in arithmetic must be numbers of magnitude at most 1e12").
+				WithHint("write integer or decimal constants, e.g. WHERE age * 12 > 600")
 		}
 	}
 	if tc := n.GetTypeCast(); tc != nil && (tc.Arg.GetColumnRef() == nil || !typeNameIs(tc.TypeName, "numeric")) {

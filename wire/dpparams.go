@@ -82,7 +82,8 @@ func floatText(v []byte, oid uint32) ([]byte, error) {
 	case oid == oidFloat8 && len(v) == 8:
 		f = math.Float64frombits(binary.BigEndian.Uint64(v))
 	default:
-		return nil, pgerror.Newf(pgerror.CodeInvalidBinaryRepresentation, "incorrect binary data format in bind parameter")
+		return nil, pgerror.Newf(pgerror.CodeInvalidBinaryRepresentation, "incorrect binary data format in bind parameter").
+			WithHint("a real takes 4 bytes in binary format, a double precision 8")
 	}
 	switch {
 	case math.IsNaN(f):

@@ -136,11 +136,10 @@ var errNotPrepared = errors.New("statement not prepared upstream")
 var errLostPrepared = errors.New("the upstream lost a prepared statement")
 
 // prepare returns the name under which text, with nParams parameters of
-// types paramOIDs, is prepared on pc. A statement not yet prepared is
-// prepared when the connection has run it before (or at once when now)
-// and has a slot left; otherwise errNotPrepared.
-func (ps *preparedStmts) prepare(ctx context.Context, pc *pgconn.PgConn, text string, nParams int, paramOIDs []uint32, now bool) (string, error) {
-	key := keyOf(text, paramOIDs)
+// types paramOIDs (key is keyOf them), is prepared on pc. A statement not
+// yet prepared is prepared when the connection has run it before (or at
+// once when now) and has a slot left; otherwise errNotPrepared.
+func (ps *preparedStmts) prepare(ctx context.Context, pc *pgconn.PgConn, text string, key stmtKey, nParams int, paramOIDs []uint32, now bool) (string, error) {
 	if name, ok := ps.names[key]; ok {
 		return name, nil
 	}
@@ -218,12 +217,15 @@ func execPrepared(ctx context.Context, pc *pgconn.PgConn, sql string, a execArgs
 	}
 	ps := preparedOn(pc)
 	oids := paramOIDs(a)
-	key, guardKey := keyOf(sql, oids), keyOf(guard, nil)
-	if guard != "" && !ps.room(key, guardKey) {
-		ps.remember(key)
-		return nil, errNotPrepared
+	key := keyOf(sql, oids)
+	var guardKey stmtKey
+	if guard != "" {
+		if guardKey = keyOf(guard, nil); !ps.room(key, guardKey) {
+			ps.remember(key)
+			return nil, errNotPrepared
+		}
 	}
-	name, err := ps.prepare(ctx, pc, sql, len(a.params), oids, false)
+	name, err := ps.prepare(ctx, pc, sql, key, len(a.params), oids, false)
 	if err != nil {
 		return nil, err
 	}
@@ -234,7 +236,7 @@ func execPrepared(ctx context.Context, pc *pgconn.PgConn, sql string, a execArgs
 		}
 		return res.Rows, res.Err
 	}
-	guardName, err := ps.prepare(ctx, pc, guard, 0, nil, true)
+	guardName, err := ps.prepare(ctx, pc, guard, guardKey, 0, nil, true)
 	if err != nil {
 		return nil, err
 	}
