@@ -398,3 +398,63 @@ func TestRedTeamNumericAgainstFloat(t *testing.T) {
 		t.Error("directly upstream, v > 0::float8 answered: the planted row no longer exercises the conversion")
 	}
 }
+
+// TestRedTeamDateAgainstTimestamp: a date column holds years up to 5874897,
+// a timestamp only up to 294276, so converting a date to a timestamp fails
+// on a planted far-future row. Comparisons and joins of dates with
+// timestamps use cross-type operators that do not convert (PostgreSQL 13
+// and later, which dpproxy requires) and answer; a coalesce would convert
+// the column, so it is refused before any row is read.
+func TestRedTeamDateAgainstTimestamp(t *testing.T) {
+	ctx := testContext(t)
+	db := demoCopy(t, ctx, "date_timestamp")
+	defer db.Close(ctx)
+	if _, err := db.Exec(ctx, `CREATE TABLE stays (d date);
+		INSERT INTO stays SELECT DATE '2024-01-01' + g FROM generate_series(1, 100) g;
+		INSERT INTO stays VALUES ('5874897-01-01');
+		CREATE TABLE days (ts timestamp);
+		INSERT INTO days VALUES ('2024-01-02'), ('2024-01-03');
+		GRANT SELECT ON stays, days TO `+demo.ReaderRole); err != nil {
+		t.Fatal(err)
+	}
+	p := startProxy(t, proxyOptions{upstreamDSN: strings.Replace(pg.ReaderDSN(), "dbname=demo", "dbname=date_timestamp", 1),
+		extraTables: "  - name: stays\n    privacy: row\n    columns:\n      - {name: d, type: date}\n" +
+			"  - name: days\n    privacy: public\n    columns:\n      - {name: ts, type: timestamp}\n",
+		carolBudget: 100})
+	conn := p.connect(t, ctx, "carol", carolPassword, false)
+	for _, sql := range []string{
+		"SELECT count(*) FROM stays WHERE d < current_timestamp",
+		"SELECT count(*) FROM stays WHERE d > '2020-01-01'::timestamp OR d IN ('2024-01-05'::timestamptz, localtimestamp)",
+		"SELECT count(*) FROM stays WHERE coalesce(d, '2024-01-01') BETWEEN '2024-01-01'::timestamp AND current_timestamp",
+		"SELECT count(*) FROM stays s JOIN days ON s.d = days.ts",
+	} {
+		var n float64
+		if err := conn.QueryRow(ctx, sql).Scan(&n); err != nil {
+			t.Errorf("%s: %v; want a noisy count", sql, err)
+		}
+	}
+	for _, oid := range []uint32{1114, 1184} {
+		res := conn.PgConn().ExecParams(ctx, "SELECT count(*) FROM stays WHERE d > $1", [][]byte{[]byte("2020-01-01 00:00")}, []uint32{oid}, nil, nil).Read()
+		if res.Err != nil || len(res.Rows) != 1 {
+			t.Errorf("d > $1 with $1 of type %d: %v; want a noisy count", oid, res.Err)
+		}
+	}
+	for _, q := range []struct {
+		sql    string
+		values [][]byte
+	}{
+		{"SELECT count(*) FROM stays WHERE coalesce(d, current_timestamp) > '2020-01-01'", nil},
+		{"SELECT count(*) FROM stays WHERE coalesce(d, $1) > '2020-01-01'", [][]byte{[]byte("2020-01-01")}},
+	} {
+		sql := q.sql
+		res := conn.PgConn().ExecParams(ctx, sql, q.values, nil, nil, nil).Read()
+		var pge *pgconn.PgError
+		if !errors.As(res.Err, &pge) || pge.Code != "0A000" {
+			t.Errorf("%s: %v; want the 0A000 refusal", sql, res.Err)
+		}
+	}
+	// The controls: upstream, the planted row does break the conversion.
+	if _, err := db.Exec(ctx, "SELECT count(*) FROM stays WHERE coalesce(d, current_timestamp) > '2020-01-01'"); err == nil {
+		t.Error("directly upstream, coalesce(d, current_timestamp) answered: the planted row no longer exercises the conversion")
+	}
+}

@@ -127,8 +127,7 @@ func checkExpr(n *pg_query.Node, sc *scope, inArith bool) error {
 			}
 		}
 		if name == "coalesce" {
-			// Its arguments share one type, as a comparison's operands do.
-			return numericLeaves(comparisonLeaves(n), sc)
+			return checkCoalesce(n, sc)
 		}
 		return nil
 	case *pg_query.Node_CoalesceExpr:
@@ -137,7 +136,7 @@ func checkExpr(n *pg_query.Node, sc *scope, inArith bool) error {
 				return err
 			}
 		}
-		return numericLeaves(comparisonLeaves(n), sc)
+		return checkCoalesce(n, sc)
 	case *pg_query.Node_SubLink:
 		return checkPublicSubLink(e.SubLink, sc, inArith)
 	case *pg_query.Node_SqlvalueFunction:
@@ -236,6 +235,84 @@ func checkAExpr(a *pg_query.A_Expr, sc *scope, inArith bool) error {
 // when binding. Applying it again changes nothing, as the verifier requires.
 func compareNumericExactly(a *pg_query.A_Expr, sc *scope) error {
 	return numericLeaves(comparisonLeaves(a.Lexpr, a.Rexpr), sc)
+}
+
+// checkCoalesce: a coalesce's arguments are converted to one common type,
+// as a comparison's operands are, and unlike a comparison there is no
+// cross-type operator to spare the column a conversion.
+func checkCoalesce(n *pg_query.Node, sc *scope) error {
+	leaves := comparisonLeaves(n)
+	if err := numericLeaves(leaves, sc); err != nil {
+		return err
+	}
+	return sameDateTimeType(leaves, sc)
+}
+
+// sameDateTimeType refuses a coalesce that mixes a date or timestamp
+// column with a value of another date/time type: PostgreSQL would convert
+// the column (date to timestamp fails beyond 294276 AD, which a date
+// holds; timestamp to timestamptz near the range's ends in a zone behind
+// UTC), so whether the query fails would depend on a private row. Untyped
+// literals and NULL take the column's type; a bound parameter could be
+// declared any type, so it is refused too.
+func sameDateTimeType(leaves []*pg_query.Node, sc *scope) error {
+	column := ""
+	var col *policy.Column
+	for _, n := range leaves {
+		if c := columnOf(n, sc); c != nil && dateTimeType(n, sc) != "" {
+			column, col = c.Type, c
+			break
+		}
+	}
+	if column == "" {
+		return nil
+	}
+	for _, n := range leaves {
+		what := ""
+		switch t := dateTimeType(n, sc); {
+		case n.GetParamRef() != nil:
+			what = "a bound parameter"
+		case t != "" && t != column:
+			what = "a " + t + " value"
+		}
+		if what != "" {
+			return pgerror.RefuseUnsupported.New("coalesce of %s column %s with %s is not supported: PostgreSQL would convert the column, which fails on some values", column, col.Name, what).
+				WithHint("give the other arguments the column's type, e.g. coalesce(%s, '2025-01-01'), or test for NULL: (%s IS NULL OR %s > ...)", col.Name, col.Name, col.Name)
+		}
+	}
+	return nil
+}
+
+// dateTimeType is the date/time type of a column, cast or SQL value
+// function, or "".
+func dateTimeType(n *pg_query.Node, sc *scope) string {
+	switch e := n.GetNode().(type) {
+	case *pg_query.Node_ColumnRef:
+		if c := columnOf(n, sc); c != nil && (c.Type == "date" || c.Type == "timestamp" || c.Type == "timestamptz") {
+			return c.Type
+		}
+	case *pg_query.Node_TypeCast:
+		if names := e.TypeCast.TypeName.GetNames(); len(names) > 0 {
+			switch t := names[len(names)-1].GetString_().GetSval(); t {
+			case "date", "timestamp", "timestamptz", "time", "timetz", "interval":
+				return t
+			}
+		}
+	case *pg_query.Node_SqlvalueFunction:
+		switch e.SqlvalueFunction.Op {
+		case pg_query.SQLValueFunctionOp_SVFOP_CURRENT_DATE:
+			return "date"
+		case pg_query.SQLValueFunctionOp_SVFOP_CURRENT_TIME, pg_query.SQLValueFunctionOp_SVFOP_CURRENT_TIME_N:
+			return "timetz"
+		case pg_query.SQLValueFunctionOp_SVFOP_CURRENT_TIMESTAMP, pg_query.SQLValueFunctionOp_SVFOP_CURRENT_TIMESTAMP_N:
+			return "timestamptz"
+		case pg_query.SQLValueFunctionOp_SVFOP_LOCALTIME, pg_query.SQLValueFunctionOp_SVFOP_LOCALTIME_N:
+			return "time"
+		case pg_query.SQLValueFunctionOp_SVFOP_LOCALTIMESTAMP, pg_query.SQLValueFunctionOp_SVFOP_LOCALTIMESTAMP_N:
+			return "timestamp"
+		}
+	}
+	return ""
 }
 
 func numericLeaves(leaves []*pg_query.Node, sc *scope) error {

@@ -242,11 +242,13 @@ func (sc *scope) checkJoinEqualities(q *pg_query.Node, pub *relation) error {
 	}
 	var pubCol string
 	otherSide := 0
-	for _, side := range []*pg_query.Node{a.Lexpr, a.Rexpr} {
+	var cols [2]*policy.Column
+	for i, side := range []*pg_query.Node{a.Lexpr, a.Rexpr} {
 		c, rel, err := sc.resolve(side.GetColumnRef())
 		if err != nil {
 			return err
 		}
+		cols[i] = c
 		if rel == pub {
 			pubCol = c.Name
 		} else {
@@ -256,8 +258,36 @@ func (sc *scope) checkJoinEqualities(q *pg_query.Node, pub *relation) error {
 	if pubCol == "" || otherSide != 1 {
 		return pgerror.RefuseUnsupported.New("each join condition must equate a column of %s with a column of an earlier table", pub.alias)
 	}
+	if !comparableJoinKeys(cols[0], cols[1]) {
+		return pgerror.RefuseUnsupported.New("join keys %s (%s) and %s (%s) do not compare without converting one of them, which can fail on some rows' values",
+			cols[0].Name, cols[0].Type, cols[1].Name, cols[1].Type).
+			WithHint("join on columns of the same type, or of integer and numeric types")
+	}
 	pub.joinCols = append(pub.joinCols, pubCol)
 	return nil
+}
+
+// comparableJoinKeys reports whether PostgreSQL compares two join keys
+// without a conversion that can fail: the same type, or types with
+// cross-type equality operators (integers of any width, real with double
+// precision, dates with timestamps since PostgreSQL 13, which NewServer
+// requires), or an integer beside numeric, which widens exactly. A numeric
+// beside a real or double precision column would be converted to double
+// precision, which fails beyond ~1.8e308: an error that depends on a row.
+func comparableJoinKeys(a, b *policy.Column) bool {
+	family := func(c *policy.Column) string {
+		switch {
+		case c.IsInteger():
+			return "integer"
+		case isFloat(c.Type):
+			return "float"
+		case c.Type == "date", c.Type == "timestamp", c.Type == "timestamptz":
+			return "datetime"
+		}
+		return c.Type
+	}
+	fa, fb := family(a), family(b)
+	return fa == fb || (fa == "integer" && fb == "numeric") || (fa == "numeric" && fb == "integer")
 }
 
 // addView accepts a subquery or CTE that is a row-level view of one private

@@ -117,6 +117,11 @@ func (s *Server) SetPolicy(p *policy.Policy) {
 // Policy returns the policy in force.
 func (s *Server) Policy() *policy.Policy { return s.policy.Load() }
 
+// minServerVersionNum is the oldest upstream dpproxy runs against: the
+// rewriter lets dates be compared with timestamps and joined on, which
+// PostgreSQL 12 and older do by converting the date, failing beyond 294276 AD.
+const minServerVersionNum = 130000
+
 // upstreamSession is the start-up state of a pooled upstream session.
 type upstreamSession struct {
 	readOnly bool
@@ -136,10 +141,13 @@ func readUpstreamParams(ctx context.Context, pool *pgxpool.Pool) (map[string]str
 			out[name] = v
 		}
 	}
-	var ms int64
-	err = conn.QueryRow(ctx, "SELECT current_setting('default_transaction_read_only')::bool, (SELECT setting::bigint FROM pg_catalog.pg_settings WHERE name = 'statement_timeout')").Scan(&sd.readOnly, &ms)
+	var ms, version int64
+	err = conn.QueryRow(ctx, "SELECT current_setting('default_transaction_read_only')::bool, (SELECT setting::bigint FROM pg_catalog.pg_settings WHERE name = 'statement_timeout'), current_setting('server_version_num')::bigint").Scan(&sd.readOnly, &ms, &version)
 	if err != nil {
 		return nil, sd, err
+	}
+	if version < minServerVersionNum {
+		return nil, sd, fmt.Errorf("upstream PostgreSQL %s is not supported: dpproxy needs PostgreSQL 13 or later, where comparing a date with a timestamp cannot fail on an out-of-range value (before 13 such an error would reveal a private row)", out["server_version"])
 	}
 	sd.timeout = time.Duration(ms) * time.Millisecond
 	return out, sd, nil
