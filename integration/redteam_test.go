@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -456,5 +457,54 @@ func TestRedTeamDateAgainstTimestamp(t *testing.T) {
 	// The controls: upstream, the planted row does break the conversion.
 	if _, err := db.Exec(ctx, "SELECT count(*) FROM stays WHERE coalesce(d, current_timestamp) > '2020-01-01'"); err == nil {
 		t.Error("directly upstream, coalesce(d, current_timestamp) answered: the planted row no longer exercises the conversion")
+	}
+}
+
+// TestDeclaredTypeMismatch: the rewriter's rules against row-dependent
+// errors rest on the policy's column types. A double precision column
+// declared numeric would let `v > 0::float8` through unchanged; against a
+// real numeric column holding 1e400 that comparison is the oracle of
+// TestRedTeamNumericAgainstFloat. dpproxy reads the real types at start and
+// refuses statements over a table whose declared types differ (DP022), and
+// serves it again once a corrected policy is loaded.
+func TestDeclaredTypeMismatch(t *testing.T) {
+	ctx := testContext(t)
+	db := demoCopy(t, ctx, "declared_types")
+	defer db.Close(ctx)
+	if _, err := db.Exec(ctx, `CREATE TABLE sensors (v double precision, taken timestamptz, kind text);
+		INSERT INTO sensors SELECT g, now(), 'a' FROM generate_series(1, 100) g;
+		GRANT SELECT ON sensors TO `+demo.ReaderRole); err != nil {
+		t.Fatal(err)
+	}
+	wrong := "  - name: sensors\n    privacy: row\n    columns:\n      - {name: v, type: numeric, bounds: [0, 100]}\n" +
+		"      - {name: taken, type: date}\n      - {name: kind, type: text}\n"
+	p := startProxy(t, proxyOptions{upstreamDSN: strings.Replace(pg.ReaderDSN(), "dbname=demo", "dbname=declared_types", 1),
+		extraTables: wrong, carolBudget: 100})
+	conn := p.connect(t, ctx, "carol", carolPassword, false)
+	for _, sql := range []string{"SELECT count(*) FROM sensors WHERE v > 0::float8", "SELECT count(*) FROM sensors"} {
+		res := conn.PgConn().ExecParams(ctx, sql, nil, nil, nil, nil).Read()
+		var pge *pgconn.PgError
+		if !errors.As(res.Err, &pge) || pge.Code != "42804" || !strings.Contains(pge.Message, "column v is numeric in the policy but double precision upstream") ||
+			!strings.Contains(pge.Message, "column taken is date in the policy but timestamp with time zone upstream") || pge.Hint == "" {
+			t.Errorf("%s: %v; want DP022 naming both columns", sql, res.Err)
+		}
+	}
+	var n float64
+	if err := conn.QueryRow(ctx, "SELECT count(*) FROM patients").Scan(&n); err != nil {
+		t.Errorf("a table declared rightly: %v; want a noisy count", err)
+	}
+	waitLog(t, p, "policy declares a column type the database does not have", "public.sensors")
+
+	// The corrected policy serves the table.
+	orig, err := os.ReadFile(p.policyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fixed := strings.Replace(strings.Replace(string(orig), "{name: v, type: numeric,", "{name: v, type: double precision,", 1),
+		"{name: taken, type: date}", "{name: taken, type: timestamptz}", 1)
+	version := writePolicy(t, p, fixed)
+	waitLog(t, p, "policy reloaded", version)
+	if err := conn.QueryRow(ctx, "SELECT count(*) FROM sensors WHERE v > 50 AND taken < current_timestamp").Scan(&n); err != nil {
+		t.Errorf("after the fix: %v; want a noisy count", err)
 	}
 }

@@ -64,6 +64,12 @@ type Policy struct {
 	// catalog with WithProvenBounds, never read from the file.
 	provenBounds map[string][]string
 	boundsTag    string
+	// typeProblems are the tables (schema.name) whose declared column
+	// types disagree with the upstream catalog or could not be read, with
+	// what is wrong: learned with WithColumnTypes; nil when never checked
+	// (offline explain, tests).
+	typeProblems map[string]string
+	typesTag     string
 
 	analysts map[string]*Analyst
 	tables   map[string]*Table // key: schema.name
@@ -427,12 +433,44 @@ func (p *Policy) ShadowBoundsProof(t *Table, column string) []string {
 // WithUniqueUnits).
 func (p *Policy) UnitUnique(t *Table) bool { return t != nil && p.uniqueUnits[t.QualifiedName()] }
 
-// CatalogTag names what the policy learned from the upstream catalog (the
-// unique-unit tables and proven bounds), so that plans cached under the
-// same Version but different catalog facts are kept apart.
-func (p *Policy) CatalogTag() string {
-	if p.boundsTag == "" {
-		return p.uniqueTag
+// WithColumnTypes returns a copy of p that knows which tables' declared
+// column types disagree with the upstream catalog: problems maps
+// QualifiedName to what is wrong ("column cost is numeric in the policy but
+// double precision upstream"). The rewriter refuses statements that read
+// those tables, since its rules against data-dependent errors rest on the
+// declared types. p itself is not changed.
+func (p *Policy) WithColumnTypes(problems map[string]string) *Policy {
+	cp := *p
+	cp.typeProblems = map[string]string{}
+	var tags []string
+	for name, why := range problems {
+		cp.typeProblems[name] = why
+		tags = append(tags, name+"="+why)
 	}
-	return p.uniqueTag + "|" + p.boundsTag
+	sort.Strings(tags)
+	cp.typesTag = strings.Join(tags, ";")
+	return &cp
+}
+
+// TypeProblem says what is wrong with t's declared column types upstream,
+// or "" (see WithColumnTypes).
+func (p *Policy) TypeProblem(t *Table) string {
+	if t == nil {
+		return ""
+	}
+	return p.typeProblems[t.QualifiedName()]
+}
+
+// CatalogTag names what the policy learned from the upstream catalog (the
+// unique-unit tables, proven bounds and type problems), so that plans
+// cached under the same Version but different catalog facts are kept apart.
+func (p *Policy) CatalogTag() string {
+	tag := p.uniqueTag
+	if p.boundsTag != "" {
+		tag += "|" + p.boundsTag
+	}
+	if p.typesTag != "" {
+		tag += "|types:" + p.typesTag
+	}
+	return tag
 }

@@ -142,6 +142,9 @@ func (sc *scope) addTable(rv *pg_query.RangeVar, pol *policy.Policy, leftmost bo
 		}
 		return pgerror.RefuseUnknownTable.New("relation %q is not declared in the dpproxy policy", name)
 	}
+	if why := pol.TypeProblem(t); why != "" {
+		return pgerror.RefuseTypeMismatch.New("table %s cannot be queried: %s", t.QualifiedName(), why)
+	}
 	alias := t.Name
 	if rv.Alias != nil {
 		if len(rv.Alias.Colnames) > 0 {

@@ -21,10 +21,11 @@ import (
 // and each query that relies on them checks them again in the snapshot that
 // reads its rows (rewrite.Plan.GuardSQL).
 
-// withCatalogFacts returns pol with what the upstream catalog proves about
-// its tables: unique privacy units and proven bounds.
+// withCatalogFacts returns pol with what the upstream catalog says about
+// its tables: unique privacy units, proven bounds and declared types that
+// differ (coltypes.go).
 func (s *Server) withCatalogFacts(ctx context.Context, pol *policy.Policy) *policy.Policy {
-	return s.withProvenBounds(ctx, s.withUniqueUnits(ctx, pol))
+	return s.withColumnTypes(ctx, s.withProvenBounds(ctx, s.withUniqueUnits(ctx, pol)))
 }
 
 // CatalogFacts returns pol with what the upstream catalog proves about its
@@ -114,6 +115,27 @@ func (s *Server) refreshCatalog(what string) {
 	s.log.Warn("a catalog fact a plan relied on is gone; reading the catalog again", "fact", what)
 	s.learnCatalog()
 }
+
+// WatchCatalog re-reads the catalog facts every catalogRefreshInterval
+// until ctx is done, so that a column type changed upstream without the
+// policy (coltypes.go) is noticed without a reload. Unique units and
+// proven bounds need no watch: each query that relies on them re-checks
+// them.
+func (s *Server) WatchCatalog(ctx context.Context) {
+	ticker := time.NewTicker(catalogRefreshInterval)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+			s.learnCatalog()
+		}
+	}
+}
+
+// catalogRefreshInterval is how often WatchCatalog reads the catalog.
+const catalogRefreshInterval = time.Minute
 
 // learnCatalog re-reads the catalog facts, as at start and on a policy
 // reload: after a fact is found gone, or when a table appears upstream

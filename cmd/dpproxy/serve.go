@@ -209,6 +209,7 @@ func serve(pol *policy.Policy, policyPath, adminAddr string, log *slog.Logger, r
 	if policyPath != "" {
 		go watchPolicy(ctx, policyPath, pol, srv, hup, log)
 	}
+	go srv.WatchCatalog(ctx)
 	if ready != nil {
 		ready(ln.Addr().String())
 	}
