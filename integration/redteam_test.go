@@ -363,6 +363,8 @@ func TestRedTeamNumericAgainstFloat(t *testing.T) {
 		{"SELECT count(*) FROM ledgers WHERE v > 0::float8", nil},
 		{"SELECT count(*) FROM ledgers WHERE v IN (1::real, 2) OR v BETWEEN 3 AND 4::double precision", nil},
 		{"SELECT count(*) FROM ledgers WHERE v > $1", []any{0.5}},
+		// trunc of an integer is a double in PostgreSQL; dpproxy makes it numeric.
+		{"SELECT count(*) FROM ledgers WHERE v > 10 / 2 OR v IN (trunc(1), 2) OR v > (10 / 2) / 3 OR coalesce(v, 7 / 2) > 0", nil},
 	} {
 		var n float64
 		if err := conn.QueryRow(ctx, q.sql, q.args...).Scan(&n); err != nil {
@@ -395,8 +397,10 @@ func TestRedTeamNumericAgainstFloat(t *testing.T) {
 	}
 	// The control: upstream, the planted row does break a comparison in
 	// double precision.
-	if _, err := db.Exec(ctx, "SELECT count(*) FROM ledgers WHERE v > 0::float8"); err == nil {
-		t.Error("directly upstream, v > 0::float8 answered: the planted row no longer exercises the conversion")
+	for _, sql := range []string{"SELECT count(*) FROM ledgers WHERE v > 0::float8", "SELECT count(*) FROM ledgers WHERE v > trunc(10 / 2)"} {
+		if _, err := db.Exec(ctx, sql); err == nil {
+			t.Errorf("directly upstream, %s answered: the planted row no longer exercises the conversion", sql)
+		}
 	}
 }
 
@@ -404,22 +408,22 @@ func TestRedTeamNumericAgainstFloat(t *testing.T) {
 // a timestamp only up to 294276, so converting a date to a timestamp fails
 // on a planted far-future row. Comparisons and joins of dates with
 // timestamps use cross-type operators that do not convert (PostgreSQL 13
-// and later, which dpproxy requires) and answer; a coalesce would convert
+// and later; dpproxy requires 14) and answer; a coalesce would convert
 // the column, so it is refused before any row is read.
 func TestRedTeamDateAgainstTimestamp(t *testing.T) {
 	ctx := testContext(t)
 	db := demoCopy(t, ctx, "date_timestamp")
 	defer db.Close(ctx)
-	if _, err := db.Exec(ctx, `CREATE TABLE stays (d date);
-		INSERT INTO stays SELECT DATE '2024-01-01' + g FROM generate_series(1, 100) g;
-		INSERT INTO stays VALUES ('5874897-01-01');
+	if _, err := db.Exec(ctx, `CREATE TABLE stays (d date, r date);
+		INSERT INTO stays SELECT DATE '2024-01-01' + g, DATE '2024-01-01' + g FROM generate_series(1, 100) g;
+		INSERT INTO stays VALUES ('5874897-01-01', '5874897-01-01');
 		CREATE TABLE days (ts timestamp);
 		INSERT INTO days VALUES ('2024-01-02'), ('2024-01-03');
 		GRANT SELECT ON stays, days TO `+demo.ReaderRole); err != nil {
 		t.Fatal(err)
 	}
 	p := startProxy(t, proxyOptions{upstreamDSN: strings.Replace(pg.ReaderDSN(), "dbname=demo", "dbname=date_timestamp", 1),
-		extraTables: "  - name: stays\n    privacy: row\n    columns:\n      - {name: d, type: date}\n" +
+		extraTables: "  - name: stays\n    privacy: row\n    columns:\n      - {name: d, type: date}\n      - {name: r, type: date, range: ['2024-01-01', '2025-01-01']}\n" +
 			"  - name: days\n    privacy: public\n    columns:\n      - {name: ts, type: timestamp}\n",
 		carolBudget: 100})
 	conn := p.connect(t, ctx, "carol", carolPassword, false)
@@ -432,6 +436,24 @@ func TestRedTeamDateAgainstTimestamp(t *testing.T) {
 		var n float64
 		if err := conn.QueryRow(ctx, sql).Scan(&n); err != nil {
 			t.Errorf("%s: %v; want a noisy count", sql, err)
+		}
+	}
+	// Group keys computed through a timestamp: a far-off row's key is NULL
+	// (dateKeyGuard), not an error.
+	for _, sql := range []string{
+		"SELECT date_trunc('month', r), count(*) FROM stays GROUP BY 1",
+		"SELECT date_part('month', d), count(*) FROM stays GROUP BY 1",
+		"SELECT extract(month FROM d), count(*) FROM stays GROUP BY 1",
+		"SELECT date_trunc('year', d), count(*) FROM stays GROUP BY 1",
+	} {
+		rows, err := conn.Query(ctx, sql)
+		if err == nil {
+			for rows.Next() {
+			}
+			err = rows.Err()
+		}
+		if err != nil {
+			t.Errorf("%s: %v; want noisy groups", sql, err)
 		}
 	}
 	for _, oid := range []uint32{1114, 1184} {
@@ -455,8 +477,11 @@ func TestRedTeamDateAgainstTimestamp(t *testing.T) {
 		}
 	}
 	// The controls: upstream, the planted row does break the conversion.
-	if _, err := db.Exec(ctx, "SELECT count(*) FROM stays WHERE coalesce(d, current_timestamp) > '2020-01-01'"); err == nil {
-		t.Error("directly upstream, coalesce(d, current_timestamp) answered: the planted row no longer exercises the conversion")
+	for _, sql := range []string{"SELECT count(*) FROM stays WHERE coalesce(d, current_timestamp) > '2020-01-01'",
+		"SELECT date_trunc('month', r::timestamp), count(*) FROM stays GROUP BY 1", "SELECT date_part('month', d), count(*) FROM stays GROUP BY 1"} {
+		if _, err := db.Exec(ctx, sql); err == nil {
+			t.Errorf("directly upstream, %s answered: the planted row no longer exercises the conversion", sql)
+		}
 	}
 }
 
@@ -465,43 +490,56 @@ func TestRedTeamDateAgainstTimestamp(t *testing.T) {
 // declared numeric would let `v > 0::float8` through unchanged; against a
 // real numeric column holding 1e400 that comparison is the oracle of
 // TestRedTeamNumericAgainstFloat. dpproxy reads the real types at start and
-// refuses statements over a table whose declared types differ (DP022), and
-// serves it again once a corrected policy is loaded.
+// refuses statements that use a column declared with another type, or a
+// table missing upstream (DP022); it answers those that use neither, and
+// serves the columns once a corrected policy is loaded.
 func TestDeclaredTypeMismatch(t *testing.T) {
 	ctx := testContext(t)
 	db := demoCopy(t, ctx, "declared_types")
 	defer db.Close(ctx)
 	if _, err := db.Exec(ctx, `CREATE TABLE sensors (v double precision, taken timestamptz, kind text);
 		INSERT INTO sensors SELECT g, now(), 'a' FROM generate_series(1, 100) g;
-		GRANT SELECT ON sensors TO `+demo.ReaderRole); err != nil {
+		CREATE TABLE kinds (kind text, budget double precision);
+		INSERT INTO kinds VALUES ('a', 1);
+		GRANT SELECT ON sensors, kinds TO `+demo.ReaderRole); err != nil {
 		t.Fatal(err)
 	}
 	wrong := "  - name: sensors\n    privacy: row\n    columns:\n      - {name: v, type: numeric, bounds: [0, 100]}\n" +
-		"      - {name: taken, type: date}\n      - {name: kind, type: text}\n"
+		"      - {name: taken, type: date}\n      - {name: kind, type: text}\n" +
+		"  - name: kinds\n    privacy: public\n    columns:\n      - {name: kind, type: text}\n      - {name: budget, type: numeric}\n" +
+		"  - name: ghosts\n    privacy: row\n    columns:\n      - {name: g, type: integer}\n"
 	p := startProxy(t, proxyOptions{upstreamDSN: strings.Replace(pg.ReaderDSN(), "dbname=demo", "dbname=declared_types", 1),
 		extraTables: wrong, carolBudget: 100})
 	conn := p.connect(t, ctx, "carol", carolPassword, false)
-	for _, sql := range []string{"SELECT count(*) FROM sensors WHERE v > 0::float8", "SELECT count(*) FROM sensors"} {
-		res := conn.PgConn().ExecParams(ctx, sql, nil, nil, nil, nil).Read()
+	for _, q := range []struct{ sql, want string }{
+		{"SELECT count(*) FROM sensors WHERE v > 0::float8", "column v of table public.sensors cannot be used: it is numeric in the policy but double precision upstream"},
+		{"SELECT count(*) FROM sensors WHERE taken < current_date", "column taken of table public.sensors cannot be used: it is date in the policy but timestamp with time zone upstream"},
+		{"SELECT count(*) FROM sensors WHERE kind IN (SELECT kind FROM kinds WHERE budget > 0)", "column budget of table public.kinds cannot be used"},
+		{"SELECT count(*) FROM sensors s JOIN kinds k ON s.kind = k.kind WHERE k.budget > 0", "column budget of table public.kinds cannot be used"},
+		{"SELECT count(*) FROM ghosts", "table public.ghosts cannot be queried: it does not exist upstream"},
+	} {
+		res := conn.PgConn().ExecParams(ctx, q.sql, nil, nil, nil, nil).Read()
 		var pge *pgconn.PgError
-		if !errors.As(res.Err, &pge) || pge.Code != "42804" || !strings.Contains(pge.Message, "column v is numeric in the policy but double precision upstream") ||
-			!strings.Contains(pge.Message, "column taken is date in the policy but timestamp with time zone upstream") || pge.Hint == "" {
-			t.Errorf("%s: %v; want DP022 naming both columns", sql, res.Err)
+		if !errors.As(res.Err, &pge) || pge.Code != "42804" || !strings.Contains(pge.Message, q.want) || pge.Hint == "" {
+			t.Errorf("%s: %v; want DP022: %s", q.sql, res.Err, q.want)
 		}
 	}
 	var n float64
-	if err := conn.QueryRow(ctx, "SELECT count(*) FROM patients").Scan(&n); err != nil {
-		t.Errorf("a table declared rightly: %v; want a noisy count", err)
+	for _, sql := range []string{"SELECT count(*) FROM patients", "SELECT count(*) FROM sensors WHERE kind = 'a'",
+		"SELECT count(*) FROM sensors WHERE kind IN (SELECT kind FROM kinds)"} {
+		if err := conn.QueryRow(ctx, sql).Scan(&n); err != nil {
+			t.Errorf("%s uses no mismatched column: %v; want a noisy count", sql, err)
+		}
 	}
-	waitLog(t, p, "policy declares a column type the database does not have", "public.sensors")
+	waitLog(t, p, "policy declares a column type the database does not have", "public.sensors", "column=v")
 
-	// The corrected policy serves the table.
+	// The corrected policy serves the columns.
 	orig, err := os.ReadFile(p.policyPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	fixed := strings.Replace(strings.Replace(string(orig), "{name: v, type: numeric,", "{name: v, type: double precision,", 1),
-		"{name: taken, type: date}", "{name: taken, type: timestamptz}", 1)
+	fixed := strings.NewReplacer("{name: v, type: numeric,", "{name: v, type: double precision,",
+		"{name: taken, type: date}", "{name: taken, type: timestamptz}").Replace(string(orig))
 	version := writePolicy(t, p, fixed)
 	waitLog(t, p, "policy reloaded", version)
 	if err := conn.QueryRow(ctx, "SELECT count(*) FROM sensors WHERE v > 50 AND taken < current_timestamp").Scan(&n); err != nil {

@@ -64,12 +64,13 @@ type Policy struct {
 	// catalog with WithProvenBounds, never read from the file.
 	provenBounds map[string][]string
 	boundsTag    string
-	// typeProblems are the tables (schema.name) whose declared column
-	// types disagree with the upstream catalog or could not be read, with
-	// what is wrong: learned with WithColumnTypes; nil when never checked
+	// typeProblems (by table) and columnProblems (by ProvenKey) say where
+	// the declared column types disagree with the upstream catalog or could
+	// not be read: learned with WithColumnTypes; nil when never checked
 	// (offline explain, tests).
-	typeProblems map[string]string
-	typesTag     string
+	typeProblems   map[string]string
+	columnProblems map[string]string
+	typesTag       string
 
 	analysts map[string]*Analyst
 	tables   map[string]*Table // key: schema.name
@@ -433,32 +434,89 @@ func (p *Policy) ShadowBoundsProof(t *Table, column string) []string {
 // WithUniqueUnits).
 func (p *Policy) UnitUnique(t *Table) bool { return t != nil && p.uniqueUnits[t.QualifiedName()] }
 
-// WithColumnTypes returns a copy of p that knows which tables' declared
-// column types disagree with the upstream catalog: problems maps
-// QualifiedName to what is wrong ("column cost is numeric in the policy but
+// WithColumnTypes returns a copy of p that knows where its declared column
+// types disagree with the upstream catalog: tables maps QualifiedName to a
+// problem with the whole table (missing upstream, types unreadable),
+// columns maps ProvenKey to a column's ("is numeric in the policy but
 // double precision upstream"). The rewriter refuses statements that read
-// those tables, since its rules against data-dependent errors rest on the
-// declared types. p itself is not changed.
-func (p *Policy) WithColumnTypes(problems map[string]string) *Policy {
+// such a table or use such a column, since its rules against data-dependent
+// errors rest on the declared types. p itself is not changed.
+func (p *Policy) WithColumnTypes(tables, columns map[string]string) *Policy {
 	cp := *p
 	cp.typeProblems = map[string]string{}
+	cp.columnProblems = map[string]string{}
 	var tags []string
-	for name, why := range problems {
+	for name, why := range tables {
 		cp.typeProblems[name] = why
 		tags = append(tags, name+"="+why)
+	}
+	for key, why := range columns {
+		cp.columnProblems[key] = why
+		tags = append(tags, key+":"+why)
 	}
 	sort.Strings(tags)
 	cp.typesTag = strings.Join(tags, ";")
 	return &cp
 }
 
-// TypeProblem says what is wrong with t's declared column types upstream,
-// or "" (see WithColumnTypes).
+// TypesChecked reports whether WithColumnTypes was applied.
+func (p *Policy) TypesChecked() bool { return p.typeProblems != nil }
+
+// TypeProblem says what is wrong with t as a whole upstream, or "" (see
+// WithColumnTypes).
 func (p *Policy) TypeProblem(t *Table) string {
 	if t == nil {
 		return ""
 	}
 	return p.typeProblems[t.QualifiedName()]
+}
+
+// ColumnTypeProblem says what is wrong with the type of t's column, or "".
+func (p *Policy) ColumnTypeProblem(t *Table, column string) string {
+	if t == nil {
+		return ""
+	}
+	return p.columnProblems[ProvenKey(t, column)]
+}
+
+// CarryColumnTypes returns p with the type verdicts prev holds for the
+// tables p declares exactly as prev does (same columns and types), for
+// when the catalog cannot be read now; every other table of p gets
+// unverified as its problem.
+func (p *Policy) CarryColumnTypes(prev *Policy, unverified string) *Policy {
+	tables, columns := map[string]string{}, map[string]string{}
+	for _, t := range p.Tables {
+		name := t.QualifiedName()
+		var old *Table
+		if prev != nil && prev.TypesChecked() {
+			old = prev.tables[name]
+		}
+		if old == nil || !sameColumns(old, t) {
+			tables[name] = unverified
+			continue
+		}
+		if why := prev.typeProblems[name]; why != "" {
+			tables[name] = why
+		}
+		for _, c := range t.Columns {
+			if why := prev.columnProblems[ProvenKey(t, c.Name)]; why != "" {
+				columns[ProvenKey(t, c.Name)] = why
+			}
+		}
+	}
+	return p.WithColumnTypes(tables, columns)
+}
+
+func sameColumns(a, b *Table) bool {
+	if len(a.Columns) != len(b.Columns) {
+		return false
+	}
+	for i := range a.Columns {
+		if a.Columns[i].Name != b.Columns[i].Name || a.Columns[i].Type != b.Columns[i].Type {
+			return false
+		}
+	}
+	return true
 }
 
 // CatalogTag names what the policy learned from the upstream catalog (the

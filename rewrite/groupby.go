@@ -163,30 +163,35 @@ func (b *planBuilder) derivedKey(f *pg_query.FuncCall) (Key, *policy.Column, err
 		if c.Type != "date" && c.Type != "timestamp" && c.Type != "timestamptz" {
 			return Key{}, nil, pgerror.RefuseUnsupported.New("%s needs a date or timestamp column; %s is %s", name, c.Name, c.Type)
 		}
+		colSQL, err := exprSQL(f.Args[1])
+		if err != nil {
+			return Key{}, nil, err
+		}
+		text, err := exprSQL(&pg_query.Node{Node: &pg_query.Node_FuncCall{FuncCall: f}})
+		if err != nil {
+			return Key{}, nil, err
+		}
 		if name != "date_trunc" {
 			t := TypeNumeric
 			if name == "date_part" {
 				t = TypeFloat8
 			}
-			return Key{Type: t, Domain: fieldDomain(unit, c)}, c, nil
+			return Key{Type: t, Domain: fieldDomain(unit, c), gen: dateKeyGuard(c, colSQL, text)}, c, nil
 		}
 		if c.Range != nil && c.Type != "timestamptz" {
 			// Truncate in timestamp without time zone, so that the keys, and
 			// their text, do not depend on the upstream session's TimeZone;
 			// then the policy's public range gives every group, empty ones
 			// included, without spending delta.
-			colSQL, err := exprSQL(f.Args[1])
-			if err != nil {
-				return Key{}, nil, err
-			}
 			if dom := truncDomain(unit, c.Range.Lower, c.Range.Upper); dom != nil {
-				return Key{Type: TypeTimestamp, Domain: dom, gen: fmt.Sprintf("date_trunc(%s, %s::timestamp)", quoteLiteral(unit), colSQL)}, c, nil
+				return Key{Type: TypeTimestamp, Domain: dom,
+					gen: dateKeyGuard(c, colSQL, fmt.Sprintf("date_trunc(%s, %s::timestamp)", quoteLiteral(unit), colSQL))}, c, nil
 			}
 		}
 		if c.Type == "timestamp" {
-			return Key{Type: TypeTimestamp}, c, nil
+			return Key{Type: TypeTimestamp, gen: dateKeyGuard(c, colSQL, text)}, c, nil
 		}
-		return Key{Type: TypeTimestamptz}, c, nil
+		return Key{Type: TypeTimestamptz, gen: dateKeyGuard(c, colSQL, text)}, c, nil
 	case "width_bucket":
 		if len(f.Args) != 4 {
 			return Key{}, nil, pgerror.RefuseUnsupported.New("width_bucket in GROUP BY takes (column, low, high, count)")
@@ -214,6 +219,28 @@ func (b *planBuilder) derivedKey(f *pg_query.FuncCall) (Key, *policy.Column, err
 	}
 	return Key{}, nil, pgerror.RefuseFunction.New("function %s is not allowed in GROUP BY", name).
 		WithHint("group by columns, date_trunc('month', col), extract(year from col) or width_bucket(col, lo, hi, n)")
+}
+
+// dateKeyGuard makes a date/time group key NULL for values outside years
+// 1 to 99999. PostgreSQL converts the column on the way to the key (a date
+// to timestamp in date_trunc and date_part, which fails beyond 294276 AD;
+// to timestamptz, or timestamptz to local time, which fails near either
+// end of the range in a zone away from UTC; truncating to a year or week
+// can step below the range's start), so a far-off value would otherwise
+// fail the query: an error that depends on one row. The bounds are
+// constants of the column's own type, compared without a conversion; a
+// NULL key is in no public domain, so such rows are never released as a
+// group of their own without partition selection.
+func dateKeyGuard(c *policy.Column, colSQL, key string) string {
+	lo, hi := "'0001-01-01'", "'100000-01-01'"
+	switch c.Type {
+	case "timestamp":
+		lo, hi = "'0001-01-02 00:00:00'", "'100000-01-01 00:00:00'"
+	case "timestamptz":
+		lo, hi = "'0001-01-02 00:00:00+00'", "'100000-01-01 00:00:00+00'"
+	}
+	typ := c.Type
+	return fmt.Sprintf("CASE WHEN %s >= %s::%s AND %s < %s::%s THEN %s END", colSQL, lo, typ, colSQL, hi, typ, key)
 }
 
 func stringConst(n *pg_query.Node) (string, bool) {

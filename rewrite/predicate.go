@@ -33,6 +33,12 @@ func checkExpr(n *pg_query.Node, sc *scope, inArith bool) error {
 	}
 	switch e := n.Node.(type) {
 	case *pg_query.Node_AConst:
+		if inArith && isNumberConst(e.AConst) {
+			// Promoted as columns are: arithmetic on constants alone would
+			// be integer, and trunc of an integer is double precision,
+			// which a numeric column beside it would be converted to.
+			*n = *castNode(&pg_query.Node{Node: e}, "numeric")
+		}
 		return nil
 	case *pg_query.Node_ParamRef:
 		if e.ParamRef.Number < 1 {
@@ -128,6 +134,9 @@ func checkExpr(n *pg_query.Node, sc *scope, inArith bool) error {
 		}
 		if name == "coalesce" {
 			return checkCoalesce(n, sc)
+		}
+		if name == "trunc" && len(e.FuncCall.Args) > 0 {
+			return truncNumeric(e.FuncCall.Args[0], sc)
 		}
 		return nil
 	case *pg_query.Node_CoalesceExpr:
@@ -235,6 +244,54 @@ func checkAExpr(a *pg_query.A_Expr, sc *scope, inArith bool) error {
 // when binding. Applying it again changes nothing, as the verifier requires.
 func compareNumericExactly(a *pg_query.A_Expr, sc *scope) error {
 	return numericLeaves(comparisonLeaves(a.Lexpr, a.Rexpr), sc)
+}
+
+// truncNumeric keeps trunc in numeric: PostgreSQL resolves trunc of an
+// integer to trunc(double precision), and a numeric column compared with
+// that double would be converted to double precision, which fails beyond
+// ~1e308. Integer columns and number constants are cast to numeric;
+// arithmetic is numeric already (checkExpr promotes its operands); a
+// numeric or floating-point column stays as it is (a float beside a
+// numeric column is refused by numericLeaves). Anything else, a bound
+// parameter included (declared int8 it would be a double too), is refused.
+func truncNumeric(arg *pg_query.Node, sc *scope) error {
+	switch e := arg.Node.(type) {
+	case *pg_query.Node_ColumnRef:
+		c, err := sc.column(e.ColumnRef)
+		if err != nil {
+			return err
+		}
+		if c.IsInteger() {
+			*arg = *castNode(&pg_query.Node{Node: e}, "numeric")
+		}
+		if c.IsNumeric() {
+			return nil
+		}
+	case *pg_query.Node_AConst:
+		if isNumberConst(e.AConst) {
+			*arg = *castNode(&pg_query.Node{Node: e}, "numeric")
+			return nil
+		}
+	case *pg_query.Node_TypeCast:
+		if typeNameIs(e.TypeCast.TypeName, "numeric") && (e.TypeCast.Arg.GetColumnRef() != nil || e.TypeCast.Arg.GetAConst() != nil) {
+			return nil // the form this function writes
+		}
+	case *pg_query.Node_AExpr:
+		if e.AExpr.Kind == pg_query.A_Expr_Kind_AEXPR_OP && (arithmeticOps[operatorName(e.AExpr.Name)] || operatorName(e.AExpr.Name) == "/" || operatorName(e.AExpr.Name) == "%") {
+			return nil
+		}
+	}
+	return pgerror.RefuseUnsupported.New("trunc in conditions takes a numeric column, a number or arithmetic").
+		WithHint("e.g. WHERE trunc(cost) > 10 or trunc(age / 10) = 3")
+}
+
+// isNumberConst: an integer or decimal constant (not a string or NULL).
+func isNumberConst(c *pg_query.A_Const) bool {
+	switch c.Val.(type) {
+	case *pg_query.A_Const_Ival, *pg_query.A_Const_Fval:
+		return !c.Isnull
+	}
+	return false
 }
 
 // checkCoalesce: a coalesce's arguments are converted to one common type,
@@ -479,6 +536,9 @@ func checkArithConst(n *pg_query.Node) error {
 				WithHint("write integer or decimal constants, e.g. WHERE age * 12 > 600")
 		}
 	}
+	if tc := n.GetTypeCast(); tc != nil && tc.Arg.GetAConst() != nil && typeNameIs(tc.TypeName, "numeric") {
+		return checkArithConst(tc.Arg) // a constant checkExpr promoted
+	}
 	if tc := n.GetTypeCast(); tc != nil && (tc.Arg.GetColumnRef() == nil || !typeNameIs(tc.TypeName, "numeric")) {
 		return pgerror.RefuseUnsupported.New("casts in arithmetic in conditions are not supported").
 			WithHint("write the constant as a number, e.g. age * 2 > 100")
@@ -541,6 +601,9 @@ func checkPublicSubLink(sl *pg_query.SubLink, sc *scope, inArith bool) error {
 	if t == nil || t.IsPrivate() {
 		return pgerror.RefuseUnsupported.New("the subquery must read a public table; %s is not one", rv.Relname).
 			WithHint("only public lookup tables may appear in subqueries")
+	}
+	if why := sc.pol.TypeProblem(t); why != "" {
+		return pgerror.RefuseTypeMismatch.New("table %s cannot be queried: %s", t.QualifiedName(), why)
 	}
 	alias := t.Name
 	if rv.Alias != nil {

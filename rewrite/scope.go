@@ -273,8 +273,8 @@ func (sc *scope) checkJoinEqualities(q *pg_query.Node, pub *relation) error {
 // comparableJoinKeys reports whether PostgreSQL compares two join keys
 // without a conversion that can fail: the same type, or types with
 // cross-type equality operators (integers of any width, real with double
-// precision, dates with timestamps since PostgreSQL 13, which NewServer
-// requires), or an integer beside numeric, which widens exactly. A numeric
+// precision, dates with timestamps since PostgreSQL 13; NewServer
+// requires 14), or an integer beside numeric, which widens exactly. A numeric
 // beside a real or double precision column would be converted to double
 // precision, which fails beyond ~1.8e308: an error that depends on a row.
 func comparableJoinKeys(a, b *policy.Column) bool {
@@ -450,6 +450,11 @@ func (sc *scope) resolve(cr *pg_query.ColumnRef) (*policy.Column, *relation, err
 	}
 	if c.Hidden {
 		return nil, nil, pgerror.RefuseHiddenColumn.New("column %q of table %s is hidden by the policy", col, found.table.QualifiedName())
+	}
+	if sc.pol != nil {
+		if why := sc.pol.ColumnTypeProblem(found.table, col); why != "" {
+			return nil, nil, pgerror.RefuseTypeMismatch.New("column %s of table %s cannot be used: %s", col, found.table.QualifiedName(), why)
+		}
 	}
 	return c, found, nil
 }

@@ -347,6 +347,18 @@ func verifyKeyExpr(n *pg_query.Node, sc *scope) error {
 		return err
 	}
 	b := &planBuilder{sc: sc}
+	if ce := n.GetCaseExpr(); ce != nil && ce.Arg == nil && ce.Defresult == nil && len(ce.Args) == 1 {
+		// dateKeyGuard's CASE WHEN <allowed condition> THEN <derived key> END:
+		// the condition only turns some keys into NULL.
+		w := ce.Args[0].GetCaseWhen()
+		if err := verifyPredicate(w.Expr, sc); err != nil {
+			return err
+		}
+		if f := w.Result.GetFuncCall(); f != nil {
+			_, _, err := b.derivedKey(f)
+			return err
+		}
+	}
 	if f := n.GetFuncCall(); f != nil {
 		_, _, err := b.derivedKey(f)
 		return err

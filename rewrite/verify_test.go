@@ -243,5 +243,5 @@ func TestVerifyExpressionNullFilter(t *testing.T) {
 // would raise an error, visible to the analyst, on a row holding 0.
 func TestVerifyUnsafeArithmetic(t *testing.T) {
 	checkEdits(t, "SELECT count(*) FROM patients WHERE 100 / age > 1",
-		sqlEdit{"a raw division by a column", "trunc(100 / (NULLIF(age::numeric, 0))) > 1", "100 / age > 1"})
+		sqlEdit{"a raw division by a column", "trunc(100::numeric / (NULLIF(age::numeric, 0))) > 1", "100 / age > 1"})
 }

@@ -25,7 +25,7 @@ import (
 // its tables: unique privacy units, proven bounds and declared types that
 // differ (coltypes.go).
 func (s *Server) withCatalogFacts(ctx context.Context, pol *policy.Policy) *policy.Policy {
-	return s.withColumnTypes(ctx, s.withProvenBounds(ctx, s.withUniqueUnits(ctx, pol)))
+	return s.withColumnTypes(ctx, s.withProvenBounds(ctx, s.withUniqueUnits(ctx, pol)), s.policy.Load())
 }
 
 // CatalogFacts returns pol with what the upstream catalog proves about its
@@ -116,11 +116,10 @@ func (s *Server) refreshCatalog(what string) {
 	s.learnCatalog()
 }
 
-// WatchCatalog re-reads the catalog facts every catalogRefreshInterval
-// until ctx is done, so that a column type changed upstream without the
-// policy (coltypes.go) is noticed without a reload. Unique units and
-// proven bounds need no watch: each query that relies on them re-checks
-// them.
+// WatchCatalog re-reads the column types every catalogRefreshInterval
+// until ctx is done, so that a type changed upstream without the policy
+// (coltypes.go) is noticed without a reload. Unique units and proven
+// bounds need no watch: each query that relies on them re-checks them.
 func (s *Server) WatchCatalog(ctx context.Context) {
 	ticker := time.NewTicker(catalogRefreshInterval)
 	defer ticker.Stop()
@@ -129,8 +128,20 @@ func (s *Server) WatchCatalog(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-ticker.C:
-			s.learnCatalog()
+			s.relearnColumnTypes(ctx)
 		}
+	}
+}
+
+// relearnColumnTypes re-reads the column types, and replaces the policy in
+// force only if a verdict changed, so that plans and prepared statements
+// keep their cache otherwise.
+func (s *Server) relearnColumnTypes(ctx context.Context) {
+	s.policyMu.Lock()
+	defer s.policyMu.Unlock()
+	cur := s.policy.Load()
+	if next := s.withColumnTypes(ctx, cur, cur); next.CatalogTag() != cur.CatalogTag() {
+		s.policy.Store(next)
 	}
 }
 

@@ -3,7 +3,6 @@ package wire
 import (
 	"context"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -19,10 +18,11 @@ import (
 // policy that calls a double precision column numeric would let through
 // the very comparisons those rules refuse. So the server reads every
 // policy table's column types when it starts, on each reload and every
-// catalogRefreshInterval, and the rewriter refuses statements over a table
-// whose declared types differ (DP022). A table that does not exist
-// upstream is left alone: statements over it fail upstream whatever its
-// rows.
+// catalogRefreshInterval (WatchCatalog), and the rewriter refuses
+// statements that use a column whose declared type differs, or read a
+// table missing upstream (DP022). When the catalog cannot be read, the
+// last verdicts stand for tables declared as they were; any other table is
+// refused until a read succeeds.
 
 // columnTypesSQL lists the columns of the given tables with their types as
 // policies name them: a domain as its base type, an enum as text.
@@ -36,28 +36,30 @@ JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
 JOIN unnest($1::text[], $2::text[]) AS p(schema, name) ON p.schema = n.nspname AND p.name = c.relname
 WHERE a.attnum > 0 AND NOT a.attisdropped`
 
-// withColumnTypes returns pol with the tables whose declared column types
-// differ upstream marked. If the catalog cannot be read, every table is
-// marked: the declared types are then unverified.
-func (s *Server) withColumnTypes(ctx context.Context, pol *policy.Policy) *policy.Policy {
+// withColumnTypes returns pol with the tables and columns whose declared
+// types differ upstream marked; prev is the policy in force (nil at start),
+// whose verdicts stand if the catalog cannot be read.
+func (s *Server) withColumnTypes(ctx context.Context, pol, prev *policy.Policy) *policy.Policy {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	actual, err := s.readColumnTypes(ctx, pol)
 	if err != nil {
-		s.log.Error("cannot read column types upstream; statements over policy tables are refused until they are read", "err", err)
-		problems := map[string]string{}
-		for _, t := range pol.Tables {
-			problems[t.QualifiedName()] = "its column types could not be read from the upstream database; dpproxy retries every " + catalogRefreshInterval.String()
-		}
-		return pol.WithColumnTypes(problems)
+		s.log.Warn("cannot read column types upstream; the last verdicts stand, tables never checked are refused until they are read", "err", err)
+		return pol.CarryColumnTypes(prev, "its column types could not be read from the upstream database; dpproxy retries every "+catalogRefreshInterval.String())
 	}
-	problems := columnTypeProblems(pol, actual)
+	tables, columns := columnTypeProblems(pol, actual)
 	for _, t := range pol.Tables {
-		if why := problems[t.QualifiedName()]; why != "" && why != pol.TypeProblem(t) { // each problem logged once
-			s.log.Error("policy declares a column type the database does not have; statements over the table are refused", "table", t.QualifiedName(), "problem", why)
+		if why := tables[t.QualifiedName()]; why != "" && (prev == nil || why != prev.TypeProblem(t)) {
+			s.log.Error("a policy table is not in the database as declared; statements over it are refused", "table", t.QualifiedName(), "problem", why)
+		}
+		for _, c := range t.Columns {
+			if why := columns[policy.ProvenKey(t, c.Name)]; why != "" && (prev == nil || why != prev.ColumnTypeProblem(t, c.Name)) {
+				s.log.Error("policy declares a column type the database does not have; statements using the column are refused",
+					"table", t.QualifiedName(), "column", c.Name, "problem", why)
+			}
 		}
 	}
-	return pol.WithColumnTypes(problems)
+	return pol.WithColumnTypes(tables, columns)
 }
 
 // readColumnTypes maps schema.table to column to upstream type.
@@ -90,27 +92,25 @@ func (s *Server) readColumnTypes(ctx context.Context, pol *policy.Policy) (map[s
 }
 
 // columnTypeProblems compares each declared column with its upstream type
-// (format_type's text); tables missing upstream are skipped.
-func columnTypeProblems(pol *policy.Policy, actual map[string]map[string]string) map[string]string {
-	problems := map[string]string{}
+// (format_type's text): problems of whole tables by QualifiedName, of
+// columns by policy.ProvenKey.
+func columnTypeProblems(pol *policy.Policy, actual map[string]map[string]string) (tables, columns map[string]string) {
+	tables, columns = map[string]string{}, map[string]string{}
 	for _, t := range pol.Tables {
 		cols, ok := actual[t.QualifiedName()]
 		if !ok {
+			tables[t.QualifiedName()] = "it does not exist upstream, or the proxy's database role cannot see it"
 			continue
 		}
-		var wrong []string
 		for _, c := range t.Columns {
 			up, ok := cols[c.Name]
 			switch canon, known := policy.CanonicalType(up); {
 			case !ok:
-				wrong = append(wrong, fmt.Sprintf("column %s does not exist upstream", c.Name))
+				columns[policy.ProvenKey(t, c.Name)] = "it does not exist upstream"
 			case !known || canon != c.Type:
-				wrong = append(wrong, fmt.Sprintf("column %s is %s in the policy but %s upstream", c.Name, c.Type, up))
+				columns[policy.ProvenKey(t, c.Name)] = fmt.Sprintf("it is %s in the policy but %s upstream", c.Type, up)
 			}
 		}
-		if len(wrong) > 0 {
-			problems[t.QualifiedName()] = strings.Join(wrong, "; ")
-		}
 	}
-	return problems
+	return tables, columns
 }

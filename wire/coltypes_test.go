@@ -20,27 +20,33 @@ func TestColumnTypeProblems(t *testing.T) {
 	}
 	match := map[string]string{"age": "integer", "sex": "character varying(1)"}
 	for _, tc := range []struct {
-		name   string
-		actual map[string]map[string]string
-		want   map[string]string
+		name            string
+		actual          map[string]map[string]string
+		tables, columns map[string]string
 	}{
-		{"all as declared; an enum reads as text; claims missing upstream",
-			map[string]map[string]string{"public.patients": match}, map[string]string{}},
-		{"numeric declared, double precision upstream; an extra column upstream is fine",
-			map[string]map[string]string{"public.patients": match, "public.claims": {"amount": "double precision", "filed": "date", "kind": "text", "note": "jsonb"}},
-			map[string]string{"public.claims": "column amount is numeric in the policy but double precision upstream"}},
+		{"all as declared; an enum reads as text",
+			map[string]map[string]string{"public.patients": match, "public.claims": {"amount": "numeric", "filed": "date", "kind": "text"}},
+			map[string]string{}, map[string]string{}},
+		{"numeric declared, double precision upstream; an extra column upstream is fine; claims missing",
+			map[string]map[string]string{"public.patients": {"age": "double precision", "sex": "text", "note": "jsonb"}},
+			map[string]string{"public.claims": "it does not exist upstream, or the proxy's database role cannot see it"},
+			map[string]string{"public.patients.age": "it is integer in the policy but double precision upstream"}},
 		{"two wrong, one missing; typmods ignored",
 			map[string]map[string]string{"public.patients": {"age": "smallint", "sex": "text"}, "public.claims": {"amount": "numeric(10,2)", "filed": "timestamp without time zone"}},
+			map[string]string{},
 			map[string]string{
-				"public.patients": "column age is integer in the policy but smallint upstream",
-				"public.claims":   "column filed is date in the policy but timestamp without time zone upstream; column kind does not exist upstream"}},
+				"public.patients.age": "it is integer in the policy but smallint upstream",
+				"public.claims.filed": "it is date in the policy but timestamp without time zone upstream",
+				"public.claims.kind":  "it does not exist upstream"}},
 		{"a type dpproxy does not know",
-			map[string]map[string]string{"public.patients": {"age": "integer[]", "sex": "text"}},
-			map[string]string{"public.patients": "column age is integer in the policy but integer[] upstream"}},
+			map[string]map[string]string{"public.patients": {"age": "integer[]", "sex": "text"}, "public.claims": {"amount": "numeric", "filed": "date", "kind": "citext"}},
+			map[string]string{},
+			map[string]string{"public.patients.age": "it is integer in the policy but integer[] upstream", "public.claims.kind": "it is text in the policy but citext upstream"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := columnTypeProblems(pol, tc.actual); !reflect.DeepEqual(got, tc.want) {
-				t.Errorf("got %q\nwant %q", got, tc.want)
+			tables, columns := columnTypeProblems(pol, tc.actual)
+			if !reflect.DeepEqual(tables, tc.tables) || !reflect.DeepEqual(columns, tc.columns) {
+				t.Errorf("got %q %q\nwant %q %q", tables, columns, tc.tables, tc.columns)
 			}
 		})
 	}

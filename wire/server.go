@@ -117,10 +117,13 @@ func (s *Server) SetPolicy(p *policy.Policy) {
 // Policy returns the policy in force.
 func (s *Server) Policy() *policy.Policy { return s.policy.Load() }
 
-// minServerVersionNum is the oldest upstream dpproxy runs against: the
+// minServerVersionNum is the oldest upstream dpproxy runs against. The
 // rewriter lets dates be compared with timestamps and joined on, which
-// PostgreSQL 12 and older do by converting the date, failing beyond 294276 AD.
-const minServerVersionNum = 130000
+// PostgreSQL 12 and older do by converting the date (failing beyond 294276
+// AD); it casts real and double precision values to numeric to clamp them,
+// which PostgreSQL 13 and older cannot do for infinity; and it groups by
+// extract() of a date, which PostgreSQL 13 computes through a timestamp.
+const minServerVersionNum = 140000
 
 // upstreamSession is the start-up state of a pooled upstream session.
 type upstreamSession struct {
@@ -147,7 +150,7 @@ func readUpstreamParams(ctx context.Context, pool *pgxpool.Pool) (map[string]str
 		return nil, sd, err
 	}
 	if version < minServerVersionNum {
-		return nil, sd, fmt.Errorf("upstream PostgreSQL %s is not supported: dpproxy needs PostgreSQL 13 or later, where comparing a date with a timestamp cannot fail on an out-of-range value (before 13 such an error would reveal a private row)", out["server_version"])
+		return nil, sd, fmt.Errorf("upstream PostgreSQL %s is not supported: dpproxy needs PostgreSQL 14 or later (before 13 comparing a date with a timestamp converts the date, before 14 numeric has no infinity and extract() on a date converts it to a timestamp: conversions that fail on extreme values, so such an error would reveal a private row)", out["server_version"])
 	}
 	sd.timeout = time.Duration(ms) * time.Millisecond
 	return out, sd, nil
