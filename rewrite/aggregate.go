@@ -265,10 +265,12 @@ func valueFilter(filterSQL, colSQL string, clampedColumn bool) func(string) stri
 // maxRows is the most rows one privacy unit contributes.
 func (b *planBuilder) maxRows() int {
 	if b.plan.UnitLevel {
-		return max(1, b.sc.table.MaxRowsPerUnit)
+		return b.maxRowsPerUnit()
 	}
 	return 1
 }
+
+func (b *planBuilder) maxRowsPerUnit() int { return max(1, b.sc.table.MaxRowsPerUnit) }
 
 func (b *planBuilder) isConstArg(f *pg_query.FuncCall) bool {
 	if len(f.Args) != 1 {

@@ -144,6 +144,9 @@ func (b *planBuilder) finishSensitivities() {
 			b.plan.MaxGroups = d
 		}
 	}
+	if b.useSampling() {
+		b.plan.MaxGroups = 1
+	}
 	for i := range b.plan.Quantities {
 		b.plan.Quantities[i].L1Sensitivity *= float64(b.plan.MaxGroups)
 	}
@@ -173,7 +176,50 @@ func (b *planBuilder) keysFilteredInSQL() bool {
 }
 
 func (b *planBuilder) filteredInSQL(i int, k Key) bool {
-	return b.plan.UnitLevel && k.Domain != nil && b.keyCol[i] != nil && b.keyNodes[i].GetColumnRef() != nil
+	return (b.plan.UnitLevel || b.plan.Sampled > 0) && k.Domain != nil && b.keyCol[i] != nil && b.keyNodes[i].GetColumnRef() != nil
+}
+
+// useSampling plans a GROUP BY over a privacy-unit table by row sampling
+// rather than per-(unit, group) pre-aggregation, when the query allows it
+// and the groups would otherwise multiply the noise: a unit's rows are
+// numbered in random order (row_number() OVER (PARTITION BY unit ORDER BY
+// random())), at most max_rows_per_unit of them are kept, and the kept rows
+// are aggregated as a row-level table's would be.
+//
+// The privacy argument is the shadow copy's (useShadow), made on the fly:
+// a unit keeps at most m rows, chosen independently of every value, so it
+// touches at most m groups and moves the vector of per-group counts by at
+// most m in L1 (sums by m times a row's clamp): the sensitivities planned
+// per unit hold without the factor of max_groups_per_unit that
+// pre-aggregation needs. So the noise is up to max_groups_per_unit times
+// smaller, while a unit with few rows keeps all of them. PostgreSQL sorts
+// the rows by (unit, random()) instead of hashing per (unit, group); on
+// the 1M-row bench this is also faster (docs/benchmarks.md, session 10).
+//
+// Not for: partition selection and count(DISTINCT unit), which count units
+// per group; quantiles and mode, which scale each unit's counts; joins and
+// views (the sampled subquery reads the table alone); and plans whose
+// groups do not multiply the noise (MaxGroups 1), which pre-aggregation
+// answers as cheaply with the same noise. enable_indexscan is off for the
+// statement: a walk of the unit's index over rows not stored in unit order
+// costs more than sorting them (an index-only scan stays allowed).
+func (b *planBuilder) useSampling() bool {
+	if !b.plan.UnitLevel || len(b.plan.Keys) == 0 || b.plan.MaxGroups <= 1 || len(b.sc.public) > 0 || b.sc.view || b.sc.shadow {
+		return false
+	}
+	for _, k := range b.plan.Keys {
+		if k.Domain == nil {
+			return false
+		}
+	}
+	for _, q := range b.qs {
+		if q.Row == "" || q.Multi != nil {
+			return false
+		}
+	}
+	b.plan.UnitLevel, b.plan.Sampled = false, b.maxRowsPerUnit()
+	b.plan.Settings = []string{"enable_indexscan = off"}
+	return true
 }
 
 // domainProduct is the number of groups the keys' public domains allow,

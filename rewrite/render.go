@@ -21,6 +21,12 @@ func RenderPlan(p *Plan) string {
 	for _, pb := range p.ProvenBounds {
 		fmt.Fprintf(&b, "unclamped: %s.%s, within bounds by CHECK %s (checked upstream with the query)\n", pb.Table, pb.Column, strings.Join(pb.Exprs, " AND "))
 	}
+	if p.Sampled > 0 {
+		fmt.Fprintf(&b, "bounding: per privacy unit, at most %d rows sampled at random\n", p.Sampled)
+	}
+	for _, s := range p.Settings {
+		fmt.Fprintf(&b, "planner: SET LOCAL %s\n", s)
+	}
 	if p.Shadow {
 		b.WriteString("bounding: pre-bounded shadow copy (at most max_rows_per_unit rows per unit)\n")
 	}

@@ -92,6 +92,13 @@ func (b *planBuilder) generateSQL(where *pg_query.Node) (string, error) {
 			}
 			cols = append(cols, fmt.Sprintf("%s AS q%d", row, i))
 		}
+		if b.plan.Sampled > 0 {
+			// useSampling: at most Sampled rows per unit, in random order.
+			unitRef := fmt.Sprintf("%s.%s", quoteIdent(b.sc.alias), quoteIdent(t.Unit))
+			from = fmt.Sprintf("(SELECT *, row_number() OVER (PARTITION BY %s ORDER BY random()) AS %s FROM %s%s) AS %s",
+				unitRef, rankCol, from, whereSQL, quoteIdent(b.sc.alias))
+			whereSQL = fmt.Sprintf(" WHERE %s <= %d", rankCol, b.plan.Sampled)
+		}
 		return fmt.Sprintf("SELECT %s FROM %s%s%s", strings.Join(cols, ", "), from, whereSQL, groupBy(0)), nil
 	}
 	unitRef := fmt.Sprintf("%s.%s", quoteIdent(b.sc.alias), quoteIdent(t.Unit))

@@ -73,6 +73,13 @@ type Plan struct {
 	// Shadow is set when a privacy-unit table is read through its
 	// pre-bounded shadow copy (see planBuilder.useShadow).
 	Shadow bool
+	// Sampled, when positive, is the number of rows per privacy unit the
+	// SQL keeps, chosen at random, before aggregating them row-level
+	// (planBuilder.useSampling).
+	Sampled int
+	// Settings are planner settings the statement must run under, each
+	// "name = value" for SET LOCAL in its transaction.
+	Settings []string
 	// UniqueUnit is set when a privacy-unit table is planned row-level
 	// because its unit column is unique upstream (planBuilder.useUniqueUnit);
 	// the caller must confirm the unique index in the query's snapshot

@@ -33,6 +33,11 @@ func verifyRewritten(sql string, sc *scope, plan *Plan) error {
 	defer func() { sc.proven = nil }()
 	nk, nq := len(plan.Keys), plan.Columns()
 	if !plan.UnitLevel {
+		if plan.Sampled > 0 {
+			if top, err = unwrapSampled(top, sc, plan.Sampled); err != nil {
+				return err
+			}
+		}
 		if err := verifyRowLevel(top, sc, nk, nq); err != nil {
 			return err
 		}
@@ -443,9 +448,59 @@ func verifyOuterAggregate(n *pg_query.Node) error {
 	return fmt.Errorf("is not a bounded aggregate of per-unit totals")
 }
 
+// unwrapSampled checks a row-sampled statement (planBuilder.useSampling),
+//
+//	SELECT .. FROM (SELECT *, row_number() OVER (PARTITION BY <unit> ORDER BY random()) AS dp_rank
+//	                FROM <table> WHERE ..) AS <alias> WHERE dp_rank <= m GROUP BY ..
+//
+// and returns it as the row-level statement it aggregates: the outer
+// select over the inner FROM and WHERE, for verifyRowLevel to check.
+func unwrapSampled(top *pg_query.SelectStmt, sc *scope, m int) (*pg_query.SelectStmt, error) {
+	if top.WhereClause == nil {
+		return nil, fmt.Errorf("sampled rows are not limited per unit")
+	}
+	if err := verifyRankFilter(top.WhereClause, m); err != nil {
+		return nil, err
+	}
+	if len(top.FromClause) != 1 || top.FromClause[0].GetRangeSubselect() == nil {
+		return nil, fmt.Errorf("sampled statement does not read a subquery")
+	}
+	rs := top.FromClause[0].GetRangeSubselect()
+	inner := rs.Subquery.GetSelectStmt()
+	if rs.Lateral || rs.Alias == nil || rs.Alias.Aliasname != sc.alias || len(rs.Alias.Colnames) > 0 || inner == nil ||
+		verifyPlainSelect(inner) != nil || len(inner.GroupClause) > 0 || len(inner.TargetList) != 2 {
+		return nil, fmt.Errorf("malformed sampling subquery")
+	}
+	star := inner.TargetList[0].GetResTarget()
+	if star.Name != "" || len(star.GetVal().GetColumnRef().GetFields()) != 1 || star.GetVal().GetColumnRef().Fields[0].GetAStar() == nil {
+		return nil, fmt.Errorf("sampling subquery does not select the table's rows")
+	}
+	rank := inner.TargetList[1].GetResTarget()
+	f := rank.GetVal().GetFuncCall()
+	if rank.Name != rankCol || f == nil || funcName(f) != "row_number" || len(f.Args) > 0 || f.AggFilter != nil || f.Over == nil ||
+		f.Over.Refname != "" || len(f.Over.PartitionClause) != 1 || len(f.Over.OrderClause) != 1 {
+		return nil, fmt.Errorf("sampling subquery does not number each unit's rows")
+	}
+	unit := f.Over.PartitionClause[0].GetColumnRef()
+	if unit == nil {
+		return nil, fmt.Errorf("rows are not numbered per unit")
+	}
+	c, rel, err := sc.resolve(unit)
+	if err != nil || rel.table != sc.table || c.Name != sc.table.Unit {
+		return nil, fmt.Errorf("rows are numbered per something other than the privacy unit")
+	}
+	if order := f.Over.OrderClause[0].GetSortBy().GetNode().GetFuncCall(); order == nil || funcName(order) != "random" || len(order.Args) > 0 {
+		return nil, fmt.Errorf("rows are not numbered in random order")
+	}
+	flat := proto.Clone(top).(*pg_query.SelectStmt)
+	flat.FromClause, flat.WhereClause = inner.FromClause, inner.WhereClause
+	return flat, nil
+}
+
 func verifyRankFilter(w *pg_query.Node, maxGroups int) error {
 	a := w.GetAExpr()
-	if a == nil || operatorName(a.Name) != "<=" || a.Lexpr.GetColumnRef() == nil {
+	if a == nil || a.Kind != pg_query.A_Expr_Kind_AEXPR_OP || operatorName(a.Name) != "<=" || columnName(a.Lexpr) != rankCol ||
+		len(a.Lexpr.GetColumnRef().GetFields()) != 1 {
 		return fmt.Errorf("outer WHERE does not limit groups per unit")
 	}
 	if c, ok := intConst(a.Rexpr); !ok || c != int64(maxGroups) {

@@ -12,7 +12,7 @@ import (
 // choice of groups passes the verifier only while the per-unit query's own
 // WHERE limits every key to a list of at most MaxGroups combinations.
 func TestVerifyGroupsWithoutChoice(t *testing.T) {
-	plan := goldenPlan(t, "SELECT status, count(*) FROM claims WHERE amount > 10 GROUP BY status")
+	plan := goldenPlan(t, "SELECT status, count(DISTINCT patient_id) FROM claims WHERE amount > 10 GROUP BY status")
 	if strings.Contains(plan.SQL, "dp_rank") || plan.MaxGroups != 2 {
 		t.Fatalf("want a plan without the choice of groups and max groups 2, got %d: %s", plan.MaxGroups, plan.SQL)
 	}
@@ -45,8 +45,9 @@ func TestVerifyGroupsWithoutChoice(t *testing.T) {
 func TestVerifyPerUnitLayout(t *testing.T) {
 	pol := goldenPolicy(t)
 	for _, sql := range []string{
-		"SELECT status, count(*) FROM claims GROUP BY status",             // no choice of groups
-		"SELECT status, kind, count(*) FROM claims GROUP BY status, kind", // random choice of groups
+		// count(DISTINCT unit) keeps pre-aggregation (useSampling)
+		"SELECT status, count(DISTINCT patient_id) FROM claims GROUP BY status",             // no choice of groups
+		"SELECT status, kind, count(DISTINCT patient_id) FROM claims GROUP BY status, kind", // random choice of groups
 	} {
 		stmts, err := Classify(sql, pol)
 		if err != nil {
@@ -86,6 +87,43 @@ func TestVerifyPerUnitLayout(t *testing.T) {
 				t.Errorf("%s / %s: verify = %v, want ok %v\n%s", sql, tc.name, err, tc.ok, tc.sql)
 			}
 		}
+	}
+}
+
+// TestVerifySampled: a row-sampled GROUP BY (useSampling) passes the
+// verifier only while each unit's rows are numbered in random order per
+// unit and at most max_rows_per_unit of them are kept.
+func TestVerifySampled(t *testing.T) {
+	plan := goldenPlan(t, "SELECT status, kind, count(*), avg(amount) FROM claims WHERE amount > 10 GROUP BY status, kind")
+	if plan.Sampled != 4 || plan.MaxGroups != 1 || !strings.Contains(plan.SQL, "WHERE dp_rank <= 4") {
+		t.Fatalf("want a plan sampling 4 rows per unit, got %d: %s", plan.Sampled, plan.SQL)
+	}
+	for _, tc := range []struct {
+		name, from, to string
+	}{
+		{"more rows per unit", "WHERE dp_rank <= 4", "WHERE dp_rank <= 40"},
+		{"no limit", " WHERE dp_rank <= 4", ""},
+		{"a limit on another column", "WHERE dp_rank <= 4", "WHERE amount <= 4"},
+		{"a limit and more", "WHERE dp_rank <= 4", "WHERE dp_rank <= 4 OR kind = 'dental'"},
+		{"numbered per group", `PARTITION BY "claims"."patient_id"`, `PARTITION BY "claims"."status"`},
+		{"numbered in value order", "ORDER BY random()", "ORDER BY amount"},
+		{"numbered in value order after random", "ORDER BY random()", "ORDER BY random(), amount"},
+		{"a running count", "row_number()", "count(*)"},
+		{"a column instead of the rows", "SELECT *,", "SELECT status, kind, amount,"},
+		{"another alias", `) AS "claims" WHERE`, `) AS "c" WHERE`},
+		{"a disallowed condition inside", "WHERE (amount > 10)", "WHERE (amount::float8 > 10)"},
+		{"an unclamped sum outside", "sum(LEAST(GREATEST(amount, 0), 1000))", "sum(amount)"},
+	} {
+		tampered := strings.Replace(plan.SQL, tc.from, tc.to, 1)
+		if tampered == plan.SQL {
+			t.Fatalf("%s: the tampering did not apply to %s", tc.name, plan.SQL)
+		}
+		if err := verifyRewritten(tampered, plan.sc, plan); err == nil {
+			t.Errorf("%s: verified\n%s", tc.name, tampered)
+		}
+	}
+	if err := verifyRewritten(plan.SQL, plan.sc, plan); err != nil {
+		t.Errorf("as planned: %v", err)
 	}
 }
 

@@ -342,7 +342,7 @@ func (sess *session) runUpstreamDP(ctx context.Context, plan *rewrite.Plan, a ex
 		return nil, err
 	}
 	defer conn.Release()
-	raws, err := readOnlyRows(ctx, conn.Conn().PgConn(), sess.srv.Policy().Upstream.StatementTimeout, plan.SQL, a, plan.Guard,
+	raws, err := readOnlyRows(ctx, conn.Conn().PgConn(), sess.srv.Policy().Upstream.StatementTimeout, plan.SQL, a, plan.Guard, plan.Settings,
 		sess.srv.sendAlone(), &sess.srv.unprepared, sess.srv.log)
 	if err != nil {
 		return nil, err

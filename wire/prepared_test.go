@@ -128,13 +128,27 @@ func TestExecPrepared(t *testing.T) {
 		if i == 2 {
 			exec("DEALLOCATE ALL")
 		}
-		rows, err := readOnlyRows(ctx, pc, time.Minute, sumSQL, execArgs{}, "", true, &unprepared, log)
+		rows, err := readOnlyRows(ctx, pc, time.Minute, sumSQL, execArgs{}, "", nil, true, &unprepared, log)
 		if err != nil || string(rows[0][0]) != "5050" {
 			t.Fatalf("readOnlyRows run %d: %q, %v; want 5050", i, rows, err)
 		}
 	}
 	if !unprepared.Load() || strings.Count(logs.String(), "level=WARN") != 1 {
 		t.Fatalf("after a lost statement: unprepared %v, logs %q; want set and one warning", unprepared.Load(), logs.String())
+	}
+
+	// A plan's settings hold for its statement only (SET LOCAL), alone or
+	// with a guard.
+	const setting = "SELECT current_setting('enable_indexscan') AS q0"
+	for _, guard := range []string{"", "SELECT true"} {
+		rows, err := readOnlyRows(ctx, pc, time.Minute, setting, execArgs{}, guard, []string{"enable_indexscan = off"}, true, nil, log)
+		if err != nil || string(rows[0][0]) != "off" {
+			t.Fatalf("with the setting (guard %q): %q, %v; want off", guard, rows, err)
+		}
+		rows, err = readOnlyRows(ctx, pc, time.Minute, setting, execArgs{}, guard, nil, true, nil, log)
+		if err != nil || string(rows[0][0]) != "on" {
+			t.Fatalf("the next statement (guard %q): %q, %v; want on", guard, rows, err)
+		}
 	}
 }
 
@@ -330,7 +344,7 @@ func TestExecPreparedGuarded(t *testing.T) {
 		if i == 2 { // seen, then prepared; now lost
 			exec("DEALLOCATE ALL")
 		}
-		rows, err := readOnlyRows(ctx, pc, time.Minute, sumSQL, execArgs{}, guard, true, &unprepared, log)
+		rows, err := readOnlyRows(ctx, pc, time.Minute, sumSQL, execArgs{}, guard, nil, true, &unprepared, log)
 		if err != nil || string(rows[0][0]) != "5050" {
 			t.Fatalf("readOnlyRows run %d: %q, %v; want 5050", i, rows, err)
 		}
@@ -339,7 +353,7 @@ func TestExecPreparedGuarded(t *testing.T) {
 		t.Fatal("a lost statement did not turn preparing off")
 	}
 	exec("ALTER TABLE readings DROP CONSTRAINT v_bounds")
-	if _, err := readOnlyRows(ctx, pc, time.Minute, sumSQL, execArgs{}, guard, true, &unprepared, log); !errors.Is(err, errGuardFailed) {
+	if _, err := readOnlyRows(ctx, pc, time.Minute, sumSQL, execArgs{}, guard, nil, true, &unprepared, log); !errors.Is(err, errGuardFailed) {
 		t.Fatalf("unprepared, constraint dropped: %v, want errGuardFailed", err)
 	}
 }

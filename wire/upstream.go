@@ -28,6 +28,9 @@ import (
 // extended-protocol batch (Parse/Bind/Execute each, one Sync), so the
 // parameters reach upstream as parameters, never spliced into the text.
 //
+// settings (rewrite.Plan.Settings, the rewriter's own constants) are set
+// with SET LOCAL after BEGIN, so a statement with any is always wrapped.
+//
 // A non-empty guard (rewrite.Plan.Guard) runs after sql in a REPEATABLE
 // READ transaction, so that it and sql see one snapshot and the same
 // tables; unless it returns true the rows are discarded and errGuardFailed
@@ -37,9 +40,10 @@ import (
 // parameters and its guard if it has one, may be prepared on the connection
 // (prepared.go); unprepared is set, and the change logged to log, when the
 // upstream turns out not to keep prepared statements.
-func readOnlyRows(ctx context.Context, conn *pgconn.PgConn, timeout time.Duration, sql string, a execArgs, guard string, alone bool,
+func readOnlyRows(ctx context.Context, conn *pgconn.PgConn, timeout time.Duration, sql string, a execArgs, guard string, settings []string, alone bool,
 	unprepared *atomic.Bool, log *slog.Logger) ([][][]byte, error) {
 	defer guardCancel(ctx, conn)()
+	alone = alone && len(settings) == 0 // SET LOCAL needs the transaction
 	if alone && unprepared != nil && !unprepared.Load() {
 		rows, err := execPrepared(ctx, conn, sql, a, guard)
 		switch {
@@ -68,6 +72,9 @@ func readOnlyRows(ctx context.Context, conn *pgconn.PgConn, timeout time.Duratio
 	stmts := []string{"BEGIN READ ONLY", fmt.Sprintf("SET LOCAL statement_timeout = %d", timeout.Milliseconds())}
 	if guard != "" {
 		stmts[0] = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+	}
+	for _, set := range settings {
+		stmts = append(stmts, "SET LOCAL "+set)
 	}
 	at := len(stmts) // sql's result
 	stmts = append(stmts, sql)
