@@ -278,6 +278,12 @@ if [ "$COST" = 1 ]; then
 	# directly on PostgreSQL in a read-only transaction; median of 5 runs,
 	# interleaved, after one warm-up round.
 	COST_DSN="host=127.0.0.1 port=$PGPORT user=bench_reader dbname=bench_cost sslmode=disable"
+	# explain_sql POLICY SQL: the statement serve would send, after the
+	# plan's planner settings as SET LOCAL (dbcost runs it in a transaction).
+	explain_sql() {
+		DPPROXY_UPSTREAM_DSN="$COST_DSN" "$DIR/dpproxy" explain --upstream --policy "$1" "$2" |
+			awk '/^planner: / { sub(/^planner: /, ""); pre = pre $0 "; " } /^sql: / && !s { sub(/^sql: /, ""); s = $0 } END { print pre s }'
+	}
 	echo
 	log "database-side cost at $COST_SCALE purchases (median of 5, ms)"
 	printf "%-14s %-34s %9s %9s %9s %7s\n" query variant median_ms min_ms max_ms x_raw
@@ -291,10 +297,10 @@ if [ "$COST" = 1 ]; then
 	for q in groupby_avg user_groupby join_public; do
 		sql=$(grep -v '^--' "$ROOT/bench/pgbench/$q.sql" | tr '\n' ' ' | sed 's/; *$//')
 		# --upstream: the SQL serve would send, with the catalog's facts.
-		dp=$(DPPROXY_UPSTREAM_DSN="$COST_DSN" "$DIR/dpproxy" explain --upstream --policy "$DIR/policy-nocache.yaml" "$sql" | sed -n 's/^sql: //p' | head -1)
+		dp=$(explain_sql "$DIR/policy-nocache.yaml" "$sql")
 		shadow=""
 		if [ "$q" = user_groupby ]; then
-			shadow=$(DPPROXY_UPSTREAM_DSN="$COST_DSN" "$DIR/dpproxy" explain --upstream --policy "$DIR/policy-shadow.yaml" "$sql" | sed -n 's/^sql: //p' | head -1)
+			shadow=$(explain_sql "$DIR/policy-shadow.yaml" "$sql")
 		fi
 		"$DIR/benchctl" dbcost --dsn "$COST_DSN" --runs 5 \
 			"raw=$sql" \
@@ -312,7 +318,7 @@ if [ "$COST" = 1 ]; then
 		-c "CREATE INDEX IF NOT EXISTS purchases_unit_category ON purchases (person_id, category) INCLUDE (amount)" \
 		-c "VACUUM ANALYZE purchases" >&2
 	sql=$(grep -v '^--' "$ROOT/bench/pgbench/user_groupby.sql" | tr '\n' ' ' | sed 's/; *$//')
-	dp=$(DPPROXY_UPSTREAM_DSN="$COST_DSN" "$DIR/dpproxy" explain --upstream --policy "$DIR/policy-nocache.yaml" "$sql" | sed -n 's/^sql: //p' | head -1)
+	dp=$(explain_sql "$DIR/policy-nocache.yaml" "$sql")
 	"$DIR/benchctl" dbcost --dsn "$COST_DSN" --runs 5 "raw+unit_index=$sql" "rewritten+unit_index=$dp" |
 		awk '$1 == "raw+unit_index" {raw = $2} {printf "%-14s %-34s %9s %9s %9s %7.2f\n", "user_groupby", $1, $2, $3, $4, $2 / raw}'
 	psql -q -h 127.0.0.1 -p "$PGPORT" -U postgres -d bench_cost -c "DROP INDEX purchases_unit_category" >&2

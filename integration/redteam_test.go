@@ -429,7 +429,7 @@ func TestRedTeamDateAgainstTimestamp(t *testing.T) {
 	conn := p.connect(t, ctx, "carol", carolPassword, false)
 	for _, sql := range []string{
 		"SELECT count(*) FROM stays WHERE d < current_timestamp",
-		"SELECT count(*) FROM stays WHERE d > '2020-01-01'::timestamp OR d IN ('2024-01-05'::timestamptz, localtimestamp)",
+		"SELECT count(*) FROM stays WHERE d > '2020-01-01'::timestamp OR d IN ('2024-01-05', current_date)",
 		"SELECT count(*) FROM stays WHERE coalesce(d, '2024-01-01') BETWEEN '2024-01-01'::timestamp AND current_timestamp",
 		"SELECT count(*) FROM stays s JOIN days ON s.d = days.ts",
 	} {
@@ -468,6 +468,9 @@ func TestRedTeamDateAgainstTimestamp(t *testing.T) {
 	}{
 		{"SELECT count(*) FROM stays WHERE coalesce(d, current_timestamp) > '2020-01-01'", nil},
 		{"SELECT count(*) FROM stays WHERE coalesce(d, $1) > '2020-01-01'", [][]byte{[]byte("2020-01-01")}},
+		// the list is converted to timestamptz (which PostgreSQL does on
+		// each row the condition reaches, or when it estimates the plan)
+		{"SELECT count(*) FROM stays WHERE d IN ('300000-01-01'::date, current_timestamp)", nil},
 	} {
 		sql := q.sql
 		res := conn.PgConn().ExecParams(ctx, sql, q.values, nil, nil, nil).Read()
@@ -477,6 +480,9 @@ func TestRedTeamDateAgainstTimestamp(t *testing.T) {
 		}
 	}
 	// The controls: upstream, the planted row does break the conversion.
+	if _, err := db.Exec(ctx, "SELECT count(*) FROM stays WHERE d IN ('300000-01-01'::date, current_timestamp)"); err == nil {
+		t.Error("directly upstream, an IN list of a far-off date and a timestamptz answered over rows")
+	}
 	for _, sql := range []string{"SELECT count(*) FROM stays WHERE coalesce(d, current_timestamp) > '2020-01-01'",
 		"SELECT date_trunc('month', r::timestamp), count(*) FROM stays GROUP BY 1", "SELECT date_part('month', d), count(*) FROM stays GROUP BY 1"} {
 		if _, err := db.Exec(ctx, sql); err == nil {
@@ -544,5 +550,52 @@ func TestDeclaredTypeMismatch(t *testing.T) {
 	waitLog(t, p, "policy reloaded", version)
 	if err := conn.QueryRow(ctx, "SELECT count(*) FROM sensors WHERE v > 50 AND taken < current_timestamp").Scan(&n); err != nil {
 		t.Errorf("after the fix: %v; want a noisy count", err)
+	}
+}
+
+// TestRedTeamParamsReachedRows: a parameter's conversion must not wait for
+// a row. With a declared type other than the column's, PostgreSQL converts
+// the parameter, and in a generic plan (a statement prepared upstream and
+// run a few times) it does so on each row the condition reaches: v > $2,
+// $2 declared numeric and 1e400, would fail exactly when the row k = $1
+// exists. dpproxy sends DP parameters untyped, so the value is read as
+// double precision at Bind, before any row: the outcome is the same
+// whether the row exists or not.
+func TestRedTeamParamsReachedRows(t *testing.T) {
+	ctx := testContext(t)
+	db := demoCopy(t, ctx, "params_reached")
+	defer db.Close(ctx)
+	// Generic plans at once, as a DBA may configure (PostgreSQL would
+	// otherwise switch to one after five runs of a prepared statement).
+	if _, err := db.Exec(ctx, `CREATE TABLE gauges (k integer, v double precision);
+		INSERT INTO gauges SELECT g, g FROM generate_series(1, 100) g;
+		GRANT SELECT ON gauges TO `+demo.ReaderRole+`;
+		ALTER DATABASE params_reached SET plan_cache_mode = force_generic_plan`); err != nil {
+		t.Fatal(err)
+	}
+	p := startProxy(t, proxyOptions{upstreamDSN: strings.Replace(pg.ReaderDSN(), "dbname=demo", "dbname=params_reached", 1),
+		extraTables: "  - name: gauges\n    privacy: row\n    columns:\n      - {name: k, type: integer}\n      - {name: v, type: double precision, bounds: [0, 100]}\n",
+		carolBudget: 1000})
+	conn := p.connect(t, ctx, "carol", carolPassword, false)
+	const sql = "SELECT count(*) FROM gauges WHERE k = $1 AND v > $2"
+	run := func(k, v string) string {
+		res := conn.PgConn().ExecParams(ctx, sql, [][]byte{[]byte(k), []byte(v)}, []uint32{23, 1700}, nil, nil).Read()
+		var pge *pgconn.PgError
+		if errors.As(res.Err, &pge) {
+			return pge.Code
+		}
+		if res.Err != nil {
+			t.Fatal(res.Err)
+		}
+		return "ok"
+	}
+	for range 3 { // dpproxy prepares a statement with declared types from its second run
+		if got := run("5", "0"); got != "ok" {
+			t.Fatalf("warm-up: %s", got)
+		}
+	}
+	present, absent := run("5", "1e400"), run("1000", "1e400")
+	if present != absent {
+		t.Errorf("v > 1e400 declared numeric: %s when the row exists, %s when it does not; want the same", present, absent)
 	}
 }

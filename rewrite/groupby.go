@@ -163,6 +163,12 @@ func (b *planBuilder) derivedKey(f *pg_query.FuncCall) (Key, *policy.Column, err
 		if c.Type != "date" && c.Type != "timestamp" && c.Type != "timestamptz" {
 			return Key{}, nil, pgerror.RefuseUnsupported.New("%s needs a date or timestamp column; %s is %s", name, c.Name, c.Type)
 		}
+		if name == "extract" && c.Type == "date" && unit == "hour" {
+			// PostgreSQL's extract(hour FROM <date>) fails on every row:
+			// an error only when some row reaches it.
+			return Key{}, nil, pgerror.RefuseUnsupported.New("extract(hour FROM %s): %s is a date, which has no hour", c.Name, c.Name).
+				WithHint("group a date by year, quarter, month, week, day or dow")
+		}
 		colSQL, err := exprSQL(f.Args[1])
 		if err != nil {
 			return Key{}, nil, err

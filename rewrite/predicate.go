@@ -82,8 +82,11 @@ func checkExpr(n *pg_query.Node, sc *scope, inArith bool) error {
 			if err != nil {
 				return err
 			}
-			if !c.IsInteger() && c.Type != "numeric" {
-				return pgerror.RefuseUnsupported.New("casts of %s columns are not supported", c.Type)
+			if !c.IsInteger() && (c.Type != "numeric" || inArith) {
+				// a numeric column in arithmetic is unbounded: it could
+				// overflow numeric on some rows and not others
+				return pgerror.RefuseUnsupported.New("casts of %s columns are not supported here", c.Type).
+					WithHint("arithmetic in conditions takes integer columns; compare %s with a constant directly", c.Name)
 			}
 			return nil
 		}
@@ -105,6 +108,18 @@ func checkExpr(n *pg_query.Node, sc *scope, inArith bool) error {
 		}
 		return nil
 	case *pg_query.Node_AExpr:
+		if !inArith && isArithmetic(n) {
+			ops := 0
+			walkNodes(n, func(m *pg_query.Node) {
+				if isArithmetic(m) {
+					ops++
+				}
+			})
+			if ops > maxArithmeticOps {
+				return pgerror.RefuseUnsupported.New("arithmetic in conditions may use at most %d operators; this uses %d", maxArithmeticOps, ops).
+					WithHint("simplify the expression, e.g. compute constant factors yourself")
+			}
+		}
 		op := operatorName(e.AExpr.Name)
 		intDiv := e.AExpr.Kind == pg_query.A_Expr_Kind_AEXPR_OP && op == "/" &&
 			isIntegerExpr(e.AExpr.Lexpr, sc) && isIntegerExpr(e.AExpr.Rexpr, sc)
@@ -225,7 +240,36 @@ func checkAExpr(a *pg_query.A_Expr, sc *scope, inArith bool) error {
 	if inArith {
 		return nil
 	}
+	if a.Kind == pg_query.A_Expr_Kind_AEXPR_IN {
+		if err := inListDateTimes(comparisonLeaves(a.Lexpr, a.Rexpr), sc); err != nil {
+			return err
+		}
+	}
 	return compareNumericExactly(a, sc)
+}
+
+// inListDateTimes refuses an IN list whose values are of more than one
+// date/time type. PostgreSQL converts the list's values to a common type
+// (x IN (date, timestamptz) compares x with an array of timestamptz); the
+// conversion of a date to timestamptz depends on the TimeZone, so it is
+// not folded into a constant: it runs on each row the condition reaches
+// (and when the planner estimates the condition over a table), and it
+// fails beyond 294276 AD, so the query's failure could depend on whether
+// some row reached it.
+func inListDateTimes(leaves []*pg_query.Node, sc *scope) error {
+	first := ""
+	for _, n := range leaves {
+		t := dateTimeType(n, sc)
+		switch {
+		case t == "":
+		case first == "":
+			first = t
+		case t != first:
+			return pgerror.RefuseUnsupported.New("IN lists may not mix %s and %s values: PostgreSQL would convert them on each row, which can fail", first, t).
+				WithHint("give the values one type, e.g. d IN ('2025-01-01', '2025-02-01'), or use OR: d = x OR d = y")
+		}
+	}
+	return nil
 }
 
 // compareNumericExactly keeps PostgreSQL from converting a numeric value
@@ -277,8 +321,12 @@ func truncNumeric(arg *pg_query.Node, sc *scope) error {
 			return nil // the form this function writes
 		}
 	case *pg_query.Node_AExpr:
-		if e.AExpr.Kind == pg_query.A_Expr_Kind_AEXPR_OP && (arithmeticOps[operatorName(e.AExpr.Name)] || operatorName(e.AExpr.Name) == "/" || operatorName(e.AExpr.Name) == "%") {
+		if isArithmetic(arg) {
 			return nil
+		}
+	case *pg_query.Node_FuncCall:
+		if funcName(e.FuncCall) == "trunc" {
+			return nil // integer division, as checkExpr writes it: numeric
 		}
 	}
 	return pgerror.RefuseUnsupported.New("trunc in conditions takes a numeric column, a number or arithmetic").
@@ -437,19 +485,36 @@ func comparisonLeaves(operands ...*pg_query.Node) []*pg_query.Node {
 // row: arithmetic (promoted to numeric), or a numeric column anywhere in
 // it; "" otherwise.
 func numericOperand(n *pg_query.Node, sc *scope) string {
-	if a := n.GetAExpr(); a != nil && a.Kind == pg_query.A_Expr_Kind_AEXPR_OP {
-		if op := operatorName(a.Name); arithmeticOps[op] || op == "/" || op == "%" {
-			return "arithmetic on columns"
-		}
-	}
 	found := ""
 	walkNodes(n, func(m *pg_query.Node) {
-		if c := columnOf(m, sc); c != nil && c.Type == "numeric" && found == "" {
+		switch c := columnOf(m, sc); {
+		case found != "":
+		case isArithmetic(m) || (m.GetFuncCall() != nil && funcName(m.GetFuncCall()) == "trunc"):
+			// numeric however deep: trunc(age * 1e12 * ...) is as large
+			found = "arithmetic on columns"
+		case c != nil && c.Type == "numeric":
 			found = "numeric column " + c.Name
 		}
 	})
 	return found
 }
+
+// isArithmetic: an arithmetic operator (+ - * / %).
+func isArithmetic(n *pg_query.Node) bool {
+	a := n.GetAExpr()
+	if a == nil || a.Kind != pg_query.A_Expr_Kind_AEXPR_OP {
+		return false
+	}
+	op := operatorName(a.Name)
+	return arithmeticOps[op] || op == "/" || op == "%"
+}
+
+// maxArithmeticOps bounds the operators of one arithmetic expression in a
+// condition: with constants within [1e-12, 1e12] and int8 columns, 16 of
+// them stay far below numeric's limits (~1e131072, and 16383 decimal
+// places), which an unbounded chain (age * 1e12 * 1e12 * ...) would reach
+// on some rows and not others.
+const maxArithmeticOps = 16
 
 // floatIn describes a floating-point column or cast within n, or "".
 func floatIn(n *pg_query.Node, sc *scope) string {
@@ -531,8 +596,11 @@ func checkArithConst(n *pg_query.Node) error {
 		default:
 			ok = false
 		}
-		if !ok || math.IsInf(f, 0) || math.Abs(f) > maxConstMagnitude {
-			return pgerror.RefuseUnsupported.New("constants in arithmetic must be numbers of magnitude at most 1e12").
+		if fv, isF := c.Val.(*pg_query.A_Const_Fval); isF && len(fv.Fval.GetFval()) > 32 {
+			ok = false // its scale would add up across products
+		}
+		if !ok || math.IsInf(f, 0) || math.Abs(f) > maxConstMagnitude || (f != 0 && math.Abs(f) < 1/maxConstMagnitude) {
+			return pgerror.RefuseUnsupported.New("constants in arithmetic must be 0 or numbers of magnitude between 1e-12 and 1e12, written in at most 32 characters").
 				WithHint("write integer or decimal constants, e.g. WHERE age * 12 > 600")
 		}
 	}
@@ -627,6 +695,17 @@ func checkPublicSubLink(sl *pg_query.SubLink, sc *scope, inArith bool) error {
 				return pgerror.RefuseUnsupported.New("comparing %s with %s column %s is not supported: PostgreSQL would convert the former to double precision, which fails on some values",
 					numeric, ic.Type, ic.Name).
 					WithHint("compare with numeric constants instead")
+			}
+		}
+	}
+	if ic.Type == "numeric" {
+		// The subquery's values would be converted to double precision
+		// beside a float, once a private row reaches the subquery.
+		for _, n := range comparisonLeaves(sl.Testexpr) {
+			if what := floatIn(n, sc); what != "" {
+				return pgerror.RefuseUnsupported.New("comparing %s with numeric column %s is not supported: PostgreSQL would convert the latter to double precision, which fails on some values",
+					what, ic.Name).
+					WithHint("compare the float column with constants instead")
 			}
 		}
 	}

@@ -55,15 +55,15 @@
 //     debit commits) on a pooled
 //     session that starts read-only with the policy's statement timeout
 //     (UpstreamPoolConfig), so the statement goes alone (prepared on the
-//     connection when it ran the text before and every parameter's type is
-//     declared: prepared.go); inside `BEGIN [ISOLATION LEVEL REPEATABLE
-//     READ] READ ONLY; SET LOCAL statement_timeout; ...; [guard;] COMMIT`
-//     in one round trip when a guard of catalog facts (a unique unit,
-//     CHECK-proven bounds: unique.go, bounds.go) must share the query's
-//     snapshot and tables (statement and guard prepared, in one batch, on
-//     the same terms), or a reload changed the timeout (bound parameters
-//     stay parameters; those declared real or double precision go untyped:
-//     dpparams.go), add noise,
+//     connection when it ran the text before and has no parameters:
+//     prepared.go); inside `BEGIN [ISOLATION LEVEL REPEATABLE READ] READ
+//     ONLY; SET LOCAL statement_timeout; [SET LOCAL <planner setting>;]
+//     ...; [guard;] COMMIT` in one round trip when a guard of catalog facts
+//     (a unique unit, CHECK-proven bounds: unique.go, bounds.go) must share
+//     the query's snapshot and tables (statement and guard prepared, in one
+//     batch, on the same terms), the plan needs a planner setting (row
+//     sampling), or a reload changed the timeout (bound parameters stay
+//     parameters, sent untyped as text: dpparams.go), add noise,
 //     post-process, send a NOTICE with the cost, the budget left and the 95%
 //     accuracy, then the row. Upstream errors on DP queries are replaced by a
 //     generic error; the charge stands.

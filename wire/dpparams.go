@@ -4,31 +4,40 @@ import (
 	"encoding/binary"
 	"math"
 	"strconv"
+	"sync"
+
+	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/dpproxy/dpproxy/pgerror"
 )
 
 // Bound parameters of DP statements.
 //
-// PostgreSQL resolves a comparison of a column with a value of another type
-// by converting one side, and when the value's type is the client's choice
-// that side can be the column: a numeric column beside a parameter
-// declared double precision is converted to double precision, which fails
-// beyond ~1.8e308; a bigint column beside one declared oid is converted to
-// oid, which fails on negative values. Whether the query then fails would
-// depend on a private row. So a DP statement's parameters go upstream
-// either with a type whose comparisons with the policy's column types
-// convert only the parameter (dpParamTypes), or untyped: a value declared
-// real or double precision is sent as text without a type, so PostgreSQL
-// gives it the type of what it is compared with (numeric beside a numeric
-// column, double precision beside a float column) and converts the
-// analyst's value when binding, before any row is read. Other types are
-// refused.
+// A parameter's declared type is the client's choice, and PostgreSQL makes
+// a comparison of a column with a value of another type by converting one
+// of them. When it converts the column (a numeric column beside a double
+// precision parameter, a bigint beside an oid), the conversion can fail on
+// some rows' values. When it converts the parameter, it does so on each
+// row the condition reaches whenever the conversion is not done at
+// planning: in a generic plan of a prepared statement, or for a
+// TimeZone-dependent conversion (a date parameter in an IN list with a
+// timestamptz). Either way whether the query fails would depend on a
+// private row. So every parameter of a DP statement goes upstream untyped,
+// as text (binary values converted here): PostgreSQL gives it the type of
+// what it is compared with and converts the analyst's text when binding,
+// before any row is read, and nothing converts it again. A value sent in
+// binary with no declared type is passed on as it is: PostgreSQL reads it
+// in the type it infers. Declared types other than numbers, text, dates,
+// timestamps and booleans are refused before any charge.
+//
+// Such statements are not prepared upstream (prepared.go prepares only
+// declared types: an inferred type would be frozen into the prepared
+// statement and outlive an ALTER COLUMN TYPE).
 
-// dpParamTypes are the declared parameter types a DP statement keeps: 0
-// (unspecified), bool, int2/4/8, text, varchar, bpchar, date, timestamp,
-// timestamptz and numeric.
-var dpParamTypes = map[uint32]bool{0: true, 16: true, 20: true, 21: true, 23: true, 25: true, 1042: true, 1043: true,
+// dpParamTypes are the declared parameter types a DP statement accepts: 0
+// (unspecified), bool, int2/4/8, float4/8, text, varchar, bpchar, date,
+// timestamp, timestamptz and numeric.
+var dpParamTypes = map[uint32]bool{0: true, 16: true, 20: true, 21: true, 23: true, 25: true, 700: true, 701: true, 1042: true, 1043: true,
 	1082: true, 1114: true, 1184: true, 1700: true}
 
 const (
@@ -36,40 +45,85 @@ const (
 	oidFloat8 = 701
 )
 
-// dpParams returns a's parameters as a DP statement sends them upstream.
+// dpParams returns a's parameters as a DP statement sends them upstream:
+// untyped, in text unless sent in binary without a type.
 func dpParams(a execArgs) (execArgs, error) {
 	oids := paramOIDs(a)
-	var out execArgs
 	for i, oid := range oids {
-		if dpParamTypes[oid] {
-			continue
-		}
-		if oid != oidFloat4 && oid != oidFloat8 {
+		if !dpParamTypes[oid] {
 			return a, pgerror.RefuseUnsupported.New("parameter $%d has type oid %d, which DP queries do not accept", i+1, oid).
 				WithHint("declare it as a number, text, date or timestamp, or leave its type unspecified")
 		}
-		if out.params == nil {
-			out = a
-			out.params = append([][]byte(nil), a.params...)
-			out.paramOIDs = append([]uint32(nil), oids...)
-			out.paramFormats = make([]int16, len(a.params))
-			for j := range out.paramFormats {
-				out.paramFormats[j] = formatFor(a.paramFormats, j)
-			}
+	}
+	if len(a.params) == 0 {
+		return a, nil
+	}
+	out := a
+	out.params = make([][]byte, len(a.params))
+	out.paramOIDs = make([]uint32, len(a.params))
+	out.paramFormats = make([]int16, len(a.params))
+	for i, v := range a.params {
+		var oid uint32
+		if i < len(oids) {
+			oid = oids[i]
 		}
-		if v := a.params[i]; v != nil && formatFor(a.paramFormats, i) == 1 {
-			text, err := floatText(v, oid)
+		format := formatFor(a.paramFormats, i)
+		switch {
+		case v == nil || format == 0:
+			out.params[i] = v
+		case oid == 0:
+			out.params[i], out.paramFormats[i] = v, 1
+		default:
+			text, err := binaryParamText(v, oid)
 			if err != nil {
 				return a, err
 			}
 			out.params[i] = text
 		}
-		out.paramOIDs[i], out.paramFormats[i] = 0, 0
-	}
-	if out.params == nil {
-		return a, nil
 	}
 	return out, nil
+}
+
+// typeMaps decode binary parameters; a pgtype.Map is not safe for
+// concurrent use.
+var typeMaps = sync.Pool{New: func() any { return pgtype.NewMap() }}
+
+// binaryParamText is a binary value of a dpParamTypes type in
+// PostgreSQL's text form.
+func binaryParamText(v []byte, oid uint32) ([]byte, error) {
+	switch oid {
+	case oidFloat4, oidFloat8:
+		return floatText(v, oid)
+	case 25, 1042, 1043: // text's binary form is its text
+		return v, nil
+	}
+	m := typeMaps.Get().(*pgtype.Map)
+	defer typeMaps.Put(m)
+	var value any
+	switch oid {
+	case 16:
+		value = &pgtype.Bool{}
+	case 20, 21, 23:
+		value = &pgtype.Int8{}
+	case 1700:
+		value = &pgtype.Numeric{}
+	case 1082:
+		value = &pgtype.Date{}
+	case 1114:
+		value = &pgtype.Timestamp{}
+	case 1184:
+		value = &pgtype.Timestamptz{}
+	}
+	if err := m.Scan(oid, pgtype.BinaryFormatCode, v, value); err != nil {
+		return nil, pgerror.Newf(pgerror.CodeInvalidBinaryRepresentation, "incorrect binary data format in bind parameter: %v", err).
+			WithHint("send the value in text format, or in the binary format of its declared type")
+	}
+	text, err := m.Encode(oid, pgtype.TextFormatCode, value, nil)
+	if err != nil || text == nil {
+		return nil, pgerror.Newf(pgerror.CodeInvalidBinaryRepresentation, "cannot read the binary bind parameter of type oid %d", oid).
+			WithHint("send the value in text format")
+	}
+	return text, nil
 }
 
 // floatText is a binary float4 or float8 in PostgreSQL's text form.

@@ -9,12 +9,18 @@ import (
 	"github.com/dpproxy/dpproxy/pgerror"
 )
 
-// TestDPParams: parameters declared real or double precision go upstream
-// untyped, as text (binary values converted); the kept types pass as they
-// are; other types are refused.
+// TestDPParams: every parameter goes upstream untyped, in text (binary
+// values converted) unless sent in binary without a type; declared types
+// outside numbers, text, dates, timestamps and booleans are refused.
 func TestDPParams(t *testing.T) {
 	f8 := func(f float64) []byte { return binary.BigEndian.AppendUint64(nil, math.Float64bits(f)) }
 	f4 := func(f float32) []byte { return binary.BigEndian.AppendUint32(nil, math.Float32bits(f)) }
+	// 123.45 in numeric's binary form: 2 base-10000 digits, weight 0,
+	// positive, 2 decimals: 123, 4500.
+	num := []byte{0, 2, 0, 0, 0, 0, 0, 2, 0, 123, 0x11, 0x94}
+	day := binary.BigEndian.AppendUint32(nil, uint32(int32(9132))) // 2025-01-01 is 9132 days after 2000-01-01
+	dayInf := binary.BigEndian.AppendUint32(nil, uint32(math.MaxInt32))
+	ts := binary.BigEndian.AppendUint64(nil, uint64(int64(9132)*86400e6+3600e6+500))
 	for _, tc := range []struct {
 		name        string
 		in          execArgs
@@ -23,18 +29,24 @@ func TestDPParams(t *testing.T) {
 		formats     []int16
 		wantErrCode string
 	}{
-		{name: "kept", in: execArgs{params: [][]byte{[]byte("1"), f8(2)}, paramOIDs: []uint32{23, 1700}, paramFormats: []int16{0, 1}},
-			params: []string{"1", string(f8(2))}, oids: []uint32{23, 1700}, formats: []int16{0, 1}},
+		{name: "text values lose their types", in: execArgs{params: [][]byte{[]byte("1"), []byte("2.5"), []byte("x")}, paramOIDs: []uint32{23, 1700, 25}},
+			params: []string{"1", "2.5", "x"}, oids: []uint32{0, 0, 0}, formats: []int16{0, 0, 0}},
 		{name: "float8 text", in: execArgs{params: [][]byte{[]byte("0.5")}, paramOIDs: []uint32{701}},
 			params: []string{"0.5"}, oids: []uint32{0}, formats: []int16{0}},
 		{name: "binary floats, one format for all", in: execArgs{params: [][]byte{f8(0.1), f4(1.5), f8(math.Inf(-1)), f8(math.NaN())}, paramOIDs: []uint32{701, 700, 701, 701}, paramFormats: []int16{1}},
 			params: []string{"0.1", "1.5", "-Infinity", "NaN"}, oids: []uint32{0, 0, 0, 0}, formats: []int16{0, 0, 0, 0}},
-		{name: "binary int beside a float", in: execArgs{params: [][]byte{{0, 0, 0, 7}, f8(1e300)}, paramOIDs: []uint32{23, 701}, paramFormats: []int16{1}},
-			params: []string{"\x00\x00\x00\x07", "1e+300"}, oids: []uint32{23, 0}, formats: []int16{1, 0}},
+		{name: "binary integers, numeric, bool, text", in: execArgs{params: [][]byte{{0, 0, 0, 7}, {0xff, 0xfe}, binary.BigEndian.AppendUint64(nil, 3000000000), num, {1}, []byte("zé")},
+			paramOIDs: []uint32{23, 21, 20, 1700, 16, 1043}, paramFormats: []int16{1}},
+			params: []string{"7", "-2", "3000000000", "123.45", "t", "zé"}, oids: []uint32{0, 0, 0, 0, 0, 0}, formats: []int16{0, 0, 0, 0, 0, 0}},
+		{name: "binary dates and timestamps", in: execArgs{params: [][]byte{day, dayInf, ts, ts}, paramOIDs: []uint32{1082, 1082, 1114, 1184}, paramFormats: []int16{1}},
+			params: []string{"2025-01-01", "infinity", "2025-01-01 01:00:00.0005", "2025-01-01 01:00:00.0005Z"}, oids: []uint32{0, 0, 0, 0}, formats: []int16{0, 0, 0, 0}},
+		{name: "binary without a type stays binary", in: execArgs{params: [][]byte{{0, 0, 0, 7}, []byte("3")}, paramFormats: []int16{1, 0}},
+			params: []string{"\x00\x00\x00\x07", "3"}, oids: []uint32{0, 0}, formats: []int16{1, 0}},
 		{name: "null float", in: execArgs{params: [][]byte{nil}, paramOIDs: []uint32{701}, paramFormats: []int16{1}},
 			params: []string{""}, oids: []uint32{0}, formats: []int16{0}},
 		{name: "oid refused", in: execArgs{params: [][]byte{[]byte("1")}, paramOIDs: []uint32{26}}, wantErrCode: "0A000"},
 		{name: "short float8", in: execArgs{params: [][]byte{{1, 2, 3}}, paramOIDs: []uint32{701}, paramFormats: []int16{1}}, wantErrCode: "22P03"},
+		{name: "short date", in: execArgs{params: [][]byte{{1, 2}}, paramOIDs: []uint32{1082}, paramFormats: []int16{1}}, wantErrCode: "22P03"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out, err := dpParams(tc.in)
@@ -51,8 +63,8 @@ func TestDPParams(t *testing.T) {
 			for _, p := range out.params {
 				params = append(params, string(p))
 			}
-			if !slices.Equal(params, tc.params) || !slices.Equal(paramOIDs(out), tc.oids) {
-				t.Fatalf("params %q oids %v, want %q %v", params, paramOIDs(out), tc.params, tc.oids)
+			if !slices.Equal(params, tc.params) || !slices.Equal(out.paramOIDs, tc.oids) {
+				t.Fatalf("params %q oids %v, want %q %v", params, out.paramOIDs, tc.params, tc.oids)
 			}
 			for i := range tc.formats {
 				if got := formatFor(out.paramFormats, i); got != tc.formats[i] {
