@@ -12,7 +12,13 @@ import (
 
 // safePredicateFuncs cannot raise an error or take time that depends on the
 // values they are given.
-var safePredicateFuncs = map[string]bool{"lower": true, "upper": true, "length": true, "coalesce": true, "trunc": true}
+var safePredicateFuncs = map[string]bool{"lower": true, "upper": true, "length": true, "coalesce": true, "trunc": true, "left": true}
+
+// caseMapLimit is the most characters lower, upper and ILIKE see of a
+// value (caseMapped): PostgreSQL's case mapping allocates four bytes per
+// byte of its input, and fails beyond 1 GB, that is on a text of some
+// 256 MB, so lower(col) would fail on such a row and no other.
+const caseMapLimit = 16 << 20
 
 // checkPredicate validates a WHERE clause over one table. The allowlist admits
 // only expressions that cannot raise a data-dependent error or take
@@ -140,7 +146,7 @@ func checkExpr(n *pg_query.Node, sc *scope, inArith bool) error {
 		name := funcName(e.FuncCall)
 		if !safePredicateFuncs[name] || e.FuncCall.AggStar || e.FuncCall.Over != nil || e.FuncCall.AggFilter != nil {
 			return pgerror.RefuseFunction.New("function %s is not allowed in WHERE", name).
-				WithHint("allowed functions in WHERE are lower, upper, length and coalesce")
+				WithHint("allowed functions in WHERE are lower, upper, length, left, trunc and coalesce")
 		}
 		for _, a := range e.FuncCall.Args {
 			if err := checkExpr(a, sc, inArith); err != nil {
@@ -152,6 +158,9 @@ func checkExpr(n *pg_query.Node, sc *scope, inArith bool) error {
 		}
 		if name == "trunc" && len(e.FuncCall.Args) > 0 {
 			return truncNumeric(e.FuncCall.Args[0], sc)
+		}
+		if (name == "lower" || name == "upper") && len(e.FuncCall.Args) == 1 {
+			caseMapped(e.FuncCall.Args[0])
 		}
 		return nil
 	case *pg_query.Node_CoalesceExpr:
@@ -211,6 +220,9 @@ func checkAExpr(a *pg_query.A_Expr, sc *scope, inArith bool) error {
 	case pg_query.A_Expr_Kind_AEXPR_LIKE, pg_query.A_Expr_Kind_AEXPR_ILIKE:
 		if a.Rexpr.GetAConst() == nil {
 			return pgerror.RefuseUnsupported.New("LIKE patterns must be constants")
+		}
+		if a.Kind == pg_query.A_Expr_Kind_AEXPR_ILIKE {
+			caseMapped(a.Lexpr)
 		}
 		// PostgreSQL rejects a pattern ending in its escape character only
 		// when a value reaches that point of the pattern: a prefix oracle.
@@ -288,6 +300,22 @@ func inListDateTimes(leaves []*pg_query.Node, sc *scope) error {
 // when binding. Applying it again changes nothing, as the verifier requires.
 func compareNumericExactly(a *pg_query.A_Expr, sc *scope) error {
 	return numericLeaves(comparisonLeaves(a.Lexpr, a.Rexpr), sc)
+}
+
+// caseMapped makes n, the argument of a case mapping, left(n, caseMapLimit)
+// unless it is already no longer: the mapping of a longer text could fail
+// on its size alone (caseMapLimit).
+func caseMapped(n *pg_query.Node) {
+	if f := n.GetFuncCall(); f != nil && funcName(f) == "left" && len(f.Args) == 2 {
+		if c, ok := intConst(f.Args[1]); ok && c <= caseMapLimit {
+			return
+		}
+	}
+	*n = pg_query.Node{Node: &pg_query.Node_FuncCall{FuncCall: &pg_query.FuncCall{
+		Funcname:   []*pg_query.Node{pg_query.MakeStrNode("left")},
+		Args:       []*pg_query.Node{{Node: n.Node}, pg_query.MakeAConstIntNode(caseMapLimit, -1)},
+		Funcformat: pg_query.CoercionForm_COERCE_EXPLICIT_CALL,
+	}}}
 }
 
 // truncNumeric keeps trunc in numeric: PostgreSQL resolves trunc of an
