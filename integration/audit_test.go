@@ -37,8 +37,9 @@ func auditDB(t *testing.T, ctx context.Context, name, extra string) (admin, read
 
 // TestAuditEpsilonBounds runs `dpproxy audit` (mechanism + post-processing on
 // the rewritten SQL's exact results, on demo and demo plus one maximal
-// unit) for count, sum, avg, GROUP BY with partition selection and a
-// private-public join: no lower bound may exceed the ε charged. Then the
+// unit) for count, sum, avg, GROUP BY with partition selection, a
+// private-public join and a row-sampled GROUP BY: no lower bound may
+// exceed the ε charged. Then the
 // deliberately broken mechanism (noise calibrated at 2ε, ε charged) must be
 // caught. Finally a smaller end-to-end audit through two proxies.
 func TestAuditEpsilonBounds(t *testing.T) {
@@ -56,12 +57,12 @@ func TestAuditEpsilonBounds(t *testing.T) {
 	}
 	out := run("--n", "4000")
 	t.Logf("correct mechanisms:\n%s", out)
-	for _, name := range []string{"count", "sum", "avg", "group-by-selection", "selection-new-group", "join-public"} {
+	for _, name := range []string{"count", "sum", "avg", "group-by-selection", "selection-new-group", "join-public", "group-by-sampled"} {
 		if !regexpLine(out, name, "ok") {
 			t.Errorf("%s: no passing bound in\n%s", name, out)
 		}
 	}
-	for _, q := range []string{"count", "sum", "join-public"} {
+	for _, q := range []string{"count", "sum", "join-public", "group-by-sampled"} {
 		bout := run("--n", "4000", "--broken", "--query", q)
 		t.Logf("broken mechanism:\n%s", bout)
 		if !regexpLine(bout, q, "EXCEEDS") {

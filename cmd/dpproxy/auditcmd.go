@@ -42,6 +42,11 @@ var auditSuite = []auditQuery{
 		neighbour: auditPatient + "; " + fmt.Sprintf(auditVisits, auditClinic), stat: audit.Statistic{Group: auditClinic, Col: 1}, delta: 1e-5},
 	{name: "join-public", sql: "SELECT count(*) FROM visits v JOIN departments d ON v.department = d.name",
 		neighbour: auditPatient + "; " + fmt.Sprintf(auditVisits, "downtown")},
+	// Row sampling (rewrite useSampling): the unit's 10 oncology visits all
+	// survive its sampling, so the group's count moves by the full
+	// sensitivity of max_rows_per_unit rows.
+	{name: "group-by-sampled", sql: "SELECT department, count(*) FROM visits GROUP BY department",
+		neighbour: auditPatient + "; " + fmt.Sprintf(auditVisits, "downtown"), stat: audit.Statistic{Group: "oncology", Col: 1}},
 }
 
 // auditClinic is a clinic only the added unit visits, so that its group
