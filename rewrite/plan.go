@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	pg_query "github.com/pganalyze/pg_query_go/v6"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/dpproxy/dpproxy/pgerror"
 	"github.com/dpproxy/dpproxy/policy"
@@ -28,6 +29,8 @@ type planBuilder struct {
 	aggByText map[string]int
 	// qs are the quantities' SQL, parallel to plan.Quantities.
 	qs []quantitySQL
+	// where is the query's condition, as checkPredicate left it.
+	where *pg_query.Node
 }
 
 // quantitySQL is how one quantity is computed. Row-level tables use Row;
@@ -111,6 +114,7 @@ func (sc *scope) plan(sel *pg_query.SelectStmt, pol *policy.Policy) (*Plan, erro
 		return nil, pgerror.RefusePrivateColumn.New("a query over private table %s must aggregate", sc.table.QualifiedName()).
 			WithHint("add an aggregate such as count(*) to the select list")
 	}
+	b.where = sel.WhereClause
 	b.finishSensitivities()
 	sql, err := b.generateSQL(sel.WhereClause)
 	if err != nil {
@@ -196,16 +200,34 @@ func (b *planBuilder) filteredInSQL(i int, k Key) bool {
 // the rows by (unit, random()) instead of hashing per (unit, group); on
 // the 1M-row bench this is also faster (docs/benchmarks.md, session 10).
 //
+// Joins to public tables are sampled too: the rows are sampled before the
+// join, which cannot multiply them (each public table is joined through a
+// DISTINCT ON its join columns), so a unit still keeps at most m rows. The
+// query's condition must then read the private table alone (it is applied
+// before the sampling, so that rows it drops take no unit's place);
+// domain filters of keys from public tables are applied after the join.
+//
 // Not for: partition selection and count(DISTINCT unit), which count units
-// per group; quantiles and mode, which scale each unit's counts; joins and
-// views (the sampled subquery reads the table alone); and plans whose
-// groups do not multiply the noise (MaxGroups 1), which pre-aggregation
-// answers as cheaply with the same noise. enable_indexscan is off for the
-// statement: a walk of the unit's index over rows not stored in unit order
-// costs more than sorting them (an index-only scan stays allowed).
+// per group; quantiles and mode, which scale each unit's counts; joins of
+// two private tables and views; and plans whose groups do not multiply the
+// noise (MaxGroups 1), which pre-aggregation answers as cheaply with the
+// same noise. enable_indexscan is off for the statement: a walk of the
+// unit's index over rows not stored in unit order costs more than sorting
+// them (an index-only scan stays allowed).
 func (b *planBuilder) useSampling() bool {
-	if !b.plan.UnitLevel || len(b.plan.Keys) == 0 || b.plan.MaxGroups <= 1 || len(b.sc.public) > 0 || b.sc.view || b.sc.shadow {
+	if !b.plan.UnitLevel || len(b.plan.Keys) == 0 || b.plan.MaxGroups <= 1 || b.sc.view || b.sc.shadow {
 		return false
+	}
+	for _, r := range b.sc.public {
+		if r.table.IsPrivate() {
+			return false
+		}
+	}
+	if b.where != nil && len(b.sc.public) > 0 {
+		alone := &scope{table: b.sc.table, alias: b.sc.alias, pol: b.sc.pol, ctes: b.sc.ctes}
+		if checkPredicate(proto.Clone(b.where).(*pg_query.Node), alone) != nil {
+			return false // the condition reads a joined table
+		}
 	}
 	for _, k := range b.plan.Keys {
 		if k.Domain == nil {

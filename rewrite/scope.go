@@ -372,6 +372,13 @@ func (sc *scope) fromSQL() string {
 	} else {
 		b.WriteString(quoteIdent(schema) + "." + quoteIdent(name) + " AS " + quoteIdent(sc.alias))
 	}
+	b.WriteString(sc.joinsSQL())
+	return b.String()
+}
+
+// joinsSQL is the part of fromSQL after the private table: its joins.
+func (sc *scope) joinsSQL() string {
+	var b strings.Builder
 	for _, r := range sc.public {
 		kw := " JOIN "
 		if r.left {

@@ -451,24 +451,36 @@ func verifyOuterAggregate(n *pg_query.Node) error {
 // unwrapSampled checks a row-sampled statement (planBuilder.useSampling),
 //
 //	SELECT .. FROM (SELECT *, row_number() OVER (PARTITION BY <unit> ORDER BY random()) AS dp_rank
-//	                FROM <table> WHERE ..) AS <alias> WHERE dp_rank <= m GROUP BY ..
+//	                FROM <table> WHERE ..) AS <alias> [JOIN ..] WHERE dp_rank <= m [AND ..] GROUP BY ..
 //
-// and returns it as the row-level statement it aggregates: the outer
-// select over the inner FROM and WHERE, for verifyRowLevel to check.
+// and returns it as the row-level statement it aggregates, the sampling
+// subquery replaced by its table and both conditions joined by AND, for
+// verifyRowLevel to check.
 func unwrapSampled(top *pg_query.SelectStmt, sc *scope, m int) (*pg_query.SelectStmt, error) {
-	if top.WhereClause == nil {
+	conds := andArgs(top.WhereClause)
+	if len(conds) == 0 {
 		return nil, fmt.Errorf("sampled rows are not limited per unit")
 	}
-	if err := verifyRankFilter(top.WhereClause, m); err != nil {
+	if err := verifyRankFilter(conds[0], m); err != nil {
 		return nil, err
 	}
-	if len(top.FromClause) != 1 || top.FromClause[0].GetRangeSubselect() == nil {
-		return nil, fmt.Errorf("sampled statement does not read a subquery")
+	if len(top.FromClause) != 1 {
+		return nil, fmt.Errorf("sampled statement reads %d relations", len(top.FromClause))
 	}
-	rs := top.FromClause[0].GetRangeSubselect()
+	flat := proto.Clone(top).(*pg_query.SelectStmt)
+	// The leftmost item of the join tree is the sampling subquery.
+	leftmost := flat.FromClause[0]
+	for leftmost.GetJoinExpr() != nil {
+		leftmost = leftmost.GetJoinExpr().Larg
+	}
+	rs := leftmost.GetRangeSubselect()
+	if rs == nil {
+		return nil, fmt.Errorf("sampled statement does not read a subquery first")
+	}
 	inner := rs.Subquery.GetSelectStmt()
 	if rs.Lateral || rs.Alias == nil || rs.Alias.Aliasname != sc.alias || len(rs.Alias.Colnames) > 0 || inner == nil ||
-		verifyPlainSelect(inner) != nil || len(inner.GroupClause) > 0 || len(inner.TargetList) != 2 {
+		verifyPlainSelect(inner) != nil || len(inner.GroupClause) > 0 || len(inner.TargetList) != 2 || len(inner.FromClause) != 1 ||
+		inner.FromClause[0].GetRangeVar() == nil {
 		return nil, fmt.Errorf("malformed sampling subquery")
 	}
 	star := inner.TargetList[0].GetResTarget()
@@ -486,14 +498,27 @@ func unwrapSampled(top *pg_query.SelectStmt, sc *scope, m int) (*pg_query.Select
 		return nil, fmt.Errorf("rows are not numbered per unit")
 	}
 	c, rel, err := sc.resolve(unit)
-	if err != nil || rel.table != sc.table || c.Name != sc.table.Unit {
+	if err != nil || rel.table != sc.table || rel.alias != sc.alias || c.Name != sc.table.Unit {
 		return nil, fmt.Errorf("rows are numbered per something other than the privacy unit")
 	}
 	if order := f.Over.OrderClause[0].GetSortBy().GetNode().GetFuncCall(); order == nil || funcName(order) != "random" || len(order.Args) > 0 {
 		return nil, fmt.Errorf("rows are not numbered in random order")
 	}
-	flat := proto.Clone(top).(*pg_query.SelectStmt)
-	flat.FromClause, flat.WhereClause = inner.FromClause, inner.WhereClause
+	// The table read inside, under the alias the rest of the statement uses.
+	leftmost.Node = inner.FromClause[0].Node
+	var where []*pg_query.Node
+	if inner.WhereClause != nil {
+		where = append(where, inner.WhereClause)
+	}
+	where = append(where, andArgs(proto.Clone(top.WhereClause).(*pg_query.Node))[1:]...)
+	switch len(where) {
+	case 0:
+		flat.WhereClause = nil
+	case 1:
+		flat.WhereClause = where[0]
+	default:
+		flat.WhereClause = &pg_query.Node{Node: &pg_query.Node_BoolExpr{BoolExpr: &pg_query.BoolExpr{Boolop: pg_query.BoolExprType_AND_EXPR, Args: where}}}
+	}
 	return flat, nil
 }
 

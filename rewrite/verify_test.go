@@ -125,6 +125,33 @@ func TestVerifySampled(t *testing.T) {
 	if err := verifyRewritten(plan.SQL, plan.sc, plan); err != nil {
 		t.Errorf("as planned: %v", err)
 	}
+
+	// Sampled before a join to a public table.
+	plan = goldenPlan(t, "SELECT d.building, count(*) FROM visits v JOIN departments d ON v.department = d.name WHERE v.cost > 10 GROUP BY 1")
+	if plan.Sampled != 5 || !strings.Contains(plan.SQL, ") AS \"v\" JOIN ") {
+		t.Fatalf("want a join sampled before it, got %d: %s", plan.Sampled, plan.SQL)
+	}
+	for _, tc := range []struct {
+		name, from, to string
+	}{
+		{"more rows per unit", "WHERE dp_rank <= 5 AND", "WHERE dp_rank <= 50 AND"},
+		{"the limit ORed away", "WHERE dp_rank <= 5 AND", "WHERE dp_rank <= 5 OR"},
+		{"the limit not first", "WHERE dp_rank <= 5 AND d.building IN ('east', 'north', 'south')", "WHERE d.building IN ('east', 'north', 'south') AND dp_rank <= 5"},
+		{"numbered per department", `PARTITION BY "v"."patient_id"`, `PARTITION BY "v"."department"`},
+		{"the public table sampled instead", `) AS "v" JOIN (SELECT DISTINCT ON ("name") * FROM "public"."departments") AS "d"`, `) AS "v" JOIN "public"."departments" AS "d"`},
+		{"a disallowed condition inside", "WHERE (v.cost > 10)", "WHERE (v.cost::float8 > 10)"},
+	} {
+		tampered := strings.Replace(plan.SQL, tc.from, tc.to, 1)
+		if tampered == plan.SQL {
+			t.Fatalf("%s: the tampering did not apply to %s", tc.name, plan.SQL)
+		}
+		if err := verifyRewritten(tampered, plan.sc, plan); err == nil {
+			t.Errorf("join, %s: verified\n%s", tc.name, tampered)
+		}
+	}
+	if err := verifyRewritten(plan.SQL, plan.sc, plan); err != nil {
+		t.Errorf("join as planned: %v", err)
+	}
 }
 
 // TestGuardSQLQuoting: the names in the unique-unit guard reach PostgreSQL
