@@ -386,8 +386,8 @@ func checkCoalesce(n *pg_query.Node, sc *scope) error {
 // the column (date to timestamp fails beyond 294276 AD, which a date
 // holds; timestamp to timestamptz near the range's ends in a zone behind
 // UTC), so whether the query fails would depend on a private row. Untyped
-// literals and NULL take the column's type; a bound parameter could be
-// declared any type, so it is refused too.
+// literals and NULL take the column's type, and so do bound parameters,
+// which the wire layer sends untyped (wire/dpparams.go).
 func sameDateTimeType(leaves []*pg_query.Node, sc *scope) error {
 	column := ""
 	var col *policy.Column
@@ -401,15 +401,8 @@ func sameDateTimeType(leaves []*pg_query.Node, sc *scope) error {
 		return nil
 	}
 	for _, n := range leaves {
-		what := ""
-		switch t := dateTimeType(n, sc); {
-		case n.GetParamRef() != nil:
-			what = "a bound parameter"
-		case t != "" && t != column:
-			what = "a " + t + " value"
-		}
-		if what != "" {
-			return pgerror.RefuseUnsupported.New("coalesce of %s column %s with %s is not supported: PostgreSQL would convert the column, which fails on some values", column, col.Name, what).
+		if t := dateTimeType(n, sc); t != "" && t != column {
+			return pgerror.RefuseUnsupported.New("coalesce of %s column %s with a %s value is not supported: PostgreSQL would convert the column, which fails on some values", column, col.Name, t).
 				WithHint("give the other arguments the column's type, e.g. coalesce(%s, '2025-01-01'), or test for NULL: (%s IS NULL OR %s > ...)", col.Name, col.Name, col.Name)
 		}
 	}
