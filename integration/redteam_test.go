@@ -506,15 +506,19 @@ func TestDeclaredTypeMismatch(t *testing.T) {
 	ctx := testContext(t)
 	db := demoCopy(t, ctx, "declared_types")
 	defer db.Close(ctx)
-	if _, err := db.Exec(ctx, `CREATE TABLE sensors (v double precision, taken timestamptz, kind text);
-		INSERT INTO sensors SELECT g, now(), 'a' FROM generate_series(1, 100) g;
+	// tag's collation is case-insensitive: DISTINCT ON a public column and a
+	// join on it would compare by different rules, and one row could match
+	// 'x', 'X' and 'x ' of a lookup table.
+	if _, err := db.Exec(ctx, `CREATE COLLATION ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false);
+		CREATE TABLE sensors (v double precision, taken timestamptz, kind text, tag text COLLATE ci);
+		INSERT INTO sensors SELECT g, now(), 'a', 'x' FROM generate_series(1, 100) g;
 		CREATE TABLE kinds (kind text, budget double precision);
 		INSERT INTO kinds VALUES ('a', 1);
 		GRANT SELECT ON sensors, kinds TO `+demo.ReaderRole); err != nil {
 		t.Fatal(err)
 	}
 	wrong := "  - name: sensors\n    privacy: row\n    columns:\n      - {name: v, type: numeric, bounds: [0, 100]}\n" +
-		"      - {name: taken, type: date}\n      - {name: kind, type: text}\n" +
+		"      - {name: taken, type: date}\n      - {name: kind, type: text}\n      - {name: tag, type: text}\n" +
 		"  - name: kinds\n    privacy: public\n    columns:\n      - {name: kind, type: text}\n      - {name: budget, type: numeric}\n" +
 		"  - name: ghosts\n    privacy: row\n    columns:\n      - {name: g, type: integer}\n"
 	p := startProxy(t, proxyOptions{upstreamDSN: strings.Replace(pg.ReaderDSN(), "dbname=demo", "dbname=declared_types", 1),
@@ -526,6 +530,7 @@ func TestDeclaredTypeMismatch(t *testing.T) {
 		{"SELECT count(*) FROM sensors WHERE kind IN (SELECT kind FROM kinds WHERE budget > 0)", "column budget of table public.kinds cannot be used"},
 		{"SELECT count(*) FROM sensors s JOIN kinds k ON s.kind = k.kind WHERE k.budget > 0", "column budget of table public.kinds cannot be used"},
 		{"SELECT count(*) FROM ghosts", "table public.ghosts cannot be queried: it does not exist upstream"},
+		{"SELECT count(*) FROM sensors s JOIN kinds k ON s.tag = k.kind", "column tag of table public.sensors cannot be used: its collation is nondeterministic"},
 	} {
 		res := conn.PgConn().ExecParams(ctx, q.sql, nil, nil, nil, nil).Read()
 		var pge *pgconn.PgError

@@ -206,6 +206,11 @@ func (b *planBuilder) filteredInSQL(i int, k Key) bool {
 // query's condition must then read the private table alone (it is applied
 // before the sampling, so that rows it drops take no unit's place);
 // domain filters of keys from public tables are applied after the join.
+// Rows an inner join drops, or whose public key is outside its domain,
+// do take a unit's place, so such counts come out lower than
+// pre-aggregation's when many rows find no match; a lookup join on a
+// foreign key drops none. (Sampling after the join would avoid it, but
+// the outer query names both tables' columns through their aliases.)
 //
 // Not for: partition selection and count(DISTINCT unit), which count units
 // per group; quantiles and mode, which scale each unit's counts; joins of

@@ -208,20 +208,31 @@ func verifyFromItem(n *pg_query.Node, sc *scope, leftmost bool) error {
 		}
 		distinct[cr.Fields[0].GetString_().GetSval()] = true
 	}
-	return verifyJoinQuals(j.Quals, pub, sc, distinct)
+	joined := map[string]bool{}
+	if err := verifyJoinQuals(j.Quals, pub, sc, distinct, joined); err != nil {
+		return err
+	}
+	// DISTINCT ON more columns than the join's would leave several rows
+	// per join key: a private row could match each of them.
+	for c := range distinct {
+		if !joined[c] {
+			return fmt.Errorf("DISTINCT ON column %s is not a join column", c)
+		}
+	}
+	return nil
 }
 
-func verifyJoinQuals(q *pg_query.Node, pub *relation, sc *scope, distinct map[string]bool) error {
+func verifyJoinQuals(q *pg_query.Node, pub *relation, sc *scope, distinct, joined map[string]bool) error {
 	if b := q.GetBoolExpr(); b != nil && b.Boolop == pg_query.BoolExprType_AND_EXPR {
 		for _, a := range b.Args {
-			if err := verifyJoinQuals(a, pub, sc, distinct); err != nil {
+			if err := verifyJoinQuals(a, pub, sc, distinct, joined); err != nil {
 				return err
 			}
 		}
 		return nil
 	}
 	a := q.GetAExpr()
-	if a == nil || operatorName(a.Name) != "=" || a.Lexpr.GetColumnRef() == nil || a.Rexpr.GetColumnRef() == nil {
+	if a == nil || a.Kind != pg_query.A_Expr_Kind_AEXPR_OP || operatorName(a.Name) != "=" || a.Lexpr.GetColumnRef() == nil || a.Rexpr.GetColumnRef() == nil {
 		return fmt.Errorf("join condition is not an equality of columns")
 	}
 	onPub := 0
@@ -234,6 +245,7 @@ func verifyJoinQuals(q *pg_query.Node, pub *relation, sc *scope, distinct map[st
 			if !distinct[c.Name] {
 				return fmt.Errorf("join column %s is not deduplicated", c.Name)
 			}
+			joined[c.Name] = true
 			onPub++
 		}
 	}
@@ -493,13 +505,20 @@ func unwrapSampled(top *pg_query.SelectStmt, sc *scope, m int) (*pg_query.Select
 		f.Over.Refname != "" || len(f.Over.PartitionClause) != 1 || len(f.Over.OrderClause) != 1 {
 		return nil, fmt.Errorf("sampling subquery does not number each unit's rows")
 	}
+	// By name, as verifyPerUnit does: the unit column may be hidden from
+	// analysts, which sc.resolve would refuse.
 	unit := f.Over.PartitionClause[0].GetColumnRef()
-	if unit == nil {
-		return nil, fmt.Errorf("rows are not numbered per unit")
-	}
-	c, rel, err := sc.resolve(unit)
-	if err != nil || rel.table != sc.table || rel.alias != sc.alias || c.Name != sc.table.Unit {
+	if fields := columnPathOf(unit); !slices.Equal(fields, []string{sc.alias, sc.table.Unit}) && !slices.Equal(fields, []string{sc.table.Unit}) {
 		return nil, fmt.Errorf("rows are numbered per something other than the privacy unit")
+	}
+	if rv := inner.FromClause[0].GetRangeVar(); !sc.isPrivateTable(rv) || rv.Alias == nil || rv.Alias.Aliasname != sc.alias {
+		return nil, fmt.Errorf("sampling subquery reads a relation other than %s", sc.table.QualifiedName())
+	}
+	if inner.WhereClause != nil {
+		alone := &scope{table: sc.table, alias: sc.alias, pol: sc.pol, proven: sc.proven}
+		if err := verifyPredicate(inner.WhereClause, alone); err != nil {
+			return nil, fmt.Errorf("sampling condition fails validation: %w", err)
+		}
 	}
 	if order := f.Over.OrderClause[0].GetSortBy().GetNode().GetFuncCall(); order == nil || funcName(order) != "random" || len(order.Args) > 0 {
 		return nil, fmt.Errorf("rows are not numbered in random order")
@@ -720,6 +739,23 @@ func isScaledCount(n *pg_query.Node) bool {
 	}
 	z, ok := intConst(nullif.Rexpr)
 	return ok && z == 0
+}
+
+// columnPathOf is a column reference's names, or nil if it has a star or
+// is not a column reference.
+func columnPathOf(cr *pg_query.ColumnRef) []string {
+	if cr == nil {
+		return nil
+	}
+	var names []string
+	for _, f := range cr.Fields {
+		s := f.GetString_()
+		if s == nil {
+			return nil
+		}
+		names = append(names, s.Sval)
+	}
+	return names
 }
 
 // isPrivateTable reports whether rv names the scope's private table, or its

@@ -140,6 +140,10 @@ func TestVerifySampled(t *testing.T) {
 		{"numbered per department", `PARTITION BY "v"."patient_id"`, `PARTITION BY "v"."department"`},
 		{"the public table sampled instead", `) AS "v" JOIN (SELECT DISTINCT ON ("name") * FROM "public"."departments") AS "d"`, `) AS "v" JOIN "public"."departments" AS "d"`},
 		{"a disallowed condition inside", "WHERE (v.cost > 10)", "WHERE (v.cost::float8 > 10)"},
+		{"a condition on the public table inside", "WHERE (v.cost > 10)", "WHERE (d.floor > 10)"},
+		{"another table inside", `FROM "public"."visits" AS "v" WHERE`, `FROM "public"."claims" AS "v" WHERE`},
+		{"deduplicated on more than the join", `DISTINCT ON ("name")`, `DISTINCT ON ("name", "floor")`},
+		{"a join that is not an equality of columns", "ON v.department = d.name", "ON v.department = ANY(ARRAY[d.name])"},
 	} {
 		tampered := strings.Replace(plan.SQL, tc.from, tc.to, 1)
 		if tampered == plan.SQL {

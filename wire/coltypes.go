@@ -19,8 +19,8 @@ import (
 // the very comparisons those rules refuse. So the server reads every
 // policy table's column types when it starts, on each reload and every
 // catalogRefreshInterval (WatchCatalog), and the rewriter refuses
-// statements that use a column whose declared type differs, or read a
-// table missing upstream (DP022). When the catalog cannot be read, the
+// statements that use a column whose declared type differs, or whose
+// collation is nondeterministic, or read a table missing upstream (DP022). When the catalog cannot be read, the
 // last verdicts stand for tables declared as they were; any other table is
 // refused until a read succeeds.
 
@@ -28,7 +28,8 @@ import (
 // policies name them: a domain as its base type, an enum as text.
 const columnTypesSQL = `SELECT n.nspname, c.relname, a.attname,
        CASE WHEN t.typtype = 'e' THEN 'text'
-            ELSE pg_catalog.format_type(CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE a.atttypid END, a.atttypmod) END
+            ELSE pg_catalog.format_type(CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE a.atttypid END, a.atttypmod) END,
+       COALESCE((SELECT NOT co.collisdeterministic FROM pg_catalog.pg_collation co WHERE co.oid = a.attcollation), false)
 FROM pg_catalog.pg_attribute a
 JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
@@ -62,8 +63,16 @@ func (s *Server) withColumnTypes(ctx context.Context, pol, prev *policy.Policy) 
 	return pol.WithColumnTypes(tables, columns)
 }
 
-// readColumnTypes maps schema.table to column to upstream type.
-func (s *Server) readColumnTypes(ctx context.Context, pol *policy.Policy) (map[string]map[string]string, error) {
+// upstreamColumn is what the catalog says of a column.
+type upstreamColumn struct {
+	typ string // format_type's text
+	// nondeterministic: its collation compares some different strings as
+	// equal (case-insensitive ICU collations).
+	nondeterministic bool
+}
+
+// readColumnTypes maps schema.table to column to what the catalog says.
+func (s *Server) readColumnTypes(ctx context.Context, pol *policy.Policy) (map[string]map[string]upstreamColumn, error) {
 	if len(pol.Tables) == 0 {
 		return nil, nil
 	}
@@ -78,14 +87,15 @@ func (s *Server) readColumnTypes(ctx context.Context, pol *policy.Policy) (map[s
 		schemas[i], names[i] = t.Schema, t.Name
 	}
 	rows, _ := conn.Query(ctx, columnTypesSQL, schemas, names)
-	actual := map[string]map[string]string{}
-	var schema, table, column, typ string
-	_, err = pgx.ForEachRow(rows, []any{&schema, &table, &column, &typ}, func() error {
+	actual := map[string]map[string]upstreamColumn{}
+	var schema, table, column string
+	var up upstreamColumn
+	_, err = pgx.ForEachRow(rows, []any{&schema, &table, &column, &up.typ, &up.nondeterministic}, func() error {
 		key := schema + "." + table
 		if actual[key] == nil {
-			actual[key] = map[string]string{}
+			actual[key] = map[string]upstreamColumn{}
 		}
-		actual[key][column] = typ
+		actual[key][column] = up
 		return nil
 	})
 	return actual, err
@@ -94,7 +104,7 @@ func (s *Server) readColumnTypes(ctx context.Context, pol *policy.Policy) (map[s
 // columnTypeProblems compares each declared column with its upstream type
 // (format_type's text): problems of whole tables by QualifiedName, of
 // columns by policy.ProvenKey.
-func columnTypeProblems(pol *policy.Policy, actual map[string]map[string]string) (tables, columns map[string]string) {
+func columnTypeProblems(pol *policy.Policy, actual map[string]map[string]upstreamColumn) (tables, columns map[string]string) {
 	tables, columns = map[string]string{}, map[string]string{}
 	for _, t := range pol.Tables {
 		cols, ok := actual[t.QualifiedName()]
@@ -104,11 +114,16 @@ func columnTypeProblems(pol *policy.Policy, actual map[string]map[string]string)
 		}
 		for _, c := range t.Columns {
 			up, ok := cols[c.Name]
-			switch canon, known := policy.CanonicalType(up); {
+			switch canon, known := policy.CanonicalType(up.typ); {
 			case !ok:
 				columns[policy.ProvenKey(t, c.Name)] = "it does not exist upstream"
 			case !known || canon != c.Type:
-				columns[policy.ProvenKey(t, c.Name)] = fmt.Sprintf("it is %s in the policy but %s upstream", c.Type, up)
+				columns[policy.ProvenKey(t, c.Name)] = fmt.Sprintf("it is %s in the policy but %s upstream", c.Type, up.typ)
+			case up.nondeterministic:
+				// DISTINCT ON a public column and a join on a private one
+				// would compare by different rules, so a join could match
+				// one private row to several public ones.
+				columns[policy.ProvenKey(t, c.Name)] = "its collation is nondeterministic (e.g. case-insensitive), which dpproxy does not support"
 			}
 		}
 	}
