@@ -483,10 +483,8 @@ func TestRedTeamDateAgainstTimestamp(t *testing.T) {
 		}
 	}
 	// The controls: upstream, the planted row does break the conversion.
-	if _, err := db.Exec(ctx, "SELECT count(*) FROM stays WHERE d IN ('300000-01-01'::date, current_timestamp)"); err == nil {
-		t.Error("directly upstream, an IN list of a far-off date and a timestamptz answered over rows")
-	}
 	for _, sql := range []string{"SELECT count(*) FROM stays WHERE coalesce(d, current_timestamp) > '2020-01-01'",
+		"SELECT count(*) FROM stays WHERE d IN ('300000-01-01'::date, current_timestamp)",
 		"SELECT date_trunc('month', r::timestamp), count(*) FROM stays GROUP BY 1", "SELECT date_part('month', d), count(*) FROM stays GROUP BY 1"} {
 		if _, err := db.Exec(ctx, sql); err == nil {
 			t.Errorf("directly upstream, %s answered: the planted row no longer exercises the conversion", sql)
