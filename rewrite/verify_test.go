@@ -94,55 +94,50 @@ func TestVerifyPerUnitLayout(t *testing.T) {
 // verifier only while each unit's rows are numbered in random order per
 // unit and at most max_rows_per_unit of them are kept.
 func TestVerifySampled(t *testing.T) {
-	plan := goldenPlan(t, "SELECT status, kind, count(*), avg(amount) FROM claims WHERE amount > 10 GROUP BY status, kind")
-	if plan.Sampled != 4 || plan.MaxGroups != 1 || !strings.Contains(plan.SQL, "WHERE dp_rank <= 4") {
-		t.Fatalf("want a plan sampling 4 rows per unit, got %d: %s", plan.Sampled, plan.SQL)
-	}
-	for _, tc := range []struct {
-		name, from, to string
+	type tampering struct{ name, from, to string }
+	for _, c := range []struct {
+		query, shape string
+		sampled      int
+		tamperings   []tampering
 	}{
-		{"more rows per unit", "WHERE dp_rank <= 4", "WHERE dp_rank <= 40"},
-		{"no limit", " WHERE dp_rank <= 4", ""},
-		{"a limit on another column", "WHERE dp_rank <= 4", "WHERE amount <= 4"},
-		{"a limit and more", "WHERE dp_rank <= 4", "WHERE dp_rank <= 4 OR kind = 'dental'"},
-		{"numbered per group", `PARTITION BY "claims"."patient_id"`, `PARTITION BY "claims"."status"`},
-		{"numbered in value order", "ORDER BY random()", "ORDER BY amount"},
-		{"numbered in value order after random", "ORDER BY random()", "ORDER BY random(), amount"},
-		{"a running count", "row_number()", "count(*)"},
-		{"a column instead of the rows", "SELECT *,", "SELECT status, kind, amount,"},
-		{"another alias", `) AS "claims" WHERE`, `) AS "c" WHERE`},
-		{"a disallowed condition inside", "WHERE (amount > 10)", "WHERE (amount::float8 > 10)"},
-		{"an unclamped sum outside", "sum(LEAST(GREATEST(amount, 0), 1000))", "sum(amount)"},
+		{"SELECT status, kind, count(*), avg(amount) FROM claims WHERE amount > 10 GROUP BY status, kind", "WHERE dp_rank <= 4", 4, []tampering{
+			{"more rows per unit", "WHERE dp_rank <= 4", "WHERE dp_rank <= 40"},
+			{"no limit", " WHERE dp_rank <= 4", ""},
+			{"a limit on another column", "WHERE dp_rank <= 4", "WHERE amount <= 4"},
+			{"a limit and more", "WHERE dp_rank <= 4", "WHERE dp_rank <= 4 OR kind = 'dental'"},
+			{"numbered per group", `PARTITION BY "claims"."patient_id"`, `PARTITION BY "claims"."status"`},
+			{"numbered in value order", "ORDER BY random()", "ORDER BY amount"},
+			{"numbered in value order after random", "ORDER BY random()", "ORDER BY random(), amount"},
+			{"a running count", "row_number()", "count(*)"},
+			{"a column instead of the rows", "SELECT *,", "SELECT status, kind, amount,"},
+			{"another alias", `) AS "claims" WHERE`, `) AS "c" WHERE`},
+			{"a disallowed condition inside", "WHERE (amount > 10)", "WHERE (amount::float8 > 10)"},
+			{"an unclamped sum outside", "sum(LEAST(GREATEST(amount, 0), 1000))", "sum(amount)"},
+		}},
+		// Sampled before a join to a public table.
+		{"SELECT d.building, count(*) FROM visits v JOIN departments d ON v.department = d.name WHERE v.cost > 10 GROUP BY 1", `) AS "v" JOIN `, 5, []tampering{
+			{"more rows per unit", "WHERE dp_rank <= 5 AND", "WHERE dp_rank <= 50 AND"},
+			{"the limit ORed away", "WHERE dp_rank <= 5 AND", "WHERE dp_rank <= 5 OR"},
+			{"the limit not first", "WHERE dp_rank <= 5 AND d.building IN ('east', 'north', 'south')", "WHERE d.building IN ('east', 'north', 'south') AND dp_rank <= 5"},
+			{"numbered per department", `PARTITION BY "v"."patient_id"`, `PARTITION BY "v"."department"`},
+			{"the public table sampled instead", `) AS "v" JOIN (SELECT DISTINCT ON ("name") * FROM "public"."departments") AS "d"`, `) AS "v" JOIN "public"."departments" AS "d"`},
+			{"a disallowed condition inside", "WHERE (v.cost > 10)", "WHERE (v.cost::float8 > 10)"},
+			{"a condition on the public table inside", "WHERE (v.cost > 10)", "WHERE (d.floor > 10)"},
+			{"another table inside", `FROM "public"."visits" AS "v" WHERE`, `FROM "public"."claims" AS "v" WHERE`},
+			{"deduplicated on more than the join", `DISTINCT ON ("name")`, `DISTINCT ON ("name", "floor")`},
+			{"a join that is not an equality of columns", "ON v.department = d.name", "ON v.department = ANY(ARRAY[d.name])"},
+		}},
 	} {
-		checkTampering(t, plan, tc.name, tc.from, tc.to)
-	}
-	if err := verifyRewritten(plan.SQL, plan.sc, plan); err != nil {
-		t.Errorf("as planned: %v", err)
-	}
-
-	// Sampled before a join to a public table.
-	plan = goldenPlan(t, "SELECT d.building, count(*) FROM visits v JOIN departments d ON v.department = d.name WHERE v.cost > 10 GROUP BY 1")
-	if plan.Sampled != 5 || !strings.Contains(plan.SQL, ") AS \"v\" JOIN ") {
-		t.Fatalf("want a join sampled before it, got %d: %s", plan.Sampled, plan.SQL)
-	}
-	for _, tc := range []struct {
-		name, from, to string
-	}{
-		{"more rows per unit", "WHERE dp_rank <= 5 AND", "WHERE dp_rank <= 50 AND"},
-		{"the limit ORed away", "WHERE dp_rank <= 5 AND", "WHERE dp_rank <= 5 OR"},
-		{"the limit not first", "WHERE dp_rank <= 5 AND d.building IN ('east', 'north', 'south')", "WHERE d.building IN ('east', 'north', 'south') AND dp_rank <= 5"},
-		{"numbered per department", `PARTITION BY "v"."patient_id"`, `PARTITION BY "v"."department"`},
-		{"the public table sampled instead", `) AS "v" JOIN (SELECT DISTINCT ON ("name") * FROM "public"."departments") AS "d"`, `) AS "v" JOIN "public"."departments" AS "d"`},
-		{"a disallowed condition inside", "WHERE (v.cost > 10)", "WHERE (v.cost::float8 > 10)"},
-		{"a condition on the public table inside", "WHERE (v.cost > 10)", "WHERE (d.floor > 10)"},
-		{"another table inside", `FROM "public"."visits" AS "v" WHERE`, `FROM "public"."claims" AS "v" WHERE`},
-		{"deduplicated on more than the join", `DISTINCT ON ("name")`, `DISTINCT ON ("name", "floor")`},
-		{"a join that is not an equality of columns", "ON v.department = d.name", "ON v.department = ANY(ARRAY[d.name])"},
-	} {
-		checkTampering(t, plan, "join, "+tc.name, tc.from, tc.to)
-	}
-	if err := verifyRewritten(plan.SQL, plan.sc, plan); err != nil {
-		t.Errorf("join as planned: %v", err)
+		plan := goldenPlan(t, c.query)
+		if plan.Sampled != c.sampled || plan.MaxGroups != 1 || !strings.Contains(plan.SQL, c.shape) {
+			t.Fatalf("want a plan sampling %d rows per unit, got %d: %s", c.sampled, plan.Sampled, plan.SQL)
+		}
+		for _, tc := range c.tamperings {
+			checkTampering(t, plan, tc.name, tc.from, tc.to)
+		}
+		if err := verifyRewritten(plan.SQL, plan.sc, plan); err != nil {
+			t.Errorf("%s as planned: %v", c.query, err)
+		}
 	}
 }
 
