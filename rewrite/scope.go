@@ -277,6 +277,10 @@ func (sc *scope) checkJoinEqualities(q *pg_query.Node, pub *relation) error {
 // requires 14), or an integer beside numeric, which widens exactly. A numeric
 // beside a real or double precision column would be converted to double
 // precision, which fails beyond ~1.8e308: an error that depends on a row.
+// timestamptz joins only timestamptz: beside a timestamp or a date it
+// compares in local time, where a spring-forward gap makes one instant
+// equal to two local times, and a joined lookup table's DISTINCT ON would
+// keep both.
 func comparableJoinKeys(a, b *policy.Column) bool {
 	family := func(c *policy.Column) string {
 		switch {
@@ -284,7 +288,7 @@ func comparableJoinKeys(a, b *policy.Column) bool {
 			return "integer"
 		case isFloat(c.Type):
 			return "float"
-		case c.Type == "date", c.Type == "timestamp", c.Type == "timestamptz":
+		case c.Type == "date", c.Type == "timestamp":
 			return "datetime"
 		}
 		return c.Type

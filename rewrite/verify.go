@@ -193,8 +193,15 @@ func verifyFromItem(n *pg_query.Node, sc *scope, leftmost bool) error {
 		}
 	}
 	sub := rs.Subquery.GetSelectStmt()
-	if pub == nil || sub == nil || len(sub.FromClause) != 1 || sub.WhereClause != nil || len(sub.GroupClause) > 0 || len(sub.DistinctClause) == 0 {
+	if pub == nil || sub == nil || len(sub.FromClause) != 1 || sub.WhereClause != nil || len(sub.GroupClause) > 0 || len(sub.DistinctClause) == 0 ||
+		sub.Op != pg_query.SetOperation_SETOP_NONE || sub.WithClause != nil || sub.IntoClause != nil || len(sub.ValuesLists) > 0 ||
+		len(sub.LockingClause) > 0 || sub.HavingClause != nil || len(sub.WindowClause) > 0 || len(sub.SortClause) > 0 ||
+		sub.LimitCount != nil || sub.LimitOffset != nil || len(sub.TargetList) != 1 {
 		return fmt.Errorf("joins an undeclared or undeduplicated relation")
+	}
+	if cr := sub.TargetList[0].GetResTarget().GetVal().GetColumnRef(); sub.TargetList[0].GetResTarget().Name != "" || cr == nil ||
+		len(cr.Fields) != 1 || cr.Fields[0].GetAStar() == nil {
+		return fmt.Errorf("the deduplicated public table selects something other than its rows")
 	}
 	prv := sub.FromClause[0].GetRangeVar()
 	if prv == nil || prv.Relname != pub.table.Name || prv.Schemaname != pub.table.Schema || pub.table.IsPrivate() {
@@ -522,6 +529,13 @@ func unwrapSampled(top *pg_query.SelectStmt, sc *scope, m int) (*pg_query.Select
 	}
 	if order := f.Over.OrderClause[0].GetSortBy().GetNode().GetFuncCall(); order == nil || funcName(order) != "random" || len(order.Args) > 0 {
 		return nil, fmt.Errorf("rows are not numbered in random order")
+	}
+	// Only public tables may be joined to sampled rows: a private table
+	// joined on the unit would multiply each of them.
+	for j := flat.FromClause[0].GetJoinExpr(); j != nil; j = j.Larg.GetJoinExpr() {
+		if j.Rarg.GetRangeVar() != nil {
+			return nil, fmt.Errorf("sampled rows are joined to a table that is not a deduplicated public table")
+		}
 	}
 	// The table read inside, under the alias the rest of the statement uses.
 	leftmost.Node = inner.FromClause[0].Node

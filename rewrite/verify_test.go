@@ -96,11 +96,11 @@ func TestVerifyPerUnitLayout(t *testing.T) {
 func TestVerifySampled(t *testing.T) {
 	type tampering struct{ name, from, to string }
 	for _, c := range []struct {
-		query, shape string
-		sampled      int
-		tamperings   []tampering
+		name, query, shape string
+		sampled            int
+		tamperings         []tampering
 	}{
-		{"SELECT status, kind, count(*), avg(amount) FROM claims WHERE amount > 10 GROUP BY status, kind", "WHERE dp_rank <= 4", 4, []tampering{
+		{"table", "SELECT status, kind, count(*), avg(amount) FROM claims WHERE amount > 10 GROUP BY status, kind", "WHERE dp_rank <= 4", 4, []tampering{
 			{"more rows per unit", "WHERE dp_rank <= 4", "WHERE dp_rank <= 40"},
 			{"no limit", " WHERE dp_rank <= 4", ""},
 			{"a limit on another column", "WHERE dp_rank <= 4", "WHERE amount <= 4"},
@@ -115,7 +115,7 @@ func TestVerifySampled(t *testing.T) {
 			{"an unclamped sum outside", "sum(LEAST(GREATEST(amount, 0), 1000))", "sum(amount)"},
 		}},
 		// Sampled before a join to a public table.
-		{"SELECT d.building, count(*) FROM visits v JOIN departments d ON v.department = d.name WHERE v.cost > 10 GROUP BY 1", `) AS "v" JOIN `, 5, []tampering{
+		{"join", "SELECT d.building, count(*) FROM visits v JOIN departments d ON v.department = d.name WHERE v.cost > 10 GROUP BY 1", `) AS "v" JOIN `, 5, []tampering{
 			{"more rows per unit", "WHERE dp_rank <= 5 AND", "WHERE dp_rank <= 50 AND"},
 			{"the limit ORed away", "WHERE dp_rank <= 5 AND", "WHERE dp_rank <= 5 OR"},
 			{"the limit not first", "WHERE dp_rank <= 5 AND d.building IN ('east', 'north', 'south')", "WHERE d.building IN ('east', 'north', 'south') AND dp_rank <= 5"},
@@ -126,6 +126,10 @@ func TestVerifySampled(t *testing.T) {
 			{"another table inside", `FROM "public"."visits" AS "v" WHERE`, `FROM "public"."claims" AS "v" WHERE`},
 			{"deduplicated on more than the join", `DISTINCT ON ("name")`, `DISTINCT ON ("name", "floor")`},
 			{"a join that is not an equality of columns", "ON v.department = d.name", "ON v.department = ANY(ARRAY[d.name])"},
+			{"a private table joined on the unit", `JOIN (SELECT DISTINCT ON ("name") * FROM "public"."departments") AS "d" ON v.department = d.name`,
+				`JOIN "public"."claims" AS "d" ON v.patient_id = d.patient_id`},
+			{"the public table's rows computed", `(SELECT DISTINCT ON ("name") * FROM`, `(SELECT DISTINCT ON ("name") *, 1 AS z FROM`},
+			{"the public table's rows ordered and limited", `FROM "public"."departments")`, `FROM "public"."departments" ORDER BY name LIMIT 2)`},
 		}},
 	} {
 		plan := goldenPlan(t, c.query)
@@ -133,7 +137,7 @@ func TestVerifySampled(t *testing.T) {
 			t.Fatalf("want a plan sampling %d rows per unit, got %d: %s", c.sampled, plan.Sampled, plan.SQL)
 		}
 		for _, tc := range c.tamperings {
-			checkTampering(t, plan, tc.name, tc.from, tc.to)
+			checkTampering(t, plan, c.name+", "+tc.name, tc.from, tc.to)
 		}
 		if err := verifyRewritten(plan.SQL, plan.sc, plan); err != nil {
 			t.Errorf("%s as planned: %v", c.query, err)
