@@ -508,16 +508,16 @@ func TestDeclaredTypeMismatch(t *testing.T) {
 	// join on it would compare by different rules, and one row could match
 	// both 'x' and 'X' of a lookup table.
 	if _, err := db.Exec(ctx, `CREATE COLLATION ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false);
-		CREATE TABLE sensors (v double precision, taken timestamptz, kind text, tag text COLLATE ci);
-		INSERT INTO sensors SELECT g, now(), 'a', 'x' FROM generate_series(1, 100) g;
-		CREATE TABLE kinds (kind text, budget double precision);
-		INSERT INTO kinds VALUES ('a', 1);
+		CREATE TABLE sensors (v double precision, taken timestamptz, kind text, tag text COLLATE ci, code text COLLATE "C");
+		INSERT INTO sensors SELECT g, now(), 'a', 'x', 'c' FROM generate_series(1, 100) g;
+		CREATE TABLE kinds (kind text, budget double precision, code text COLLATE "en-x-icu");
+		INSERT INTO kinds VALUES ('a', 1, 'c');
 		GRANT SELECT ON sensors, kinds TO `+demo.ReaderRole); err != nil {
 		t.Fatal(err)
 	}
 	wrong := "  - name: sensors\n    privacy: row\n    columns:\n      - {name: v, type: numeric, bounds: [0, 100]}\n" +
-		"      - {name: taken, type: date}\n      - {name: kind, type: text}\n      - {name: tag, type: text}\n" +
-		"  - name: kinds\n    privacy: public\n    columns:\n      - {name: kind, type: text}\n      - {name: budget, type: numeric}\n" +
+		"      - {name: taken, type: date}\n      - {name: kind, type: text}\n      - {name: tag, type: text}\n      - {name: code, type: text}\n" +
+		"  - name: kinds\n    privacy: public\n    columns:\n      - {name: kind, type: text}\n      - {name: budget, type: numeric}\n      - {name: code, type: text}\n" +
 		"  - name: ghosts\n    privacy: row\n    columns:\n      - {name: g, type: integer}\n"
 	p := startProxy(t, proxyOptions{upstreamDSN: strings.Replace(pg.ReaderDSN(), "dbname=demo", "dbname=declared_types", 1),
 		extraTables: wrong, carolBudget: 100})
@@ -536,8 +536,21 @@ func TestDeclaredTypeMismatch(t *testing.T) {
 			t.Errorf("%s: %v; want DP022: %s", q.sql, res.Err, q.want)
 		}
 	}
+	// "C" and an ICU collation: PostgreSQL cannot choose one to compare
+	// them, and says so on the first row it compares.
+	for _, sql := range []string{"SELECT count(*) FROM sensors s JOIN kinds k ON s.code = k.code",
+		"SELECT count(*) FROM sensors WHERE code IN (SELECT code FROM kinds)"} {
+		res := conn.PgConn().ExecParams(ctx, sql, nil, nil, nil, nil).Read()
+		var pge *pgconn.PgError
+		if !errors.As(res.Err, &pge) || pge.Code != "0A000" || !strings.Contains(pge.Message, "collation") {
+			t.Errorf("%s: %v; want the 0A000 refusal of mixed collations", sql, res.Err)
+		}
+	}
+	if _, err := db.Exec(ctx, "SELECT count(*) FROM sensors s JOIN (SELECT DISTINCT ON (code) * FROM kinds) k ON s.code = k.code"); err == nil {
+		t.Error("directly upstream, the join of two collations answered: the control no longer fails")
+	}
 	var n float64
-	for _, sql := range []string{"SELECT count(*) FROM patients", "SELECT count(*) FROM sensors WHERE kind = 'a'",
+	for _, sql := range []string{"SELECT count(*) FROM patients", "SELECT count(*) FROM sensors WHERE kind = 'a' AND code = 'c'",
 		"SELECT count(*) FROM sensors WHERE kind IN (SELECT kind FROM kinds)"} {
 		if err := conn.QueryRow(ctx, sql).Scan(&n); err != nil {
 			t.Errorf("%s uses no mismatched column: %v; want a noisy count", sql, err)

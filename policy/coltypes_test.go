@@ -13,7 +13,8 @@ func TestCarryColumnTypes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	prev = prev.WithColumnTypes(map[string]string{"ref.icd10": "missing"}, map[string]string{"public.visits.cost": "it is double precision in the policy but numeric upstream"})
+	prev = prev.WithColumnTypes(map[string]string{"ref.icd10": "missing"}, map[string]string{"public.visits.cost": "it is double precision in the policy but numeric upstream"},
+		map[string]string{"public.visits.urgent": "950"})
 	edited, err := Parse("p.yaml", []byte(strings.Replace(carryPolicy, "{name: age, type: integer,", "{name: age, type: bigint,", 1)), testEnv)
 	if err != nil {
 		t.Fatal(err)
@@ -40,6 +41,9 @@ func TestCarryColumnTypes(t *testing.T) {
 				t.Errorf("%s: table %q column %q; want %q %q", tc.table, got.TypeProblem(tb), got.ColumnTypeProblem(tb, tc.column), tc.wantTable, tc.wantColumn)
 			}
 		})
+	}
+	if got := edited.CarryColumnTypes(prev, unread); got.ColumnCollation(got.Table("public", "visits"), "urgent") != "950" {
+		t.Error("the collation of an unchanged table was not carried")
 	}
 	if a, b := prev.CatalogTag(), edited.CarryColumnTypes(prev, unread).CatalogTag(); a == b {
 		t.Errorf("catalog tags equal (%q) although the verdicts differ", a)

@@ -70,6 +70,7 @@ type Policy struct {
 	// (offline explain, tests).
 	typeProblems   map[string]string
 	columnProblems map[string]string
+	collations     map[string]string
 	typesTag       string
 
 	analysts map[string]*Analyst
@@ -438,13 +439,15 @@ func (p *Policy) UnitUnique(t *Table) bool { return t != nil && p.uniqueUnits[t.
 // types disagree with the upstream catalog: tables maps QualifiedName to a
 // problem with the whole table (missing upstream, types unreadable),
 // columns maps ProvenKey to a column's ("is numeric in the policy but
-// double precision upstream"). The rewriter refuses statements that read
+// double precision upstream"); collations maps ProvenKey to a column's
+// collation when it is not the database's default. The rewriter refuses statements that read
 // such a table or use such a column, since its rules against data-dependent
 // errors rest on the declared types. p itself is not changed.
-func (p *Policy) WithColumnTypes(tables, columns map[string]string) *Policy {
+func (p *Policy) WithColumnTypes(tables, columns, collations map[string]string) *Policy {
 	cp := *p
 	cp.typeProblems = map[string]string{}
 	cp.columnProblems = map[string]string{}
+	cp.collations = map[string]string{}
 	var tags []string
 	for name, why := range tables {
 		cp.typeProblems[name] = why
@@ -453,6 +456,10 @@ func (p *Policy) WithColumnTypes(tables, columns map[string]string) *Policy {
 	for key, why := range columns {
 		cp.columnProblems[key] = why
 		tags = append(tags, key+":"+why)
+	}
+	for key, coll := range collations {
+		cp.collations[key] = coll
+		tags = append(tags, key+"@"+coll)
 	}
 	sort.Strings(tags)
 	cp.typesTag = strings.Join(tags, ";")
@@ -471,6 +478,16 @@ func (p *Policy) TypeProblem(t *Table) string {
 	return p.typeProblems[t.QualifiedName()]
 }
 
+// ColumnCollation names the collation of t's column upstream when it is not
+// the database's default, or "" (see WithColumnTypes: collations maps
+// ProvenKey to it). Two columns with different ones cannot be compared.
+func (p *Policy) ColumnCollation(t *Table, column string) string {
+	if t == nil {
+		return ""
+	}
+	return p.collations[ProvenKey(t, column)]
+}
+
 // ColumnTypeProblem says what is wrong with the type of t's column, or "".
 func (p *Policy) ColumnTypeProblem(t *Table, column string) string {
 	if t == nil {
@@ -484,7 +501,7 @@ func (p *Policy) ColumnTypeProblem(t *Table, column string) string {
 // when the catalog cannot be read now; every other table of p gets
 // unverified as its problem.
 func (p *Policy) CarryColumnTypes(prev *Policy, unverified string) *Policy {
-	tables, columns := map[string]string{}, map[string]string{}
+	tables, columns, collations := map[string]string{}, map[string]string{}, map[string]string{}
 	for _, t := range p.Tables {
 		name := t.QualifiedName()
 		var old *Table
@@ -502,9 +519,12 @@ func (p *Policy) CarryColumnTypes(prev *Policy, unverified string) *Policy {
 			if why := prev.columnProblems[ProvenKey(t, c.Name)]; why != "" {
 				columns[ProvenKey(t, c.Name)] = why
 			}
+			if coll := prev.collations[ProvenKey(t, c.Name)]; coll != "" {
+				collations[ProvenKey(t, c.Name)] = coll
+			}
 		}
 	}
-	return p.WithColumnTypes(tables, columns)
+	return p.WithColumnTypes(tables, columns, collations)
 }
 
 func sameColumns(a, b *Table) bool {

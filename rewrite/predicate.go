@@ -257,7 +257,43 @@ func checkAExpr(a *pg_query.A_Expr, sc *scope, inArith bool) error {
 			return err
 		}
 	}
+	if err := sameCollation("", comparisonLeaves(a.Lexpr, a.Rexpr), sc); err != nil {
+		return err
+	}
 	return compareNumericExactly(a, sc)
+}
+
+// sameCollation refuses comparing columns of two different collations
+// (other than the database's default, which yields to any other):
+// PostgreSQL cannot choose one, and says so only when it compares a row's
+// values, that is only when some row reaches the comparison. coll is a
+// collation already in play ("" for none).
+func sameCollation(coll string, leaves []*pg_query.Node, sc *scope) error {
+	if sc.pol == nil {
+		return nil
+	}
+	var err error
+	for _, n := range leaves {
+		walkNodes(n, func(m *pg_query.Node) {
+			cr := m.GetColumnRef()
+			if cr == nil || err != nil {
+				return
+			}
+			c, rel, rerr := sc.resolve(cr)
+			if rerr != nil {
+				return
+			}
+			switch cc := sc.pol.ColumnCollation(rel.table, c.Name); {
+			case cc == "":
+			case coll == "":
+				coll = cc
+			case cc != coll:
+				err = pgerror.RefuseUnsupported.New("column %s has another collation than the value it is compared with: PostgreSQL cannot choose one, and would fail on the rows it compares", c.Name).
+					WithHint("compare columns of the same collation, or compare %s with constants", c.Name)
+			}
+		})
+	}
+	return err
 }
 
 // inListDateTimes refuses an IN list whose values are of more than one
@@ -376,6 +412,9 @@ func isNumberConst(c *pg_query.A_Const) bool {
 func checkCoalesce(n *pg_query.Node, sc *scope) error {
 	leaves := comparisonLeaves(n)
 	if err := numericLeaves(leaves, sc); err != nil {
+		return err
+	}
+	if err := sameCollation("", leaves, sc); err != nil {
 		return err
 	}
 	return sameDateTimeType(leaves, sc)
@@ -718,6 +757,9 @@ func checkPublicSubLink(sl *pg_query.SubLink, sc *scope, inArith bool) error {
 					WithHint("compare with numeric constants instead")
 			}
 		}
+	}
+	if err := sameCollation(sc.pol.ColumnCollation(t, ic.Name), comparisonLeaves(sl.Testexpr), sc); err != nil {
+		return err
 	}
 	if ic.Type == "numeric" {
 		// The subquery's values would be converted to double precision

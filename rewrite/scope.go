@@ -261,6 +261,9 @@ func (sc *scope) checkJoinEqualities(q *pg_query.Node, pub *relation) error {
 	if pubCol == "" || otherSide != 1 {
 		return pgerror.RefuseUnsupported.New("each join condition must equate a column of %s with a column of an earlier table", pub.alias)
 	}
+	if err := sameCollation("", []*pg_query.Node{a.Lexpr, a.Rexpr}, sc); err != nil {
+		return err
+	}
 	if !comparableJoinKeys(cols[0], cols[1]) {
 		return pgerror.RefuseUnsupported.New("join keys %s (%s) and %s (%s) do not compare without converting one of them, which can fail on some rows' values",
 			cols[0].Name, cols[0].Type, cols[1].Name, cols[1].Type).

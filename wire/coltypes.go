@@ -29,7 +29,8 @@ import (
 const columnTypesSQL = `SELECT n.nspname, c.relname, a.attname,
        CASE WHEN t.typtype = 'e' THEN 'text'
             ELSE pg_catalog.format_type(CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE a.atttypid END, a.atttypmod) END,
-       COALESCE((SELECT NOT co.collisdeterministic FROM pg_catalog.pg_collation co WHERE co.oid = a.attcollation), false)
+       COALESCE((SELECT NOT co.collisdeterministic FROM pg_catalog.pg_collation co WHERE co.oid = a.attcollation), false),
+       CASE WHEN a.attcollation IN (0, 100) THEN '' ELSE a.attcollation::text END
 FROM pg_catalog.pg_attribute a
 JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
@@ -48,7 +49,7 @@ func (s *Server) withColumnTypes(ctx context.Context, pol, prev *policy.Policy) 
 		s.log.Warn("cannot read column types upstream; the last verdicts stand, tables never checked are refused until they are read", "err", err)
 		return pol.CarryColumnTypes(prev, "its column types could not be read from the upstream database; dpproxy retries every "+catalogRefreshInterval.String())
 	}
-	tables, columns := columnTypeProblems(pol, actual)
+	tables, columns, collations := columnTypeProblems(pol, actual)
 	for _, t := range pol.Tables {
 		if why := tables[t.QualifiedName()]; why != "" && (prev == nil || why != prev.TypeProblem(t)) {
 			s.log.Error("a policy table is not in the database as declared; statements over it are refused", "table", t.QualifiedName(), "problem", why)
@@ -60,7 +61,7 @@ func (s *Server) withColumnTypes(ctx context.Context, pol, prev *policy.Policy) 
 			}
 		}
 	}
-	return pol.WithColumnTypes(tables, columns)
+	return pol.WithColumnTypes(tables, columns, collations)
 }
 
 // upstreamColumn is what the catalog says of a column.
@@ -69,6 +70,7 @@ type upstreamColumn struct {
 	// nondeterministic: its collation compares some different strings as
 	// equal (case-insensitive ICU collations).
 	nondeterministic bool
+	collation        string // its OID when not the database default, or ""
 }
 
 // readColumnTypes maps schema.table to column to what the catalog says.
@@ -90,7 +92,7 @@ func (s *Server) readColumnTypes(ctx context.Context, pol *policy.Policy) (map[s
 	actual := map[string]map[string]upstreamColumn{}
 	var schema, table, column string
 	var up upstreamColumn
-	_, err = pgx.ForEachRow(rows, []any{&schema, &table, &column, &up.typ, &up.nondeterministic}, func() error {
+	_, err = pgx.ForEachRow(rows, []any{&schema, &table, &column, &up.typ, &up.nondeterministic, &up.collation}, func() error {
 		key := schema + "." + table
 		if actual[key] == nil {
 			actual[key] = map[string]upstreamColumn{}
@@ -104,8 +106,8 @@ func (s *Server) readColumnTypes(ctx context.Context, pol *policy.Policy) (map[s
 // columnTypeProblems compares each declared column with its upstream type
 // (format_type's text): problems of whole tables by QualifiedName, of
 // columns by policy.ProvenKey.
-func columnTypeProblems(pol *policy.Policy, actual map[string]map[string]upstreamColumn) (tables, columns map[string]string) {
-	tables, columns = map[string]string{}, map[string]string{}
+func columnTypeProblems(pol *policy.Policy, actual map[string]map[string]upstreamColumn) (tables, columns, collations map[string]string) {
+	tables, columns, collations = map[string]string{}, map[string]string{}, map[string]string{}
 	for _, t := range pol.Tables {
 		cols, ok := actual[t.QualifiedName()]
 		if !ok {
@@ -124,8 +126,10 @@ func columnTypeProblems(pol *policy.Policy, actual map[string]map[string]upstrea
 				// would compare by different rules, so a join could match
 				// one private row to several public ones.
 				columns[policy.ProvenKey(t, c.Name)] = "its collation is nondeterministic (e.g. case-insensitive), which dpproxy does not support"
+			case up.collation != "":
+				collations[policy.ProvenKey(t, c.Name)] = up.collation
 			}
 		}
 	}
-	return tables, columns
+	return tables, columns, collations
 }

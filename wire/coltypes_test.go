@@ -55,10 +55,16 @@ func TestColumnTypeProblems(t *testing.T) {
 			map[string]string{"public.claims.kind": "its collation is nondeterministic (e.g. case-insensitive), which dpproxy does not support"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			tables, columns := columnTypeProblems(pol, tc.actual)
+			tables, columns, _ := columnTypeProblems(pol, tc.actual)
 			if !reflect.DeepEqual(tables, tc.tables) || !reflect.DeepEqual(columns, tc.columns) {
 				t.Errorf("got %q %q\nwant %q %q", tables, columns, tc.tables, tc.columns)
 			}
 		})
+	}
+	// A column's collation other than the default is remembered.
+	_, _, collations := columnTypeProblems(pol, map[string]map[string]upstreamColumn{
+		"public.patients": {"age": {typ: "integer"}, "sex": {typ: "text", collation: "950"}}})
+	if !reflect.DeepEqual(collations, map[string]string{"public.patients.sex": "950"}) {
+		t.Errorf("collations %q", collations)
 	}
 }
