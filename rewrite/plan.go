@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	pg_query "github.com/pganalyze/pg_query_go/v6"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/dpproxy/dpproxy/pgerror"
 	"github.com/dpproxy/dpproxy/policy"
@@ -199,10 +200,17 @@ func (b *planBuilder) filteredInSQL(i int, k Key) bool {
 // the rows by (unit, random()) instead of hashing per (unit, group); on
 // the 1M-row bench this is also faster (docs/benchmarks.md, session 10).
 //
-// Joins to public tables are sampled too, after the join and the query's
-// condition (sampledFrom): the rows are numbered per unit as joined, so a
-// unit keeps at most m joined rows whatever the join does, and rows the
-// join or the condition drop take no unit's place.
+// Joins to public tables are sampled too: the rows are sampled before the
+// join, which cannot multiply them (each public table is joined through a
+// DISTINCT ON its join columns), so a unit still keeps at most m rows. The
+// query's condition must then read the private table alone (it is applied
+// before the sampling, so that rows it drops take no unit's place);
+// domain filters of keys from public tables are applied after the join.
+// Rows an inner join drops, or whose public key is outside its domain,
+// do take a unit's place, so such counts come out lower than
+// pre-aggregation's when many rows find no match; a lookup join on a
+// foreign key drops none. (Sampling after the join would avoid it, but
+// the outer query names both tables' columns through their aliases.)
 //
 // Not for: partition selection and count(DISTINCT unit), which count units
 // per group; quantiles and mode, which scale each unit's counts; joins of
@@ -220,7 +228,12 @@ func (b *planBuilder) useSampling() bool {
 			return false
 		}
 	}
-
+	if b.where != nil && len(b.sc.public) > 0 {
+		alone := &scope{table: b.sc.table, alias: b.sc.alias, pol: b.sc.pol, ctes: b.sc.ctes}
+		if checkPredicate(proto.Clone(b.where).(*pg_query.Node), alone) != nil {
+			return false // the condition reads a joined table
+		}
+	}
 	for _, k := range b.plan.Keys {
 		if k.Domain == nil {
 			return false

@@ -148,27 +148,22 @@ func (b *planBuilder) generateSQL(where *pg_query.Node) (string, error) {
 }
 
 // sampledFrom is the FROM and WHERE of a row-sampled plan (useSampling):
-// the private table joined to the public ones, filtered by the query's
-// condition and the keys' domain filters, its rows numbered per unit in
-// random order; the outer WHERE keeps at most Sampled rows per unit. Each
-// joined public table's row travels through the numbering as one
-// composite column (dp_r1, ...), which a LATERAL subquery expands again
-// under the table's alias, so that the outer query names its columns as
-// the analyst did:
+// the private table's rows that pass the query's condition and the
+// domain filters of its own key columns, numbered per unit in random
+// order, then joined to the public tables; the outer WHERE keeps at most
+// Sampled rows per unit and applies the domain filters of keys from
+// public tables.
 //
-//	(SELECT alias.*, d AS dp_r1, row_number() OVER (PARTITION BY alias.unit ORDER BY random()) AS dp_rank
-//	 FROM t AS alias JOIN (SELECT DISTINCT ON (..) * FROM p) AS d ON .. WHERE ..) AS alias
-//	CROSS JOIN LATERAL (SELECT (alias.dp_r1).*) AS d WHERE dp_rank <= m
-//
-// Numbering the joined rows, rather than the table's before the join,
-// keeps rows the join or the filters drop from taking a unit's place.
+//	(SELECT *, row_number() OVER (PARTITION BY alias.unit ORDER BY random()) AS dp_rank
+//	 FROM t AS alias WHERE ..) AS alias [JOIN ..] WHERE dp_rank <= m [AND ..]
 func (b *planBuilder) sampledFrom(where *pg_query.Node) (from, whereSQL string) {
 	t := b.sc.table
-	var conds []string
+	var inner []string
 	if where != nil {
 		w, _ := exprSQL(where) // it deparsed for the plan already
-		conds = append(conds, "("+w+")")
+		inner = append(inner, "("+w+")")
 	}
+	outer := []string{fmt.Sprintf("%s <= %d", rankCol, b.plan.Sampled)}
 	for i, k := range b.plan.Keys {
 		if !b.filteredInSQL(i, k) {
 			continue
@@ -177,22 +172,19 @@ func (b *planBuilder) sampledFrom(where *pg_query.Node) (from, whereSQL string) 
 		for j, v := range k.Domain {
 			lits[j] = quoteLiteral(v)
 		}
-		conds = append(conds, fmt.Sprintf("%s IN (%s)", b.keySQL[i], strings.Join(lits, ", ")))
+		cond := fmt.Sprintf("%s IN (%s)", b.keySQL[i], strings.Join(lits, ", "))
+		if t.Column(b.keyCol[i].Name) == b.keyCol[i] {
+			inner = append(inner, cond)
+		} else {
+			outer = append(outer, cond)
+		}
 	}
-	condSQL := ""
-	if len(conds) > 0 {
-		condSQL = " WHERE " + strings.Join(conds, " AND ")
+	innerSQL := ""
+	if len(inner) > 0 {
+		innerSQL = " WHERE " + strings.Join(inner, " AND ")
 	}
 	alias := quoteIdent(b.sc.alias)
-	cols := []string{alias + ".*"}
-	var lateral strings.Builder
-	for i, r := range b.sc.public {
-		rowCol := fmt.Sprintf("dp_r%d", i+1)
-		cols = append(cols, quoteIdent(r.alias)+" AS "+rowCol)
-		fmt.Fprintf(&lateral, " CROSS JOIN LATERAL (SELECT (%s.%s).*) AS %s", alias, rowCol, quoteIdent(r.alias))
-	}
-	cols = append(cols, fmt.Sprintf("row_number() OVER (PARTITION BY %s.%s ORDER BY random()) AS %s", alias, quoteIdent(t.Unit), rankCol))
-	from = fmt.Sprintf("(SELECT %s FROM %s.%s AS %s%s%s) AS %s%s",
-		strings.Join(cols, ", "), quoteIdent(t.Schema), quoteIdent(t.Name), alias, b.sc.joinsSQL(), condSQL, alias, lateral.String())
-	return from, fmt.Sprintf(" WHERE %s <= %d", rankCol, b.plan.Sampled)
+	from = fmt.Sprintf("(SELECT *, row_number() OVER (PARTITION BY %s.%s ORDER BY random()) AS %s FROM %s.%s AS %s%s) AS %s%s",
+		alias, quoteIdent(t.Unit), rankCol, quoteIdent(t.Schema), quoteIdent(t.Name), alias, innerSQL, alias, b.sc.joinsSQL())
+	return from, " WHERE " + strings.Join(outer, " AND ")
 }

@@ -467,71 +467,46 @@ func verifyOuterAggregate(n *pg_query.Node) error {
 	return fmt.Errorf("is not a bounded aggregate of per-unit totals")
 }
 
-// unwrapSampled checks a row-sampled statement (planBuilder.useSampling,
-// sampledFrom),
+// unwrapSampled checks a row-sampled statement (planBuilder.useSampling),
 //
-//	SELECT .. FROM (SELECT alias.*, d AS dp_r1, .., row_number() OVER (PARTITION BY <unit> ORDER BY random()) AS dp_rank
-//	                FROM <table> AS alias [JOIN .. AS d ..] [WHERE ..]) AS alias
-//	[CROSS JOIN LATERAL (SELECT (alias.dp_r1).*) AS d ..] WHERE dp_rank <= m GROUP BY ..
+//	SELECT .. FROM (SELECT *, row_number() OVER (PARTITION BY <unit> ORDER BY random()) AS dp_rank
+//	                FROM <table> WHERE ..) AS <alias> [JOIN ..] WHERE dp_rank <= m [AND ..] GROUP BY ..
 //
-// and returns it as the row-level statement it aggregates, the inner
-// FROM and WHERE in place of the numbered subquery and its expansions,
-// for verifyRowLevel to check.
+// and returns it as the row-level statement it aggregates, the sampling
+// subquery replaced by its table and both conditions joined by AND, for
+// verifyRowLevel to check.
 func unwrapSampled(top *pg_query.SelectStmt, sc *scope, m int) (*pg_query.SelectStmt, error) {
-	if top.WhereClause == nil {
+	conds := andArgs(top.WhereClause)
+	if len(conds) == 0 {
 		return nil, fmt.Errorf("sampled rows are not limited per unit")
 	}
-	if err := verifyRankFilter(top.WhereClause, m); err != nil {
+	if err := verifyRankFilter(conds[0], m); err != nil {
 		return nil, err
 	}
 	if len(top.FromClause) != 1 {
 		return nil, fmt.Errorf("sampled statement reads %d relations", len(top.FromClause))
 	}
-	// The numbered subquery, then one expansion per joined public table.
-	var laterals []*pg_query.RangeSubselect
-	item := top.FromClause[0]
-	for item.GetJoinExpr() != nil {
-		j := item.GetJoinExpr()
-		rs := j.Rarg.GetRangeSubselect()
-		if j.Jointype != pg_query.JoinType_JOIN_INNER || j.Quals != nil || j.IsNatural || len(j.UsingClause) > 0 || rs == nil || !rs.Lateral {
-			return nil, fmt.Errorf("sampled rows are joined to something other than their expanded public rows")
-		}
-		laterals = append([]*pg_query.RangeSubselect{rs}, laterals...)
-		item = j.Larg
+	flat := proto.Clone(top).(*pg_query.SelectStmt)
+	// The leftmost item of the join tree is the sampling subquery.
+	leftmost := flat.FromClause[0]
+	for leftmost.GetJoinExpr() != nil {
+		leftmost = leftmost.GetJoinExpr().Larg
 	}
-	rs := item.GetRangeSubselect()
+	rs := leftmost.GetRangeSubselect()
 	if rs == nil {
 		return nil, fmt.Errorf("sampled statement does not read a subquery first")
 	}
 	inner := rs.Subquery.GetSelectStmt()
 	if rs.Lateral || rs.Alias == nil || rs.Alias.Aliasname != sc.alias || len(rs.Alias.Colnames) > 0 || inner == nil ||
-		verifyPlainSelect(inner) != nil || len(inner.GroupClause) > 0 || len(inner.FromClause) != 1 || len(inner.TargetList) != len(laterals)+2 {
+		verifyPlainSelect(inner) != nil || len(inner.GroupClause) > 0 || len(inner.TargetList) != 2 || len(inner.FromClause) != 1 ||
+		inner.FromClause[0].GetRangeVar() == nil {
 		return nil, fmt.Errorf("malformed sampling subquery")
 	}
 	star := inner.TargetList[0].GetResTarget()
-	if fields := star.GetVal().GetColumnRef().GetFields(); star.Name != "" || len(fields) != 2 || fields[0].GetString_().GetSval() != sc.alias || fields[1].GetAStar() == nil {
-		return nil, fmt.Errorf("sampling subquery does not select the rows of %s", sc.alias)
+	if star.Name != "" || len(star.GetVal().GetColumnRef().GetFields()) != 1 || star.GetVal().GetColumnRef().Fields[0].GetAStar() == nil {
+		return nil, fmt.Errorf("sampling subquery does not select the table's rows")
 	}
-	for k, lat := range laterals {
-		// dp_rK is the whole row of a joined public table, expanded again
-		// under that table's alias.
-		col := fmt.Sprintf("dp_r%d", k+1)
-		rt := inner.TargetList[k+1].GetResTarget()
-		whole := columnPathOf(rt.GetVal().GetColumnRef())
-		if rt.Name != col || len(whole) != 1 || lat.Alias == nil || lat.Alias.Aliasname != whole[0] || len(lat.Alias.Colnames) > 0 || !isPublicAlias(sc, whole[0]) {
-			return nil, fmt.Errorf("sampled public rows are not carried under their own alias")
-		}
-		exp := lat.Subquery.GetSelectStmt()
-		if exp == nil || verifyPlainSelect(exp) != nil || len(exp.FromClause) > 0 || exp.WhereClause != nil || len(exp.GroupClause) > 0 || len(exp.TargetList) != 1 {
-			return nil, fmt.Errorf("malformed expansion of sampled public rows")
-		}
-		ind := exp.TargetList[0].GetResTarget().GetVal().GetAIndirection()
-		if exp.TargetList[0].GetResTarget().Name != "" || ind == nil || len(ind.Indirection) != 1 || ind.Indirection[0].GetAStar() == nil ||
-			!slices.Equal(columnPathOf(ind.Arg.GetColumnRef()), []string{sc.alias, col}) {
-			return nil, fmt.Errorf("an expansion reads something other than %s.%s", sc.alias, col)
-		}
-	}
-	rank := inner.TargetList[len(inner.TargetList)-1].GetResTarget()
+	rank := inner.TargetList[1].GetResTarget()
 	f := rank.GetVal().GetFuncCall()
 	if rank.Name != rankCol || f == nil || funcName(f) != "row_number" || len(f.Args) > 0 || f.AggFilter != nil || f.Over == nil ||
 		f.Over.Refname != "" || len(f.Over.PartitionClause) != 1 || len(f.Over.OrderClause) != 1 {
@@ -539,26 +514,45 @@ func unwrapSampled(top *pg_query.SelectStmt, sc *scope, m int) (*pg_query.Select
 	}
 	// By name, as verifyPerUnit does: the unit column may be hidden from
 	// analysts, which sc.resolve would refuse.
-	if !slices.Equal(columnPathOf(f.Over.PartitionClause[0].GetColumnRef()), []string{sc.alias, sc.table.Unit}) {
+	unit := f.Over.PartitionClause[0].GetColumnRef()
+	if fields := columnPathOf(unit); !slices.Equal(fields, []string{sc.alias, sc.table.Unit}) && !slices.Equal(fields, []string{sc.table.Unit}) {
 		return nil, fmt.Errorf("rows are numbered per something other than the privacy unit")
+	}
+	if rv := inner.FromClause[0].GetRangeVar(); !sc.isPrivateTable(rv) || rv.Alias == nil || rv.Alias.Aliasname != sc.alias {
+		return nil, fmt.Errorf("sampling subquery reads a relation other than %s", sc.table.QualifiedName())
+	}
+	if inner.WhereClause != nil {
+		alone := &scope{table: sc.table, alias: sc.alias, pol: sc.pol, proven: sc.proven}
+		if err := verifyPredicate(inner.WhereClause, alone); err != nil {
+			return nil, fmt.Errorf("sampling condition fails validation: %w", err)
+		}
 	}
 	if order := f.Over.OrderClause[0].GetSortBy().GetNode().GetFuncCall(); order == nil || funcName(order) != "random" || len(order.Args) > 0 {
 		return nil, fmt.Errorf("rows are not numbered in random order")
 	}
-	flat := proto.Clone(top).(*pg_query.SelectStmt)
-	innerCopy := proto.Clone(inner).(*pg_query.SelectStmt)
-	flat.FromClause, flat.WhereClause = innerCopy.FromClause, innerCopy.WhereClause
-	return flat, nil
-}
-
-// isPublicAlias reports whether alias names a public table the scope joins.
-func isPublicAlias(sc *scope, alias string) bool {
-	for _, r := range sc.public {
-		if r.alias == alias && !r.table.IsPrivate() {
-			return true
+	// Only public tables may be joined to sampled rows: a private table
+	// joined on the unit would multiply each of them.
+	for j := flat.FromClause[0].GetJoinExpr(); j != nil; j = j.Larg.GetJoinExpr() {
+		if j.Rarg.GetRangeVar() != nil {
+			return nil, fmt.Errorf("sampled rows are joined to a table that is not a deduplicated public table")
 		}
 	}
-	return false
+	// The table read inside, under the alias the rest of the statement uses.
+	leftmost.Node = inner.FromClause[0].Node
+	var where []*pg_query.Node
+	if inner.WhereClause != nil {
+		where = append(where, inner.WhereClause)
+	}
+	where = append(where, andArgs(proto.Clone(top.WhereClause).(*pg_query.Node))[1:]...)
+	switch len(where) {
+	case 0:
+		flat.WhereClause = nil
+	case 1:
+		flat.WhereClause = where[0]
+	default:
+		flat.WhereClause = &pg_query.Node{Node: &pg_query.Node_BoolExpr{BoolExpr: &pg_query.BoolExpr{Boolop: pg_query.BoolExprType_AND_EXPR, Args: where}}}
+	}
+	return flat, nil
 }
 
 func verifyRankFilter(w *pg_query.Node, maxGroups int) error {
