@@ -36,8 +36,9 @@ func TestPreparedUpstreamTypeChange(t *testing.T) {
 			t.Fatalf("%s: sum(reading) = %d, %v; want about 49,950", when, n, err)
 		}
 	}
-	// pgx sends this one's $1 as a bound parameter (extended protocol):
-	// prepared upstream with its type, run with each value.
+	// pgx sends this one's $1 as a typed bound parameter (extended
+	// protocol); dpproxy sends it on untyped and unprepared (dpparams.go),
+	// so PostgreSQL reads it in the column's type, before and after.
 	sumOver := func(when string, min int) {
 		t.Helper()
 		var n int64

@@ -10,6 +10,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/dpproxy/dpproxy/demo"
 )
 
 // The red-team suite plants one canary privacy unit in a copy of the demo
@@ -264,4 +266,21 @@ func (a attempt) check(o outcome) error {
 func (a attempt) readsPrivate() bool {
 	s := strings.ToLower(a.sql)
 	return strings.Contains(s, "patients") || strings.Contains(s, "visits")
+}
+
+// plantedProxy creates name as a copy of demo, runs setup there as its
+// owner (tables and planted rows; the reader role may then read every
+// table), and starts a proxy over it whose policy adds extraTables. It
+// returns the owner's connection, for upstream controls, the proxy, and
+// carol's connection to it (carol may spend epsilon 1000).
+func plantedProxy(t *testing.T, ctx context.Context, name, setup, extraTables string) (*pgx.Conn, *proxy, *pgx.Conn) {
+	t.Helper()
+	db := demoCopy(t, ctx, name)
+	t.Cleanup(func() { db.Close(context.Background()) })
+	if _, err := db.Exec(ctx, setup+"; GRANT SELECT ON ALL TABLES IN SCHEMA public TO "+demo.ReaderRole); err != nil {
+		t.Fatal(err)
+	}
+	p := startProxy(t, proxyOptions{upstreamDSN: strings.Replace(pg.ReaderDSN(), "dbname=demo", "dbname="+name, 1),
+		extraTables: extraTables, carolBudget: 1000})
+	return db, p, p.connect(t, ctx, "carol", carolPassword, false)
 }

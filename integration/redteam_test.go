@@ -17,8 +17,6 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
-
-	"github.com/dpproxy/dpproxy/demo"
 )
 
 // TestRedTeam runs the bypass attempts of redteam_attempts_test.go and the
@@ -344,18 +342,10 @@ func TestRedTeamUpstreamErrorsWithheld(t *testing.T) {
 // answers whether the row is there or not.
 func TestRedTeamNumericAgainstFloat(t *testing.T) {
 	ctx := testContext(t)
-	db := demoCopy(t, ctx, "numeric_float")
-	defer db.Close(ctx)
-	if _, err := db.Exec(ctx, `CREATE TABLE ledgers (v numeric);
+	db, _, conn := plantedProxy(t, ctx, "numeric_float", `CREATE TABLE ledgers (v numeric);
 		INSERT INTO ledgers SELECT g FROM generate_series(1, 100) g;
-		INSERT INTO ledgers VALUES (1e400);
-		GRANT SELECT ON ledgers TO `+demo.ReaderRole); err != nil {
-		t.Fatal(err)
-	}
-	p := startProxy(t, proxyOptions{upstreamDSN: strings.Replace(pg.ReaderDSN(), "dbname=demo", "dbname=numeric_float", 1),
-		extraTables: "  - name: ledgers\n    privacy: row\n    columns:\n      - {name: v, type: numeric, bounds: [0, 100]}\n",
-		carolBudget: 100})
-	conn := p.connect(t, ctx, "carol", carolPassword, false)
+		INSERT INTO ledgers VALUES (1e400)`,
+		"  - name: ledgers\n    privacy: row\n    columns:\n      - {name: v, type: numeric, bounds: [0, 100]}\n")
 	for _, q := range []struct {
 		sql  string
 		args []any
@@ -412,21 +402,13 @@ func TestRedTeamNumericAgainstFloat(t *testing.T) {
 // the column, so it is refused before any row is read.
 func TestRedTeamDateAgainstTimestamp(t *testing.T) {
 	ctx := testContext(t)
-	db := demoCopy(t, ctx, "date_timestamp")
-	defer db.Close(ctx)
-	if _, err := db.Exec(ctx, `CREATE TABLE stays (d date, r date);
+	db, _, conn := plantedProxy(t, ctx, "date_timestamp", `CREATE TABLE stays (d date, r date);
 		INSERT INTO stays SELECT DATE '2024-01-01' + g, DATE '2024-01-01' + g FROM generate_series(1, 100) g;
 		INSERT INTO stays VALUES ('5874897-01-01', '5874897-01-01');
 		CREATE TABLE days (ts timestamp);
-		INSERT INTO days VALUES ('2024-01-02'), ('2024-01-03');
-		GRANT SELECT ON stays, days TO `+demo.ReaderRole); err != nil {
-		t.Fatal(err)
-	}
-	p := startProxy(t, proxyOptions{upstreamDSN: strings.Replace(pg.ReaderDSN(), "dbname=demo", "dbname=date_timestamp", 1),
-		extraTables: "  - name: stays\n    privacy: row\n    columns:\n      - {name: d, type: date}\n      - {name: r, type: date, range: ['2024-01-01', '2025-01-01']}\n" +
-			"  - name: days\n    privacy: public\n    columns:\n      - {name: ts, type: timestamp}\n",
-		carolBudget: 100})
-	conn := p.connect(t, ctx, "carol", carolPassword, false)
+		INSERT INTO days VALUES ('2024-01-02'), ('2024-01-03')`,
+		"  - name: stays\n    privacy: row\n    columns:\n      - {name: d, type: date}\n      - {name: r, type: date, range: ['2024-01-01', '2025-01-01']}\n"+
+			"  - name: days\n    privacy: public\n    columns:\n      - {name: ts, type: timestamp}\n")
 	for _, sql := range []string{
 		"SELECT count(*) FROM stays WHERE d < current_timestamp",
 		"SELECT count(*) FROM stays WHERE d > '2020-01-01'::timestamp OR d IN ('2024-01-05', current_date)",
@@ -502,26 +484,19 @@ func TestRedTeamDateAgainstTimestamp(t *testing.T) {
 // serves the columns once a corrected policy is loaded.
 func TestDeclaredTypeMismatch(t *testing.T) {
 	ctx := testContext(t)
-	db := demoCopy(t, ctx, "declared_types")
-	defer db.Close(ctx)
 	// tag's collation is case-insensitive: DISTINCT ON a public column and a
 	// join on it would compare by different rules, and one row could match
 	// both 'x' and 'X' of a lookup table.
-	if _, err := db.Exec(ctx, `CREATE COLLATION ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false);
+	setup := `CREATE COLLATION ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false);
 		CREATE TABLE sensors (v double precision, taken timestamptz, kind text, tag text COLLATE ci, code text COLLATE "C");
 		INSERT INTO sensors SELECT g, now(), 'a', 'x', 'c' FROM generate_series(1, 100) g;
 		CREATE TABLE kinds (kind text, budget double precision, code text COLLATE "en-x-icu");
-		INSERT INTO kinds VALUES ('a', 1, 'c');
-		GRANT SELECT ON sensors, kinds TO `+demo.ReaderRole); err != nil {
-		t.Fatal(err)
-	}
+		INSERT INTO kinds VALUES ('a', 1, 'c')`
 	wrong := "  - name: sensors\n    privacy: row\n    columns:\n      - {name: v, type: numeric, bounds: [0, 100]}\n" +
 		"      - {name: taken, type: date}\n      - {name: kind, type: text}\n      - {name: tag, type: text}\n      - {name: code, type: text}\n" +
 		"  - name: kinds\n    privacy: public\n    columns:\n      - {name: kind, type: text}\n      - {name: budget, type: numeric}\n      - {name: code, type: text}\n" +
 		"  - name: ghosts\n    privacy: row\n    columns:\n      - {name: g, type: integer}\n"
-	p := startProxy(t, proxyOptions{upstreamDSN: strings.Replace(pg.ReaderDSN(), "dbname=demo", "dbname=declared_types", 1),
-		extraTables: wrong, carolBudget: 100})
-	conn := p.connect(t, ctx, "carol", carolPassword, false)
+	db, p, conn := plantedProxy(t, ctx, "declared_types", setup, wrong)
 	for _, q := range []struct{ sql, want string }{
 		{"SELECT count(*) FROM sensors WHERE v > 0::float8", "column v of table public.sensors cannot be used: it is numeric in the policy but double precision upstream"},
 		{"SELECT count(*) FROM sensors WHERE taken < current_date", "column taken of table public.sensors cannot be used: it is date in the policy but timestamp with time zone upstream"},
@@ -582,20 +557,12 @@ func TestDeclaredTypeMismatch(t *testing.T) {
 // whether the row exists or not.
 func TestRedTeamParamsReachedRows(t *testing.T) {
 	ctx := testContext(t)
-	db := demoCopy(t, ctx, "params_reached")
-	defer db.Close(ctx)
 	// Generic plans at once, as a DBA may configure (PostgreSQL would
 	// otherwise switch to one after five runs of a prepared statement).
-	if _, err := db.Exec(ctx, `CREATE TABLE gauges (k integer, v double precision);
+	_, _, conn := plantedProxy(t, ctx, "params_reached", `CREATE TABLE gauges (k integer, v double precision);
 		INSERT INTO gauges SELECT g, g FROM generate_series(1, 100) g;
-		GRANT SELECT ON gauges TO `+demo.ReaderRole+`;
-		ALTER DATABASE params_reached SET plan_cache_mode = force_generic_plan`); err != nil {
-		t.Fatal(err)
-	}
-	p := startProxy(t, proxyOptions{upstreamDSN: strings.Replace(pg.ReaderDSN(), "dbname=demo", "dbname=params_reached", 1),
-		extraTables: "  - name: gauges\n    privacy: row\n    columns:\n      - {name: k, type: integer}\n      - {name: v, type: double precision, bounds: [0, 100]}\n",
-		carolBudget: 1000})
-	conn := p.connect(t, ctx, "carol", carolPassword, false)
+		ALTER DATABASE params_reached SET plan_cache_mode = force_generic_plan`,
+		"  - name: gauges\n    privacy: row\n    columns:\n      - {name: k, type: integer}\n      - {name: v, type: double precision, bounds: [0, 100]}\n")
 	const sql = "SELECT count(*) FROM gauges WHERE k = $1 AND v > $2"
 	run := func(k, v string) string {
 		res := conn.PgConn().ExecParams(ctx, sql, [][]byte{[]byte(k), []byte(v)}, []uint32{23, 1700}, nil, nil).Read()

@@ -99,6 +99,6 @@ var (
 		"a GROUP BY key has no public domain, so releasing its groups needs a delta budget the analyst does not have",
 		"group by columns with a public domain in the policy, or ask the DBA for a delta budget"})
 	RefuseTypeMismatch = register(Refusal{"DP022", CodeDatatypeMismatch,
-		"a column's type in the policy differs from its type in the database, so dpproxy cannot tell which conditions are safe",
+		"a table or column is not in the database as the policy declares it (another type, a nondeterministic collation, missing, or unreadable), so dpproxy cannot tell which conditions are safe",
 		"the DBA should correct the column's type in the policy (dpproxy policy init prints the database's types) and reload it"})
 )

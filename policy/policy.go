@@ -66,8 +66,9 @@ type Policy struct {
 	boundsTag    string
 	// typeProblems (by table) and columnProblems (by ProvenKey) say where
 	// the declared column types disagree with the upstream catalog or could
-	// not be read: learned with WithColumnTypes; nil when never checked
-	// (offline explain, tests).
+	// not be read, collations (by ProvenKey) which columns have a
+	// non-default collation: learned with WithColumnTypes; nil when never
+	// checked (offline explain, tests).
 	typeProblems   map[string]string
 	columnProblems map[string]string
 	collations     map[string]string
@@ -439,10 +440,11 @@ func (p *Policy) UnitUnique(t *Table) bool { return t != nil && p.uniqueUnits[t.
 // types disagree with the upstream catalog: tables maps QualifiedName to a
 // problem with the whole table (missing upstream, types unreadable),
 // columns maps ProvenKey to a column's ("is numeric in the policy but
-// double precision upstream"); collations maps ProvenKey to a column's
-// collation when it is not the database's default. The rewriter refuses statements that read
-// such a table or use such a column, since its rules against data-dependent
-// errors rest on the declared types. p itself is not changed.
+// double precision upstream"), and collations maps ProvenKey to a
+// column's collation when it is not the database's default. The rewriter
+// refuses statements that read such a table or use such a column, since
+// its rules against data-dependent errors rest on the declared types. p
+// itself is not changed.
 func (p *Policy) WithColumnTypes(tables, columns, collations map[string]string) *Policy {
 	cp := *p
 	cp.typeProblems = map[string]string{}
@@ -540,7 +542,7 @@ func sameColumns(a, b *Table) bool {
 }
 
 // CatalogTag names what the policy learned from the upstream catalog (the
-// unique-unit tables, proven bounds and type problems), so that plans
+// unique-unit tables, proven bounds, type problems and collations), so that plans
 // cached under the same Version but different catalog facts are kept apart.
 func (p *Policy) CatalogTag() string {
 	tag := p.uniqueTag

@@ -26,13 +26,18 @@
 //   - privacy-unit tables: per-unit pre-aggregation, per-unit totals clamped
 //     to max_rows_per_unit × bounds, random choice of max_groups_per_unit
 //     groups per unit, then the final aggregation;
+//   - privacy-unit tables grouped by public-domain keys, for counts, sums,
+//     averages and variances: at most max_rows_per_unit random rows per
+//     unit, then the row-level shape (sampling.go);
 //   - `shadow: true` tables: the row-level shape over the pre-bounded copy.
 //
 // Files: classify.go (statement kinds), select.go and catalog.go (what a
-// SELECT is), scope.go (FROM), predicate.go (conditions), groupby.go,
+// SELECT is), scope.go (FROM), predicate.go (conditions), comparison.go
+// (the types and collations comparisons are made in), groupby.go,
 // aggregate.go, choice.go (quantiles, mode), bounded.go (aggregated
-// expressions), bounds.go (bounds proven by CHECK constraints), output.go (post-processing expressions), plan.go and
-// sqlgen.go (the plan and its SQL), verify.go (the independent check),
+// expressions), bounds.go (bounds proven by CHECK constraints), output.go
+// (post-processing expressions), plan.go and sqlgen.go (the plan and its
+// SQL), sampling.go (row sampling), verify.go (the independent check),
 // render.go (EXPLAIN text), cache.go (the plan cache).
 //
 // pg_query (libpg_query, the real Postgres parser) is used only through

@@ -7,7 +7,6 @@ import (
 	"strings"
 
 	pg_query "github.com/pganalyze/pg_query_go/v6"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/dpproxy/dpproxy/pgerror"
 	"github.com/dpproxy/dpproxy/policy"
@@ -181,72 +180,6 @@ func (b *planBuilder) keysFilteredInSQL() bool {
 
 func (b *planBuilder) filteredInSQL(i int, k Key) bool {
 	return (b.plan.UnitLevel || b.plan.Sampled > 0) && k.Domain != nil && b.keyCol[i] != nil && b.keyNodes[i].GetColumnRef() != nil
-}
-
-// useSampling plans a GROUP BY over a privacy-unit table by row sampling
-// rather than per-(unit, group) pre-aggregation, when the query allows it
-// and the groups would otherwise multiply the noise: a unit's rows are
-// numbered in random order (row_number() OVER (PARTITION BY unit ORDER BY
-// random())), at most max_rows_per_unit of them are kept, and the kept rows
-// are aggregated as a row-level table's would be.
-//
-// The privacy argument is the shadow copy's (useShadow), made on the fly:
-// a unit keeps at most m rows, chosen independently of every value, so it
-// touches at most m groups and moves the vector of per-group counts by at
-// most m in L1 (sums by m times a row's clamp): the sensitivities planned
-// per unit hold without the factor of max_groups_per_unit that
-// pre-aggregation needs. So the noise is up to max_groups_per_unit times
-// smaller, while a unit with few rows keeps all of them. PostgreSQL sorts
-// the rows by (unit, random()) instead of hashing per (unit, group); on
-// the 1M-row bench this is also faster (docs/benchmarks.md, session 10).
-//
-// Joins to public tables are sampled too: the rows are sampled before the
-// join, which cannot multiply them (each public table is joined through a
-// DISTINCT ON its join columns), so a unit still keeps at most m rows. The
-// query's condition must then read the private table alone (it is applied
-// before the sampling, so that rows it drops take no unit's place);
-// domain filters of keys from public tables are applied after the join.
-// Rows an inner join drops, or whose public key is outside its domain,
-// do take a unit's place, so such counts come out lower than
-// pre-aggregation's when many rows find no match; a lookup join on a
-// foreign key drops none. (Sampling after the join would avoid it, but
-// the outer query names both tables' columns through their aliases.)
-//
-// Not for: partition selection and count(DISTINCT unit), which count units
-// per group; quantiles and mode, which scale each unit's counts; joins of
-// two private tables and views; and plans whose groups do not multiply the
-// noise (MaxGroups 1), which pre-aggregation answers as cheaply with the
-// same noise. enable_indexscan is off for the statement: a walk of the
-// unit's index over rows not stored in unit order costs more than sorting
-// them (an index-only scan stays allowed).
-func (b *planBuilder) useSampling() bool {
-	if !b.plan.UnitLevel || len(b.plan.Keys) == 0 || b.plan.MaxGroups <= 1 || b.sc.view || b.sc.shadow {
-		return false
-	}
-	for _, r := range b.sc.public {
-		if r.table.IsPrivate() {
-			return false
-		}
-	}
-	if b.where != nil && len(b.sc.public) > 0 {
-		alone := &scope{table: b.sc.table, alias: b.sc.alias, pol: b.sc.pol, ctes: b.sc.ctes}
-		if checkPredicate(proto.Clone(b.where).(*pg_query.Node), alone) != nil {
-			return false // the condition reads a joined table
-		}
-	}
-	for _, k := range b.plan.Keys {
-		if k.Domain == nil {
-			return false
-		}
-	}
-	for _, q := range b.qs {
-		if q.Row == "" || q.Multi != nil {
-			return false
-		}
-	}
-	b.plan.UnitLevel, b.plan.Sampled = false, b.maxRowsPerUnit()
-	b.plan.Settings = []string{"enable_indexscan = off"}
-	return true
 }
 
 // domainProduct is the number of groups the keys' public domains allow,

@@ -37,12 +37,14 @@ func (b *planBuilder) generateSQL(where *pg_query.Node) (string, error) {
 	t := b.sc.table
 	from := b.sc.fromSQL()
 	conds := []string{}
+	whereText := ""
 	if where != nil {
 		w, err := exprSQL(where)
 		if err != nil {
 			return "", err
 		}
-		conds = append(conds, "("+w+")")
+		whereText = "(" + w + ")"
+		conds = append(conds, whereText)
 	}
 	// Groups outside a public domain are never released (answer/ walks the
 	// domain), so filtering them out in SQL matters only where they would
@@ -50,11 +52,7 @@ func (b *planBuilder) generateSQL(where *pg_query.Node) (string, error) {
 	// filter would only cost time (measured: a third of a GROUP BY's).
 	for i, k := range b.plan.Keys {
 		if b.filteredInSQL(i, k) {
-			lits := make([]string, len(k.Domain))
-			for j, v := range k.Domain {
-				lits[j] = quoteLiteral(v)
-			}
-			conds = append(conds, fmt.Sprintf("%s IN (%s)", b.keySQL[i], strings.Join(lits, ", ")))
+			conds = append(conds, b.domainFilter(i))
 		}
 	}
 	whereSQL := ""
@@ -93,7 +91,7 @@ func (b *planBuilder) generateSQL(where *pg_query.Node) (string, error) {
 			cols = append(cols, fmt.Sprintf("%s AS q%d", row, i))
 		}
 		if b.plan.Sampled > 0 {
-			from, whereSQL = b.sampledFrom(where)
+			from, whereSQL = b.sampledFrom(whereText)
 		}
 		return fmt.Sprintf("SELECT %s FROM %s%s%s", strings.Join(cols, ", "), from, whereSQL, groupBy(0)), nil
 	}
@@ -147,44 +145,11 @@ func (b *planBuilder) generateSQL(where *pg_query.Node) (string, error) {
 		strings.Join(outer, ", "), bounded, rankCol, b.plan.MaxGroups, groupBy(0)), nil
 }
 
-// sampledFrom is the FROM and WHERE of a row-sampled plan (useSampling):
-// the private table's rows that pass the query's condition and the
-// domain filters of its own key columns, numbered per unit in random
-// order, then joined to the public tables; the outer WHERE keeps at most
-// Sampled rows per unit and applies the domain filters of keys from
-// public tables.
-//
-//	(SELECT *, row_number() OVER (PARTITION BY alias.unit ORDER BY random()) AS dp_rank
-//	 FROM t AS alias WHERE ..) AS alias [JOIN ..] WHERE dp_rank <= m [AND ..]
-func (b *planBuilder) sampledFrom(where *pg_query.Node) (from, whereSQL string) {
-	t := b.sc.table
-	var inner []string
-	if where != nil {
-		w, _ := exprSQL(where) // it deparsed for the plan already
-		inner = append(inner, "("+w+")")
+// domainFilter keeps the rows whose i-th key is in its public domain.
+func (b *planBuilder) domainFilter(i int) string {
+	lits := make([]string, len(b.plan.Keys[i].Domain))
+	for j, v := range b.plan.Keys[i].Domain {
+		lits[j] = quoteLiteral(v)
 	}
-	outer := []string{fmt.Sprintf("%s <= %d", rankCol, b.plan.Sampled)}
-	for i, k := range b.plan.Keys {
-		if !b.filteredInSQL(i, k) {
-			continue
-		}
-		lits := make([]string, len(k.Domain))
-		for j, v := range k.Domain {
-			lits[j] = quoteLiteral(v)
-		}
-		cond := fmt.Sprintf("%s IN (%s)", b.keySQL[i], strings.Join(lits, ", "))
-		if t.Column(b.keyCol[i].Name) == b.keyCol[i] {
-			inner = append(inner, cond)
-		} else {
-			outer = append(outer, cond)
-		}
-	}
-	innerSQL := ""
-	if len(inner) > 0 {
-		innerSQL = " WHERE " + strings.Join(inner, " AND ")
-	}
-	alias := quoteIdent(b.sc.alias)
-	from = fmt.Sprintf("(SELECT *, row_number() OVER (PARTITION BY %s.%s ORDER BY random()) AS %s FROM %s.%s AS %s%s) AS %s%s",
-		alias, quoteIdent(t.Unit), rankCol, quoteIdent(t.Schema), quoteIdent(t.Name), alias, innerSQL, alias, b.sc.joinsSQL())
-	return from, " WHERE " + strings.Join(outer, " AND ")
+	return fmt.Sprintf("%s IN (%s)", b.keySQL[i], strings.Join(lits, ", "))
 }

@@ -467,94 +467,6 @@ func verifyOuterAggregate(n *pg_query.Node) error {
 	return fmt.Errorf("is not a bounded aggregate of per-unit totals")
 }
 
-// unwrapSampled checks a row-sampled statement (planBuilder.useSampling),
-//
-//	SELECT .. FROM (SELECT *, row_number() OVER (PARTITION BY <unit> ORDER BY random()) AS dp_rank
-//	                FROM <table> WHERE ..) AS <alias> [JOIN ..] WHERE dp_rank <= m [AND ..] GROUP BY ..
-//
-// and returns it as the row-level statement it aggregates, the sampling
-// subquery replaced by its table and both conditions joined by AND, for
-// verifyRowLevel to check.
-func unwrapSampled(top *pg_query.SelectStmt, sc *scope, m int) (*pg_query.SelectStmt, error) {
-	conds := andArgs(top.WhereClause)
-	if len(conds) == 0 {
-		return nil, fmt.Errorf("sampled rows are not limited per unit")
-	}
-	if err := verifyRankFilter(conds[0], m); err != nil {
-		return nil, err
-	}
-	if len(top.FromClause) != 1 {
-		return nil, fmt.Errorf("sampled statement reads %d relations", len(top.FromClause))
-	}
-	flat := proto.Clone(top).(*pg_query.SelectStmt)
-	// The leftmost item of the join tree is the sampling subquery.
-	leftmost := flat.FromClause[0]
-	for leftmost.GetJoinExpr() != nil {
-		leftmost = leftmost.GetJoinExpr().Larg
-	}
-	rs := leftmost.GetRangeSubselect()
-	if rs == nil {
-		return nil, fmt.Errorf("sampled statement does not read a subquery first")
-	}
-	inner := rs.Subquery.GetSelectStmt()
-	if rs.Lateral || rs.Alias == nil || rs.Alias.Aliasname != sc.alias || len(rs.Alias.Colnames) > 0 || inner == nil ||
-		verifyPlainSelect(inner) != nil || len(inner.GroupClause) > 0 || len(inner.TargetList) != 2 || len(inner.FromClause) != 1 ||
-		inner.FromClause[0].GetRangeVar() == nil {
-		return nil, fmt.Errorf("malformed sampling subquery")
-	}
-	star := inner.TargetList[0].GetResTarget()
-	if star.Name != "" || len(star.GetVal().GetColumnRef().GetFields()) != 1 || star.GetVal().GetColumnRef().Fields[0].GetAStar() == nil {
-		return nil, fmt.Errorf("sampling subquery does not select the table's rows")
-	}
-	rank := inner.TargetList[1].GetResTarget()
-	f := rank.GetVal().GetFuncCall()
-	if rank.Name != rankCol || f == nil || funcName(f) != "row_number" || len(f.Args) > 0 || f.AggFilter != nil || f.Over == nil ||
-		f.Over.Refname != "" || len(f.Over.PartitionClause) != 1 || len(f.Over.OrderClause) != 1 {
-		return nil, fmt.Errorf("sampling subquery does not number each unit's rows")
-	}
-	// By name, as verifyPerUnit does: the unit column may be hidden from
-	// analysts, which sc.resolve would refuse.
-	unit := f.Over.PartitionClause[0].GetColumnRef()
-	if fields := columnPathOf(unit); !slices.Equal(fields, []string{sc.alias, sc.table.Unit}) && !slices.Equal(fields, []string{sc.table.Unit}) {
-		return nil, fmt.Errorf("rows are numbered per something other than the privacy unit")
-	}
-	if rv := inner.FromClause[0].GetRangeVar(); !sc.isPrivateTable(rv) || rv.Alias == nil || rv.Alias.Aliasname != sc.alias {
-		return nil, fmt.Errorf("sampling subquery reads a relation other than %s", sc.table.QualifiedName())
-	}
-	if inner.WhereClause != nil {
-		alone := &scope{table: sc.table, alias: sc.alias, pol: sc.pol, proven: sc.proven}
-		if err := verifyPredicate(inner.WhereClause, alone); err != nil {
-			return nil, fmt.Errorf("sampling condition fails validation: %w", err)
-		}
-	}
-	if order := f.Over.OrderClause[0].GetSortBy().GetNode().GetFuncCall(); order == nil || funcName(order) != "random" || len(order.Args) > 0 {
-		return nil, fmt.Errorf("rows are not numbered in random order")
-	}
-	// Only public tables may be joined to sampled rows: a private table
-	// joined on the unit would multiply each of them.
-	for j := flat.FromClause[0].GetJoinExpr(); j != nil; j = j.Larg.GetJoinExpr() {
-		if j.Rarg.GetRangeVar() != nil {
-			return nil, fmt.Errorf("sampled rows are joined to a table that is not a deduplicated public table")
-		}
-	}
-	// The table read inside, under the alias the rest of the statement uses.
-	leftmost.Node = inner.FromClause[0].Node
-	var where []*pg_query.Node
-	if inner.WhereClause != nil {
-		where = append(where, inner.WhereClause)
-	}
-	where = append(where, andArgs(proto.Clone(top.WhereClause).(*pg_query.Node))[1:]...)
-	switch len(where) {
-	case 0:
-		flat.WhereClause = nil
-	case 1:
-		flat.WhereClause = where[0]
-	default:
-		flat.WhereClause = &pg_query.Node{Node: &pg_query.Node_BoolExpr{BoolExpr: &pg_query.BoolExpr{Boolop: pg_query.BoolExprType_AND_EXPR, Args: where}}}
-	}
-	return flat, nil
-}
-
 func verifyRankFilter(w *pg_query.Node, maxGroups int) error {
 	a := w.GetAExpr()
 	if a == nil || a.Kind != pg_query.A_Expr_Kind_AEXPR_OP || operatorName(a.Name) != "<=" || columnName(a.Lexpr) != rankCol ||
@@ -758,16 +670,12 @@ func isScaledCount(n *pg_query.Node) bool {
 // columnPathOf is a column reference's names, or nil if it has a star or
 // is not a column reference.
 func columnPathOf(cr *pg_query.ColumnRef) []string {
-	if cr == nil {
-		return nil
-	}
 	var names []string
-	for _, f := range cr.Fields {
-		s := f.GetString_()
-		if s == nil {
+	for _, f := range cr.GetFields() {
+		if f.GetString_().GetSval() == "" {
 			return nil
 		}
-		names = append(names, s.Sval)
+		names = append(names, f.GetString_().GetSval())
 	}
 	return names
 }
@@ -847,17 +755,7 @@ func keyCombinations(s *pg_query.SelectStmt, nk int) (int, error) {
 
 // columnPath is a column reference with all its qualifiers, or "".
 func columnPath(n *pg_query.Node) string {
-	cr := n.GetColumnRef()
-	if cr == nil || len(cr.Fields) == 0 {
-		return ""
-	}
-	parts := make([]string, len(cr.Fields))
-	for i, f := range cr.Fields {
-		if parts[i] = f.GetString_().GetSval(); parts[i] == "" {
-			return ""
-		}
-	}
-	return strings.Join(parts, ".")
+	return strings.Join(columnPathOf(n.GetColumnRef()), ".")
 }
 
 // columnName is the last name of a column reference, or "".

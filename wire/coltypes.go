@@ -19,10 +19,12 @@ import (
 // the very comparisons those rules refuse. So the server reads every
 // policy table's column types when it starts, on each reload and every
 // catalogRefreshInterval (WatchCatalog), and the rewriter refuses
-// statements that use a column whose declared type differs, or whose
-// collation is nondeterministic, or read a table missing upstream (DP022). When the catalog cannot be read, the
-// last verdicts stand for tables declared as they were; any other table is
-// refused until a read succeeds.
+// statements that use a column whose declared type differs or whose
+// collation is nondeterministic, or that read a table missing upstream
+// (DP022); it also keeps columns of two different non-default collations
+// from being compared (rewrite/comparison.go). When the catalog cannot be
+// read, the last verdicts stand for tables declared as they were; any
+// other table is refused until a read succeeds.
 
 // columnTypesSQL lists the columns of the given tables with their types as
 // policies name them: a domain as its base type, an enum as text.
@@ -39,8 +41,9 @@ JOIN unnest($1::text[], $2::text[]) AS p(schema, name) ON p.schema = n.nspname A
 WHERE a.attnum > 0 AND NOT a.attisdropped`
 
 // withColumnTypes returns pol with the tables and columns whose declared
-// types differ upstream marked; prev is the policy in force (nil at start),
-// whose verdicts stand if the catalog cannot be read.
+// types differ upstream marked, and the columns' non-default collations;
+// prev is the policy in force (nil at start), whose verdicts stand if the
+// catalog cannot be read.
 func (s *Server) withColumnTypes(ctx context.Context, pol, prev *policy.Policy) *policy.Policy {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
@@ -105,7 +108,7 @@ func (s *Server) readColumnTypes(ctx context.Context, pol *policy.Policy) (map[s
 
 // columnTypeProblems compares each declared column with its upstream type
 // (format_type's text): problems of whole tables by QualifiedName, of
-// columns by policy.ProvenKey.
+// columns by policy.ProvenKey, and non-default collations by ProvenKey.
 func columnTypeProblems(pol *policy.Policy, actual map[string]map[string]upstreamColumn) (tables, columns, collations map[string]string) {
 	tables, columns, collations = map[string]string{}, map[string]string{}, map[string]string{}
 	for _, t := range pol.Tables {

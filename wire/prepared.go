@@ -3,7 +3,6 @@ package wire
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -14,8 +13,8 @@ import (
 // DP statements prepared upstream.
 //
 // A statement sent alone (readOnlyRows) is prepared on a pooled upstream
-// connection the second time that connection runs its text with the same
-// parameter types, and then only bound and executed: PostgreSQL parses,
+// connection the second time that connection runs its text, and then only
+// bound and executed: PostgreSQL parses,
 // analyses and plans a trivial statement in about a fifth of its time
 // (pgbench -M prepared against -M simple, 16 clients: 30.7k against 25.4k
 // TPS on the bench machine), and the proxy's plan cache already sends the
@@ -29,21 +28,13 @@ import (
 // and the one snapshot of the unprepared path (readOnlyRows): parsing and
 // planning the guard's catalog query cost PostgreSQL ~0.4 ms a statement.
 //
-// Bound parameters stay parameters: a statement with parameters is
-// prepared with the types its client declared (in Parse, or filled in by
-// a Describe) and executed with the values and formats of each Bind; the
-// same text with other types is another statement. It is prepared only
-// when every value has a declared type. A type left unspecified (0) would
-// be inferred once, at Parse, and kept by the prepared statement, while
-// the unprepared path infers it afresh on every run: after a column's
-// type changed, the two could read the same value differently (a
-// timestamp parameter compared with a column now timestamptz drops the
-// value's offset) or one could refuse a value the other accepts. PostgreSQL
-// plans a prepared statement with parameters as any client's (custom plans
-// for the first five executions, then a generic plan when it costs no
-// more; the DBA's plan_cache_mode applies).
+// Statements with bound parameters are not prepared. Their parameters go
+// upstream untyped (dpparams.go), and a prepared statement would keep the
+// types PostgreSQL inferred at Parse past an ALTER COLUMN … TYPE, while the
+// unprepared path infers them afresh on every run; in a generic plan a
+// parameter of a kept type could even be converted on each row reached.
 //
-// A statement's name is a digest of its text and parameter types, so a
+// A statement's name is a digest of its text, so a
 // Bind that reaches a backend other than the one that prepared it (a
 // transaction-mode pooler between dpproxy and PostgreSQL) runs the same
 // statement or fails; it can never run another statement prepared under
@@ -77,25 +68,16 @@ const (
 type preparedStmts struct {
 	names map[stmtKey]string   // prepared, under this name
 	seen  map[stmtKey]struct{} // run once, unprepared
-	// refused are statements whose $n do not match their values: every run
-	// fails, and preparing them again would cost a round trip each time.
+	// refused are statements with a $n but no values: every run fails, and
+	// preparing them again would cost a round trip each time.
 	refused map[stmtKey]struct{}
 }
 
-// stmtKey identifies a statement to prepare: a digest of its text and the
-// parameter types it is prepared with, so a connection's bookkeeping stays
-// small whatever the texts' length.
+// stmtKey identifies a statement to prepare: a digest of its text, so a
+// connection's bookkeeping stays small whatever the texts' length.
 type stmtKey [sha256.Size]byte
 
-func keyOf(text string, paramOIDs []uint32) stmtKey {
-	b := make([]byte, 0, 8+len(text)+4*len(paramOIDs))
-	b = binary.BigEndian.AppendUint64(b, uint64(len(text)))
-	b = append(b, text...)
-	for _, oid := range paramOIDs {
-		b = binary.BigEndian.AppendUint32(b, oid)
-	}
-	return sha256.Sum256(b)
-}
+func keyOf(text string) stmtKey { return sha256.Sum256([]byte(text)) }
 
 // name is the statement's name upstream.
 func (k stmtKey) name() string { return "dpproxy_" + hex.EncodeToString(k[:16]) }
@@ -112,21 +94,6 @@ func preparedOn(pc *pgconn.PgConn) *preparedStmts {
 	return ps
 }
 
-// typesDeclared reports whether every value of a has a declared type, the
-// condition for preparing a statement with parameters.
-func typesDeclared(a execArgs) bool {
-	oids := paramOIDs(a)
-	if len(oids) < len(a.params) {
-		return false
-	}
-	for _, oid := range oids {
-		if oid == 0 {
-			return false
-		}
-	}
-	return true
-}
-
 // errNotPrepared: execPrepared did not run the statement; send it unprepared.
 var errNotPrepared = errors.New("statement not prepared upstream")
 
@@ -135,11 +102,11 @@ var errNotPrepared = errors.New("statement not prepared upstream")
 // unprepared and stop preparing.
 var errLostPrepared = errors.New("the upstream lost a prepared statement")
 
-// prepare returns the name under which text, with nParams parameters of
-// types paramOIDs (key is keyOf them), is prepared on pc. A statement not
-// yet prepared is prepared when the connection has run it before (or at
-// once when now) and has a slot left; otherwise errNotPrepared.
-func (ps *preparedStmts) prepare(ctx context.Context, pc *pgconn.PgConn, text string, key stmtKey, nParams int, paramOIDs []uint32, now bool) (string, error) {
+// prepare returns the name under which text (key is keyOf it) is
+// prepared on pc. A statement not yet prepared is prepared when the
+// connection has run it before (or at once when now) and has a slot left;
+// otherwise errNotPrepared.
+func (ps *preparedStmts) prepare(ctx context.Context, pc *pgconn.PgConn, text string, key stmtKey, now bool) (string, error) {
 	if name, ok := ps.names[key]; ok {
 		return name, nil
 	}
@@ -151,16 +118,16 @@ func (ps *preparedStmts) prepare(ctx context.Context, pc *pgconn.PgConn, text st
 		return "", errNotPrepared
 	}
 	name := key.name()
-	sd, err := pc.Prepare(ctx, name, text, paramOIDs)
+	sd, err := pc.Prepare(ctx, name, text, nil)
 	var pge *pgconn.PgError
 	switch {
 	case errors.As(err, &pge) && pge.Code == "42P05": // already exists: not ours
 		return "", errLostPrepared
 	case err != nil:
 		return "", err
-	case len(sd.ParamOIDs) != nParams:
-		// A $n without a value, or a value without a $n: PostgreSQL's own
-		// error comes from the unprepared path.
+	case len(sd.ParamOIDs) != 0:
+		// A $n without a value: PostgreSQL's own error comes from the
+		// unprepared path.
 		_ = pc.Deallocate(ctx, name)
 		delete(ps.seen, key)
 		if len(ps.refused) >= maxSeenPerConn {
@@ -204,45 +171,44 @@ func (ps *preparedStmts) drop(ctx context.Context, pc *pgconn.PgConn, key stmtKe
 	}
 }
 
-// execPrepared runs sql, a statement that may go alone, with a's bound
-// parameters, prepared on pc (unless a value's type is undeclared:
-// typesDeclared), and returns its rows in text format. With a
-// guard (rewrite.Plan.Guard), sql and then the guard run prepared in one
-// REPEATABLE READ READ ONLY transaction, sent as one extended-protocol
-// batch; a guard that is not true gives errGuardFailed. errNotPrepared and
-// errLostPrepared mean nothing ran and sql should be sent as before.
+// execPrepared runs sql, a statement that may go alone, prepared on pc,
+// and returns its rows in text format; one with bound parameters is not
+// prepared (errNotPrepared). With a guard (rewrite.Plan.Guard), sql and
+// then the guard run prepared in one REPEATABLE READ READ ONLY
+// transaction, sent as one extended-protocol batch; a guard that is not
+// true gives errGuardFailed. errNotPrepared and errLostPrepared mean
+// nothing ran and sql should be sent as before.
 func execPrepared(ctx context.Context, pc *pgconn.PgConn, sql string, a execArgs, guard string) ([][][]byte, error) {
-	if !typesDeclared(a) {
+	if len(a.params) > 0 {
 		return nil, errNotPrepared
 	}
 	ps := preparedOn(pc)
-	oids := paramOIDs(a)
-	key := keyOf(sql, oids)
+	key := keyOf(sql)
 	var guardKey stmtKey
 	if guard != "" {
-		if guardKey = keyOf(guard, nil); !ps.room(key, guardKey) {
+		if guardKey = keyOf(guard); !ps.room(key, guardKey) {
 			ps.remember(key)
 			return nil, errNotPrepared
 		}
 	}
-	name, err := ps.prepare(ctx, pc, sql, key, len(a.params), oids, false)
+	name, err := ps.prepare(ctx, pc, sql, key, false)
 	if err != nil {
 		return nil, err
 	}
 	if guard == "" {
-		res := pc.ExecPrepared(ctx, name, a.params, a.paramFormats, nil).Read()
+		res := pc.ExecPrepared(ctx, name, nil, nil, nil).Read()
 		if err := ps.fallback(ctx, pc, res.Err, len(res.Rows) == 0, key); err != nil {
 			return nil, err
 		}
 		return res.Rows, res.Err
 	}
-	guardName, err := ps.prepare(ctx, pc, guard, guardKey, 0, nil, true)
+	guardName, err := ps.prepare(ctx, pc, guard, guardKey, true)
 	if err != nil {
 		return nil, err
 	}
 	b := &pgconn.Batch{}
 	b.ExecParams("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", nil, nil, nil, nil)
-	b.ExecPrepared(name, a.params, a.paramFormats, nil)
+	b.ExecPrepared(name, nil, nil, nil)
 	b.ExecPrepared(guardName, nil, nil, nil)
 	b.ExecParams("COMMIT", nil, nil, nil, nil)
 	results, err := pc.ExecBatch(ctx, b).ReadAll()

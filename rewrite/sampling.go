@@ -1,0 +1,205 @@
+package rewrite
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	pg_query "github.com/pganalyze/pg_query_go/v6"
+	"google.golang.org/protobuf/proto"
+)
+
+// Row sampling of GROUP BY over privacy-unit tables: when to use it
+// (useSampling), the SQL (sampledFrom) and its verification
+// (unwrapSampled).
+
+// useSampling plans a GROUP BY over a privacy-unit table by row sampling
+// rather than per-(unit, group) pre-aggregation, when the query allows it
+// and the groups would otherwise multiply the noise: a unit's rows are
+// numbered in random order (row_number() OVER (PARTITION BY unit ORDER BY
+// random())), at most max_rows_per_unit of them are kept, and the kept rows
+// are aggregated as a row-level table's would be.
+//
+// The privacy argument is the shadow copy's (useShadow), made on the fly:
+// a unit keeps at most m rows, chosen independently of every value, so it
+// touches at most m groups and moves the vector of per-group counts by at
+// most m in L1 (sums by m times a row's clamp): the sensitivities planned
+// per unit hold without the factor of max_groups_per_unit that
+// pre-aggregation needs. So the noise is up to max_groups_per_unit times
+// smaller, while a unit with few rows keeps all of them. PostgreSQL sorts
+// the rows by (unit, random()) instead of hashing per (unit, group); on
+// the 1M-row bench this is also faster (docs/benchmarks.md, session 10).
+//
+// Joins to public tables are sampled too: the rows are sampled before the
+// join, which cannot multiply them (each public table is joined through a
+// DISTINCT ON its join columns), so a unit still keeps at most m rows. The
+// query's condition must then read the private table alone (it is applied
+// before the sampling, so that rows it drops take no unit's place);
+// domain filters of keys from public tables are applied after the join.
+// Rows an inner join drops, or whose public key is outside its domain,
+// do take a unit's place, so such counts come out lower than
+// pre-aggregation's when many rows find no match; a lookup join on a
+// foreign key drops none. (Sampling after the join would avoid it, but
+// the outer query names both tables' columns through their aliases.)
+//
+// Not for: partition selection and count(DISTINCT unit), which count units
+// per group; quantiles and mode, which scale each unit's counts; joins of
+// two private tables and views; and plans whose groups do not multiply the
+// noise (MaxGroups 1), which pre-aggregation answers as cheaply with the
+// same noise. enable_indexscan is off for the statement: a walk of the
+// unit's index over rows not stored in unit order costs more than sorting
+// them (an index-only scan stays allowed).
+func (b *planBuilder) useSampling() bool {
+	if !b.plan.UnitLevel || len(b.plan.Keys) == 0 || b.plan.MaxGroups <= 1 || b.sc.view || b.sc.shadow {
+		return false
+	}
+	for _, r := range b.sc.public {
+		if r.table.IsPrivate() {
+			return false
+		}
+	}
+	if b.where != nil && len(b.sc.public) > 0 {
+		alone := &scope{table: b.sc.table, alias: b.sc.alias, pol: b.sc.pol, ctes: b.sc.ctes}
+		if checkPredicate(proto.Clone(b.where).(*pg_query.Node), alone) != nil {
+			return false // the condition reads a joined table
+		}
+	}
+	for _, k := range b.plan.Keys {
+		if k.Domain == nil {
+			return false
+		}
+	}
+	for _, q := range b.qs {
+		if q.Row == "" || q.Multi != nil {
+			return false
+		}
+	}
+	b.plan.UnitLevel, b.plan.Sampled = false, b.maxRowsPerUnit()
+	b.plan.Settings = []string{"enable_indexscan = off"}
+	return true
+}
+
+// sampledFrom is the FROM and WHERE of a row-sampled plan (useSampling):
+// the private table's rows that pass the query's condition and the
+// domain filters of its own key columns, numbered per unit in random
+// order, then joined to the public tables; the outer WHERE keeps at most
+// Sampled rows per unit and applies the domain filters of keys from
+// public tables.
+//
+//	(SELECT *, row_number() OVER (PARTITION BY alias.unit ORDER BY random()) AS dp_rank
+//	 FROM t AS alias WHERE ..) AS alias [JOIN ..] WHERE dp_rank <= m [AND ..]
+func (b *planBuilder) sampledFrom(where string) (from, whereSQL string) {
+	t := b.sc.table
+	var inner []string
+	if where != "" {
+		inner = append(inner, where)
+	}
+	outer := []string{fmt.Sprintf("%s <= %d", rankCol, b.plan.Sampled)}
+	for i, k := range b.plan.Keys {
+		if !b.filteredInSQL(i, k) {
+			continue
+		}
+		cond := b.domainFilter(i)
+		if t.Column(b.keyCol[i].Name) == b.keyCol[i] {
+			inner = append(inner, cond)
+		} else {
+			outer = append(outer, cond)
+		}
+	}
+	innerSQL := ""
+	if len(inner) > 0 {
+		innerSQL = " WHERE " + strings.Join(inner, " AND ")
+	}
+	alias := quoteIdent(b.sc.alias)
+	from = fmt.Sprintf("(SELECT *, row_number() OVER (PARTITION BY %s.%s ORDER BY random()) AS %s FROM %s.%s AS %s%s) AS %s%s",
+		alias, quoteIdent(t.Unit), rankCol, quoteIdent(t.Schema), quoteIdent(t.Name), alias, innerSQL, alias, b.sc.joinsSQL())
+	return from, " WHERE " + strings.Join(outer, " AND ")
+}
+
+// unwrapSampled checks a row-sampled statement (planBuilder.useSampling),
+//
+//	SELECT .. FROM (SELECT *, row_number() OVER (PARTITION BY <unit> ORDER BY random()) AS dp_rank
+//	                FROM <table> WHERE ..) AS <alias> [JOIN ..] WHERE dp_rank <= m [AND ..] GROUP BY ..
+//
+// and returns it as the row-level statement it aggregates, the sampling
+// subquery replaced by its table and both conditions joined by AND, for
+// verifyRowLevel to check.
+func unwrapSampled(top *pg_query.SelectStmt, sc *scope, m int) (*pg_query.SelectStmt, error) {
+	conds := andArgs(top.WhereClause)
+	if len(conds) == 0 {
+		return nil, fmt.Errorf("sampled rows are not limited per unit")
+	}
+	if err := verifyRankFilter(conds[0], m); err != nil {
+		return nil, err
+	}
+	if len(top.FromClause) != 1 {
+		return nil, fmt.Errorf("sampled statement reads %d relations", len(top.FromClause))
+	}
+	flat := proto.Clone(top).(*pg_query.SelectStmt)
+	// The leftmost item of the join tree is the sampling subquery.
+	leftmost := flat.FromClause[0]
+	for leftmost.GetJoinExpr() != nil {
+		leftmost = leftmost.GetJoinExpr().Larg
+	}
+	rs := leftmost.GetRangeSubselect()
+	if rs == nil {
+		return nil, fmt.Errorf("sampled statement does not read a subquery first")
+	}
+	inner := rs.Subquery.GetSelectStmt()
+	if rs.Lateral || rs.Alias == nil || rs.Alias.Aliasname != sc.alias || len(rs.Alias.Colnames) > 0 || inner == nil ||
+		verifyPlainSelect(inner) != nil || len(inner.GroupClause) > 0 || len(inner.TargetList) != 2 || len(inner.FromClause) != 1 ||
+		inner.FromClause[0].GetRangeVar() == nil {
+		return nil, fmt.Errorf("malformed sampling subquery")
+	}
+	star := inner.TargetList[0].GetResTarget()
+	if star.Name != "" || len(star.GetVal().GetColumnRef().GetFields()) != 1 || star.GetVal().GetColumnRef().Fields[0].GetAStar() == nil {
+		return nil, fmt.Errorf("sampling subquery does not select the table's rows")
+	}
+	rank := inner.TargetList[1].GetResTarget()
+	f := rank.GetVal().GetFuncCall()
+	if rank.Name != rankCol || f == nil || funcName(f) != "row_number" || len(f.Args) > 0 || f.AggFilter != nil || f.Over == nil ||
+		f.Over.Refname != "" || len(f.Over.PartitionClause) != 1 || len(f.Over.OrderClause) != 1 {
+		return nil, fmt.Errorf("sampling subquery does not number each unit's rows")
+	}
+	// By name, as verifyPerUnit does: the unit column may be hidden from
+	// analysts, which sc.resolve would refuse.
+	unit := f.Over.PartitionClause[0].GetColumnRef()
+	if fields := columnPathOf(unit); !slices.Equal(fields, []string{sc.alias, sc.table.Unit}) && !slices.Equal(fields, []string{sc.table.Unit}) {
+		return nil, fmt.Errorf("rows are numbered per something other than the privacy unit")
+	}
+	if rv := inner.FromClause[0].GetRangeVar(); !sc.isPrivateTable(rv) || rv.Alias == nil || rv.Alias.Aliasname != sc.alias {
+		return nil, fmt.Errorf("sampling subquery reads a relation other than %s", sc.table.QualifiedName())
+	}
+	if inner.WhereClause != nil {
+		alone := &scope{table: sc.table, alias: sc.alias, pol: sc.pol, proven: sc.proven}
+		if err := verifyPredicate(inner.WhereClause, alone); err != nil {
+			return nil, fmt.Errorf("sampling condition fails validation: %w", err)
+		}
+	}
+	if order := f.Over.OrderClause[0].GetSortBy().GetNode().GetFuncCall(); order == nil || funcName(order) != "random" || len(order.Args) > 0 {
+		return nil, fmt.Errorf("rows are not numbered in random order")
+	}
+	// Only public tables may be joined to sampled rows: a private table
+	// joined on the unit would multiply each of them.
+	for j := flat.FromClause[0].GetJoinExpr(); j != nil; j = j.Larg.GetJoinExpr() {
+		if j.Rarg.GetRangeVar() != nil {
+			return nil, fmt.Errorf("sampled rows are joined to a table that is not a deduplicated public table")
+		}
+	}
+	// The table read inside, under the alias the rest of the statement uses.
+	leftmost.Node = inner.FromClause[0].Node
+	var where []*pg_query.Node
+	if inner.WhereClause != nil {
+		where = append(where, inner.WhereClause)
+	}
+	where = append(where, andArgs(proto.Clone(top.WhereClause).(*pg_query.Node))[1:]...)
+	switch len(where) {
+	case 0:
+		flat.WhereClause = nil
+	case 1:
+		flat.WhereClause = where[0]
+	default:
+		flat.WhereClause = &pg_query.Node{Node: &pg_query.Node_BoolExpr{BoolExpr: &pg_query.BoolExpr{Boolop: pg_query.BoolExprType_AND_EXPR, Args: where}}}
+	}
+	return flat, nil
+}
