@@ -36,11 +36,12 @@ import (
 // query's condition must then read the private table alone (it is applied
 // before the sampling, so that rows it drops take no unit's place);
 // domain filters of keys from public tables are applied after the join.
-// Rows an inner join drops, or whose public key is outside its domain,
-// do take a unit's place, so such counts come out lower than
-// pre-aggregation's when many rows find no match; a lookup join on a
-// foreign key drops none. (Sampling after the join would avoid it, but
-// the outer query names both tables' columns through their aliases.)
+// So that rows an inner join would drop take no unit's place either, the
+// sampled rows are first filtered to those with a match (joinFilters: an
+// IN subquery per public table joined on one column, with the domains of
+// its keys). Rows of a join on several columns are not: there, rows
+// without a match, or whose public key is outside its domain, do take a
+// unit's place, so such counts come out lower than pre-aggregation's.
 //
 // Not for: partition selection and count(DISTINCT unit), which count units
 // per group; quantiles and mode, which scale each unit's counts; joins of
@@ -106,6 +107,7 @@ func (b *planBuilder) sampledFrom(where string) (from, whereSQL string) {
 			outer = append(outer, cond)
 		}
 	}
+	inner = append(inner, b.joinFilters(b.sc.alias)...)
 	innerSQL := ""
 	if len(inner) > 0 {
 		innerSQL = " WHERE " + strings.Join(inner, " AND ")
@@ -114,6 +116,41 @@ func (b *planBuilder) sampledFrom(where string) (from, whereSQL string) {
 	from = fmt.Sprintf("(SELECT *, row_number() OVER (PARTITION BY %s.%s ORDER BY random()) AS %s FROM %s.%s AS %s%s) AS %s%s",
 		alias, quoteIdent(t.Unit), rankCol, quoteIdent(t.Schema), quoteIdent(t.Name), alias, innerSQL, alias, b.sc.joinsSQL())
 	return from, " WHERE " + strings.Join(outer, " AND ")
+}
+
+// joinFilters keep, before the sampling, only the rows that the inner joins
+// to public tables will keep after it, so that a row without a match takes
+// no unit's place: for each public table inner-joined on one column to the
+// relation named alias, an IN subquery of its join column, filtered by the
+// domains of its own keys and, in turn, by the tables joined to it. A row
+// that passes still meets a DISTINCT ON of its table after the sampling,
+// which keeps one of the rows with its key: only when a public table holds
+// one key more than once, with different values, can a sampled row still
+// be dropped there. The filters read public tables alone, so which of a
+// unit's rows are kept still depends on that unit's rows only.
+func (b *planBuilder) joinFilters(alias string) []string {
+	var conds []string
+	for _, r := range b.sc.public {
+		if r.left || len(r.joinCols) != 1 || r.joinedTo[0][0] != alias {
+			continue
+		}
+		where := b.joinFilters(r.alias)
+		for i, k := range b.plan.Keys {
+			if !b.filteredInSQL(i, k) {
+				continue
+			}
+			if _, rel, err := b.sc.resolve(b.keyNodes[i].GetColumnRef()); err == nil && rel == r {
+				where = append(where, b.domainFilter(i))
+			}
+		}
+		sub := fmt.Sprintf("SELECT %s.%s FROM %s.%s AS %s", quoteIdent(r.alias), quoteIdent(r.joinCols[0]),
+			quoteIdent(r.table.Schema), quoteIdent(r.table.Name), quoteIdent(r.alias))
+		if len(where) > 0 {
+			sub += " WHERE " + strings.Join(where, " AND ")
+		}
+		conds = append(conds, fmt.Sprintf("%s.%s IN (%s)", quoteIdent(alias), quoteIdent(r.joinedTo[0][1]), sub))
+	}
+	return conds
 }
 
 // unwrapSampled checks a row-sampled statement (planBuilder.useSampling),

@@ -14,8 +14,12 @@ type relation struct {
 	table    *policy.Table
 	alias    string
 	joinCols []string // public tables: the columns it is joined on
-	qualSQL  string   // public tables: the ON condition
-	left     bool     // public tables: LEFT JOIN
+	// joinedTo are, beside joinCols, the columns of earlier tables they
+	// equal (alias and column; the alias is the private table's for a
+	// column of it).
+	joinedTo [][2]string
+	qualSQL  string // public tables: the ON condition
+	left     bool   // public tables: LEFT JOIN
 }
 
 // scope is what column references in a query can resolve to: exactly one
@@ -244,6 +248,7 @@ func (sc *scope) checkJoinEqualities(q *pg_query.Node, pub *relation) error {
 		return pgerror.RefuseUnsupported.New("join conditions must be equalities between columns, joined by AND")
 	}
 	var pubCol string
+	var other [2]string
 	otherSide := 0
 	var cols [2]*policy.Column
 	for i, side := range []*pg_query.Node{a.Lexpr, a.Rexpr} {
@@ -255,6 +260,7 @@ func (sc *scope) checkJoinEqualities(q *pg_query.Node, pub *relation) error {
 		if rel == pub {
 			pubCol = c.Name
 		} else {
+			other = [2]string{rel.alias, c.Name}
 			otherSide++
 		}
 	}
@@ -270,6 +276,7 @@ func (sc *scope) checkJoinEqualities(q *pg_query.Node, pub *relation) error {
 			WithHint("join on columns of the same type, or of integer and numeric types")
 	}
 	pub.joinCols = append(pub.joinCols, pubCol)
+	pub.joinedTo = append(pub.joinedTo, other)
 	return nil
 }
 

@@ -130,6 +130,12 @@ func TestVerifySampled(t *testing.T) {
 				`JOIN "public"."claims" AS "d" ON v.patient_id = d.patient_id`},
 			{"the public table's rows computed", `(SELECT DISTINCT ON ("name") * FROM`, `(SELECT DISTINCT ON ("name") *, 1 AS z FROM`},
 			{"the public table's rows ordered and limited", `FROM "public"."departments")`, `FROM "public"."departments" ORDER BY name LIMIT 2)`},
+			// The filter to rows with a match (joinFilters) reads a public
+			// table; another private table's rows would decide which of a
+			// unit's rows are kept.
+			{"rows filtered by a private table", `SELECT "d"."name" FROM "public"."departments" AS "d"`, `SELECT "d"."department" FROM "public"."visits" AS "d"`},
+			{"rows filtered by another unit's rows", `"v"."department" IN (SELECT "d"."name" FROM "public"."departments" AS "d" WHERE d.building IN ('east', 'north', 'south'))`,
+				`"v"."patient_id" IN (SELECT "x"."patient_id" FROM "public"."claims" AS "x")`},
 		}},
 	} {
 		plan := goldenPlan(t, c.query)
