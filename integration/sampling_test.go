@@ -6,13 +6,23 @@ import (
 )
 
 // TestSampledJoinKeepsMatchedRows: a row-sampled GROUP BY over a join to a
-// public table samples only the rows the join keeps. Each of 1,000 units
+// public table samples only the rows the join and the condition keep.
+//
+// orders: each of 1,000 units
 // has 20 orders: 2 at a northern shop, 2 at a southern one, 4 at a shop
 // whose region is outside the key's public domain, and 12 at shops the
 // lookup table does not list. At most 5 rows per unit are kept. Sampling
 // all 20 rows first would keep about 1.25 in-domain rows per unit (~500
 // per region); filtering to the rows with an in-domain match first keeps
-// all 4, so each region's count is its exact 2,000. Tolerance: count
+// all 4, so each region's count is its exact 2,000.
+//
+// branch_orders, queried WHERE s.open: each unit has 2 orders at an open
+// northern shop, 2 at an open southern one and 6 at a closed northern one.
+// Sampling 5 of the 10 first would leave ~1,000 per region; the condition
+// on the shop, applied before the sampling, leaves 4 rows and exact counts
+// of 2,000.
+//
+// Tolerance: count
 // sensitivity 5 at epsilon 1, discrete Laplace scale 5, tol(5) = 96 (below
 // 1e-8 per check), far below the gap of ~1,500.
 func TestSampledJoinKeepsMatchedRows(t *testing.T) {
@@ -20,38 +30,47 @@ func TestSampledJoinKeepsMatchedRows(t *testing.T) {
 	_, _, conn := plantedProxy(t, ctx, "sampled_join", `CREATE TABLE orders (uid integer, shop integer);
 		INSERT INTO orders SELECT u, s FROM generate_series(1, 1000) u,
 			unnest(ARRAY[1, 1, 2, 2, 4, 4, 4, 4, 100, 101, 102, 103, 104, 105, 106, 107, 108, 109, 110, 111]) s;
-		CREATE TABLE shops (shop integer, region text);
-		INSERT INTO shops VALUES (1, 'north'), (2, 'south'), (3, 'north'), (4, 'west')`,
+		CREATE TABLE branch_orders (uid integer, shop integer);
+		INSERT INTO branch_orders SELECT u, s FROM generate_series(1, 1000) u, unnest(ARRAY[1, 1, 2, 2, 3, 3, 3, 3, 3, 3]) s;
+		CREATE TABLE shops (shop integer, region text, open boolean);
+		INSERT INTO shops VALUES (1, 'north', true), (2, 'south', true), (3, 'north', false), (4, 'west', true)`,
 		"  - name: orders\n    privacy: unit\n    unit: uid\n    max_rows_per_unit: 5\n    max_groups_per_unit: 2\n"+
 			"    columns:\n      - {name: uid, type: integer}\n      - {name: shop, type: integer}\n"+
-			"  - name: shops\n    privacy: public\n    columns:\n      - {name: shop, type: integer}\n      - {name: region, type: text, domain: [north, south]}\n")
+			"  - name: branch_orders\n    privacy: unit\n    unit: uid\n    max_rows_per_unit: 5\n    max_groups_per_unit: 2\n"+
+			"    columns:\n      - {name: uid, type: integer}\n      - {name: shop, type: integer}\n"+
+			"  - name: shops\n    privacy: public\n    columns:\n      - {name: shop, type: integer}\n"+
+			"      - {name: region, type: text, domain: [north, south]}\n      - {name: open, type: boolean}\n")
 	if _, err := conn.Exec(ctx, "SET dp.epsilon = 1"); err != nil {
 		t.Fatal(err)
 	}
-	const sql = "SELECT s.region, count(*) AS n FROM orders o JOIN shops s ON o.shop = s.shop GROUP BY 1"
-	rows, err := conn.Query(ctx, "EXPLAIN "+sql)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var plan []string
-	for rows.Next() {
-		var l string
-		if err := rows.Scan(&l); err != nil {
+	for _, sql := range []string{
+		"SELECT s.region, count(*) AS n FROM orders o JOIN shops s ON o.shop = s.shop GROUP BY 1",
+		"SELECT s.region, count(*) AS n FROM branch_orders o JOIN shops s ON o.shop = s.shop WHERE s.open GROUP BY 1",
+	} {
+		rows, err := conn.Query(ctx, "EXPLAIN "+sql)
+		if err != nil {
 			t.Fatal(err)
 		}
-		plan = append(plan, l)
-	}
-	rows.Close()
-	if text := strings.Join(plan, "\n"); !strings.Contains(text, "at most 5 rows sampled at random") {
-		t.Fatalf("want a row-sampled plan:\n%s", text)
-	}
-	got, _ := dpRows(t, ctx, conn, sql)
-	if len(got) != 2 {
-		t.Fatalf("got %d regions, want north and south: %v", len(got), got)
-	}
-	for _, r := range got {
-		if n := num(t, r["n"]); n < 2000-tol(5) || n > 2000+tol(5) {
-			t.Errorf("%v: count %v, want 2000 ± %v (rows without an in-domain match took sampled places?)", r["region"], n, tol(5))
+		var plan []string
+		for rows.Next() {
+			var l string
+			if err := rows.Scan(&l); err != nil {
+				t.Fatal(err)
+			}
+			plan = append(plan, l)
+		}
+		rows.Close()
+		if text := strings.Join(plan, "\n"); !strings.Contains(text, "at most 5 rows sampled at random") {
+			t.Fatalf("%s: want a row-sampled plan:\n%s", sql, text)
+		}
+		got, _ := dpRows(t, ctx, conn, sql)
+		if len(got) != 2 {
+			t.Fatalf("%s: got %d regions, want north and south: %v", sql, len(got), got)
+		}
+		for _, r := range got {
+			if n := num(t, r["n"]); n < 2000-tol(5) || n > 2000+tol(5) {
+				t.Errorf("%s: %v: count %v, want 2000 ± %v (rows the join or the condition drop took sampled places?)", sql, r["region"], n, tol(5))
+			}
 		}
 	}
 }

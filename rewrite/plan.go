@@ -30,6 +30,12 @@ type planBuilder struct {
 	qs []quantitySQL
 	// where is the query's condition, as checkPredicate left it.
 	where *pg_query.Node
+	// A row-sampled plan splits where's conjuncts: those reading the
+	// private table (or no table) are applied before the sampling, those
+	// reading one public table (by its alias) inside its joinFilters and
+	// again after the join.
+	sampledWhere []*pg_query.Node
+	publicWhere  map[string][]*pg_query.Node
 }
 
 // quantitySQL is how one quantity is computed. Row-level tables use Row;

@@ -32,16 +32,17 @@ import (
 //
 // Joins to public tables are sampled too: the rows are sampled before the
 // join, which cannot multiply them (each public table is joined through a
-// DISTINCT ON its join columns), so a unit still keeps at most m rows. The
-// query's condition must then read the private table alone (it is applied
-// before the sampling, so that rows it drops take no unit's place);
-// domain filters of keys from public tables are applied after the join.
-// So that rows an inner join would drop take no unit's place either, the
-// sampled rows are first filtered to those with a match (joinFilters: an
-// IN subquery per public table joined on one column, with the domains of
-// its keys). Rows of a join on several columns are not: there, rows
-// without a match, or whose public key is outside its domain, do take a
-// unit's place, so such counts come out lower than pre-aggregation's.
+// DISTINCT ON its join columns), so a unit still keeps at most m rows.
+// Rows the query would drop must not take a unit's place, so they are
+// dropped before the sampling: the condition's conjuncts that read the
+// private table alone are applied there, and each public table joined on
+// one column filters the rows to those with a match, whose keys are in
+// their domains and that meet the conjuncts reading that table alone
+// (joinFilters, splitWhere). A conjunct that reads several tables, or a
+// table that cannot filter (a LEFT JOIN, a join on several columns),
+// sends the plan back to pre-aggregation. Rows that a join on several
+// columns drops, or the domain of a key from a LEFT JOINed table, are still
+// sampled like any other and so take a unit's place.
 //
 // Not for: partition selection and count(DISTINCT unit), which count units
 // per group; quantiles and mode, which scale each unit's counts; joins of
@@ -59,11 +60,8 @@ func (b *planBuilder) useSampling() bool {
 			return false
 		}
 	}
-	if b.where != nil && len(b.sc.public) > 0 {
-		alone := &scope{table: b.sc.table, alias: b.sc.alias, pol: b.sc.pol, ctes: b.sc.ctes}
-		if checkPredicate(proto.Clone(b.where).(*pg_query.Node), alone) != nil {
-			return false // the condition reads a joined table
-		}
+	if !b.splitWhere() {
+		return false
 	}
 	for _, k := range b.plan.Keys {
 		if k.Domain == nil {
@@ -80,6 +78,56 @@ func (b *planBuilder) useSampling() bool {
 	return true
 }
 
+// splitWhere sorts the conjuncts of the query's condition for a sampled
+// plan: those that read only the private table (or no table) go before the
+// sampling; those that read only one public table with joinFilters go into
+// its filter and after the join, so that rows they drop take no unit's
+// place either. It reports false when some conjunct reads several tables,
+// or a public table whose rows cannot be filtered before the sampling.
+func (b *planBuilder) splitWhere() bool {
+	b.sampledWhere, b.publicWhere = nil, nil
+	filtered := b.filteredTables(b.sc.alias)
+	alone := &scope{table: b.sc.table, alias: b.sc.alias, pol: b.sc.pol, ctes: b.sc.ctes}
+next:
+	for _, c := range andArgs(b.where) {
+		if checkPredicate(proto.Clone(c).(*pg_query.Node), alone) == nil {
+			b.sampledWhere = append(b.sampledWhere, c)
+			continue
+		}
+		for _, r := range filtered {
+			one := &scope{table: r.table, alias: r.alias, pol: b.sc.pol, ctes: b.sc.ctes}
+			if checkPredicate(proto.Clone(c).(*pg_query.Node), one) == nil {
+				if b.publicWhere == nil {
+					b.publicWhere = map[string][]*pg_query.Node{}
+				}
+				b.publicWhere[r.alias] = append(b.publicWhere[r.alias], c)
+				continue next
+			}
+		}
+		return false
+	}
+	return true
+}
+
+// filteredTables are the public tables that joinFilters(alias) filters on,
+// directly or through the tables joined to them.
+func (b *planBuilder) filteredTables(alias string) []*relation {
+	var out []*relation
+	for _, r := range b.sc.public {
+		if b.filtersBefore(r, alias) {
+			out = append(out, r)
+			out = append(out, b.filteredTables(r.alias)...)
+		}
+	}
+	return out
+}
+
+// filtersBefore reports whether joinFilters(alias) filters on r: r is
+// inner-joined on one column to the relation named alias.
+func (b *planBuilder) filtersBefore(r *relation, alias string) bool {
+	return !r.left && len(r.joinCols) == 1 && r.joinedTo[0][0] == alias
+}
+
 // sampledFrom is the FROM and WHERE of a row-sampled plan (useSampling):
 // the private table's rows that pass the query's condition and the
 // domain filters of its own key columns, numbered per unit in random
@@ -89,11 +137,11 @@ func (b *planBuilder) useSampling() bool {
 //
 //	(SELECT *, row_number() OVER (PARTITION BY alias.unit ORDER BY random()) AS dp_rank
 //	 FROM t AS alias WHERE ..) AS alias [JOIN ..] WHERE dp_rank <= m [AND ..]
-func (b *planBuilder) sampledFrom(where string) (from, whereSQL string) {
+func (b *planBuilder) sampledFrom() (from, whereSQL string, err error) {
 	t := b.sc.table
-	var inner []string
-	if where != "" {
-		inner = append(inner, where)
+	inner, err := conjunctsSQL(b.sampledWhere)
+	if err != nil {
+		return "", "", err
 	}
 	outer := []string{fmt.Sprintf("%s <= %d", rankCol, b.plan.Sampled)}
 	for i, k := range b.plan.Keys {
@@ -107,7 +155,18 @@ func (b *planBuilder) sampledFrom(where string) (from, whereSQL string) {
 			outer = append(outer, cond)
 		}
 	}
-	inner = append(inner, b.joinFilters(b.sc.alias)...)
+	filters, err := b.joinFilters(b.sc.alias)
+	if err != nil {
+		return "", "", err
+	}
+	inner = append(inner, filters...)
+	for _, r := range b.sc.public {
+		public, err := conjunctsSQL(b.publicWhere[r.alias])
+		if err != nil {
+			return "", "", err
+		}
+		outer = append(outer, public...)
+	}
 	innerSQL := ""
 	if len(inner) > 0 {
 		innerSQL = " WHERE " + strings.Join(inner, " AND ")
@@ -115,7 +174,20 @@ func (b *planBuilder) sampledFrom(where string) (from, whereSQL string) {
 	alias := quoteIdent(b.sc.alias)
 	from = fmt.Sprintf("(SELECT *, row_number() OVER (PARTITION BY %s.%s ORDER BY random()) AS %s FROM %s.%s AS %s%s) AS %s%s",
 		alias, quoteIdent(t.Unit), rankCol, quoteIdent(t.Schema), quoteIdent(t.Name), alias, innerSQL, alias, b.sc.joinsSQL())
-	return from, " WHERE " + strings.Join(outer, " AND ")
+	return from, " WHERE " + strings.Join(outer, " AND "), nil
+}
+
+// conjunctsSQL writes each condition in parentheses.
+func conjunctsSQL(conds []*pg_query.Node) ([]string, error) {
+	out := make([]string, len(conds))
+	for i, c := range conds {
+		s, err := exprSQL(c)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = "(" + s + ")"
+	}
+	return out, nil
 }
 
 // joinFilters keep, before the sampling, only the rows that the inner joins
@@ -128,13 +200,21 @@ func (b *planBuilder) sampledFrom(where string) (from, whereSQL string) {
 // one key more than once, with different values, can a sampled row still
 // be dropped there. The filters read public tables alone, so which of a
 // unit's rows are kept still depends on that unit's rows only.
-func (b *planBuilder) joinFilters(alias string) []string {
+func (b *planBuilder) joinFilters(alias string) ([]string, error) {
 	var conds []string
 	for _, r := range b.sc.public {
-		if r.left || len(r.joinCols) != 1 || r.joinedTo[0][0] != alias {
+		if !b.filtersBefore(r, alias) {
 			continue
 		}
-		where := b.joinFilters(r.alias)
+		where, err := conjunctsSQL(b.publicWhere[r.alias])
+		if err != nil {
+			return nil, err
+		}
+		nested, err := b.joinFilters(r.alias)
+		if err != nil {
+			return nil, err
+		}
+		where = append(where, nested...)
 		for i, k := range b.plan.Keys {
 			if !b.filteredInSQL(i, k) {
 				continue
@@ -150,7 +230,7 @@ func (b *planBuilder) joinFilters(alias string) []string {
 		}
 		conds = append(conds, fmt.Sprintf("%s.%s IN (%s)", quoteIdent(alias), quoteIdent(r.joinedTo[0][1]), sub))
 	}
-	return conds
+	return conds, nil
 }
 
 // unwrapSampled checks a row-sampled statement (planBuilder.useSampling),

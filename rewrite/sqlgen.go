@@ -91,7 +91,10 @@ func (b *planBuilder) generateSQL(where *pg_query.Node) (string, error) {
 			cols = append(cols, fmt.Sprintf("%s AS q%d", row, i))
 		}
 		if b.plan.Sampled > 0 {
-			from, whereSQL = b.sampledFrom(whereText)
+			var err error
+			if from, whereSQL, err = b.sampledFrom(); err != nil {
+				return "", err
+			}
 		}
 		return fmt.Sprintf("SELECT %s FROM %s%s%s", strings.Join(cols, ", "), from, whereSQL, groupBy(0)), nil
 	}
