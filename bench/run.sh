@@ -294,7 +294,7 @@ if [ "$COST" = 1 ]; then
 	grep -q '^    shadow: true$' "$DIR/policy-shadow.yaml" || { echo "run.sh: could not mark purchases shadow: true" >&2; exit 1; }
 	DPPROXY_UPSTREAM_DSN="$COST_DSN" "$DIR/dpproxy" shadow refresh --policy "$DIR/policy-shadow.yaml" \
 		--dsn "host=127.0.0.1 port=$PGPORT user=postgres dbname=bench_cost sslmode=disable" --reader bench_reader >&2
-	for q in groupby_avg user_groupby join_public; do
+	for q in groupby_avg user_groupby join_public join_filtered; do
 		sql=$(grep -v '^--' "$ROOT/bench/pgbench/$q.sql" | tr '\n' ' ' | sed 's/; *$//')
 		# --upstream: the SQL serve would send, with the catalog's facts.
 		dp=$(explain_sql "$DIR/policy-nocache.yaml" "$sql")

@@ -394,6 +394,44 @@ func TestRedTeamNumericAgainstFloat(t *testing.T) {
 	}
 }
 
+// TestRedTeamParamReusedAcrossTypes: PostgreSQL gives an untyped parameter
+// the type of the first comparison it analyses, so `f > $1 AND v > $1`
+// with f double precision makes $1 a double and converts the numeric
+// column v on each row: a planted row of 1e400 fails the statement,
+// revealing the row (the upstream control), where a statement that never
+// reaches the row answers. dpproxy refuses reusing a parameter across
+// such types before anything runs, and answers reuse that converts no row.
+func TestRedTeamParamReusedAcrossTypes(t *testing.T) {
+	ctx := testContext(t)
+	db, _, conn := plantedProxy(t, ctx, "param_reuse", `CREATE TABLE meters (f double precision, v numeric, n integer);
+		INSERT INTO meters SELECT g / 100.0, g, g FROM generate_series(1, 100) g;
+		INSERT INTO meters VALUES (0.5, 1e400, 7)`,
+		"  - name: meters\n    privacy: row\n    columns:\n      - {name: f, type: double precision, bounds: [0, 1]}\n"+
+			"      - {name: v, type: numeric, bounds: [0, 100]}\n      - {name: n, type: integer, bounds: [0, 100]}\n")
+	for _, sql := range []string{
+		"SELECT count(*) FROM meters WHERE f > $1 AND v > $1",
+		"SELECT count(*) FROM meters WHERE v > $1 AND f > $1",
+		"SELECT count(*) FROM meters WHERE v IN ($1, 2) AND coalesce(f, $1) > 0.1",
+	} {
+		res := conn.PgConn().ExecParams(ctx, sql, [][]byte{[]byte("0.25")}, nil, nil, nil).Read()
+		var pge *pgconn.PgError
+		if !errors.As(res.Err, &pge) || pge.Code != "0A000" || !strings.Contains(pge.Message, "parameter $1") {
+			t.Errorf("%s: %v; want 0A000 refusing the reused parameter", sql, res.Err)
+		}
+	}
+	for _, sql := range []string{"SELECT count(*) FROM meters WHERE n > $1 AND v > $1", "SELECT count(*) FROM meters WHERE n > $1 AND f > $1"} {
+		res := conn.PgConn().ExecParams(ctx, sql, [][]byte{[]byte("1")}, nil, nil, nil).Read()
+		if res.Err != nil || len(res.Rows) != 1 {
+			t.Errorf("%s: %v; want a noisy count", sql, res.Err)
+		}
+	}
+	// The control: upstream, the first statement fails on the planted row.
+	res := db.PgConn().ExecParams(ctx, "SELECT count(*) FROM meters WHERE f > $1 AND v > $1", [][]byte{[]byte("0.25")}, nil, nil, nil).Read()
+	if res.Err == nil {
+		t.Errorf("directly upstream, the reused parameter answered: the planted row no longer exercises the conversion")
+	}
+}
+
 // TestRedTeamDateAgainstTimestamp: a date column holds years up to 5874897,
 // a timestamp only up to 294276, so converting a date to a timestamp fails
 // on a planted far-future row. Comparisons and joins of dates with

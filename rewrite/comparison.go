@@ -1,7 +1,11 @@
 package rewrite
 
 import (
+	"slices"
+	"strings"
+
 	pg_query "github.com/pganalyze/pg_query_go/v6"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/dpproxy/dpproxy/pgerror"
 	"github.com/dpproxy/dpproxy/policy"
@@ -98,6 +102,9 @@ func compareNumericExactly(a *pg_query.A_Expr, sc *scope) error {
 func checkCoalesce(n *pg_query.Node, sc *scope) error {
 	leaves := comparisonLeaves(n)
 	if err := numericLeaves(leaves, sc); err != nil {
+		return err
+	}
+	if err := sc.noteParams(leaves, ""); err != nil {
 		return err
 	}
 	if err := sameCollation("", leaves, sc); err != nil {
@@ -314,3 +321,139 @@ func columnOf(n *pg_query.Node, sc *scope) *policy.Column {
 }
 
 func isFloat(typ string) bool { return typ == "real" || typ == "double precision" }
+
+// paramUses are, per bound parameter, the comparisons it takes part in
+// (keyed by the parameter's node in the statement) and what it is
+// compared with there. A DP statement's parameters go upstream untyped
+// (wire/dpparams.go), and PostgreSQL gives each one type: that of the
+// first comparison it analyses. In any other comparison the parameter then
+// has that type, and a column there may be converted to it on each row
+// the condition reaches: a numeric column to double precision when a
+// float column typed the parameter, a date to timestamp when a timestamp
+// column did. Those conversions fail on some values, so whether the query
+// failed would depend on a private row (reproduced: WHERE discount > $1
+// AND amount > $1, discount double precision, a row with amount 1e400).
+type paramUses map[int32]map[*pg_query.Node]paramUse
+
+// paramUse is what one occurrence of a parameter is compared with: the
+// columns' types, and whether anything else (a constant, an expression,
+// another parameter) takes part, whose type dpproxy does not work out.
+type paramUse struct {
+	types []string
+	other bool
+}
+
+// noteParams records the parameters among leaves, the values one
+// comparison compares (comparisonLeaves); also, when not "", the type of a
+// column they are compared with outside leaves (an IN subquery's column).
+// A parameter used in several comparisons is accepted only when every one
+// compares it with columns alone, of types that any of them may type it by
+// without converting the others on their rows (paramTypesAgree).
+func (sc *scope) noteParams(leaves []*pg_query.Node, also string) error {
+	if sc.params == nil {
+		return nil
+	}
+	for _, n := range leaves {
+		p := n.GetParamRef()
+		if p == nil {
+			continue
+		}
+		var use paramUse
+		if also != "" {
+			use.types = append(use.types, also)
+		}
+		for _, m := range leaves {
+			if m == n {
+				continue
+			}
+			if c := columnOf(m, sc); c != nil {
+				use.types = append(use.types, c.Type)
+			} else {
+				use.other = true
+			}
+		}
+		uses := sc.params[p.Number]
+		if uses == nil {
+			uses = map[*pg_query.Node]paramUse{}
+			sc.params[p.Number] = uses
+		}
+		uses[n] = use
+		if len(uses) < 2 {
+			continue
+		}
+		var types []string
+		other := false
+		for _, u := range uses {
+			types = append(types, u.types...)
+			other = other || u.other
+		}
+		if other {
+			return pgerror.RefuseUnsupported.New("parameter $%d is used in several comparisons, not all of them with columns alone: PostgreSQL gives it one type, which could make it convert a column on each row, which fails on some values", p.Number).
+				WithHint("bind a separate parameter for each comparison, e.g. WHERE a > $1 AND b > $2")
+		}
+		if !paramTypesAgree(types) {
+			return pgerror.RefuseUnsupported.New("parameter $%d is compared with values of different types (%s): PostgreSQL gives it the type of one of them and would convert the others' columns on each row, which fails on some values",
+				p.Number, strings.Join(slices.Compact(slices.Sorted(slices.Values(types))), ", ")).
+				WithHint("bind a separate parameter for each comparison, e.g. WHERE a > $1 AND b > $2")
+		}
+	}
+	return nil
+}
+
+// paramTypesAgree reports whether columns of these types can all be
+// compared with one parameter, whichever of them types it: all of one
+// type, or integers beside numeric (an integer widens to numeric exactly)
+// or beside real and double precision (integers and the two floats
+// compare without a conversion that can fail).
+func paramTypesAgree(types []string) bool {
+	if len(slices.Compact(slices.Sorted(slices.Values(types)))) <= 1 {
+		return true
+	}
+	var numeric, float bool
+	for _, t := range types {
+		switch {
+		case t == "smallint", t == "integer", t == "bigint":
+		case t == "numeric":
+			numeric = true
+		case isFloat(t):
+			float = true
+		default:
+			return false
+		}
+	}
+	return !(numeric && float)
+}
+
+// checkParamReuse refuses a parameter that occurs more than once in the
+// statement unless noteParams saw every occurrence, each in a comparison
+// with columns: anywhere else (a cast, a function's argument, HAVING) it
+// could take a type of its own first.
+func (sc *scope) checkParamReuse(sel *pg_query.SelectStmt) error {
+	counts := map[int32]int{}
+	var walk func(m protoreflect.Message)
+	walk = func(m protoreflect.Message) {
+		if p, ok := m.Interface().(*pg_query.ParamRef); ok {
+			counts[p.Number]++
+			return
+		}
+		m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+			switch {
+			case fd.IsList() && fd.Message() != nil:
+				for i := 0; i < v.List().Len(); i++ {
+					walk(v.List().Get(i).Message())
+				}
+			case fd.Message() != nil && !fd.IsMap():
+				walk(v.Message())
+			}
+			return true
+		})
+	}
+	walk(sel.ProtoReflect())
+	for num, n := range counts {
+		if n > 1 && len(sc.params[num]) != n {
+			return pgerror.RefuseUnsupported.New("parameter $%d is used %d times, not only in comparisons with columns: PostgreSQL gives it one type, which could make it convert a column on each row, which fails on some values", num, n).
+				WithHint("bind a separate parameter for each use, e.g. WHERE a > $1 AND b > $2")
+		}
+	}
+	return nil
+}

@@ -119,6 +119,9 @@ func (sc *scope) plan(sel *pg_query.SelectStmt, pol *policy.Policy) (*Plan, erro
 		return nil, pgerror.RefusePrivateColumn.New("a query over private table %s must aggregate", sc.table.QualifiedName()).
 			WithHint("add an aggregate such as count(*) to the select list")
 	}
+	if err := sc.checkParamReuse(sel); err != nil {
+		return nil, err
+	}
 	b.where = sel.WhereClause
 	b.finishSensitivities()
 	sql, err := b.generateSQL(sel.WhereClause)

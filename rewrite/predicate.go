@@ -259,6 +259,9 @@ func checkAExpr(a *pg_query.A_Expr, sc *scope, inArith bool) error {
 	if err := sameCollation("", comparisonLeaves(a.Lexpr, a.Rexpr), sc); err != nil {
 		return err
 	}
+	if err := sc.noteParams(comparisonLeaves(a.Lexpr, a.Rexpr), ""); err != nil {
+		return err
+	}
 	return compareNumericExactly(a, sc)
 }
 
@@ -417,7 +420,7 @@ func checkPublicSubLink(sl *pg_query.SubLink, sc *scope, inArith bool) error {
 		return refuse()
 	}
 	sub := sl.Subselect.GetSelectStmt()
-	if sub == nil || checkSelectShape(sub) != nil || len(sub.FromClause) != 1 || len(sub.TargetList) != 1 ||
+	if sub == nil || checkSelectShape(sub) != nil || sub.WithClause != nil || len(sub.FromClause) != 1 || len(sub.TargetList) != 1 ||
 		len(sub.GroupClause) > 0 || sub.HavingClause != nil || len(sub.SortClause) > 0 || sub.LimitCount != nil ||
 		sub.LimitOffset != nil || len(sub.DistinctClause) > 0 {
 		return refuse()
@@ -441,13 +444,16 @@ func checkPublicSubLink(sl *pg_query.SubLink, sc *scope, inArith bool) error {
 	// Name the table as the policy does, not as the upstream search_path
 	// would resolve it.
 	rv.Schemaname = t.Schema
-	inner := &scope{table: t, alias: alias, pol: sc.pol}
+	inner := &scope{table: t, alias: alias, pol: sc.pol, params: sc.params}
 	cr := sub.TargetList[0].GetResTarget().GetVal().GetColumnRef()
 	if cr == nil {
 		return refuse()
 	}
 	ic, err := inner.column(cr)
 	if err != nil {
+		return err
+	}
+	if err := sc.noteParams(comparisonLeaves(sl.Testexpr), ic.Type); err != nil {
 		return err
 	}
 	if isFloat(ic.Type) {

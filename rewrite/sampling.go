@@ -41,8 +41,10 @@ import (
 // (joinFilters, splitWhere). A conjunct that reads several tables, or a
 // table that cannot filter (a LEFT JOIN, a join on several columns),
 // sends the plan back to pre-aggregation. Rows that a join on several
-// columns drops, or the domain of a key from a LEFT JOINed table, are still
-// sampled like any other and so take a unit's place.
+// columns drops (or a join to a table reached only through one), rows
+// whose key from a LEFT JOINed table is outside its domain, and rows that
+// meet a public table's key held more than once, with different values,
+// are still sampled like any other and so may take a unit's place.
 //
 // Not for: partition selection and count(DISTINCT unit), which count units
 // per group; quantiles and mode, which scale each unit's counts; joins of
@@ -129,11 +131,12 @@ func (b *planBuilder) filtersBefore(r *relation, alias string) bool {
 }
 
 // sampledFrom is the FROM and WHERE of a row-sampled plan (useSampling):
-// the private table's rows that pass the query's condition and the
-// domain filters of its own key columns, numbered per unit in random
-// order, then joined to the public tables; the outer WHERE keeps at most
-// Sampled rows per unit and applies the domain filters of keys from
-// public tables.
+// the private table's rows that pass the conjuncts of the query's
+// condition that read it alone, the domain filters of its own key columns
+// and the joinFilters, numbered per unit in random order, then joined to
+// the public tables; the outer WHERE keeps at most Sampled rows per unit
+// and applies the domain filters of keys from public tables and the
+// conjuncts that read them (again: see joinFilters).
 //
 //	(SELECT *, row_number() OVER (PARTITION BY alias.unit ORDER BY random()) AS dp_rank
 //	 FROM t AS alias WHERE ..) AS alias [JOIN ..] WHERE dp_rank <= m [AND ..]
@@ -194,12 +197,15 @@ func conjunctsSQL(conds []*pg_query.Node) ([]string, error) {
 // to public tables will keep after it, so that a row without a match takes
 // no unit's place: for each public table inner-joined on one column to the
 // relation named alias, an IN subquery of its join column, filtered by the
-// domains of its own keys and, in turn, by the tables joined to it. A row
-// that passes still meets a DISTINCT ON of its table after the sampling,
-// which keeps one of the rows with its key: only when a public table holds
-// one key more than once, with different values, can a sampled row still
-// be dropped there. The filters read public tables alone, so which of a
-// unit's rows are kept still depends on that unit's rows only.
+// domains of its own keys, the conjuncts of the query's condition that
+// read it alone (splitWhere) and, in turn, by the tables joined to it. A
+// row that passes still meets a DISTINCT ON of its table after the
+// sampling, which keeps one of the rows with its key: only when a public
+// table holds one key more than once, with different values, can a
+// sampled row still be dropped there (so the conjuncts and domain filters
+// are applied again after the join). The filters read public tables alone,
+// so which of a unit's rows are kept still depends on that unit's rows
+// only.
 func (b *planBuilder) joinFilters(alias string) ([]string, error) {
 	var conds []string
 	for _, r := range b.sc.public {

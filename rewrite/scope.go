@@ -46,6 +46,10 @@ type scope struct {
 	// proven are the private columns the verifier accepts unclamped (set
 	// by verifyRewritten from the plan's guarded proofs).
 	proven map[string]bool
+	// params are the statement's bound parameters' comparisons, shared
+	// with the scopes of its subqueries (noteParams); nil where the check
+	// is not made (the verifier, copies of conditions).
+	params paramUses
 }
 
 func (sc *scope) relations() []*relation {
@@ -57,7 +61,7 @@ func resolveFrom(from []*pg_query.Node, pol *policy.Policy, ctes map[string]*pg_
 		return nil, pgerror.RefuseUnsupported.New("comma joins are not supported").
 			WithHint("join a public table explicitly: FROM visits v JOIN departments d ON v.department = d.name")
 	}
-	sc := &scope{pol: pol, ctes: ctes}
+	sc := &scope{pol: pol, ctes: ctes, params: paramUses{}}
 	if err := sc.addFromItem(from[0], pol, true); err != nil {
 		return nil, err
 	}
@@ -325,7 +329,7 @@ func (sc *scope) addView(q *pg_query.SelectStmt, alias string, pol *policy.Polic
 	if rv == nil {
 		return refuse("it does not read a table")
 	}
-	inner := &scope{pol: pol}
+	inner := &scope{pol: pol, params: sc.params}
 	if err := inner.addTable(rv, pol, true); err != nil {
 		return err
 	}

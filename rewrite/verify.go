@@ -30,7 +30,11 @@ func verifyRewritten(sql string, sc *scope, plan *Plan) error {
 	}
 	top := raws[0].Stmt.GetSelectStmt()
 	sc.proven = provenColumns(plan, sc)
-	defer func() { sc.proven = nil }()
+	// The rewritten SQL may repeat a condition (sampled joins): the
+	// statement's parameters were checked as the analyst wrote them.
+	params := sc.params
+	sc.params = nil
+	defer func() { sc.proven, sc.params = nil, params }()
 	nk, nq := len(plan.Keys), plan.Columns()
 	if !plan.UnitLevel {
 		if plan.Sampled > 0 {
