@@ -494,3 +494,24 @@ func TestShadowTable(t *testing.T) {
 		}
 	}
 }
+
+// TestSchemaQualifiedColumns: BI tools (Metabase among them) name columns
+// schema.table.column when a table has no alias. The rewritten SQL gives
+// every table an alias, beside which PostgreSQL refuses that form, so the
+// statements failed upstream after their charge (DP008); dpproxy now
+// writes them as table.column.
+func TestSchemaQualifiedColumns(t *testing.T) {
+	ctx := testContext(t)
+	p := startProxy(t, proxyOptions{carolBudget: 10})
+	conn := p.connect(t, ctx, "carol", carolPassword, false)
+	for _, sql := range []string{
+		`SELECT count(*) AS "count" FROM "public"."visits" WHERE "public"."visits"."cost" > 10`,
+		`SELECT "public"."departments"."building" AS "building", count(*) AS "count" FROM "public"."visits"
+			JOIN "public"."departments" ON "public"."visits"."department" = "public"."departments"."name"
+			GROUP BY "public"."departments"."building" ORDER BY "public"."departments"."building" ASC`,
+	} {
+		if rows, _ := dpRows(t, ctx, conn, sql); len(rows) == 0 {
+			t.Errorf("%s: no rows", sql)
+		}
+	}
+}

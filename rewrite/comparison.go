@@ -430,25 +430,13 @@ func paramTypesAgree(types []string) bool {
 // could take a type of its own first.
 func (sc *scope) checkParamReuse(sel *pg_query.SelectStmt) error {
 	counts := map[int32]int{}
-	var walk func(m protoreflect.Message)
-	walk = func(m protoreflect.Message) {
+	walkMessages(sel.ProtoReflect(), func(m protoreflect.Message) bool {
 		if p, ok := m.Interface().(*pg_query.ParamRef); ok {
 			counts[p.Number]++
-			return
+			return false
 		}
-		m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
-			switch {
-			case fd.IsList() && fd.Message() != nil:
-				for i := 0; i < v.List().Len(); i++ {
-					walk(v.List().Get(i).Message())
-				}
-			case fd.Message() != nil && !fd.IsMap():
-				walk(v.Message())
-			}
-			return true
-		})
-	}
-	walk(sel.ProtoReflect())
+		return true
+	})
 	for num, n := range counts {
 		if n > 1 && len(sc.params[num]) != n {
 			return pgerror.RefuseUnsupported.New("parameter $%d is used %d times, not only in comparisons with columns: PostgreSQL gives it one type, which could make it convert a column on each row, which fails on some values", num, n).

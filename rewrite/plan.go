@@ -91,6 +91,10 @@ func (sc *scope) plan(sel *pg_query.SelectStmt, pol *policy.Policy) (*Plan, erro
 	}
 	b.plan.UnitLevel = sc.table.Privacy == policy.PrivacyUnit
 	b.useUniqueUnit(pol)
+	sc.shortenNames(sel.TargetList...)
+	sc.shortenNames(sel.WhereClause, sel.HavingClause)
+	sc.shortenNames(sel.GroupClause...)
+	sc.shortenNames(sel.SortClause...)
 	if sel.WhereClause != nil {
 		if err := checkPredicate(sel.WhereClause, sc); err != nil {
 			return nil, err

@@ -101,6 +101,7 @@ func (sc *scope) addFromItem(n *pg_query.Node, pol *policy.Policy, leftmost bool
 			return err
 		}
 		pub := sc.public[len(sc.public)-1]
+		sc.shortenNames(j.Quals)
 		if err := sc.checkJoinQuals(j.Quals, pub); err != nil {
 			return err
 		}
@@ -442,7 +443,7 @@ func (sc *scope) resolve(cr *pg_query.ColumnRef) (*policy.Column, *relation, err
 		return nil, nil, pgerror.RefuseUnknownColumn.New("improper qualified name %q", strings.Join(names, "."))
 	}
 	var found *relation
-	for _, r := range sc.relations() {
+	for i, r := range sc.relations() {
 		if r.table == nil {
 			continue
 		}
@@ -456,7 +457,10 @@ func (sc *scope) resolve(cr *pg_query.ColumnRef) (*policy.Column, *relation, err
 					WithHint("qualify it with a table name, e.g. %s.%s", r.alias, col)
 			}
 			found = r
-		case qual == r.alias || (len(names) == 3 && qual == r.table.QualifiedName()):
+		case qual == r.alias && len(names) == 2,
+			// As PostgreSQL: schema.table.column only for a table
+			// without an alias of its own (shortenNames).
+			len(names) == 3 && qual == r.table.QualifiedName() && r.alias == r.table.Name && !(i == 0 && sc.view):
 			found = r
 		}
 	}

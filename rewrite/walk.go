@@ -1,0 +1,71 @@
+package rewrite
+
+import (
+	pg_query "github.com/pganalyze/pg_query_go/v6"
+	"google.golang.org/protobuf/reflect/protoreflect"
+)
+
+// walkMessages calls visit on m and, while visit returns true, on every
+// message below it, in the order of the parse tree's fields.
+func walkMessages(m protoreflect.Message, visit func(protoreflect.Message) bool) {
+	if !visit(m) {
+		return
+	}
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		switch {
+		case fd.IsMap() || fd.Message() == nil:
+		case fd.IsList():
+			for i := 0; i < v.List().Len(); i++ {
+				walkMessages(v.List().Get(i).Message(), visit)
+			}
+		default:
+			walkMessages(v.Message(), visit)
+		}
+		return true
+	})
+}
+
+// shortenNames rewrites schema-qualified column references below nodes
+// (public.visits.cost, as BI tools write them for a table without an
+// alias) to the table's own name (visits.cost): the rewritten SQL gives
+// every table an alias, beside which PostgreSQL refuses the longer form,
+// so the statement would fail upstream after its charge. Subqueries and
+// CTEs keep their names: their tables are written as the analyst wrote
+// them.
+func (sc *scope) shortenNames(nodes ...*pg_query.Node) {
+	for _, n := range nodes {
+		if n == nil {
+			continue
+		}
+		walkMessages(n.ProtoReflect(), func(m protoreflect.Message) bool {
+			switch x := m.Interface().(type) {
+			case *pg_query.SubLink, *pg_query.RangeSubselect, *pg_query.WithClause:
+				return false
+			case *pg_query.ColumnRef:
+				sc.shortenName(x)
+				return false
+			}
+			return true
+		})
+	}
+}
+
+func (sc *scope) shortenName(cr *pg_query.ColumnRef) {
+	if len(cr.Fields) != 3 {
+		return
+	}
+	var names [3]string
+	for i, f := range cr.Fields {
+		s := f.GetString_()
+		if s == nil {
+			return
+		}
+		names[i] = s.Sval
+	}
+	for i, r := range sc.relations() {
+		if r.table != nil && !(i == 0 && sc.view) && r.alias == r.table.Name && names[0]+"."+names[1] == r.table.QualifiedName() {
+			cr.Fields = []*pg_query.Node{pg_query.MakeStrNode(r.alias), cr.Fields[2]}
+			return
+		}
+	}
+}
