@@ -405,13 +405,19 @@ func TestRedTeamParamReusedAcrossTypes(t *testing.T) {
 	ctx := testContext(t)
 	db, _, conn := plantedProxy(t, ctx, "param_reuse", `CREATE TABLE meters (f double precision, v numeric, n integer);
 		INSERT INTO meters SELECT g / 100.0, g, g FROM generate_series(1, 100) g;
-		INSERT INTO meters VALUES (0.5, 1e400, 7)`,
+		INSERT INTO meters VALUES (0.5, 1e400, 7);
+		CREATE TABLE limits (b numeric);
+		INSERT INTO limits VALUES (1), (1e400)`,
 		"  - name: meters\n    privacy: row\n    columns:\n      - {name: f, type: double precision, bounds: [0, 1]}\n"+
-			"      - {name: v, type: numeric, bounds: [0, 100]}\n      - {name: n, type: integer, bounds: [0, 100]}\n")
+			"      - {name: v, type: numeric, bounds: [0, 100]}\n      - {name: n, type: integer, bounds: [0, 100]}\n"+
+			"  - name: limits\n    privacy: public\n    columns:\n      - {name: b, type: numeric}\n")
 	for _, sql := range []string{
 		"SELECT count(*) FROM meters WHERE f > $1 AND v > $1",
 		"SELECT count(*) FROM meters WHERE v > $1 AND f > $1",
 		"SELECT count(*) FROM meters WHERE v IN ($1, 2) AND coalesce(f, $1) > 0.1",
+		// The select list is analysed first: $1 would be a double, and the
+		// public 1e400 converted once a private row reaches the subquery.
+		"SELECT count(*) FILTER (WHERE f > $1) FROM meters WHERE coalesce($1, n) IN (SELECT b FROM limits)",
 	} {
 		res := conn.PgConn().ExecParams(ctx, sql, [][]byte{[]byte("0.25")}, nil, nil, nil).Read()
 		var pge *pgconn.PgError

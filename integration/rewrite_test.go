@@ -506,6 +506,7 @@ func TestSchemaQualifiedColumns(t *testing.T) {
 	conn := p.connect(t, ctx, "carol", carolPassword, false)
 	for _, sql := range []string{
 		`SELECT count(*) AS "count" FROM "public"."visits" WHERE "public"."visits"."cost" > 10`,
+		`SELECT count(*) AS "count" FROM "public"."visits" WHERE "public"."visits"."department" IN (SELECT "name" FROM "public"."departments")`,
 		`SELECT "public"."departments"."building" AS "building", count(*) AS "count" FROM "public"."visits"
 			JOIN "public"."departments" ON "public"."visits"."department" = "public"."departments"."name"
 			GROUP BY "public"."departments"."building" ORDER BY "public"."departments"."building" ASC`,

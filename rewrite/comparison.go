@@ -104,7 +104,7 @@ func checkCoalesce(n *pg_query.Node, sc *scope) error {
 	if err := numericLeaves(leaves, sc); err != nil {
 		return err
 	}
-	if err := sc.noteParams(leaves, ""); err != nil {
+	if err := sc.noteParams(leaves, "", false); err != nil {
 		return err
 	}
 	if err := sameCollation("", leaves, sc); err != nil {
@@ -336,20 +336,29 @@ func isFloat(typ string) bool { return typ == "real" || typ == "double precision
 type paramUses map[int32]map[*pg_query.Node]paramUse
 
 // paramUse is what one occurrence of a parameter is compared with: the
-// columns' types, and whether anything else (a constant, an expression,
-// another parameter) takes part, whose type dpproxy does not work out.
+// types of the columns and constants beside it, and whether anything else
+// (an expression, a typed cast) takes part, whose type dpproxy does not
+// work out. Other parameters and string literals beside it are untyped
+// and take the same type, so they add nothing. plain is set when every
+// comparison the occurrence was seen in is a binary operator with one
+// column: there a date and a timestamp compare through PostgreSQL's
+// cross-type operators, which convert neither side.
 type paramUse struct {
 	types []string
 	other bool
+	plain bool
 }
 
 // noteParams records the parameters among leaves, the values one
 // comparison compares (comparisonLeaves); also, when not "", the type of a
 // column they are compared with outside leaves (an IN subquery's column).
-// A parameter used in several comparisons is accepted only when every one
-// compares it with columns alone, of types that any of them may type it by
-// without converting the others on their rows (paramTypesAgree).
-func (sc *scope) noteParams(leaves []*pg_query.Node, also string) error {
+// plain says the comparison is a binary operator (=, <, ...). A parameter
+// used in several comparisons is accepted only when every one compares it
+// with columns and constants alone, of types that any of them may type it
+// by without converting the others on their rows (paramTypesAgree). An
+// occurrence seen again (a coalesce inside a comparison) adds to what it
+// was seen with before.
+func (sc *scope) noteParams(leaves []*pg_query.Node, also string, plain bool) error {
 	if sc.params == nil {
 		return nil
 	}
@@ -358,7 +367,13 @@ func (sc *scope) noteParams(leaves []*pg_query.Node, also string) error {
 		if p == nil {
 			continue
 		}
-		var use paramUse
+		uses := sc.params[p.Number]
+		if uses == nil {
+			uses = map[*pg_query.Node]paramUse{}
+			sc.params[p.Number] = uses
+		}
+		use, seen := uses[n]
+		use.plain = (use.plain || !seen) && plain && also == "" && len(leaves) == 2
 		if also != "" {
 			use.types = append(use.types, also)
 		}
@@ -366,32 +381,30 @@ func (sc *scope) noteParams(leaves []*pg_query.Node, also string) error {
 			if m == n {
 				continue
 			}
-			if c := columnOf(m, sc); c != nil {
-				use.types = append(use.types, c.Type)
-			} else {
+			switch t := partnerType(m, sc); t {
+			case "":
+			case "?":
 				use.other = true
+			default:
+				use.types = append(use.types, t)
 			}
-		}
-		uses := sc.params[p.Number]
-		if uses == nil {
-			uses = map[*pg_query.Node]paramUse{}
-			sc.params[p.Number] = uses
 		}
 		uses[n] = use
 		if len(uses) < 2 {
 			continue
 		}
 		var types []string
-		other := false
+		other, plainOnly := false, true
 		for _, u := range uses {
 			types = append(types, u.types...)
 			other = other || u.other
+			plainOnly = plainOnly && u.plain
 		}
 		if other {
-			return pgerror.RefuseUnsupported.New("parameter $%d is used in several comparisons, not all of them with columns alone: PostgreSQL gives it one type, which could make it convert a column on each row, which fails on some values", p.Number).
+			return pgerror.RefuseUnsupported.New("parameter $%d is used in several comparisons, not all of them with columns and constants alone: PostgreSQL gives it one type, which could make it convert a column on each row, which fails on some values", p.Number).
 				WithHint("bind a separate parameter for each comparison, e.g. WHERE a > $1 AND b > $2")
 		}
-		if !paramTypesAgree(types) {
+		if !paramTypesAgree(types, plainOnly) {
 			return pgerror.RefuseUnsupported.New("parameter $%d is compared with values of different types (%s): PostgreSQL gives it the type of one of them and would convert the others' columns on each row, which fails on some values",
 				p.Number, strings.Join(slices.Compact(slices.Sorted(slices.Values(types))), ", ")).
 				WithHint("bind a separate parameter for each comparison, e.g. WHERE a > $1 AND b > $2")
@@ -400,16 +413,45 @@ func (sc *scope) noteParams(leaves []*pg_query.Node, also string) error {
 	return nil
 }
 
+// partnerType is the type a value beside a parameter gives it: a column's
+// type, "integer" or "numeric" for a number, "boolean"; "" for what takes
+// the parameter's type itself (another parameter, a string literal, NULL);
+// "?" for anything else.
+func partnerType(n *pg_query.Node, sc *scope) string {
+	if c := columnOf(n, sc); c != nil {
+		return c.Type
+	}
+	switch e := n.GetNode().(type) {
+	case *pg_query.Node_ParamRef:
+		return ""
+	case *pg_query.Node_AConst:
+		switch {
+		case e.AConst.Isnull, e.AConst.GetSval() != nil:
+			return ""
+		case e.AConst.GetIval() != nil:
+			return "integer"
+		case e.AConst.GetFval() != nil:
+			return "numeric"
+		case e.AConst.GetBoolval() != nil:
+			return "boolean"
+		}
+	}
+	return "?"
+}
+
 // paramTypesAgree reports whether columns of these types can all be
 // compared with one parameter, whichever of them types it: all of one
 // type, or integers beside numeric (an integer widens to numeric exactly)
 // or beside real and double precision (integers and the two floats
-// compare without a conversion that can fail).
-func paramTypesAgree(types []string) bool {
+// compare without a conversion that can fail); with plain, dates and
+// timestamps of any kind too (binary comparisons of two date/time types
+// use cross-type operators that do not convert; in IN lists and coalesce
+// PostgreSQL would convert the column).
+func paramTypesAgree(types []string, plain bool) bool {
 	if len(slices.Compact(slices.Sorted(slices.Values(types)))) <= 1 {
 		return true
 	}
-	var numeric, float bool
+	var numeric, float, datetime, other bool
 	for _, t := range types {
 		switch {
 		case t == "smallint", t == "integer", t == "bigint":
@@ -417,11 +459,18 @@ func paramTypesAgree(types []string) bool {
 			numeric = true
 		case isFloat(t):
 			float = true
+		case t == "date", t == "timestamp", t == "timestamptz":
+			datetime = true
 		default:
-			return false
+			other = true
 		}
 	}
-	return !(numeric && float)
+	if datetime {
+		return plain && !numeric && !float && !other && slices.IndexFunc(types, func(t string) bool {
+			return t != "date" && t != "timestamp" && t != "timestamptz"
+		}) < 0
+	}
+	return !other && !(numeric && float)
 }
 
 // checkParamReuse refuses a parameter that occurs more than once in the
@@ -430,13 +479,28 @@ func paramTypesAgree(types []string) bool {
 // could take a type of its own first.
 func (sc *scope) checkParamReuse(sel *pg_query.SelectStmt) error {
 	counts := map[int32]int{}
+	untyped := map[int32]bool{} // first seen as $n IS NULL
 	walkMessages(sel.ProtoReflect(), func(m protoreflect.Message) bool {
-		if p, ok := m.Interface().(*pg_query.ParamRef); ok {
-			counts[p.Number]++
+		switch x := m.Interface().(type) {
+		case *pg_query.ParamRef:
+			counts[x.Number]++
 			return false
+		case *pg_query.NullTest:
+			// $1 IS NULL gives $1 no type, and PostgreSQL refuses it
+			// before anything else has (analysing, as here, left to right).
+			if p := x.Arg.GetParamRef(); p != nil {
+				if _, seen := counts[p.Number]; !seen {
+					untyped[p.Number] = true
+				}
+				return false
+			}
 		}
 		return true
 	})
+	for num := range untyped {
+		return pgerror.RefuseUnsupported.New("could not determine data type of parameter $%d: it is tested for NULL before anything gives it a type", num).
+			WithHint("compare it first: WHERE (amount > $%d OR $%d IS NULL)", num, num)
+	}
 	for num, n := range counts {
 		if n > 1 && len(sc.params[num]) != n {
 			return pgerror.RefuseUnsupported.New("parameter $%d is used %d times, not only in comparisons with columns: PostgreSQL gives it one type, which could make it convert a column on each row, which fails on some values", num, n).

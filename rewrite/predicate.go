@@ -259,7 +259,7 @@ func checkAExpr(a *pg_query.A_Expr, sc *scope, inArith bool) error {
 	if err := sameCollation("", comparisonLeaves(a.Lexpr, a.Rexpr), sc); err != nil {
 		return err
 	}
-	if err := sc.noteParams(comparisonLeaves(a.Lexpr, a.Rexpr), ""); err != nil {
+	if err := sc.noteParams(comparisonLeaves(a.Lexpr, a.Rexpr), "", a.Kind == pg_query.A_Expr_Kind_AEXPR_OP); err != nil {
 		return err
 	}
 	return compareNumericExactly(a, sc)
@@ -453,7 +453,7 @@ func checkPublicSubLink(sl *pg_query.SubLink, sc *scope, inArith bool) error {
 	if err != nil {
 		return err
 	}
-	if err := sc.noteParams(comparisonLeaves(sl.Testexpr), ic.Type); err != nil {
+	if err := sc.noteParams(comparisonLeaves(sl.Testexpr), ic.Type, false); err != nil {
 		return err
 	}
 	if isFloat(ic.Type) {

@@ -337,6 +337,7 @@ func (sc *scope) addView(q *pg_query.SelectStmt, alias string, pol *policy.Polic
 	if inner.table == nil {
 		return refuse("it reads no private table")
 	}
+	inner.shortenNames(q.TargetList...)
 	visible := map[string]bool{}
 	for _, t := range q.TargetList {
 		rt := t.GetResTarget()
@@ -358,6 +359,7 @@ func (sc *scope) addView(q *pg_query.SelectStmt, alias string, pol *policy.Polic
 		visible[c.Name] = true
 	}
 	if q.WhereClause != nil {
+		inner.shortenNames(q.WhereClause)
 		if err := checkPredicate(q.WhereClause, inner); err != nil {
 			return err
 		}

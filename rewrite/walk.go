@@ -29,9 +29,9 @@ func walkMessages(m protoreflect.Message, visit func(protoreflect.Message) bool)
 // (public.visits.cost, as BI tools write them for a table without an
 // alias) to the table's own name (visits.cost): the rewritten SQL gives
 // every table an alias, beside which PostgreSQL refuses the longer form,
-// so the statement would fail upstream after its charge. Subqueries and
-// CTEs keep their names: their tables are written as the analyst wrote
-// them.
+// so the statement would fail upstream after its charge. Subqueries keep
+// their names: their tables are written as the analyst wrote them (a view
+// in FROM, whose table is aliased, shortens its own: addView).
 func (sc *scope) shortenNames(nodes ...*pg_query.Node) {
 	for _, n := range nodes {
 		if n == nil {
@@ -39,7 +39,10 @@ func (sc *scope) shortenNames(nodes ...*pg_query.Node) {
 		}
 		walkMessages(n.ProtoReflect(), func(m protoreflect.Message) bool {
 			switch x := m.Interface().(type) {
-			case *pg_query.SubLink, *pg_query.RangeSubselect, *pg_query.WithClause:
+			case *pg_query.SubLink:
+				sc.shortenNames(x.Testexpr) // its subquery names its own table
+				return false
+			case *pg_query.RangeSubselect, *pg_query.WithClause:
 				return false
 			case *pg_query.ColumnRef:
 				sc.shortenName(x)
