@@ -3,6 +3,8 @@ package integration
 import (
 	"strings"
 	"testing"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // TestSampledJoinKeepsMatchedRows: a row-sampled GROUP BY over a join to a
@@ -51,15 +53,10 @@ func TestSampledJoinKeepsMatchedRows(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var plan []string
-		for rows.Next() {
-			var l string
-			if err := rows.Scan(&l); err != nil {
-				t.Fatal(err)
-			}
-			plan = append(plan, l)
+		plan, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			t.Fatal(err)
 		}
-		rows.Close()
 		if text := strings.Join(plan, "\n"); !strings.Contains(text, "at most 5 rows sampled at random") {
 			t.Fatalf("%s: want a row-sampled plan:\n%s", sql, text)
 		}
