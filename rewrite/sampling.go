@@ -11,7 +11,9 @@ import (
 
 // Row sampling of GROUP BY over privacy-unit tables: when to use it
 // (useSampling), the SQL (sampledFrom) and its verification
-// (unwrapSampled).
+// (unwrapSampled). A view of the table (a subquery or CTE in FROM that
+// selects its rows, optionally filtered) is sampled as the table is, its
+// rows numbered after its condition.
 
 // useSampling plans a GROUP BY over a privacy-unit table by row sampling
 // rather than per-(unit, group) pre-aggregation, when the query allows it
@@ -48,13 +50,13 @@ import (
 //
 // Not for: partition selection and count(DISTINCT unit), which count units
 // per group; quantiles and mode, which scale each unit's counts; joins of
-// two private tables and views; and plans whose groups do not multiply the
+// two private tables; shadow copies; and plans whose groups do not multiply the
 // noise (MaxGroups 1), which pre-aggregation answers as cheaply with the
 // same noise. enable_indexscan is off for the statement: a walk of the
 // unit's index over rows not stored in unit order costs more than sorting
 // them (an index-only scan stays allowed).
 func (b *planBuilder) useSampling() bool {
-	if !b.plan.UnitLevel || len(b.plan.Keys) == 0 || b.plan.MaxGroups <= 1 || b.sc.view || b.sc.shadow {
+	if !b.plan.UnitLevel || len(b.plan.Keys) == 0 || b.plan.MaxGroups <= 1 || b.sc.shadow {
 		return false
 	}
 	for _, r := range b.sc.public {
@@ -175,8 +177,8 @@ func (b *planBuilder) sampledFrom() (from, whereSQL string, err error) {
 		innerSQL = " WHERE " + strings.Join(inner, " AND ")
 	}
 	alias := quoteIdent(b.sc.alias)
-	from = fmt.Sprintf("(SELECT *, row_number() OVER (PARTITION BY %s.%s ORDER BY random()) AS %s FROM %s.%s AS %s%s) AS %s%s",
-		alias, quoteIdent(t.Unit), rankCol, quoteIdent(t.Schema), quoteIdent(t.Name), alias, innerSQL, alias, b.sc.joinsSQL())
+	from = fmt.Sprintf("(SELECT *, row_number() OVER (PARTITION BY %s.%s ORDER BY random()) AS %s FROM %s%s) AS %s%s",
+		alias, quoteIdent(t.Unit), rankCol, b.sc.privateSQL(), innerSQL, alias, b.sc.joinsSQL())
 	return from, " WHERE " + strings.Join(outer, " AND "), nil
 }
 
@@ -270,8 +272,7 @@ func unwrapSampled(top *pg_query.SelectStmt, sc *scope, m int) (*pg_query.Select
 	}
 	inner := rs.Subquery.GetSelectStmt()
 	if rs.Lateral || rs.Alias == nil || rs.Alias.Aliasname != sc.alias || len(rs.Alias.Colnames) > 0 || inner == nil ||
-		verifyPlainSelect(inner) != nil || len(inner.GroupClause) > 0 || len(inner.TargetList) != 2 || len(inner.FromClause) != 1 ||
-		inner.FromClause[0].GetRangeVar() == nil {
+		verifyPlainSelect(inner) != nil || len(inner.GroupClause) > 0 || len(inner.TargetList) != 2 || len(inner.FromClause) != 1 {
 		return nil, fmt.Errorf("malformed sampling subquery")
 	}
 	star := inner.TargetList[0].GetResTarget()
@@ -290,7 +291,21 @@ func unwrapSampled(top *pg_query.SelectStmt, sc *scope, m int) (*pg_query.Select
 	if fields := columnPathOf(unit); !slices.Equal(fields, []string{sc.alias, sc.table.Unit}) && !slices.Equal(fields, []string{sc.table.Unit}) {
 		return nil, fmt.Errorf("rows are numbered per something other than the privacy unit")
 	}
-	if rv := inner.FromClause[0].GetRangeVar(); !sc.isPrivateTable(rv) || rv.Alias == nil || rv.Alias.Aliasname != sc.alias {
+	// The private table, or a view of it (SELECT * FROM t WHERE ..., as
+	// verifyFromItem accepts one), under the statement's alias.
+	switch item := inner.FromClause[0]; {
+	case item.GetRangeVar() != nil:
+		if rv := item.GetRangeVar(); !sc.isPrivateTable(rv) || rv.Alias == nil || rv.Alias.Aliasname != sc.alias {
+			return nil, fmt.Errorf("sampling subquery reads a relation other than %s", sc.table.QualifiedName())
+		}
+	case item.GetRangeSubselect() != nil:
+		if rs := item.GetRangeSubselect(); rs.Alias == nil || rs.Alias.Aliasname != sc.alias || len(rs.Alias.Colnames) > 0 {
+			return nil, fmt.Errorf("sampling subquery reads a view under another name")
+		}
+		if err := verifyFromItem(item, sc, true); err != nil {
+			return nil, fmt.Errorf("sampling subquery %w", err)
+		}
+	default:
 		return nil, fmt.Errorf("sampling subquery reads a relation other than %s", sc.table.QualifiedName())
 	}
 	if inner.WhereClause != nil {

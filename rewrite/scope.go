@@ -377,24 +377,26 @@ func (sc *scope) addView(q *pg_query.SelectStmt, alias string, pol *policy.Polic
 // is read through SELECT DISTINCT ON its join columns, so that a join
 // matches a private row at most once and cannot multiply its contribution.
 func (sc *scope) fromSQL() string {
-	var b strings.Builder
+	return sc.privateSQL() + sc.joinsSQL()
+}
+
+// privateSQL is the part of fromSQL that reads the private table, under
+// the alias the rest of the statement uses.
+func (sc *scope) privateSQL() string {
 	schema, name := sc.table.Schema, sc.table.Name
 	if sc.shadow {
 		schema, name = policy.ShadowSchema, sc.table.ShadowName()
 	}
-	if sc.view {
-		// The view keeps every column (the privacy unit included); the
-		// outer query sees only the ones it exposed, checked at planning.
-		b.WriteString("(SELECT * FROM " + quoteIdent(schema) + "." + quoteIdent(name) + " AS " + quoteIdent(sc.viewAlias))
-		if sc.viewWhere != "" {
-			b.WriteString(" WHERE " + sc.viewWhere)
-		}
-		b.WriteString(") AS " + quoteIdent(sc.alias))
-	} else {
-		b.WriteString(quoteIdent(schema) + "." + quoteIdent(name) + " AS " + quoteIdent(sc.alias))
+	if !sc.view {
+		return quoteIdent(schema) + "." + quoteIdent(name) + " AS " + quoteIdent(sc.alias)
 	}
-	b.WriteString(sc.joinsSQL())
-	return b.String()
+	// The view keeps every column (the privacy unit included); the outer
+	// query sees only the ones it exposed, checked at planning.
+	where := ""
+	if sc.viewWhere != "" {
+		where = " WHERE " + sc.viewWhere
+	}
+	return "(SELECT * FROM " + quoteIdent(schema) + "." + quoteIdent(name) + " AS " + quoteIdent(sc.viewAlias) + where + ") AS " + quoteIdent(sc.alias)
 }
 
 // joinsSQL is the part of fromSQL after the private table: its joins.

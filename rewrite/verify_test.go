@@ -140,6 +140,14 @@ func TestVerifySampled(t *testing.T) {
 			{"a filter reading a private table through a WITH", `IN (SELECT "d"."name" FROM`,
 				`IN (WITH x AS MATERIALIZED (SELECT patient_id FROM public.visits) SELECT "d"."name" FROM`},
 		}},
+		// Sampled through a view of the table.
+		{"view", "SELECT department, count(*) FROM (SELECT * FROM visits WHERE cost > 10) AS v GROUP BY 1", `FROM (SELECT * FROM "public"."visits" AS "visits" WHERE cost > 10) AS "v"`, 5, []tampering{
+			{"a view of another table", `FROM (SELECT * FROM "public"."visits" AS "visits" WHERE`, `FROM (SELECT * FROM "public"."claims" AS "visits" WHERE`},
+			{"a view with a disallowed condition", "WHERE cost > 10) AS", "WHERE cost::float8 > 10) AS"},
+			{"a view under another name", `WHERE cost > 10) AS "v" WHERE`, `WHERE cost > 10) AS "w" WHERE`},
+			{"a view that computes", `(SELECT * FROM "public"."visits" AS "visits" WHERE cost > 10)`, `(SELECT *, 1 AS one FROM "public"."visits" AS "visits" WHERE cost > 10)`},
+			{"a view that limits", `WHERE cost > 10) AS "v"`, `WHERE cost > 10 LIMIT 3) AS "v"`},
+		}},
 	} {
 		plan := goldenPlan(t, c.query)
 		if plan.Sampled != c.sampled || plan.MaxGroups != 1 || !strings.Contains(plan.SQL, c.shape) {
