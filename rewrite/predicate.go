@@ -426,7 +426,9 @@ func checkPublicSubLink(sl *pg_query.SubLink, sc *scope, inArith bool) error {
 		return refuse()
 	}
 	rv := sub.FromClause[0].GetRangeVar()
-	if rv == nil || rv.Catalogname != "" || !rv.Inh {
+	if rv == nil || rv.Catalogname != "" || !rv.Inh || renamesColumns(rv.Alias) {
+		// Column aliases (departments AS d(floor, name)) would make the
+		// policy's types, which the rules here rest on, those of other columns.
 		return refuse()
 	}
 	t := sc.pol.Table(rv.Schemaname, rv.Relname)

@@ -142,6 +142,8 @@ func (b *planBuilder) filtersBefore(r *relation, alias string) bool {
 //
 //	(SELECT *, row_number() OVER (PARTITION BY alias.unit ORDER BY random()) AS dp_rank
 //	 FROM t AS alias WHERE ..) AS alias [JOIN ..] WHERE dp_rank <= m [AND ..]
+//
+// where a view reads (SELECT * FROM t AS inner WHERE ..) AS alias for t AS alias.
 func (b *planBuilder) sampledFrom() (from, whereSQL string, err error) {
 	t := b.sc.table
 	inner, err := conjunctsSQL(b.sampledWhere)
@@ -244,7 +246,7 @@ func (b *planBuilder) joinFilters(alias string) ([]string, error) {
 // unwrapSampled checks a row-sampled statement (planBuilder.useSampling),
 //
 //	SELECT .. FROM (SELECT *, row_number() OVER (PARTITION BY <unit> ORDER BY random()) AS dp_rank
-//	                FROM <table> WHERE ..) AS <alias> [JOIN ..] WHERE dp_rank <= m [AND ..] GROUP BY ..
+//	                FROM <table or view of it> WHERE ..) AS <alias> [JOIN ..] WHERE dp_rank <= m [AND ..] GROUP BY ..
 //
 // and returns it as the row-level statement it aggregates, the sampling
 // subquery replaced by its table and both conditions joined by AND, for

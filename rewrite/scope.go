@@ -116,7 +116,7 @@ func (sc *scope) addFromItem(n *pg_query.Node, pol *policy.Policy, leftmost bool
 		if rs.Lateral || rs.Alias == nil || len(rs.Alias.Colnames) > 0 || !leftmost {
 			return pgerror.RefuseUnsupported.New("a subquery in FROM must come first, have an alias, and not be LATERAL")
 		}
-		return sc.addView(rs.Subquery.GetSelectStmt(), rs.Alias.Aliasname, pol)
+		return sc.addView(rs.Subquery.GetSelectStmt(), rs.Alias.Aliasname, pol, "")
 	case *pg_query.Node_RangeFunction:
 		return pgerror.RefuseFunction.New("set-returning functions in FROM are not allowed")
 	}
@@ -132,7 +132,7 @@ func (sc *scope) addTable(rv *pg_query.RangeVar, pol *policy.Policy, leftmost bo
 		if rv.Alias != nil {
 			alias = rv.Alias.Aliasname
 		}
-		return sc.addView(q, alias, pol)
+		return sc.addView(q, alias, pol, rv.Relname)
 	}
 	if rv.Catalogname != "" {
 		return pgerror.RefuseUnsupported.New("cross-database references are not supported")
@@ -316,8 +316,9 @@ func comparableJoinKeys(a, b *policy.Column) bool {
 // table: SELECT * or plain columns (aliases only repeating the column's own
 // name), optionally filtered by an allowed condition, with nothing that
 // aggregates, orders, limits or combines rows. Its rows are the table's own
-// rows, so bounding and sensitivity are the table's.
-func (sc *scope) addView(q *pg_query.SelectStmt, alias string, pol *policy.Policy) error {
+// rows, so bounding and sensitivity are the table's. cte is the CTE's name
+// when q is one's body ("" for a subquery in FROM).
+func (sc *scope) addView(q *pg_query.SelectStmt, alias string, pol *policy.Policy, cte string) error {
 	refuse := func(why string) error {
 		return pgerror.RefuseUnsupported.New("subqueries in FROM must select columns of one private table, optionally with WHERE; %s", why).
 			WithHint("move aggregates, joins and filters to the outer query")
@@ -329,6 +330,12 @@ func (sc *scope) addView(q *pg_query.SelectStmt, alias string, pol *policy.Polic
 	rv := q.FromClause[0].GetRangeVar()
 	if rv == nil {
 		return refuse("it does not read a table")
+	}
+	// A name of the statement's CTEs there would be read as the table
+	// (PostgreSQL reads the CTE), losing its condition; a CTE's own name in
+	// its body is the table.
+	if _, ok := sc.ctes[rv.Relname]; ok && rv.Schemaname == "" && rv.Relname != cte {
+		return refuse("it reads the common table expression " + rv.Relname)
 	}
 	inner := &scope{pol: pol, params: sc.params}
 	if err := inner.addTable(rv, pol, true); err != nil {

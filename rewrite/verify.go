@@ -144,7 +144,7 @@ func verifyFromItem(n *pg_query.Node, sc *scope, leftmost bool) error {
 	if rs := n.GetRangeSubselect(); rs != nil && leftmost {
 		// A view of the private table: SELECT * FROM t [WHERE allowed].
 		q := rs.Subquery.GetSelectStmt()
-		if rs.Lateral || q == nil || verifyPlainSelect(q) != nil || len(q.GroupClause) > 0 || len(q.TargetList) != 1 || len(q.FromClause) != 1 {
+		if rs.Lateral || renamesColumns(rs.Alias) || q == nil || verifyPlainSelect(q) != nil || len(q.GroupClause) > 0 || len(q.TargetList) != 1 || len(q.FromClause) != 1 {
 			return fmt.Errorf("reads a subquery other than a view of %s", sc.table.QualifiedName())
 		}
 		if cr := q.TargetList[0].GetResTarget().GetVal().GetColumnRef(); cr == nil || len(cr.Fields) != 1 || cr.Fields[0].GetAStar() == nil {
@@ -180,14 +180,14 @@ func verifyFromItem(n *pg_query.Node, sc *scope, leftmost bool) error {
 				priv = r
 			}
 		}
-		if priv == nil || priv.table.Name != rv.Relname || priv.table.Schema != rv.Schemaname || !rv.Inh ||
+		if priv == nil || priv.table.Name != rv.Relname || priv.table.Schema != rv.Schemaname || !rv.Inh || renamesColumns(rv.Alias) ||
 			sc.table.Privacy != "unit" || priv.table.Privacy != "unit" || !joinsUnits(j.Quals, sc, priv) {
 			return fmt.Errorf("joins a private table other than on the privacy unit")
 		}
 		return nil
 	}
 	rs := j.Rarg.GetRangeSubselect()
-	if rs == nil || rs.Alias == nil || rs.Lateral {
+	if rs == nil || rs.Alias == nil || rs.Lateral || renamesColumns(rs.Alias) {
 		return fmt.Errorf("joins something other than a deduplicated public table")
 	}
 	var pub *relation
@@ -208,7 +208,7 @@ func verifyFromItem(n *pg_query.Node, sc *scope, leftmost bool) error {
 		return fmt.Errorf("the deduplicated public table selects something other than its rows")
 	}
 	prv := sub.FromClause[0].GetRangeVar()
-	if prv == nil || prv.Relname != pub.table.Name || prv.Schemaname != pub.table.Schema || pub.table.IsPrivate() {
+	if prv == nil || prv.Relname != pub.table.Name || prv.Schemaname != pub.table.Schema || pub.table.IsPrivate() || renamesColumns(prv.Alias) {
 		return fmt.Errorf("joins a relation other than the public table %s", pub.table.QualifiedName())
 	}
 	distinct := map[string]bool{}
@@ -687,13 +687,21 @@ func columnPathOf(cr *pg_query.ColumnRef) []string {
 // isPrivateTable reports whether rv names the scope's private table, or its
 // shadow copy when the plan reads it.
 func (sc *scope) isPrivateTable(rv *pg_query.RangeVar) bool {
-	if !rv.Inh {
+	if !rv.Inh || renamesColumns(rv.Alias) {
 		return false
 	}
 	if sc.shadow {
 		return rv.Schemaname == policy.ShadowSchema && rv.Relname == sc.table.ShadowName()
 	}
 	return rv.Relname == sc.table.Name && rv.Schemaname == sc.table.Schema
+}
+
+// renamesColumns reports whether an alias renames its relation's columns
+// (t AS x(a, b)): every check here takes a column's name to be the
+// policy's, which such a list could give another column (the unit's
+// name to a row id, say).
+func renamesColumns(a *pg_query.Alias) bool {
+	return a != nil && len(a.Colnames) > 0
 }
 
 // isPerUnit reports whether s is the per-unit query itself (its first

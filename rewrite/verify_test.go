@@ -113,6 +113,7 @@ func TestVerifySampled(t *testing.T) {
 			{"another alias", `) AS "claims" WHERE`, `) AS "c" WHERE`},
 			{"a disallowed condition inside", "WHERE (amount > 10)", "WHERE (amount::float8 > 10)"},
 			{"an unclamped sum outside", "sum(LEAST(GREATEST(amount, 0), 1000))", "sum(amount)"},
+			{"the unit's name given to another column", `FROM "public"."claims" AS "claims" WHERE`, `FROM "public"."claims" AS "claims"(status, patient_id) WHERE`},
 		}},
 		// Sampled before a join to a public table.
 		{"join", "SELECT d.building, count(*) FROM visits v JOIN departments d ON v.department = d.name WHERE v.cost > 10 GROUP BY 1", `) AS "v" JOIN `, 5, []tampering{
@@ -130,6 +131,8 @@ func TestVerifySampled(t *testing.T) {
 				`JOIN "public"."claims" AS "d" ON v.patient_id = d.patient_id`},
 			{"the public table's rows computed", `(SELECT DISTINCT ON ("name") * FROM`, `(SELECT DISTINCT ON ("name") *, 1 AS z FROM`},
 			{"the public table's rows ordered and limited", `FROM "public"."departments")`, `FROM "public"."departments" ORDER BY name LIMIT 2)`},
+			{"the public table's columns renamed inside", `FROM "public"."departments")`, `FROM "public"."departments" AS x(floor, name))`},
+			{"the public table's columns renamed outside", `FROM "public"."departments") AS "d"`, `FROM "public"."departments") AS "d"(floor, name)`},
 			// The filter to rows with a match (joinFilters) reads a public
 			// table; another private table's rows would decide which of a
 			// unit's rows are kept.
@@ -147,6 +150,8 @@ func TestVerifySampled(t *testing.T) {
 			{"a view under another name", `WHERE cost > 10) AS "v" WHERE`, `WHERE cost > 10) AS "w" WHERE`},
 			{"a view that computes", `(SELECT * FROM "public"."visits" AS "visits" WHERE cost > 10)`, `(SELECT *, 1 AS one FROM "public"."visits" AS "visits" WHERE cost > 10)`},
 			{"a view that limits", `WHERE cost > 10) AS "v"`, `WHERE cost > 10 LIMIT 3) AS "v"`},
+			{"a view renaming the table's columns", `"public"."visits" AS "visits" WHERE`, `"public"."visits" AS "visits"(patient_id, visit_id) WHERE`},
+			{"a view renaming its columns", `WHERE cost > 10) AS "v" WHERE`, `WHERE cost > 10) AS "v"(patient_id, visit_id) WHERE`},
 		}},
 	} {
 		plan := goldenPlan(t, c.query)
