@@ -418,10 +418,16 @@ func TestRedTeamParamReusedAcrossTypes(t *testing.T) {
 		// The select list is analysed first: $1 would be a double, and the
 		// public 1e400 converted once a private row reaches the subquery.
 		"SELECT count(*) FILTER (WHERE f > $1) FROM meters WHERE coalesce($1, n) IN (SELECT b FROM limits)",
+		// $1 = $2 gives both one type: each alone agrees, the pair does not.
+		"SELECT count(*) FROM meters WHERE f > $1 AND $1 = $2 AND v > $2",
 	} {
-		res := conn.PgConn().ExecParams(ctx, sql, [][]byte{[]byte("0.25")}, nil, nil, nil).Read()
+		args := [][]byte{[]byte("0.25")}
+		if strings.Contains(sql, "$2") {
+			args = append(args, []byte("0.25"))
+		}
+		res := conn.PgConn().ExecParams(ctx, sql, args, nil, nil, nil).Read()
 		var pge *pgconn.PgError
-		if !errors.As(res.Err, &pge) || pge.Code != "0A000" || !strings.Contains(pge.Message, "parameter $1") {
+		if !errors.As(res.Err, &pge) || pge.Code != "0A000" || !strings.Contains(pge.Message, "$1") {
 			t.Errorf("%s: %v; want 0A000 refusing the reused parameter", sql, res.Err)
 		}
 	}

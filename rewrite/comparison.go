@@ -1,6 +1,7 @@
 package rewrite
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 
@@ -333,7 +334,34 @@ func isFloat(typ string) bool { return typ == "real" || typ == "double precision
 // column did. Those conversions fail on some values, so whether the query
 // failed would depend on a private row (reproduced: WHERE discount > $1
 // AND amount > $1, discount double precision, a row with amount 1e400).
-type paramUses map[int32]map[*pg_query.Node]paramUse
+// Parameters compared with one another ($1 = $2, IN ($1, $2),
+// coalesce($1, $2)) share their type, so they are checked as one group
+// (linked, a union-find).
+type paramUses struct {
+	uses   map[int32]map[*pg_query.Node]paramUse
+	linked map[int32]int32
+}
+
+func newParamUses() *paramUses {
+	return &paramUses{uses: map[int32]map[*pg_query.Node]paramUse{}, linked: map[int32]int32{}}
+}
+
+// group is the representative of n's group.
+func (pu *paramUses) group(n int32) int32 {
+	for {
+		up, ok := pu.linked[n]
+		if !ok || up == n {
+			return n
+		}
+		n = up
+	}
+}
+
+func (pu *paramUses) link(a, b int32) {
+	if ra, rb := pu.group(a), pu.group(b); ra != rb {
+		pu.linked[ra] = rb
+	}
+}
 
 // paramUse is what one occurrence of a parameter is compared with: the
 // types of the columns and constants beside it, and whether anything else
@@ -359,18 +387,26 @@ type paramUse struct {
 // occurrence seen again (a coalesce inside a comparison) adds to what it
 // was seen with before.
 func (sc *scope) noteParams(leaves []*pg_query.Node, also string, plain bool) error {
-	if sc.params == nil {
+	pu := sc.params
+	if pu == nil {
 		return nil
+	}
+	var params []*pg_query.ParamRef
+	for _, n := range leaves {
+		if p := n.GetParamRef(); p != nil {
+			params = append(params, p)
+			pu.link(params[0].Number, p.Number)
+		}
 	}
 	for _, n := range leaves {
 		p := n.GetParamRef()
 		if p == nil {
 			continue
 		}
-		uses := sc.params[p.Number]
+		uses := pu.uses[p.Number]
 		if uses == nil {
 			uses = map[*pg_query.Node]paramUse{}
-			sc.params[p.Number] = uses
+			pu.uses[p.Number] = uses
 		}
 		use, seen := uses[n]
 		use.plain = (use.plain || !seen) && plain && also == "" && len(leaves) == 2
@@ -390,25 +426,49 @@ func (sc *scope) noteParams(leaves []*pg_query.Node, also string, plain bool) er
 			}
 		}
 		uses[n] = use
-		if len(uses) < 2 {
+	}
+	for _, p := range params {
+		if err := pu.check(p.Number); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// check refuses n's group of parameters when its occurrences, together,
+// do not agree (noteParams).
+func (pu *paramUses) check(n int32) error {
+	g := pu.group(n)
+	var types, names []string
+	count, other, plainOnly := 0, false, true
+	for num, uses := range pu.uses {
+		if pu.group(num) != g {
 			continue
 		}
-		var types []string
-		other, plainOnly := false, true
+		names = append(names, fmt.Sprintf("$%d", num))
 		for _, u := range uses {
+			count++
 			types = append(types, u.types...)
 			other = other || u.other
 			plainOnly = plainOnly && u.plain
 		}
-		if other {
-			return pgerror.RefuseUnsupported.New("parameter $%d is used in several comparisons, not all of them with columns and constants alone: PostgreSQL gives it one type, which could make it convert a column on each row, which fails on some values", p.Number).
-				WithHint("bind a separate parameter for each comparison, e.g. WHERE a > $1 AND b > $2")
-		}
-		if !paramTypesAgree(types, plainOnly) {
-			return pgerror.RefuseUnsupported.New("parameter $%d is compared with values of different types (%s): PostgreSQL gives it the type of one of them and would convert the others' columns on each row, which fails on some values",
-				p.Number, strings.Join(slices.Compact(slices.Sorted(slices.Values(types))), ", ")).
-				WithHint("bind a separate parameter for each comparison, e.g. WHERE a > $1 AND b > $2")
-		}
+	}
+	if count < 2 {
+		return nil
+	}
+	slices.Sort(names)
+	what, it := "parameter "+names[0]+" is", "it"
+	if len(names) > 1 {
+		what, it = "parameters "+strings.Join(names, " and ")+" (compared with one another) are", "them"
+	}
+	if other {
+		return pgerror.RefuseUnsupported.New("%s used in several comparisons, not all of them with columns and constants alone: PostgreSQL gives %s one type, which could make it convert a column on each row, which fails on some values", what, it).
+			WithHint("bind a separate parameter for each comparison, e.g. WHERE a > $1 AND b > $2")
+	}
+	if !paramTypesAgree(types, plainOnly) {
+		return pgerror.RefuseUnsupported.New("%s compared with values of different types (%s): PostgreSQL gives %s the type of one of them and would convert the others' columns on each row, which fails on some values",
+			what, strings.Join(slices.Compact(slices.Sorted(slices.Values(types))), ", "), it).
+			WithHint("bind a separate parameter for each comparison, e.g. WHERE a > $1 AND b > $2")
 	}
 	return nil
 }
@@ -479,30 +539,20 @@ func paramTypesAgree(types []string, plain bool) bool {
 // could take a type of its own first.
 func (sc *scope) checkParamReuse(sel *pg_query.SelectStmt) error {
 	counts := map[int32]int{}
-	untyped := map[int32]bool{} // first seen as $n IS NULL
 	walkMessages(sel.ProtoReflect(), func(m protoreflect.Message) bool {
 		switch x := m.Interface().(type) {
 		case *pg_query.ParamRef:
 			counts[x.Number]++
 			return false
 		case *pg_query.NullTest:
-			// $1 IS NULL gives $1 no type, and PostgreSQL refuses it
-			// before anything else has (analysing, as here, left to right).
-			if p := x.Arg.GetParamRef(); p != nil {
-				if _, seen := counts[p.Number]; !seen {
-					untyped[p.Number] = true
-				}
-				return false
-			}
+			// $1 IS NULL gives $1 no type (untypedParam checks the order
+			// of the rewritten statement).
+			return x.Arg.GetParamRef() == nil
 		}
 		return true
 	})
-	for num := range untyped {
-		return pgerror.RefuseUnsupported.New("could not determine data type of parameter $%d: it is tested for NULL before anything gives it a type", num).
-			WithHint("compare it first: WHERE (amount > $%d OR $%d IS NULL)", num, num)
-	}
 	for num, n := range counts {
-		if n > 1 && len(sc.params[num]) != n {
+		if n > 1 && len(sc.params.uses[num]) != n {
 			return pgerror.RefuseUnsupported.New("parameter $%d is used %d times, not only in comparisons with columns: PostgreSQL gives it one type, which could make it convert a column on each row, which fails on some values", num, n).
 				WithHint("bind a separate parameter for each use, e.g. WHERE a > $1 AND b > $2")
 		}

@@ -49,7 +49,7 @@ type scope struct {
 	// params are the statement's bound parameters' comparisons, shared
 	// with the scopes of its subqueries (noteParams); nil where the check
 	// is not made (the verifier, copies of conditions).
-	params paramUses
+	params *paramUses
 }
 
 func (sc *scope) relations() []*relation {
@@ -61,7 +61,7 @@ func resolveFrom(from []*pg_query.Node, pol *policy.Policy, ctes map[string]*pg_
 		return nil, pgerror.RefuseUnsupported.New("comma joins are not supported").
 			WithHint("join a public table explicitly: FROM visits v JOIN departments d ON v.department = d.name")
 	}
-	sc := &scope{pol: pol, ctes: ctes, params: paramUses{}}
+	sc := &scope{pol: pol, ctes: ctes, params: newParamUses()}
 	if err := sc.addFromItem(from[0], pol, true); err != nil {
 		return nil, err
 	}

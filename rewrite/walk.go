@@ -72,3 +72,84 @@ func (sc *scope) shortenName(cr *pg_query.ColumnRef) {
 		}
 	}
 }
+
+// inAnalysisOrder calls visit on m and, while visit returns true, on the
+// messages below it in about the order PostgreSQL's parse analysis meets
+// them: a SELECT's WITH, FROM, select list, WHERE, GROUP BY, HAVING, ORDER
+// BY and LIMIT; a sublink's subquery before its left side; anything else
+// in the order of its fields, operands left to right.
+func inAnalysisOrder(m protoreflect.Message, visit func(protoreflect.Message) bool) {
+	if !m.IsValid() || !visit(m) {
+		return
+	}
+	nodes := func(ns ...*pg_query.Node) {
+		for _, n := range ns {
+			if n != nil {
+				inAnalysisOrder(n.ProtoReflect(), visit)
+			}
+		}
+	}
+	switch x := m.Interface().(type) {
+	case *pg_query.SelectStmt:
+		if x.WithClause != nil {
+			inAnalysisOrder(x.WithClause.ProtoReflect(), visit)
+		}
+		nodes(x.FromClause...)
+		nodes(x.TargetList...)
+		nodes(x.WhereClause)
+		nodes(x.GroupClause...)
+		nodes(x.HavingClause)
+		nodes(x.SortClause...)
+		nodes(x.LimitOffset, x.LimitCount)
+		for _, arm := range []*pg_query.SelectStmt{x.Larg, x.Rarg} {
+			if arm != nil {
+				inAnalysisOrder(arm.ProtoReflect(), visit)
+			}
+		}
+		return
+	case *pg_query.SubLink:
+		nodes(x.Subselect, x.Testexpr)
+		return
+	}
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		switch {
+		case fd.IsMap() || fd.Message() == nil:
+		case fd.IsList():
+			for i := 0; i < v.List().Len(); i++ {
+				inAnalysisOrder(v.List().Get(i).Message(), visit)
+			}
+		default:
+			inAnalysisOrder(v.Message(), visit)
+		}
+		return true
+	})
+}
+
+// untypedParam finds a parameter that sql tests for NULL before any other
+// use of it: PostgreSQL cannot type it there and refuses the statement,
+// which the rewriter's reordering of conditions (sampled plans) can cause
+// even when the analyst's order was fine. It returns 0 for none.
+func untypedParam(sql string) int32 {
+	raws, err := parse(sql)
+	if err != nil || len(raws) != 1 {
+		return 0
+	}
+	seen := map[int32]bool{}
+	var untyped int32
+	inAnalysisOrder(raws[0].Stmt.ProtoReflect(), func(m protoreflect.Message) bool {
+		switch x := m.Interface().(type) {
+		case *pg_query.ParamRef:
+			seen[x.Number] = true
+			return false
+		case *pg_query.NullTest:
+			if p := x.Arg.GetParamRef(); p != nil {
+				if !seen[p.Number] && untyped == 0 {
+					untyped = p.Number
+				}
+				return false
+			}
+		}
+		return true
+	})
+	return untyped
+}
