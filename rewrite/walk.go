@@ -11,15 +11,21 @@ func walkMessages(m protoreflect.Message, visit func(protoreflect.Message) bool)
 	if !visit(m) {
 		return
 	}
+	eachChild(m, func(c protoreflect.Message) { walkMessages(c, visit) })
+}
+
+// eachChild calls f on each message directly below m, in the order of
+// m's fields.
+func eachChild(m protoreflect.Message, f func(protoreflect.Message)) {
 	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
 		switch {
 		case fd.IsMap() || fd.Message() == nil:
 		case fd.IsList():
 			for i := 0; i < v.List().Len(); i++ {
-				walkMessages(v.List().Get(i).Message(), visit)
+				f(v.List().Get(i).Message())
 			}
 		default:
-			walkMessages(v.Message(), visit)
+			f(v.Message())
 		}
 		return true
 	})
@@ -111,18 +117,7 @@ func inAnalysisOrder(m protoreflect.Message, visit func(protoreflect.Message) bo
 		nodes(x.Subselect, x.Testexpr)
 		return
 	}
-	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
-		switch {
-		case fd.IsMap() || fd.Message() == nil:
-		case fd.IsList():
-			for i := 0; i < v.List().Len(); i++ {
-				inAnalysisOrder(v.List().Get(i).Message(), visit)
-			}
-		default:
-			inAnalysisOrder(v.Message(), visit)
-		}
-		return true
-	})
+	eachChild(m, func(c protoreflect.Message) { inAnalysisOrder(c, visit) })
 }
 
 // untypedParam finds a parameter that sql tests for NULL before any other
