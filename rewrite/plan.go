@@ -132,9 +132,9 @@ func (sc *scope) plan(sel *pg_query.SelectStmt, pol *policy.Policy) (*Plan, erro
 	if err != nil {
 		return nil, err
 	}
-	if n := untypedParam(sql); n != 0 {
-		return nil, pgerror.RefuseUnsupported.New("could not determine data type of parameter $%d: the statement tests it for NULL before anything gives it a type", n).
-			WithHint("compare it in a condition on the private table first, e.g. WHERE (amount > $%d OR $%d IS NULL)", n, n)
+	if n := untypedParam(sql, sc.params); n != 0 {
+		return nil, pgerror.RefuseUnsupported.New("could not determine a data type for parameter $%d: the statement tests it for NULL, or compares it with untyped values only, before anything gives it its type", n).
+			WithHint("compare it with a column of the private table first, e.g. WHERE (amount > $%d OR $%d IS NULL)", n, n)
 	}
 	if err := verifyRewritten(sql, b.sc, b.plan); err != nil {
 		return nil, fmt.Errorf("rewritten query failed verification: %w", err)
