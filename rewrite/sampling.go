@@ -118,7 +118,7 @@ next:
 func (b *planBuilder) filteredTables(alias string) []*relation {
 	var out []*relation
 	for _, r := range b.sc.public {
-		if b.filtersBefore(r, alias) {
+		if r.filtersBefore(alias) {
 			out = append(out, r)
 			out = append(out, b.filteredTables(r.alias)...)
 		}
@@ -128,7 +128,7 @@ func (b *planBuilder) filteredTables(alias string) []*relation {
 
 // filtersBefore reports whether joinFilters(alias) filters on r: r is
 // inner-joined on one column to the relation named alias.
-func (b *planBuilder) filtersBefore(r *relation, alias string) bool {
+func (r *relation) filtersBefore(alias string) bool {
 	return !r.left && len(r.joinCols) == 1 && r.joinedTo[0][0] == alias
 }
 
@@ -213,7 +213,7 @@ func conjunctsSQL(conds []*pg_query.Node) ([]string, error) {
 func (b *planBuilder) joinFilters(alias string) ([]string, error) {
 	var conds []string
 	for _, r := range b.sc.public {
-		if !b.filtersBefore(r, alias) {
+		if !r.filtersBefore(alias) {
 			continue
 		}
 		where, err := conjunctsSQL(b.publicWhere[r.alias])
@@ -273,7 +273,7 @@ func unwrapSampled(top *pg_query.SelectStmt, sc *scope, m int) (*pg_query.Select
 		return nil, fmt.Errorf("sampled statement does not read a subquery first")
 	}
 	inner := rs.Subquery.GetSelectStmt()
-	if rs.Lateral || rs.Alias == nil || rs.Alias.Aliasname != sc.alias || len(rs.Alias.Colnames) > 0 || inner == nil ||
+	if rs.Lateral || rs.Alias == nil || rs.Alias.Aliasname != sc.alias || renamesColumns(rs.Alias) || inner == nil ||
 		verifyPlainSelect(inner) != nil || len(inner.GroupClause) > 0 || len(inner.TargetList) != 2 || len(inner.FromClause) != 1 {
 		return nil, fmt.Errorf("malformed sampling subquery")
 	}
@@ -301,7 +301,7 @@ func unwrapSampled(top *pg_query.SelectStmt, sc *scope, m int) (*pg_query.Select
 			return nil, fmt.Errorf("sampling subquery reads a relation other than %s", sc.table.QualifiedName())
 		}
 	case item.GetRangeSubselect() != nil:
-		if rs := item.GetRangeSubselect(); rs.Alias == nil || rs.Alias.Aliasname != sc.alias || len(rs.Alias.Colnames) > 0 {
+		if rs := item.GetRangeSubselect(); rs.Alias == nil || rs.Alias.Aliasname != sc.alias || renamesColumns(rs.Alias) {
 			return nil, fmt.Errorf("sampling subquery reads a view under another name")
 		}
 		if err := verifyFromItem(item, sc, true); err != nil {

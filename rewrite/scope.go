@@ -428,6 +428,13 @@ func (sc *scope) joinsSQL() string {
 	return b.String()
 }
 
+// namesBySchema reports whether qual (schema.table) names r, the i-th of
+// sc.relations(): as in PostgreSQL, only a table without an alias of its
+// own (a view's alias is one).
+func (sc *scope) namesBySchema(i int, r *relation, qual string) bool {
+	return qual == r.table.QualifiedName() && r.alias == r.table.Name && !(i == 0 && sc.view)
+}
+
 // column resolves a column reference against the scope.
 func (sc *scope) column(cr *pg_query.ColumnRef) (*policy.Column, error) {
 	c, _, err := sc.resolve(cr)
@@ -468,10 +475,7 @@ func (sc *scope) resolve(cr *pg_query.ColumnRef) (*policy.Column, *relation, err
 					WithHint("qualify it with a table name, e.g. %s.%s", r.alias, col)
 			}
 			found = r
-		case qual == r.alias && len(names) == 2,
-			// As PostgreSQL: schema.table.column only for a table
-			// without an alias of its own (shortenNames).
-			len(names) == 3 && qual == r.table.QualifiedName() && r.alias == r.table.Name && !(i == 0 && sc.view):
+		case qual == r.alias && len(names) == 2, len(names) == 3 && sc.namesBySchema(i, r, qual):
 			found = r
 		}
 	}

@@ -37,14 +37,12 @@ func (b *planBuilder) generateSQL(where *pg_query.Node) (string, error) {
 	t := b.sc.table
 	from := b.sc.fromSQL()
 	conds := []string{}
-	whereText := ""
 	if where != nil {
 		w, err := exprSQL(where)
 		if err != nil {
 			return "", err
 		}
-		whereText = "(" + w + ")"
-		conds = append(conds, whereText)
+		conds = append(conds, "("+w+")")
 	}
 	// Groups outside a public domain are never released (answer/ walks the
 	// domain), so filtering them out in SQL matters only where they would

@@ -1,8 +1,6 @@
 package rewrite
 
 import (
-	"strings"
-
 	pg_query "github.com/pganalyze/pg_query_go/v6"
 	"google.golang.org/protobuf/reflect/protoreflect"
 )
@@ -74,7 +72,7 @@ func (sc *scope) shortenName(cr *pg_query.ColumnRef) {
 		names[i] = s.Sval
 	}
 	for i, r := range sc.relations() {
-		if r.table != nil && !(i == 0 && sc.view) && r.alias == r.table.Name && names[0]+"."+names[1] == r.table.QualifiedName() {
+		if r.table != nil && sc.namesBySchema(i, r, names[0]+"."+names[1]) {
 			cr.Fields = []*pg_query.Node{pg_query.MakeStrNode(r.alias), cr.Fields[2]}
 			return
 		}
@@ -120,92 +118,4 @@ func inAnalysisOrder(m protoreflect.Message, visit func(protoreflect.Message) bo
 		return
 	}
 	eachChild(m, func(c protoreflect.Message) { inAnalysisOrder(c, visit) })
-}
-
-// untypedParam finds a parameter whose first use in sql, in the order
-// PostgreSQL analyses it, gives it no type fit for its other uses: a test
-// for NULL ($1 IS NULL, $1 IS DISTINCT FROM NULL), which leaves it untyped
-// and makes PostgreSQL refuse the statement, or a comparison with
-// untyped values alone ($1 = $2, $1 = 'x'), which makes it text, when
-// params records a comparison of it (or of a parameter compared with it)
-// with something else. The rewriter's reordering of conditions (sampled
-// plans) can bring such a use first even when the analyst's order was
-// fine, and the statement would fail upstream after its charge. It
-// returns 0 for none.
-func untypedParam(sql string, params *paramUses) int32 {
-	raws, err := parse(sql)
-	if err != nil || len(raws) != 1 {
-		return 0
-	}
-	seen := map[int32]bool{}
-	var untyped int32
-	first := func(n int32, typed bool) {
-		if !seen[n] && untyped == 0 && (!typed || params.typedOtherThanText(n)) {
-			untyped = n
-		}
-	}
-	inAnalysisOrder(raws[0].Stmt.ProtoReflect(), func(m protoreflect.Message) bool {
-		switch x := m.Interface().(type) {
-		case *pg_query.ParamRef:
-			seen[x.Number] = true
-			return false
-		case *pg_query.NullTest:
-			if p := x.Arg.GetParamRef(); p != nil {
-				first(p.Number, false)
-				return false
-			}
-		case *pg_query.A_Expr:
-			leaves := comparisonLeaves(x.Lexpr, x.Rexpr)
-			isNull := x.Kind == pg_query.A_Expr_Kind_AEXPR_DISTINCT || x.Kind == pg_query.A_Expr_Kind_AEXPR_NOT_DISTINCT
-			untypedOnly := true
-			for _, l := range leaves {
-				c := l.GetAConst()
-				switch p := l.GetParamRef(); {
-				case p != nil && seen[p.Number]:
-					// Typed already: it types the others.
-					isNull, untypedOnly = false, false
-				case p != nil:
-				case c != nil && c.Isnull:
-				case c != nil && c.GetSval() != nil:
-					isNull = false
-				default:
-					isNull, untypedOnly = false, false
-				}
-			}
-			if untypedOnly {
-				for _, l := range leaves {
-					if p := l.GetParamRef(); p != nil {
-						first(p.Number, !isNull)
-					}
-				}
-			}
-		}
-		return true
-	})
-	return untyped
-}
-
-// typedOtherThanText reports whether n, or a parameter compared with it,
-// is compared with a column or constant of a type other than text.
-func (pu *paramUses) typedOtherThanText(n int32) bool {
-	if pu == nil {
-		return true
-	}
-	g := pu.group(n)
-	for num, uses := range pu.uses {
-		if pu.group(num) != g {
-			continue
-		}
-		for _, u := range uses {
-			if u.other {
-				return true
-			}
-			for _, t := range u.types {
-				if t != "text" && !strings.HasPrefix(t, "character") && t != "varchar" {
-					return true
-				}
-			}
-		}
-	}
-	return false
 }

@@ -3,6 +3,7 @@ package wire
 import (
 	"encoding/binary"
 	"math"
+	"slices"
 	"strconv"
 	"sync"
 
@@ -30,9 +31,9 @@ import (
 // in the type it infers. Declared types other than numbers, text, dates,
 // timestamps and booleans are refused before any charge.
 //
-// Such statements are not prepared upstream (prepared.go prepares only
-// declared types: an inferred type would be frozen into the prepared
-// statement and outlive an ALTER COLUMN TYPE).
+// Statements with parameters are not prepared upstream (prepared.go): an
+// inferred type would be frozen into the prepared statement and outlive an
+// ALTER COLUMN TYPE.
 
 // dpParamTypes are the declared parameter types a DP statement accepts: 0
 // (unspecified), bool, int2/4/8, float4/8, text, varchar, bpchar, date,
@@ -59,8 +60,13 @@ func dpParams(a execArgs) (execArgs, error) {
 		return a, nil
 	}
 	out := a
+	out.paramOIDs = nil // none: untyped
+	if !slices.ContainsFunc(a.paramFormats, func(f int16) bool { return f != 0 }) {
+		// All in text already (the common case): nothing to convert or copy.
+		out.paramFormats = nil
+		return out, nil
+	}
 	out.params = make([][]byte, len(a.params))
-	out.paramOIDs = make([]uint32, len(a.params))
 	out.paramFormats = make([]int16, len(a.params))
 	for i, v := range a.params {
 		var oid uint32
