@@ -73,6 +73,10 @@ type Policy struct {
 	columnProblems map[string]string
 	collations     map[string]string
 	typesTag       string
+	// dpNames (by table) are the table's upstream columns whose names
+	// begin with "dp_", learned with WithDPNames (see there).
+	dpNames map[string]map[string]bool
+	dpTag   string
 
 	analysts map[string]*Analyst
 	tables   map[string]*Table // key: schema.name
@@ -526,7 +530,52 @@ func (p *Policy) CarryColumnTypes(prev *Policy, unverified string) *Policy {
 			}
 		}
 	}
-	return p.WithColumnTypes(tables, columns, collations)
+	cp := p.WithColumnTypes(tables, columns, collations)
+	if prev != nil {
+		carried := map[string][]string{}
+		for _, t := range p.Tables {
+			if tables[t.QualifiedName()] == unverified {
+				continue
+			}
+			for name := range prev.dpNames[t.QualifiedName()] {
+				carried[t.QualifiedName()] = append(carried[t.QualifiedName()], name)
+			}
+		}
+		cp = cp.WithDPNames(carried)
+	}
+	return cp
+}
+
+// WithDPNames returns a copy of p that knows which of its tables' upstream
+// columns, declared or not, have names beginning with "dp_" (names maps
+// QualifiedName to them): the prefix of the columns the rewritten SQL adds
+// beside a table's own (SELECT *, row_number() .. AS dp_rank), which the
+// rewriter so names around them. p itself is not changed.
+func (p *Policy) WithDPNames(names map[string][]string) *Policy {
+	cp := *p
+	cp.dpNames = map[string]map[string]bool{}
+	var tags []string
+	for table, cols := range names {
+		for _, c := range cols {
+			if !strings.HasPrefix(c, "dp_") {
+				continue
+			}
+			if cp.dpNames[table] == nil {
+				cp.dpNames[table] = map[string]bool{}
+			}
+			cp.dpNames[table][c] = true
+			tags = append(tags, table+"."+c)
+		}
+	}
+	sort.Strings(tags)
+	cp.dpTag = strings.Join(tags, ";")
+	return &cp
+}
+
+// HasDPColumn reports whether t has a column called name upstream, for a
+// name beginning with "dp_" (see WithDPNames).
+func (p *Policy) HasDPColumn(t *Table, name string) bool {
+	return t != nil && p.dpNames[t.QualifiedName()][name]
 }
 
 func sameColumns(a, b *Table) bool {
@@ -551,6 +600,9 @@ func (p *Policy) CatalogTag() string {
 	}
 	if p.typesTag != "" {
 		tag += "|types:" + p.typesTag
+	}
+	if p.dpTag != "" {
+		tag += "|dp:" + p.dpTag
 	}
 	return tag
 }

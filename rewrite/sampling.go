@@ -150,7 +150,8 @@ func (b *planBuilder) sampledFrom() (from, whereSQL string, err error) {
 	if err != nil {
 		return "", "", err
 	}
-	outer := []string{fmt.Sprintf("%s <= %d", rankCol, b.plan.Sampled)}
+	rank := sampledRank(b.sc)
+	outer := []string{fmt.Sprintf("%s <= %d", rank, b.plan.Sampled)}
 	for i, k := range b.plan.Keys {
 		if !b.filteredInSQL(i, k) {
 			continue
@@ -180,7 +181,7 @@ func (b *planBuilder) sampledFrom() (from, whereSQL string, err error) {
 	}
 	alias := quoteIdent(b.sc.alias)
 	from = fmt.Sprintf("(SELECT *, row_number() OVER (PARTITION BY %s.%s ORDER BY random()) AS %s FROM %s%s) AS %s%s",
-		alias, quoteIdent(t.Unit), rankCol, b.sc.privateSQL(), innerSQL, alias, b.sc.joinsSQL())
+		alias, quoteIdent(t.Unit), rank, b.sc.privateSQL(), innerSQL, alias, b.sc.joinsSQL())
 	return from, " WHERE " + strings.Join(outer, " AND "), nil
 }
 
@@ -256,7 +257,8 @@ func unwrapSampled(top *pg_query.SelectStmt, sc *scope, m int) (*pg_query.Select
 	if len(conds) == 0 {
 		return nil, fmt.Errorf("sampled rows are not limited per unit")
 	}
-	if err := verifyRankFilter(conds[0], m); err != nil {
+	rankName := sampledRank(sc)
+	if err := verifyRankFilter(conds[0], rankName, m); err != nil {
 		return nil, err
 	}
 	if len(top.FromClause) != 1 {
@@ -283,7 +285,7 @@ func unwrapSampled(top *pg_query.SelectStmt, sc *scope, m int) (*pg_query.Select
 	}
 	rank := inner.TargetList[1].GetResTarget()
 	f := rank.GetVal().GetFuncCall()
-	if rank.Name != rankCol || f == nil || funcName(f) != "row_number" || len(f.Args) > 0 || f.AggFilter != nil || f.Over == nil ||
+	if rank.Name != rankName || f == nil || funcName(f) != "row_number" || len(f.Args) > 0 || f.AggFilter != nil || f.Over == nil ||
 		f.Over.Refname != "" || len(f.Over.PartitionClause) != 1 || len(f.Over.OrderClause) != 1 {
 		return nil, fmt.Errorf("sampling subquery does not number each unit's rows")
 	}

@@ -8,11 +8,25 @@ import (
 )
 
 // Names of the columns the rewritten SQL introduces. Analysts' identifiers
-// are always quoted, so these cannot collide with them.
+// are always quoted, so these cannot collide with them; a table's own
+// columns can where the SQL adds one beside them (sampledRank).
 const (
 	unitCol = "dp_unit"
 	rankCol = "dp_rank"
 )
+
+// sampledRank names the rank a row-sampled statement adds to its table's
+// rows (SELECT *, row_number() .. AS dp_rank): dp_rank, or dp_rank_2, 3, ..
+// when the table has a column of that name upstream, which would make the
+// outer filter ambiguous, a statement PostgreSQL refuses only after the
+// charge. The verifier derives the same name.
+func sampledRank(sc *scope) string {
+	name := rankCol
+	for i := 2; sc.pol.HasDPColumn(sc.table, name); i++ {
+		name = fmt.Sprintf("%s_%d", rankCol, i)
+	}
+	return name
+}
 
 // generateSQL writes the rewritten statement.
 //

@@ -96,7 +96,7 @@ func verifyRewritten(sql string, sc *scope, plan *Plan) error {
 	if nk > 0 {
 		// dp_bounded: row_number() OVER (PARTITION BY dp_unit ORDER BY random()),
 		// and the outer WHERE keeps rank <= max groups.
-		if err := verifyRankFilter(top.WhereClause, plan.MaxGroups); err != nil {
+		if err := verifyRankFilter(top.WhereClause, rankCol, plan.MaxGroups); err != nil {
 			return err
 		}
 		if err := verifyRanking(sub); err != nil {
@@ -471,9 +471,9 @@ func verifyOuterAggregate(n *pg_query.Node) error {
 	return fmt.Errorf("is not a bounded aggregate of per-unit totals")
 }
 
-func verifyRankFilter(w *pg_query.Node, maxGroups int) error {
+func verifyRankFilter(w *pg_query.Node, rank string, maxGroups int) error {
 	a := w.GetAExpr()
-	if a == nil || a.Kind != pg_query.A_Expr_Kind_AEXPR_OP || operatorName(a.Name) != "<=" || columnName(a.Lexpr) != rankCol ||
+	if a == nil || a.Kind != pg_query.A_Expr_Kind_AEXPR_OP || operatorName(a.Name) != "<=" || columnName(a.Lexpr) != rank ||
 		len(a.Lexpr.GetColumnRef().GetFields()) != 1 {
 		return fmt.Errorf("outer WHERE does not limit groups per unit")
 	}

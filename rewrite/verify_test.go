@@ -336,3 +336,31 @@ func TestVerifyUnsafeArithmetic(t *testing.T) {
 	checkEdits(t, "SELECT count(*) FROM patients WHERE 100 / age > 1",
 		sqlEdit{"a raw division by a column", "trunc(100::numeric / (NULLIF(age::numeric, 0))) > 1", "100 / age > 1"})
 }
+
+// TestSampledRankName: when the table has a column named dp_rank upstream,
+// the sampling ranks as dp_rank_2, and the verifier requires the outer
+// limit to read the rank, not the table's column.
+func TestSampledRankName(t *testing.T) {
+	pol := goldenPolicy(t).WithDPNames(map[string][]string{"public.claims": {"dp_rank"}, "public.visits": {"dp_rank_2"}})
+	stmts, err := Classify("SELECT status, count(*) FROM claims GROUP BY status", pol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan := stmts[0].Plan
+	if !strings.Contains(plan.SQL, "AS dp_rank_2 FROM") || !strings.Contains(plan.SQL, "WHERE dp_rank_2 <= 4") {
+		t.Fatalf("want the rank named dp_rank_2: %s", plan.SQL)
+	}
+	if err := verifyRewritten(plan.SQL, plan.sc, plan); err != nil {
+		t.Fatalf("as planned: %v", err)
+	}
+	checkTampering(t, plan, "the table's own dp_rank as the limit", "WHERE dp_rank_2 <= 4", "WHERE dp_rank <= 4")
+	checkTampering(t, plan, "the table's own dp_rank as the rank", "AS dp_rank_2 FROM", "AS dp_rank FROM")
+	// Another table's columns do not rename this one's rank.
+	stmts, err = Classify("SELECT department, count(*) FROM visits GROUP BY 1", pol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(stmts[0].Plan.SQL, "AS dp_rank FROM") {
+		t.Fatalf("want the rank named dp_rank: %s", stmts[0].Plan.SQL)
+	}
+}

@@ -3,6 +3,7 @@ package wire
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -64,7 +65,21 @@ func (s *Server) withColumnTypes(ctx context.Context, pol, prev *policy.Policy) 
 			}
 		}
 	}
-	return pol.WithColumnTypes(tables, columns, collations)
+	return pol.WithColumnTypes(tables, columns, collations).WithDPNames(dpNames(actual))
+}
+
+// dpNames lists each table's upstream columns whose names begin with
+// "dp_" (policy.WithDPNames).
+func dpNames(actual map[string]map[string]upstreamColumn) map[string][]string {
+	names := map[string][]string{}
+	for table, cols := range actual {
+		for c := range cols {
+			if strings.HasPrefix(c, "dp_") {
+				names[table] = append(names[table], c)
+			}
+		}
+	}
+	return names
 }
 
 // upstreamColumn is what the catalog says of a column.
