@@ -38,12 +38,21 @@ func TestSampledJoinKeepsMatchedRows(t *testing.T) {
 			unnest(ARRAY[1, 1, 2, 2, 4, 4, 4, 4, 100, 101, 102, 103, 104, 105, 106, 107, 108, 109, 110, 111]) s;
 		CREATE TABLE branch_orders (uid integer, shop integer);
 		INSERT INTO branch_orders SELECT u, s FROM generate_series(1, 1000) u, unnest(ARRAY[1, 1, 2, 2, 3, 3, 3, 3, 3, 3]) s;
+		CREATE TABLE zoned_orders (uid integer, shop integer, zone integer);
+		INSERT INTO zoned_orders SELECT u, s, z FROM generate_series(1, 1000) u,
+			unnest(ARRAY[1, 1, 2, 2, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2], ARRAY[1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2]) AS r(s, z);
+		CREATE TABLE outlets (shop integer, zone integer, region text);
+		INSERT INTO outlets VALUES (1, 1, 'north'), (2, 1, 'south'), (3, 2, 'north');
 		CREATE TABLE shops (shop integer, region text, open boolean);
 		INSERT INTO shops VALUES (1, 'north', true), (2, 'south', true), (3, 'north', false), (4, 'west', true)`,
 		"  - name: orders\n    privacy: unit\n    unit: uid\n    max_rows_per_unit: 5\n    max_groups_per_unit: 2\n"+
 			"    columns:\n      - {name: uid, type: integer}\n      - {name: shop, type: integer}\n"+
 			"  - name: branch_orders\n    privacy: unit\n    unit: uid\n    max_rows_per_unit: 5\n    max_groups_per_unit: 2\n"+
 			"    columns:\n      - {name: uid, type: integer}\n      - {name: shop, type: integer}\n"+
+			"  - name: zoned_orders\n    privacy: unit\n    unit: uid\n    max_rows_per_unit: 5\n    max_groups_per_unit: 2\n"+
+			"    columns:\n      - {name: uid, type: integer}\n      - {name: shop, type: integer}\n      - {name: zone, type: integer}\n"+
+			"  - name: outlets\n    privacy: public\n    columns:\n      - {name: shop, type: integer}\n      - {name: zone, type: integer}\n"+
+			"      - {name: region, type: text, domain: [north, south]}\n"+
 			"  - name: shops\n    privacy: public\n    columns:\n      - {name: shop, type: integer}\n"+
 			"      - {name: region, type: text, domain: [north, south]}\n      - {name: open, type: boolean}\n")
 	if _, err := conn.Exec(ctx, "SET dp.epsilon = 1"); err != nil {
@@ -55,6 +64,9 @@ func TestSampledJoinKeepsMatchedRows(t *testing.T) {
 		// Through a view (as BI tools nest saved questions): its condition
 		// leaves each unit the 4 orders at open shops, before the sampling.
 		"SELECT s.region, count(*) AS n FROM (SELECT * FROM branch_orders WHERE shop < 3) AS o JOIN shops s ON o.shop = s.shop GROUP BY 1",
+		// A join on two columns: 16 of each unit's 20 orders match a shop
+		// but not its zone.
+		"SELECT s.region, count(*) AS n FROM zoned_orders o JOIN outlets s ON o.shop = s.shop AND o.zone = s.zone GROUP BY 1",
 	} {
 		rows, err := conn.Query(ctx, "EXPLAIN "+sql)
 		if err != nil {

@@ -7,6 +7,7 @@ import (
 	pg_query "github.com/pganalyze/pg_query_go/v6"
 
 	"github.com/dpproxy/dpproxy/pgerror"
+	"github.com/dpproxy/dpproxy/policy"
 )
 
 // safePredicateFuncs cannot raise an error or take time that depends on the
@@ -409,8 +410,11 @@ func isIntegerExpr(n *pg_query.Node, sc *scope) bool {
 }
 
 // checkPublicSubLink accepts `expr IN (SELECT col FROM <public table>
-// [WHERE ...])`: the subquery reads only public data, so its result is
-// public; the outer condition is then an IN list like any other.
+// [WHERE ...])`, and `(expr, ..) IN (SELECT col, .. FROM ..)`, which a
+// sampled join on several columns writes (joinFilters): the subquery reads
+// only public data, so its result is public; the outer condition is then
+// an IN list like any other, and a row's pairs compare as that many
+// single IN conditions would, each checked as one.
 func checkPublicSubLink(sl *pg_query.SubLink, sc *scope, inArith bool) error {
 	refuse := func() error {
 		return pgerror.RefuseUnsupported.New("subqueries in conditions are supported only as IN (SELECT <column> FROM <public table> [WHERE ...])").
@@ -420,10 +424,18 @@ func checkPublicSubLink(sl *pg_query.SubLink, sc *scope, inArith bool) error {
 		return refuse()
 	}
 	sub := sl.Subselect.GetSelectStmt()
-	if sub == nil || checkSelectShape(sub) != nil || sub.WithClause != nil || len(sub.FromClause) != 1 || len(sub.TargetList) != 1 ||
+	if sub == nil || checkSelectShape(sub) != nil || sub.WithClause != nil || len(sub.FromClause) != 1 || len(sub.TargetList) == 0 ||
 		len(sub.GroupClause) > 0 || sub.HavingClause != nil || len(sub.SortClause) > 0 || sub.LimitCount != nil ||
 		sub.LimitOffset != nil || len(sub.DistinctClause) > 0 {
 		return refuse()
+	}
+	tested := []*pg_query.Node{sl.Testexpr}
+	if len(sub.TargetList) > 1 {
+		row := sl.Testexpr.GetRowExpr()
+		if row == nil || len(row.Args) != len(sub.TargetList) {
+			return refuse()
+		}
+		tested = row.Args
 	}
 	rv := sub.FromClause[0].GetRangeVar()
 	if rv == nil || rv.Catalogname != "" || !rv.Inh || renamesColumns(rv.Alias) {
@@ -447,38 +459,17 @@ func checkPublicSubLink(sl *pg_query.SubLink, sc *scope, inArith bool) error {
 	// would resolve it.
 	rv.Schemaname = t.Schema
 	inner := &scope{table: t, alias: alias, pol: sc.pol, params: sc.params}
-	cr := sub.TargetList[0].GetResTarget().GetVal().GetColumnRef()
-	if cr == nil {
-		return refuse()
-	}
-	ic, err := inner.column(cr)
-	if err != nil {
-		return err
-	}
-	if err := sc.noteParams(comparisonLeaves(sl.Testexpr), ic.Type, false); err != nil {
-		return err
-	}
-	if isFloat(ic.Type) {
-		for _, n := range comparisonLeaves(sl.Testexpr) {
-			if numeric := numericOperand(n, sc); numeric != "" {
-				return pgerror.RefuseUnsupported.New("comparing %s with %s column %s is not supported: PostgreSQL would convert the former to double precision, which fails on some values",
-					numeric, ic.Type, ic.Name).
-					WithHint("compare with numeric constants instead")
-			}
+	for i, target := range sub.TargetList {
+		cr := target.GetResTarget().GetVal().GetColumnRef()
+		if cr == nil {
+			return refuse()
 		}
-	}
-	if err := sameCollation(sc.pol.ColumnCollation(t, ic.Name), comparisonLeaves(sl.Testexpr), sc); err != nil {
-		return err
-	}
-	if ic.Type == "numeric" {
-		// The subquery's values would be converted to double precision
-		// beside a float, once a private row reaches the subquery.
-		for _, n := range comparisonLeaves(sl.Testexpr) {
-			if what := floatIn(n, sc); what != "" {
-				return pgerror.RefuseUnsupported.New("comparing %s with numeric column %s is not supported: PostgreSQL would convert the latter to double precision, which fails on some values",
-					what, ic.Name).
-					WithHint("compare the float column with constants instead")
-			}
+		ic, err := inner.column(cr)
+		if err != nil {
+			return err
+		}
+		if err := checkInPair(tested[i], t, ic, sc); err != nil {
+			return err
 		}
 	}
 	if sub.WhereClause != nil {
@@ -486,5 +477,42 @@ func checkPublicSubLink(sl *pg_query.SubLink, sc *scope, inArith bool) error {
 			return err
 		}
 	}
-	return checkExpr(sl.Testexpr, sc, false)
+	for _, n := range tested {
+		if err := checkExpr(n, sc, false); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkInPair checks `tested IN (SELECT col ..)` of public table t's column
+// ic for conversions that fail on some values and for collations.
+func checkInPair(tested *pg_query.Node, t *policy.Table, ic *policy.Column, sc *scope) error {
+	if err := sc.noteParams(comparisonLeaves(tested), ic.Type, false); err != nil {
+		return err
+	}
+	if isFloat(ic.Type) {
+		for _, n := range comparisonLeaves(tested) {
+			if numeric := numericOperand(n, sc); numeric != "" {
+				return pgerror.RefuseUnsupported.New("comparing %s with %s column %s is not supported: PostgreSQL would convert the former to double precision, which fails on some values",
+					numeric, ic.Type, ic.Name).
+					WithHint("compare with numeric constants instead")
+			}
+		}
+	}
+	if err := sameCollation(sc.pol.ColumnCollation(t, ic.Name), comparisonLeaves(tested), sc); err != nil {
+		return err
+	}
+	if ic.Type == "numeric" {
+		// The subquery's values would be converted to double precision
+		// beside a float, once a private row reaches the subquery.
+		for _, n := range comparisonLeaves(tested) {
+			if what := floatIn(n, sc); what != "" {
+				return pgerror.RefuseUnsupported.New("comparing %s with numeric column %s is not supported: PostgreSQL would convert the latter to double precision, which fails on some values",
+					what, ic.Name).
+					WithHint("compare the float column with constants instead")
+			}
+		}
+	}
+	return nil
 }

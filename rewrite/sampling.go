@@ -34,19 +34,20 @@ import (
 //
 // Joins to public tables are sampled too: the rows are sampled before the
 // join, which cannot multiply them (each public table is joined through a
-// DISTINCT ON its join columns), so a unit still keeps at most m rows.
-// Rows the query would drop must not take a unit's place, so they are
-// dropped before the sampling: the condition's conjuncts that read the
-// private table alone are applied there, and each public table joined on
-// one column filters the rows to those with a match, whose keys are in
-// their domains and that meet the conjuncts reading that table alone
-// (joinFilters, splitWhere). A conjunct that reads several tables, or a
-// table that cannot filter (a LEFT JOIN, a join on several columns),
-// sends the plan back to pre-aggregation. Rows that a join on several
-// columns drops (or a join to a table reached only through one), rows
-// whose key from a LEFT JOINed table is outside its domain, and rows that
-// meet a public table's key held more than once, with different values,
-// are still sampled like any other and so may take a unit's place.
+// DISTINCT ON its join columns), so a unit still keeps at most m rows. Rows
+// the query would drop must not take a unit's place, so they are dropped
+// before the sampling: the condition's conjuncts that read the private
+// table alone are applied there, and each public table joined to the
+// sampled table (or to one that filters) filters the rows to those with a
+// match, whose keys are in their domains and that meet the conjuncts
+// reading that table alone (joinFilters, splitWhere). A conjunct that reads
+// several tables, or a table that cannot filter (a LEFT JOIN, a join to
+// columns of two earlier tables), sends the plan back to pre-aggregation.
+// Rows that a join to columns of two earlier tables drops (or a join to a
+// table reached only through one), rows whose key from a LEFT JOINed table
+// is outside its domain, and rows that meet a public table's key held more
+// than once, with different values, are still sampled like any other and so
+// may take a unit's place.
 //
 // Not for: partition selection and count(DISTINCT unit), which count units
 // per group; quantiles and mode, which scale each unit's counts; joins of
@@ -127,9 +128,18 @@ func (b *planBuilder) filteredTables(alias string) []*relation {
 }
 
 // filtersBefore reports whether joinFilters(alias) filters on r: r is
-// inner-joined on one column to the relation named alias.
+// inner-joined to the relation named alias, on one column or several, all
+// of them equated with that relation's columns.
 func (r *relation) filtersBefore(alias string) bool {
-	return !r.left && len(r.joinCols) == 1 && r.joinedTo[0][0] == alias
+	if r.left || len(r.joinCols) == 0 {
+		return false
+	}
+	for _, to := range r.joinedTo {
+		if to[0] != alias {
+			return false
+		}
+	}
+	return true
 }
 
 // sampledFrom is the FROM and WHERE of a row-sampled plan (useSampling):
@@ -200,17 +210,17 @@ func conjunctsSQL(conds []*pg_query.Node) ([]string, error) {
 
 // joinFilters keep, before the sampling, only the rows that the inner joins
 // to public tables will keep after it, so that a row without a match takes
-// no unit's place: for each public table inner-joined on one column to the
-// relation named alias, an IN subquery of its join column, filtered by the
-// domains of its own keys, the conjuncts of the query's condition that
-// read it alone (splitWhere) and, in turn, by the tables joined to it. A
-// row that passes still meets a DISTINCT ON of its table after the
-// sampling, which keeps one of the rows with its key: only when a public
-// table holds one key more than once, with different values, can a
-// sampled row still be dropped there (so the conjuncts and domain filters
-// are applied again after the join). The filters read public tables alone,
-// so which of a unit's rows are kept still depends on that unit's rows
-// only.
+// no unit's place: for each public table inner-joined to the relation named
+// alias alone (filtersBefore), an IN subquery of its join columns (a row of
+// them for a join on several: (a, b) IN (SELECT x, y ..)), filtered by the
+// domains of its own keys, the conjuncts of the query's condition that read
+// it alone (splitWhere) and, in turn, by the tables joined to it. A row
+// that passes still meets a DISTINCT ON of its table after the sampling,
+// which keeps one of the rows with its key: only when a public table holds
+// one key more than once, with different values, can a sampled row still be
+// dropped there (so the conjuncts and domain filters are applied again
+// after the join). The filters read public tables alone, so which of a
+// unit's rows are kept still depends on that unit's rows only.
 func (b *planBuilder) joinFilters(alias string) ([]string, error) {
 	var conds []string
 	for _, r := range b.sc.public {
@@ -234,12 +244,21 @@ func (b *planBuilder) joinFilters(alias string) ([]string, error) {
 				where = append(where, b.domainFilter(i))
 			}
 		}
-		sub := fmt.Sprintf("SELECT %s.%s FROM %s.%s AS %s", quoteIdent(r.alias), quoteIdent(r.joinCols[0]),
+		keys, matched := make([]string, len(r.joinCols)), make([]string, len(r.joinCols))
+		for i, c := range r.joinCols {
+			keys[i] = quoteIdent(r.alias) + "." + quoteIdent(c)
+			matched[i] = quoteIdent(alias) + "." + quoteIdent(r.joinedTo[i][1])
+		}
+		sub := fmt.Sprintf("SELECT %s FROM %s.%s AS %s", strings.Join(keys, ", "),
 			quoteIdent(r.table.Schema), quoteIdent(r.table.Name), quoteIdent(r.alias))
 		if len(where) > 0 {
 			sub += " WHERE " + strings.Join(where, " AND ")
 		}
-		conds = append(conds, fmt.Sprintf("%s.%s IN (%s)", quoteIdent(alias), quoteIdent(r.joinedTo[0][1]), sub))
+		left := matched[0]
+		if len(matched) > 1 {
+			left = "(" + strings.Join(matched, ", ") + ")"
+		}
+		conds = append(conds, fmt.Sprintf("%s IN (%s)", left, sub))
 	}
 	return conds, nil
 }

@@ -143,6 +143,15 @@ func TestVerifySampled(t *testing.T) {
 			{"a filter reading a private table through a WITH", `IN (SELECT "d"."name" FROM`,
 				`IN (WITH x AS MATERIALIZED (SELECT patient_id FROM public.visits) SELECT "d"."name" FROM`},
 		}},
+		// Sampled before a join on two columns: a row IN filter.
+		{"join on two columns", "SELECT d.building, count(*) FROM visits v JOIN departments d ON v.department = d.name AND d.floor = v.patient_id WHERE d.floor > 1 GROUP BY 1",
+			`("v"."department", "v"."patient_id") IN (SELECT "d"."name", "d"."floor" FROM`, 5, []tampering{
+				{"rows filtered by a private table", `SELECT "d"."name", "d"."floor" FROM "public"."departments" AS "d"`, `SELECT "d"."department", "d"."patient_id" FROM "public"."visits" AS "d"`},
+				{"a filter correlated with the sampled row", `WHERE (d.floor > 1) AND d.building IN ('east', 'north', 'south'))) AS "v"`, `WHERE (d.floor > v.cost) AND d.building IN ('east', 'north', 'south'))) AS "v"`},
+				{"a computed column in the filter", `SELECT "d"."name", "d"."floor" FROM`, `SELECT "d"."name", "d"."floor" + 0 FROM`},
+				{"a row longer than the subquery's", `("v"."department", "v"."patient_id") IN`, `("v"."department", "v"."patient_id", "v"."cost") IN`},
+				{"an ordered and limited filter", `IN ('east', 'north', 'south'))) AS "v"`, `IN ('east', 'north', 'south') ORDER BY 1 LIMIT 1)) AS "v"`},
+			}},
 		// Sampled through a view of the table.
 		{"view", "SELECT department, count(*) FROM (SELECT * FROM visits WHERE cost > 10) AS v GROUP BY 1", `FROM (SELECT * FROM "public"."visits" AS "visits" WHERE cost > 10) AS "v"`, 5, []tampering{
 			{"a view of another table", `FROM (SELECT * FROM "public"."visits" AS "visits" WHERE`, `FROM (SELECT * FROM "public"."claims" AS "visits" WHERE`},
