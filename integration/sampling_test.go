@@ -92,39 +92,48 @@ func TestSampledJoinKeepsMatchedRows(t *testing.T) {
 }
 
 // TestSampledTableWithRankColumn: a table whose own columns include the
-// name the sampling gives its rank (dp_rank, here undeclared) is sampled
-// under another name; the same name twice made PostgreSQL refuse the
-// outer filter as ambiguous, after the charge (DP008).
+// name the sampling gives its rank (dp_rank, here undeclared), or a lookup
+// table joined to it, is sampled under another name; the same name twice
+// made PostgreSQL refuse the outer filter as ambiguous, after the charge
+// (DP008).
 //
 // Tolerance: count, sensitivity 3 at epsilon 1, tol(3) (below 1e-8).
 func TestSampledTableWithRankColumn(t *testing.T) {
 	ctx := testContext(t)
 	_, _, conn := plantedProxy(t, ctx, "sampled_rank_name", `CREATE TABLE ranked (uid integer, kind text, dp_rank integer, dp_rank_2 text);
-		INSERT INTO ranked SELECT u, CASE WHEN i % 2 = 0 THEN 'a' ELSE 'b' END, i, 'x' FROM generate_series(1, 500) u, generate_series(1, 6) i`,
+		INSERT INTO ranked SELECT u, CASE WHEN i % 2 = 0 THEN 'a' ELSE 'b' END, i, 'x' FROM generate_series(1, 500) u, generate_series(1, 6) i;
+		CREATE TABLE kinds (kind text, label text, dp_rank_3 integer);
+		INSERT INTO kinds VALUES ('a', 'A', 1), ('b', 'B', 2)`,
 		"  - name: ranked\n    privacy: unit\n    unit: uid\n    max_rows_per_unit: 3\n    max_groups_per_unit: 2\n"+
-			"    columns:\n      - {name: uid, type: integer}\n      - {name: kind, type: text, domain: [a, b]}\n")
+			"    columns:\n      - {name: uid, type: integer}\n      - {name: kind, type: text, domain: [a, b]}\n"+
+			"  - name: kinds\n    privacy: public\n    columns:\n      - {name: kind, type: text}\n      - {name: label, type: text, domain: [A, B]}\n")
 	if _, err := conn.Exec(ctx, "SET dp.epsilon = 1"); err != nil {
 		t.Fatal(err)
 	}
-	sql := "SELECT kind, count(*) AS n FROM ranked GROUP BY 1"
-	got, _ := dpRows(t, ctx, conn, sql)
-	total := 0.0
-	for _, r := range got {
-		total += num(t, r["n"])
-	}
-	// 3 of each unit's 6 rows are kept: 1,500 in all.
-	if len(got) != 2 || total < 1500-2*tol(3) || total > 1500+2*tol(3) {
-		t.Errorf("got %v; want kinds a and b counting 1,500 rows together", got)
-	}
-	rows, err := conn.Query(ctx, "EXPLAIN "+sql)
-	if err != nil {
-		t.Fatal(err)
-	}
-	plan, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		t.Fatal(err)
-	}
-	if text := strings.Join(plan, "\n"); !strings.Contains(text, "at most 3 rows sampled at random") || !strings.Contains(text, "dp_rank_3 <= 3") {
-		t.Fatalf("want a row-sampled plan ranking as dp_rank_3:\n%s", text)
+	for _, c := range []struct{ sql, rank string }{
+		{"SELECT kind, count(*) AS n FROM ranked GROUP BY 1", "dp_rank_3"},
+		// A joined lookup table's columns are the outer filter's too.
+		{"SELECT k.label AS kind, count(*) AS n FROM ranked r JOIN kinds k ON r.kind = k.kind GROUP BY 1", "dp_rank_4"},
+	} {
+		got, _ := dpRows(t, ctx, conn, c.sql)
+		total := 0.0
+		for _, r := range got {
+			total += num(t, r["n"])
+		}
+		// 3 of each unit's 6 rows are kept: 1,500 in all.
+		if len(got) != 2 || total < 1500-2*tol(3) || total > 1500+2*tol(3) {
+			t.Errorf("%s: got %v; want two kinds counting 1,500 rows together", c.sql, got)
+		}
+		rows, err := conn.Query(ctx, "EXPLAIN "+c.sql)
+		if err != nil {
+			t.Fatal(err)
+		}
+		plan, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if text := strings.Join(plan, "\n"); !strings.Contains(text, "at most 3 rows sampled at random") || !strings.Contains(text, c.rank+" <= 3") {
+			t.Fatalf("%s: want a row-sampled plan ranking as %s:\n%s", c.sql, c.rank, text)
+		}
 	}
 }

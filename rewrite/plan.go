@@ -1,6 +1,7 @@
 package rewrite
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"strconv"
@@ -70,14 +71,27 @@ func planAggregate(sel *pg_query.SelectStmt, pol *policy.Policy, ctes map[string
 // buildPlan plans an aggregate query; with shadow, a privacy-unit table
 // marked `shadow: true` is read through its copy from the start (readCopy).
 func buildPlan(sel *pg_query.SelectStmt, pol *policy.Policy, ctes map[string]*pg_query.SelectStmt, shadow bool) (plan *Plan, readCopy bool, err error) {
-	sc, err := resolveFrom(sel.FromClause, pol, ctes)
-	if err != nil {
-		return nil, false, err
+	for _, sampling := range []bool{true, false} {
+		sc, err := resolveFrom(sel.FromClause, pol, ctes)
+		if err != nil {
+			return nil, false, err
+		}
+		sc.shadow = shadow && sc.table.Shadow && sc.table.Privacy == policy.PrivacyUnit
+		sc.noSampling = !sampling
+		p, err := sc.plan(sel, pol)
+		if errors.Is(err, errSampledParamOrder) {
+			continue
+		}
+		return p, sc.shadow, err
 	}
-	sc.shadow = shadow && sc.table.Shadow && sc.table.Privacy == policy.PrivacyUnit
-	p, err := sc.plan(sel, pol)
-	return p, sc.shadow, err
+	panic("unreachable: a plan without sampling cannot reorder parameters")
 }
+
+// errSampledParamOrder: row sampling moved a use of a parameter that gives
+// it no type (untypedParam) ahead of the one that does, by applying the
+// private table's conditions first; the statement is planned again with
+// pre-aggregation, which keeps the analyst's order.
+var errSampledParamOrder = errors.New("sampling reorders a parameter's uses")
 
 // plan plans the aggregate query sel over the tables sc reads.
 func (sc *scope) plan(sel *pg_query.SelectStmt, pol *policy.Policy) (*Plan, error) {
@@ -133,6 +147,9 @@ func (sc *scope) plan(sel *pg_query.SelectStmt, pol *policy.Policy) (*Plan, erro
 		return nil, err
 	}
 	if n := untypedParam(sql, sc.params); n != 0 {
+		if b.plan.Sampled > 0 {
+			return nil, errSampledParamOrder
+		}
 		return nil, pgerror.RefuseUnsupported.New("could not determine a data type for parameter $%d: the statement tests it for NULL, or compares it with untyped values only, before anything gives it its type", n).
 			WithHint("compare it with a column of the private table first, e.g. WHERE (amount > $%d OR $%d IS NULL)", n, n)
 	}

@@ -57,7 +57,7 @@ import (
 // unit's index over rows not stored in unit order costs more than sorting
 // them (an index-only scan stays allowed).
 func (b *planBuilder) useSampling() bool {
-	if !b.plan.UnitLevel || len(b.plan.Keys) == 0 || b.plan.MaxGroups <= 1 || b.sc.shadow {
+	if !b.plan.UnitLevel || len(b.plan.Keys) == 0 || b.plan.MaxGroups <= 1 || b.sc.shadow || b.sc.noSampling {
 		return false
 	}
 	for _, r := range b.sc.public {

@@ -43,6 +43,9 @@ type scope struct {
 	viewAlias string
 	viewWhere string
 	shadow    bool // read the private table's pre-bounded shadow copy
+	// noSampling keeps useSampling from choosing row sampling
+	// (errSampledParamOrder).
+	noSampling bool
 	// proven are the private columns the verifier accepts unclamped (set
 	// by verifyRewritten from the plan's guarded proofs).
 	proven map[string]bool

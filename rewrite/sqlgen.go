@@ -17,12 +17,22 @@ const (
 
 // sampledRank names the rank a row-sampled statement adds to its table's
 // rows (SELECT *, row_number() .. AS dp_rank): dp_rank, or dp_rank_2, 3, ..
-// when the table has a column of that name upstream, which would make the
-// outer filter ambiguous, a statement PostgreSQL refuses only after the
-// charge. The verifier derives the same name.
+// when the table, or a public table joined to it (whose columns the outer
+// query sees as well, through SELECT DISTINCT ON (..) *), has a column of
+// that name upstream, which would make the outer filter ambiguous, a
+// statement PostgreSQL refuses only after the charge. The verifier derives
+// the same name.
 func sampledRank(sc *scope) string {
+	taken := func(name string) bool {
+		for _, r := range sc.relations() {
+			if sc.pol.HasDPColumn(r.table, name) {
+				return true
+			}
+		}
+		return false
+	}
 	name := rankCol
-	for i := 2; sc.pol.HasDPColumn(sc.table, name); i++ {
+	for i := 2; taken(name); i++ {
 		name = fmt.Sprintf("%s_%d", rankCol, i)
 	}
 	return name

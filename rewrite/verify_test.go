@@ -372,4 +372,18 @@ func TestSampledRankName(t *testing.T) {
 	if !strings.Contains(stmts[0].Plan.SQL, "AS dp_rank FROM") {
 		t.Fatalf("want the rank named dp_rank: %s", stmts[0].Plan.SQL)
 	}
+	// A joined lookup table's columns are seen by the outer filter too.
+	pol = goldenPolicy(t).WithDPNames(map[string][]string{"public.departments": {"dp_rank"}})
+	stmts, err = Classify("SELECT d.building, count(*) FROM visits v JOIN departments d ON v.department = d.name GROUP BY 1", pol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan = stmts[0].Plan
+	if !strings.Contains(plan.SQL, "AS dp_rank_2 FROM") || !strings.Contains(plan.SQL, "WHERE dp_rank_2 <= 5") {
+		t.Fatalf("want the rank named dp_rank_2 beside a lookup table's dp_rank: %s", plan.SQL)
+	}
+	if err := verifyRewritten(plan.SQL, plan.sc, plan); err != nil {
+		t.Fatalf("as planned: %v", err)
+	}
+	checkTampering(t, plan, "the lookup table's dp_rank as the limit", "WHERE dp_rank_2 <= 5", "WHERE dp_rank <= 5")
 }
