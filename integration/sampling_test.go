@@ -102,8 +102,8 @@ func TestSampledTableWithRankColumn(t *testing.T) {
 	ctx := testContext(t)
 	_, _, conn := plantedProxy(t, ctx, "sampled_rank_name", `CREATE TABLE ranked (uid integer, kind text, dp_rank integer, dp_rank_2 text);
 		INSERT INTO ranked SELECT u, CASE WHEN i % 2 = 0 THEN 'a' ELSE 'b' END, i, 'x' FROM generate_series(1, 500) u, generate_series(1, 6) i;
-		CREATE TABLE kinds (kind text, label text, dp_rank_3 integer);
-		INSERT INTO kinds VALUES ('a', 'A', 1), ('b', 'B', 2)`,
+		CREATE TABLE kinds (kind text, label text, dp_rank_3 integer, uid integer);
+		INSERT INTO kinds VALUES ('a', 'A', 1, 1), ('b', 'B', 2, 2)`,
 		"  - name: ranked\n    privacy: unit\n    unit: uid\n    max_rows_per_unit: 3\n    max_groups_per_unit: 2\n"+
 			"    columns:\n      - {name: uid, type: integer}\n      - {name: kind, type: text, domain: [a, b]}\n"+
 			"  - name: kinds\n    privacy: public\n    columns:\n      - {name: kind, type: text}\n      - {name: label, type: text, domain: [A, B]}\n")
@@ -136,4 +136,11 @@ func TestSampledTableWithRankColumn(t *testing.T) {
 			t.Fatalf("%s: want a row-sampled plan ranking as %s:\n%s", c.sql, c.rank, text)
 		}
 	}
+	// kinds's undeclared uid makes an unqualified uid ambiguous upstream:
+	// refused before the charge, not failed after it.
+	_, err := queryCount(ctx, conn, "SELECT count(*) FROM ranked r JOIN kinds k ON r.kind = k.kind WHERE uid > 0")
+	if sqlstate(err) != "42702" {
+		t.Errorf("an unqualified name an undeclared column shares: %v; want an ambiguity refused (42702)", err)
+	}
+
 }

@@ -1,7 +1,9 @@
 package policy
 
 import (
+	"crypto/sha256"
 	"crypto/tls"
+	"encoding/hex"
 	"sort"
 	"strings"
 	"time"
@@ -73,10 +75,12 @@ type Policy struct {
 	columnProblems map[string]string
 	collations     map[string]string
 	typesTag       string
-	// dpNames (by table) are the table's upstream columns whose names
-	// begin with "dp_", learned with WithDPNames (see there).
-	dpNames map[string]map[string]bool
-	dpTag   string
+	// upstreamColumns (by table) are the names of the table's columns
+	// upstream, declared or not, learned with WithUpstreamColumns.
+	upstreamColumns map[string]map[string]bool
+	columnsTag      string
+	// catalogTag is CatalogTag's, kept: it is part of every plan cache key.
+	catalogTag string
 
 	analysts map[string]*Analyst
 	tables   map[string]*Table // key: schema.name
@@ -384,6 +388,7 @@ func (p *Policy) WithUniqueUnits(tables map[string]bool) *Policy {
 	}
 	sort.Strings(names)
 	cp.uniqueTag = strings.Join(names, ",")
+	cp.retag()
 	return &cp
 }
 
@@ -415,6 +420,7 @@ func (p *Policy) WithProvenBounds(proofs map[string][]string) *Policy {
 	}
 	sort.Strings(tags)
 	cp.boundsTag = strings.Join(tags, ";")
+	cp.retag()
 	return &cp
 }
 
@@ -469,6 +475,7 @@ func (p *Policy) WithColumnTypes(tables, columns, collations map[string]string) 
 	}
 	sort.Strings(tags)
 	cp.typesTag = strings.Join(tags, ";")
+	cp.retag()
 	return &cp
 }
 
@@ -537,45 +544,51 @@ func (p *Policy) CarryColumnTypes(prev *Policy, unverified string) *Policy {
 			if tables[t.QualifiedName()] == unverified {
 				continue
 			}
-			for name := range prev.dpNames[t.QualifiedName()] {
+			for name := range prev.upstreamColumns[t.QualifiedName()] {
 				carried[t.QualifiedName()] = append(carried[t.QualifiedName()], name)
 			}
 		}
-		cp = cp.WithDPNames(carried)
+		cp = cp.WithUpstreamColumns(carried)
 	}
 	return cp
 }
 
-// WithDPNames returns a copy of p that knows which of its tables' upstream
-// columns, declared or not, have names beginning with "dp_" (names maps
-// QualifiedName to them): the prefix of the columns the rewritten SQL adds
-// beside a table's own (SELECT *, row_number() .. AS dp_rank), which the
-// rewriter so names around them. p itself is not changed.
-func (p *Policy) WithDPNames(names map[string][]string) *Policy {
+// WithUpstreamColumns returns a copy of p that knows the names of its
+// tables' columns upstream, declared or not (names maps QualifiedName to
+// them): an undeclared column still takes part in PostgreSQL's name
+// resolution, so the rewriter refuses an unqualified reference it would
+// make ambiguous, and names the columns its SQL adds beside a table's own
+// (SELECT *, row_number() .. AS dp_rank) around them. p itself is not
+// changed.
+func (p *Policy) WithUpstreamColumns(names map[string][]string) *Policy {
 	cp := *p
-	cp.dpNames = map[string]map[string]bool{}
+	cp.upstreamColumns = map[string]map[string]bool{}
 	var tags []string
 	for table, cols := range names {
 		for _, c := range cols {
-			if !strings.HasPrefix(c, "dp_") {
-				continue
+			if cp.upstreamColumns[table] == nil {
+				cp.upstreamColumns[table] = map[string]bool{}
 			}
-			if cp.dpNames[table] == nil {
-				cp.dpNames[table] = map[string]bool{}
-			}
-			cp.dpNames[table][c] = true
+			cp.upstreamColumns[table][c] = true
 			tags = append(tags, table+"."+c)
 		}
 	}
-	sort.Strings(tags)
-	cp.dpTag = strings.Join(tags, ";")
+	cp.columnsTag = ""
+	if len(tags) > 0 {
+		// A digest: the names can be many, and the tag is hashed with
+		// every plan cache lookup.
+		sort.Strings(tags)
+		sum := sha256.Sum256([]byte(strings.Join(tags, "\x00")))
+		cp.columnsTag = hex.EncodeToString(sum[:16])
+	}
+	cp.retag()
 	return &cp
 }
 
-// HasDPColumn reports whether t has a column called name upstream, for a
-// name beginning with "dp_" (see WithDPNames).
-func (p *Policy) HasDPColumn(t *Table, name string) bool {
-	return t != nil && p.dpNames[t.QualifiedName()][name]
+// HasUpstreamColumn reports whether t has a column called name upstream,
+// declared or not (see WithUpstreamColumns).
+func (p *Policy) HasUpstreamColumn(t *Table, name string) bool {
+	return t != nil && p.upstreamColumns[t.QualifiedName()][name]
 }
 
 func sameColumns(a, b *Table) bool {
@@ -593,7 +606,9 @@ func sameColumns(a, b *Table) bool {
 // CatalogTag names what the policy learned from the upstream catalog (the
 // unique-unit tables, proven bounds, type problems and collations), so that plans
 // cached under the same Version but different catalog facts are kept apart.
-func (p *Policy) CatalogTag() string {
+func (p *Policy) CatalogTag() string { return p.catalogTag }
+
+func (p *Policy) retag() {
 	tag := p.uniqueTag
 	if p.boundsTag != "" {
 		tag += "|" + p.boundsTag
@@ -601,8 +616,8 @@ func (p *Policy) CatalogTag() string {
 	if p.typesTag != "" {
 		tag += "|types:" + p.typesTag
 	}
-	if p.dpTag != "" {
-		tag += "|dp:" + p.dpTag
+	if p.columnsTag != "" {
+		tag += "|columns:" + p.columnsTag
 	}
-	return tag
+	p.catalogTag = tag
 }

@@ -438,6 +438,17 @@ func (sc *scope) namesBySchema(i int, r *relation, qual string) bool {
 	return qual == r.table.QualifiedName() && r.alias == r.table.Name && !(i == 0 && sc.view)
 }
 
+// undeclaredVisible reports whether r, the i-th of sc.relations(), has a
+// column named col upstream that the policy does not declare: PostgreSQL
+// resolves names against it all the same. A view that lists its columns
+// shows only those.
+func (sc *scope) undeclaredVisible(i int, r *relation, col string) bool {
+	if sc.pol == nil || (i == 0 && sc.visible != nil) {
+		return false
+	}
+	return r.table.Column(col) == nil && sc.pol.HasUpstreamColumn(r.table, col)
+}
+
 // column resolves a column reference against the scope.
 func (sc *scope) column(cr *pg_query.ColumnRef) (*policy.Column, error) {
 	c, _, err := sc.resolve(cr)
@@ -470,12 +481,17 @@ func (sc *scope) resolve(cr *pg_query.ColumnRef) (*policy.Column, *relation, err
 		}
 		switch {
 		case qual == "":
-			if r.table.Column(col) == nil {
+			declared := r.table.Column(col) != nil
+			if !declared && !sc.undeclaredVisible(i, r, col) {
 				continue
 			}
 			if found != nil {
-				return nil, nil, pgerror.Newf("42702", "column reference %q is ambiguous", col).
-					WithHint("qualify it with a table name, e.g. %s.%s", r.alias, col)
+				err := pgerror.Newf("42702", "column reference %q is ambiguous", col)
+				if !declared || found.table.Column(col) == nil {
+					err = pgerror.Newf("42702", "column reference %q is ambiguous: %s and %s both have a column of that name upstream, declared in the dpproxy policy or not",
+						col, found.alias, r.alias)
+				}
+				return nil, nil, err.WithHint("qualify it with a table name, e.g. %s.%s", r.alias, col)
 			}
 			found = r
 		case qual == r.alias && len(names) == 2, len(names) == 3 && sc.namesBySchema(i, r, qual):

@@ -25,7 +25,7 @@ const (
 func sampledRank(sc *scope) string {
 	taken := func(name string) bool {
 		for _, r := range sc.relations() {
-			if sc.pol.HasDPColumn(r.table, name) {
+			if sc.pol.HasUpstreamColumn(r.table, name) {
 				return true
 			}
 		}

@@ -3,7 +3,6 @@ package wire
 import (
 	"context"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -65,18 +64,16 @@ func (s *Server) withColumnTypes(ctx context.Context, pol, prev *policy.Policy) 
 			}
 		}
 	}
-	return pol.WithColumnTypes(tables, columns, collations).WithDPNames(dpNames(actual))
+	return pol.WithColumnTypes(tables, columns, collations).WithUpstreamColumns(upstreamColumnNames(actual))
 }
 
-// dpNames lists each table's upstream columns whose names begin with
-// "dp_" (policy.WithDPNames).
-func dpNames(actual map[string]map[string]upstreamColumn) map[string][]string {
+// upstreamColumnNames lists each table's upstream columns
+// (policy.WithUpstreamColumns).
+func upstreamColumnNames(actual map[string]map[string]upstreamColumn) map[string][]string {
 	names := map[string][]string{}
 	for table, cols := range actual {
 		for c := range cols {
-			if strings.HasPrefix(c, "dp_") {
-				names[table] = append(names[table], c)
-			}
+			names[table] = append(names[table], c)
 		}
 	}
 	return names

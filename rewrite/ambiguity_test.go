@@ -1,0 +1,38 @@
+package rewrite
+
+import (
+	"testing"
+
+	"github.com/dpproxy/dpproxy/pgerror"
+)
+
+// TestUndeclaredColumnAmbiguity: a column the policy does not declare still
+// takes part in PostgreSQL's name resolution, so an unqualified name that
+// a declared column of one table and an undeclared one of another both
+// answer is refused as ambiguous before the charge, as PostgreSQL would
+// refuse it after.
+func TestUndeclaredColumnAmbiguity(t *testing.T) {
+	pol := goldenPolicy(t).WithUpstreamColumns(map[string][]string{
+		"public.visits":      {"patient_id", "department", "cost", "floor"},
+		"public.departments": {"name", "floor", "building", "note"},
+	})
+	for _, tc := range []struct {
+		sql       string
+		ambiguous bool
+	}{
+		{"SELECT d.building, count(*) FROM visits v JOIN departments d ON v.department = d.name WHERE floor > 1 GROUP BY 1", true},
+		{"SELECT d.building, count(*) FROM visits v JOIN departments d ON v.department = d.name WHERE d.floor > 1 GROUP BY 1", false},
+		{"SELECT count(*) FROM visits v JOIN departments d ON v.department = d.name AND floor = v.patient_id", true},
+		// A view that lists its columns shows only those.
+		{"SELECT d.building, count(*) FROM (SELECT patient_id, department FROM visits) v JOIN departments d ON v.department = d.name WHERE floor > 1 GROUP BY 1", false},
+		{"SELECT d.building, count(*) FROM (SELECT * FROM visits) v JOIN departments d ON v.department = d.name WHERE floor > 1 GROUP BY 1", true},
+		// Undeclared on both sides: not declared, as before.
+		{"SELECT count(*) FROM visits v JOIN departments d ON v.department = d.name WHERE note = 'x'", false},
+		{"SELECT count(*) FROM visits WHERE floor > 1", false},
+	} {
+		_, err := Classify(tc.sql, pol)
+		if ambiguous := pgerror.Code(err) == "42702"; ambiguous != tc.ambiguous {
+			t.Errorf("%s: %v; want ambiguous %v", tc.sql, err, tc.ambiguous)
+		}
+	}
+}
