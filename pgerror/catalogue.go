@@ -101,4 +101,7 @@ var (
 	RefuseTypeMismatch = register(Refusal{"DP022", CodeDatatypeMismatch,
 		"a table or column is not in the database as the policy declares it (another type, a nondeterministic collation, missing, or unreadable), so dpproxy cannot tell which conditions are safe",
 		"the DBA should correct the column's type in the policy (dpproxy policy init prints the database's types) and reload it"})
+	RefuseInvalidLiteral = register(Refusal{"DP023", CodeInvalidTextRepresentation,
+		"a quoted constant compared with a column is not a valid value of the column's type, which PostgreSQL would report only after the statement was charged",
+		"write the constant as a valid value of the column's type, e.g. 42, 1.5, true or '2025-01-31'"})
 )

@@ -103,6 +103,9 @@ func checkCoalesce(n *pg_query.Node, sc *scope) error {
 	if err := sc.noteParams(leaves, "", false); err != nil {
 		return err
 	}
+	if err := checkLiterals(leaves, "", sc); err != nil {
+		return err
+	}
 	if err := sameCollation("", leaves, sc); err != nil {
 		return err
 	}

@@ -263,6 +263,9 @@ func checkAExpr(a *pg_query.A_Expr, sc *scope, inArith bool) error {
 	if err := sc.noteParams(comparisonLeaves(a.Lexpr, a.Rexpr), "", a.Kind == pg_query.A_Expr_Kind_AEXPR_OP); err != nil {
 		return err
 	}
+	if err := checkLiterals(comparisonLeaves(a.Lexpr, a.Rexpr), "", sc); err != nil {
+		return err
+	}
 	return compareNumericExactly(a, sc)
 }
 
@@ -489,6 +492,9 @@ func checkPublicSubLink(sl *pg_query.SubLink, sc *scope, inArith bool) error {
 // ic for conversions that fail on some values and for collations.
 func checkInPair(tested *pg_query.Node, t *policy.Table, ic *policy.Column, sc *scope) error {
 	if err := sc.noteParams(comparisonLeaves(tested), ic.Type, false); err != nil {
+		return err
+	}
+	if err := checkLiterals(comparisonLeaves(tested), ic.Type, sc); err != nil {
 		return err
 	}
 	if isFloat(ic.Type) {

@@ -1,0 +1,72 @@
+package rewrite
+
+import (
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/dpproxy/dpproxy/pgerror"
+)
+
+// literalCase is a line of testdata/literals.tsv.
+type literalCase struct {
+	typ, lit      string
+	pgFails, pass bool
+}
+
+func readLiteralCases(t *testing.T) []literalCase {
+	t.Helper()
+	data, err := os.ReadFile("testdata/literals.tsv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cases []literalCase
+	for _, line := range strings.Split(string(data), "\n") {
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		f := strings.Split(line, "\t")
+		if len(f) < 4 || !strings.HasPrefix(f[1], "|") || !strings.HasSuffix(f[1], "|") {
+			t.Fatalf("malformed line %q", line)
+		}
+		cases = append(cases, literalCase{f[0], f[1][1 : len(f[1])-1], f[2] == "true", f[3] == "true"})
+	}
+	return cases
+}
+
+func TestLiteralFails(t *testing.T) {
+	for _, tc := range readLiteralCases(t) {
+		refused := literalFails(tc.typ, tc.lit) != ""
+		if want := tc.pgFails && !tc.pass; refused != want {
+			t.Errorf("%q as %s: refused %v, want %v", tc.lit, tc.typ, refused, want)
+		}
+	}
+}
+
+// TestInvalidLiterals: a quoted constant PostgreSQL would refuse for the
+// type of the column it is compared with is refused before the charge,
+// wherever it meets the column.
+func TestInvalidLiterals(t *testing.T) {
+	pol := goldenPolicy(t)
+	for _, tc := range []struct {
+		sql     string
+		refused bool
+	}{
+		{"SELECT count(*) FROM visits WHERE patient_id = 'x'", true},
+		{"SELECT count(*) FROM visits WHERE patient_id IN ('1', '2.5')", true},
+		{"SELECT count(*) FROM visits WHERE patient_id BETWEEN '1' AND '9'", false},
+		{"SELECT count(*) FROM visits WHERE visit_date >= '2025-02-30'", true},
+		{"SELECT count(*) FROM visits WHERE coalesce(visit_date, '2025-13-01') > '2025-01-01'", true},
+		{"SELECT count(*) FROM visits WHERE visit_date >= '2025-02-28'", false},
+		{"SELECT count(*) FROM visits WHERE department IN (SELECT name FROM departments WHERE floor = 'one')", true},
+		{"SELECT count(*) FROM visits WHERE ('x', department) IN (SELECT floor, name FROM departments)", true},
+		{"SELECT count(*) FROM visits WHERE ('3', department) IN (SELECT floor, name FROM departments)", false},
+		// Beside an expression, the type is PostgreSQL's to choose.
+		{"SELECT count(*) FROM visits WHERE patient_id + 1 = '7'", false},
+	} {
+		_, err := Classify(tc.sql, pol)
+		if refused := err != nil && pgerror.Code(err) == pgerror.CodeInvalidTextRepresentation; refused != tc.refused {
+			t.Errorf("%s: %v; want refused as an invalid constant %v", tc.sql, err, tc.refused)
+		}
+	}
+}
