@@ -635,3 +635,44 @@ func TestRedTeamParamsReachedRows(t *testing.T) {
 		t.Errorf("v > 1e400 declared numeric: %s when the row exists, %s when it does not; want the same", present, absent)
 	}
 }
+
+// TestRedTeamCoalesceHugeConstant: coalesce(n, 1e400) is numeric, and
+// PostgreSQL converts it to double precision beside a float column, which
+// fails on exactly the rows where n is NULL: whether the statement failed
+// after its charge told whether some row (a chosen unit's) held a NULL.
+// Such a constant beside a float is refused before any row is read (a
+// red-team helper's finding, also through a row IN subquery).
+func TestRedTeamCoalesceHugeConstant(t *testing.T) {
+	ctx := testContext(t)
+	db, _, conn := plantedProxy(t, ctx, "coalesce_huge", `CREATE TABLE gauges (n integer, f double precision, k text);
+		INSERT INTO gauges SELECT g, g / 100.0, 'a' FROM generate_series(1, 100) g;
+		INSERT INTO gauges VALUES (NULL, 0.5, 'a');
+		CREATE TABLE scales (r double precision, k text);
+		INSERT INTO scales VALUES (0.5, 'a')`,
+		"  - name: gauges\n    privacy: row\n    columns:\n      - {name: n, type: integer}\n      - {name: f, type: double precision, bounds: [0, 1]}\n"+
+			"      - {name: k, type: text}\n"+
+			"  - name: scales\n    privacy: public\n    columns:\n      - {name: r, type: double precision}\n      - {name: k, type: text}\n")
+	leaky := []string{
+		"SELECT count(*) FROM gauges WHERE coalesce(n, 1e400) = f",
+		"SELECT count(*) FROM gauges WHERE (coalesce(n, 1e400), k) IN (SELECT r, k FROM scales)",
+		"SELECT count(*) FROM gauges WHERE coalesce(n, -1e-400) IN (SELECT r FROM scales)",
+	}
+	for _, sql := range leaky {
+		_, err := queryCount(ctx, conn, sql)
+		if sqlstate(err) != "0A000" || !strings.Contains(err.Error(), "double precision") {
+			t.Errorf("%s: %v; want 0A000 refusing the constant beside a float", sql, err)
+		}
+	}
+	if _, err := queryCount(ctx, conn, "SELECT count(*) FROM gauges WHERE coalesce(n, 1e300) = f"); err != nil {
+		t.Errorf("a constant within double precision's range: %v; want a noisy count", err)
+	}
+	// The control: upstream, each fails on the planted NULL row alone.
+	for _, sql := range leaky {
+		if _, err := queryCount(ctx, db, sql); err == nil {
+			t.Errorf("directly upstream, %s answered: the planted row no longer exercises the conversion", sql)
+		}
+		if _, err := queryCount(ctx, db, sql+" AND n IS NOT NULL"); err != nil {
+			t.Errorf("directly upstream, %s failed without the NULL row: %v", sql, err)
+		}
+	}
+}

@@ -23,8 +23,9 @@ func TestUndeclaredColumnAmbiguity(t *testing.T) {
 		{"SELECT d.building, count(*) FROM visits v JOIN departments d ON v.department = d.name WHERE floor > 1 GROUP BY 1", true},
 		{"SELECT d.building, count(*) FROM visits v JOIN departments d ON v.department = d.name WHERE d.floor > 1 GROUP BY 1", false},
 		{"SELECT count(*) FROM visits v JOIN departments d ON v.department = d.name AND floor = v.patient_id", true},
-		// A view that lists its columns shows only those.
-		{"SELECT d.building, count(*) FROM (SELECT patient_id, department FROM visits) v JOIN departments d ON v.department = d.name WHERE floor > 1 GROUP BY 1", false},
+		// A view that lists its columns is read as SELECT * of its table.
+		{"SELECT d.building, count(*) FROM (SELECT patient_id, department FROM visits) v JOIN departments d ON v.department = d.name WHERE floor > 1 GROUP BY 1", true},
+		{"WITH w AS (SELECT patient_id, department FROM visits) SELECT count(*) FROM w JOIN departments d ON w.department = d.name WHERE floor > 1", true},
 		{"SELECT d.building, count(*) FROM (SELECT * FROM visits) v JOIN departments d ON v.department = d.name WHERE floor > 1 GROUP BY 1", true},
 		// Undeclared on both sides: not declared, as before.
 		{"SELECT count(*) FROM visits v JOIN departments d ON v.department = d.name WHERE note = 'x'", false},

@@ -235,7 +235,9 @@ func comparisonLeaves(operands ...*pg_query.Node) []*pg_query.Node {
 
 // numericOperand describes n when it may be a numeric value of a private
 // row: arithmetic (promoted to numeric), or a numeric column anywhere in
-// it; "" otherwise.
+// it; or a numeric constant beyond double precision's range, which a
+// coalesce yields only on the rows where its columns are NULL
+// (coalesce(a, 1e400) = f fails exactly there); "" otherwise.
 func numericOperand(n *pg_query.Node, sc *scope) string {
 	return firstBelow(n, func(m *pg_query.Node) string {
 		switch c := columnOf(m, sc); {
@@ -244,6 +246,8 @@ func numericOperand(n *pg_query.Node, sc *scope) string {
 			return "arithmetic on columns"
 		case c != nil && c.Type == "numeric":
 			return "numeric column " + c.Name
+		case m.GetAConst().GetFval() != nil && floatLiteralFails(m.GetAConst().GetFval().Fval, "double precision") != "":
+			return "constant " + m.GetAConst().GetFval().Fval + ", beyond double precision's range,"
 		}
 		return ""
 	})

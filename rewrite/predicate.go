@@ -462,6 +462,10 @@ func checkPublicSubLink(sl *pg_query.SubLink, sc *scope, inArith bool) error {
 	// would resolve it.
 	rv.Schemaname = t.Schema
 	inner := &scope{table: t, alias: alias, pol: sc.pol, params: sc.params}
+	// PostgreSQL types each of a row's untyped parameters by its pair
+	// alone, and refuses one typed two ways ("inconsistent types deduced")
+	// only after the charge.
+	paramPair := map[int32]string{}
 	for i, target := range sub.TargetList {
 		cr := target.GetResTarget().GetVal().GetColumnRef()
 		if cr == nil {
@@ -473,6 +477,15 @@ func checkPublicSubLink(sl *pg_query.SubLink, sc *scope, inArith bool) error {
 		}
 		if err := checkInPair(tested[i], t, ic, sc); err != nil {
 			return err
+		}
+		for _, n := range comparisonLeaves(tested[i]) {
+			if p := n.GetParamRef(); p != nil && len(tested) > 1 {
+				if typ, seen := paramPair[p.Number]; seen && typ != ic.Type {
+					return pgerror.RefuseUnsupported.New("parameter $%d is compared with columns of types %s and %s in one row", p.Number, typ, ic.Type).
+						WithHint("use a parameter for each column")
+				}
+				paramPair[p.Number] = ic.Type
+			}
 		}
 	}
 	if sub.WhereClause != nil {
@@ -491,6 +504,12 @@ func checkPublicSubLink(sl *pg_query.SubLink, sc *scope, inArith bool) error {
 // checkInPair checks `tested IN (SELECT col ..)` of public table t's column
 // ic for conversions that fail on some values and for collations.
 func checkInPair(tested *pg_query.Node, t *policy.Table, ic *policy.Column, sc *scope) error {
+	for _, n := range comparisonLeaves(tested) {
+		if c := columnOf(n, sc); c != nil && typeFamily(c.Type) != typeFamily(ic.Type) {
+			return pgerror.RefuseUnsupported.New("column %s (%s) cannot be compared with column %s (%s) of %s", c.Name, c.Type, ic.Name, ic.Type, t.QualifiedName()).
+				WithHint("compare columns of the same kind: numbers, text, booleans, or dates and timestamps")
+		}
+	}
 	if err := sc.noteParams(comparisonLeaves(tested), ic.Type, false); err != nil {
 		return err
 	}
@@ -521,4 +540,17 @@ func checkInPair(tested *pg_query.Node, t *policy.Table, ic *policy.Column, sc *
 		}
 	}
 	return nil
+}
+
+// typeFamily groups the policy's types whose values PostgreSQL compares
+// with one another: numbers, dates and timestamps, and each other type
+// alone.
+func typeFamily(typ string) string {
+	switch typ {
+	case "smallint", "integer", "bigint", "numeric", "real", "double precision":
+		return "number"
+	case "date", "timestamp", "timestamptz":
+		return "datetime"
+	}
+	return typ
 }

@@ -438,15 +438,12 @@ func (sc *scope) namesBySchema(i int, r *relation, qual string) bool {
 	return qual == r.table.QualifiedName() && r.alias == r.table.Name && !(i == 0 && sc.view)
 }
 
-// undeclaredVisible reports whether r, the i-th of sc.relations(), has a
-// column named col upstream that the policy does not declare: PostgreSQL
-// resolves names against it all the same. A view that lists its columns
-// shows only those.
-func (sc *scope) undeclaredVisible(i int, r *relation, col string) bool {
-	if sc.pol == nil || (i == 0 && sc.visible != nil) {
-		return false
-	}
-	return r.table.Column(col) == nil && sc.pol.HasUpstreamColumn(r.table, col)
+// undeclaredVisible reports whether r has a column named col upstream that
+// the policy does not declare: PostgreSQL resolves names against it all
+// the same. So does a view that lists its columns, since the rewritten SQL
+// reads it as SELECT * of its table (privateSQL).
+func (sc *scope) undeclaredVisible(r *relation, col string) bool {
+	return sc.pol != nil && r.table.Column(col) == nil && sc.pol.HasUpstreamColumn(r.table, col)
 }
 
 // column resolves a column reference against the scope.
@@ -482,7 +479,7 @@ func (sc *scope) resolve(cr *pg_query.ColumnRef) (*policy.Column, *relation, err
 		switch {
 		case qual == "":
 			declared := r.table.Column(col) != nil
-			if !declared && !sc.undeclaredVisible(i, r, col) {
+			if !declared && !sc.undeclaredVisible(r, col) {
 				continue
 			}
 			if found != nil {
