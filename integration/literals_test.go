@@ -12,7 +12,7 @@ import (
 // comparison with a column of the type is refused before the charge
 // (22P02, DP023) exactly when the line says PostgreSQL fails and dpproxy
 // does not leave the form to it; a constant PostgreSQL accepts is
-// answered.
+// answered. So is the same value bound to a parameter.
 func TestInvalidLiterals(t *testing.T) {
 	ctx := testContext(t)
 	columns := map[string]string{
@@ -54,6 +54,15 @@ func TestInvalidLiterals(t *testing.T) {
 			t.Errorf("%s as %s: through dpproxy %v; want refused as invalid %v", quoted, typ, err, fails && !pass)
 		case !fails && err != nil:
 			t.Errorf("%s as %s: PostgreSQL reads it, but through dpproxy: %v", quoted, typ, err)
+		}
+		// The same value bound to a parameter: PostgreSQL reads it with the
+		// same input function, when binding, after the charge.
+		res := conn.PgConn().ExecParams(ctx, "SELECT count(*) FROM lits WHERE "+columns[typ]+" = $1", [][]byte{[]byte(lit)}, nil, nil, nil).Read()
+		switch refused := sqlstate(res.Err) == "22P02"; {
+		case refused != (fails && !pass):
+			t.Errorf("$1 = %s as %s: through dpproxy %v; want refused as invalid %v", quoted, typ, res.Err, fails && !pass)
+		case !fails && res.Err != nil:
+			t.Errorf("$1 = %s as %s: PostgreSQL reads it, but through dpproxy: %v", quoted, typ, res.Err)
 		}
 		checked++
 	}

@@ -71,7 +71,13 @@ func literalFails(typ, s string) string {
 	}
 	switch typ {
 	case "smallint", "integer", "bigint":
-		bits := map[string]int{"smallint": 16, "integer": 32, "bigint": 64}[typ]
+		bits := 64
+		switch typ {
+		case "smallint":
+			bits = 16
+		case "integer":
+			bits = 32
+		}
 		if decimalInteger.MatchString(t) {
 			if _, err := strconv.ParseInt(strings.TrimPrefix(t, "+"), 10, bits); err != nil {
 				return "it is out of range for the type"

@@ -342,3 +342,52 @@ func (pu *paramUses) typedOtherThanText(n int32) bool {
 	}
 	return false
 }
+
+// types are, by parameter number - 1, the one type each parameter is
+// compared with (Plan.ParamTypes), "" where it meets several, or
+// something else than columns and constants, or nothing noted.
+func (pu *paramUses) types() []string {
+	if pu == nil {
+		return nil
+	}
+	var out []string
+	for n := range pu.uses {
+		g := pu.group(n)
+		typ, one := "", true
+		for m, uses := range pu.uses {
+			if pu.group(m) != g {
+				continue
+			}
+			for _, u := range uses {
+				one = one && !u.other
+				for _, t := range u.types {
+					if typ != "" && t != typ {
+						one = false
+					}
+					typ = t
+				}
+			}
+		}
+		if !one || typ == "" {
+			continue
+		}
+		for len(out) < int(n) {
+			out = append(out, "")
+		}
+		out[n-1] = typ
+	}
+	return out
+}
+
+// InvalidParamValue says why PostgreSQL would refuse the text of a bound
+// value for parameter n (1-based) of the plan, or "": the same judgement
+// as for quoted constants (literalFails), made before the charge.
+func (p *Plan) InvalidParamValue(n int, text string) string {
+	if n < 1 || n > len(p.ParamTypes) || p.ParamTypes[n-1] == "" {
+		return ""
+	}
+	if why := literalFails(p.ParamTypes[n-1], text); why != "" {
+		return fmt.Sprintf("%q is not a valid %s: %s", text, p.ParamTypes[n-1], why)
+	}
+	return ""
+}

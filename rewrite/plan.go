@@ -157,6 +157,7 @@ func (sc *scope) plan(sel *pg_query.SelectStmt, pol *policy.Policy) (*Plan, erro
 		return nil, fmt.Errorf("rewritten query failed verification: %w", err)
 	}
 	b.plan.SQL = sql
+	b.plan.ParamTypes = sc.params.types()
 	b.plan.Guard = b.plan.guardSQL()
 	b.plan.sc = sc
 	b.plan.Canonical = RenderPlan(b.plan)

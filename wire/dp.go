@@ -47,6 +47,9 @@ func (sess *session) runDP(st *rewrite.Statement, a execArgs) error {
 	if err != nil {
 		return err
 	}
+	if err := checkParamValues(plan, a); err != nil {
+		return err
+	}
 	eps := sess.queryEpsilon()
 	if capEps := pol.EpsilonCap(sess.analyst); eps > capEps {
 		return pgerror.RefuseSetting.New("dp.epsilon %g exceeds your per-query cap of %g", eps, capEps)

@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/dpproxy/dpproxy/pgerror"
+	"github.com/dpproxy/dpproxy/rewrite"
 )
 
 // Bound parameters of DP statements.
@@ -88,6 +89,26 @@ func dpParams(a execArgs) (execArgs, error) {
 		}
 	}
 	return out, nil
+}
+
+// checkParamValues refuses a bound value PostgreSQL would refuse for the
+// type it reads the parameter in (rewrite.Plan.InvalidParamValue): it
+// would do so when binding, after the charge. a is dpParams' output, whose
+// values are text but for those sent in binary without a type.
+func checkParamValues(plan *rewrite.Plan, a execArgs) error {
+	if len(plan.ParamTypes) == 0 {
+		return nil
+	}
+	for i, v := range a.params {
+		if v == nil || formatFor(a.paramFormats, i) != 0 {
+			continue
+		}
+		if why := plan.InvalidParamValue(i+1, string(v)); why != "" {
+			return pgerror.RefuseInvalidLiteral.New("parameter $%d: %s", i+1, why).
+				WithHint("bind a valid value of the type, e.g. 42, 1.5, true or 2025-01-31")
+		}
+	}
+	return nil
 }
 
 // typeMaps decode binary parameters; a pgtype.Map is not safe for
