@@ -676,3 +676,40 @@ func TestRedTeamCoalesceHugeConstant(t *testing.T) {
 		}
 	}
 }
+
+// TestRedTeamNameCollation: current_user and the like are of type name,
+// collated "C"; compared with a column of another non-default collation,
+// PostgreSQL cannot choose one and fails on the first row that reaches the
+// comparison, so a charged DP008 told whether a chosen row existed. Such a
+// comparison is refused before the charge (a red-team helper's finding).
+func TestRedTeamNameCollation(t *testing.T) {
+	ctx := testContext(t)
+	db, _, conn := plantedProxy(t, ctx, "name_collation", `CREATE TABLE tags (a integer, z text COLLATE "POSIX", w text);
+		INSERT INTO tags SELECT g, 'v' || g, 'v' || g FROM generate_series(1, 100) g;
+		INSERT INTO tags VALUES (537, 'canary', 'canary')`,
+		"  - name: tags\n    privacy: row\n    columns:\n      - {name: a, type: integer}\n      - {name: z, type: text}\n      - {name: w, type: text}\n")
+	leaky := []string{
+		"SELECT count(*) FROM tags WHERE a = 537 AND z = current_user",
+		"SELECT count(*) FROM tags WHERE a = 537 AND lower(z) < session_user",
+		"SELECT count(*) FILTER (WHERE z = current_role) FROM tags WHERE a = 537",
+	}
+	for _, sql := range leaky {
+		_, err := queryCount(ctx, conn, sql)
+		if sqlstate(err) != "0A000" || !strings.Contains(err.Error(), "collation") {
+			t.Errorf("%s: %v; want 0A000 refusing the collations", sql, err)
+		}
+	}
+	if _, err := queryCount(ctx, conn, "SELECT count(*) FROM tags WHERE w = current_user"); err != nil {
+		t.Errorf("the default collation yields to name's: %v; want a noisy count", err)
+	}
+	// The control: upstream, each fails only once the planted row reaches
+	// the comparison.
+	for _, sql := range leaky {
+		if _, err := queryCount(ctx, db, sql); err == nil {
+			t.Errorf("directly upstream, %s answered: the planted row no longer exercises the collations", sql)
+		}
+		if _, err := queryCount(ctx, db, strings.Replace(sql, "a = 537", "a = 538", 1)); err != nil {
+			t.Errorf("directly upstream, %s failed without a row reaching the comparison: %v", sql, err)
+		}
+	}
+}

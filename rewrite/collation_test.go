@@ -27,6 +27,12 @@ func TestCollations(t *testing.T) {
 		{"SELECT count(*) FROM visits v JOIN departments d ON v.department = d.name WHERE v.clinic = d.building", false},
 		{"SELECT count(*) FROM visits WHERE clinic = 'x' AND clinic IN (SELECT building FROM departments)", false},
 		{"SELECT count(*) FROM visits v JOIN departments d ON v.department = d.name", false},
+		// current_user and the like are names, collated "C".
+		{"SELECT count(*) FROM visits WHERE clinic = current_user", false},
+		{"SELECT count(*) FROM visits WHERE department IN (current_user, 'x')", false},
+		{"SELECT count(*) FROM visits WHERE department IN (SELECT name FROM departments WHERE name = current_user)", true},
+		{"SELECT count(*) FROM visits v JOIN departments d ON v.department = d.name WHERE lower(d.name) < session_user", true},
+		{"SELECT count(*) FROM visits v JOIN departments d ON v.department = d.name WHERE coalesce(d.name, current_schema) = 'x'", true},
 	} {
 		_, err := Classify(tc.sql, pol)
 		if refused := pgerror.Code(err) == "0A000"; refused != tc.refused {

@@ -29,25 +29,43 @@ func sameCollation(coll string, leaves []*pg_query.Node, sc *scope) error {
 	var err error
 	for _, n := range leaves {
 		walkNodes(n, func(m *pg_query.Node) {
-			cr := m.GetColumnRef()
-			if cr == nil || err != nil {
+			if err != nil {
 				return
 			}
-			c, rel, rerr := sc.resolve(cr)
-			if rerr != nil {
-				return
+			var name, cc string
+			if f := m.GetSqlvalueFunction(); f != nil && nameValueFunctions[f.Op] {
+				// current_user and the like are of type name, whose
+				// collation is "C".
+				name, cc = "current_user", collationC
+			} else if cr := m.GetColumnRef(); cr != nil {
+				c, rel, rerr := sc.resolve(cr)
+				if rerr != nil {
+					return
+				}
+				name, cc = "column "+c.Name, sc.pol.ColumnCollation(rel.table, c.Name)
 			}
-			switch cc := sc.pol.ColumnCollation(rel.table, c.Name); {
+			switch {
 			case cc == "":
 			case coll == "":
 				coll = cc
 			case cc != coll:
-				err = pgerror.RefuseUnsupported.New("column %s has another collation than the value it is compared with: PostgreSQL cannot choose one, and would fail on the rows it compares", c.Name).
-					WithHint("compare columns of the same collation, or compare %s with constants", c.Name)
+				err = pgerror.RefuseUnsupported.New("%s has another collation than the value it is compared with: PostgreSQL cannot choose one, and would fail on the rows it compares", name).
+					WithHint("compare values of the same collation, or compare with constants")
 			}
 		})
 	}
 	return err
+}
+
+// collationC is the OID of the "C" collation, as policy.ColumnCollation
+// names collations.
+const collationC = "950"
+
+// nameValueFunctions return the type name, collated "C".
+var nameValueFunctions = map[pg_query.SQLValueFunctionOp]bool{
+	pg_query.SQLValueFunctionOp_SVFOP_CURRENT_ROLE: true, pg_query.SQLValueFunctionOp_SVFOP_CURRENT_USER: true,
+	pg_query.SQLValueFunctionOp_SVFOP_USER: true, pg_query.SQLValueFunctionOp_SVFOP_SESSION_USER: true,
+	pg_query.SQLValueFunctionOp_SVFOP_CURRENT_CATALOG: true, pg_query.SQLValueFunctionOp_SVFOP_CURRENT_SCHEMA: true,
 }
 
 // inListDateTimes refuses an IN list whose values are of more than one
