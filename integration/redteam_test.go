@@ -713,3 +713,30 @@ func TestRedTeamNameCollation(t *testing.T) {
 		}
 	}
 }
+
+// TestRedTeamBlankPaddedJoin: char(n) = varchar compares as char, ignoring
+// trailing spaces, but the lookup's DISTINCT ON keeps 'x' and 'x ' apart,
+// so one private row matched eight lookup rows: a count of sensitivity 1
+// moved by 8. The policy calls both text; the catalog read tells them
+// apart and the join is refused (a red-team helper's finding).
+func TestRedTeamBlankPaddedJoin(t *testing.T) {
+	ctx := testContext(t)
+	db, _, conn := plantedProxy(t, ctx, "blank_padded", `CREATE TABLE codes (c char(4), a integer);
+		INSERT INTO codes SELECT 'c' || g, g FROM generate_series(1, 100) g;
+		INSERT INTO codes VALUES ('x', 537);
+		CREATE TABLE lookup (v varchar(8), label text);
+		INSERT INTO lookup SELECT 'c' || g, 'l' FROM generate_series(1, 100) g;
+		INSERT INTO lookup SELECT rpad('x', n), 'l' FROM generate_series(1, 8) n`,
+		"  - name: codes\n    privacy: row\n    columns:\n      - {name: c, type: text}\n      - {name: a, type: integer}\n"+
+			"  - name: lookup\n    privacy: public\n    columns:\n      - {name: v, type: text}\n      - {name: label, type: text}\n")
+	_, err := queryCount(ctx, conn, "SELECT count(*) FROM codes JOIN lookup ON codes.c = lookup.v")
+	if sqlstate(err) != "0A000" || !strings.Contains(err.Error(), "character(n)") {
+		t.Errorf("a char(4) column joined to a varchar one: %v; want 0A000 refused", err)
+	}
+	// The control: the join as the rewrite writes it counts the planted
+	// row eight times.
+	n, err := queryCount(ctx, db, "SELECT count(*) FROM codes JOIN (SELECT DISTINCT ON (v) * FROM lookup) AS l ON codes.c = l.v")
+	if err != nil || n != 108 {
+		t.Errorf("directly upstream: %d, %v; want 108 (100 rows and the planted one eight times)", n, err)
+	}
+}

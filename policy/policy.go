@@ -75,9 +75,10 @@ type Policy struct {
 	columnProblems map[string]string
 	collations     map[string]string
 	typesTag       string
-	// upstreamColumns (by table) are the names of the table's columns
-	// upstream, declared or not, learned with WithUpstreamColumns.
-	upstreamColumns map[string]map[string]bool
+	// upstreamColumns (by table) are the table's columns upstream,
+	// declared or not, with their types (format_type's text), learned with
+	// WithUpstreamColumns.
+	upstreamColumns map[string]map[string]string
 	columnsTag      string
 	// catalogTag is CatalogTag's, kept: it is part of every plan cache key.
 	catalogTag string
@@ -539,43 +540,42 @@ func (p *Policy) CarryColumnTypes(prev *Policy, unverified string) *Policy {
 	}
 	cp := p.WithColumnTypes(tables, columns, collations)
 	if prev != nil {
-		carried := map[string][]string{}
+		carried := map[string]map[string]string{}
 		for _, t := range p.Tables {
 			if tables[t.QualifiedName()] == unverified {
 				continue
 			}
-			for name := range prev.upstreamColumns[t.QualifiedName()] {
-				carried[t.QualifiedName()] = append(carried[t.QualifiedName()], name)
-			}
+			carried[t.QualifiedName()] = prev.upstreamColumns[t.QualifiedName()]
 		}
 		cp = cp.WithUpstreamColumns(carried)
 	}
 	return cp
 }
 
-// WithUpstreamColumns returns a copy of p that knows the names of its
-// tables' columns upstream, declared or not (names maps QualifiedName to
-// them): an undeclared column still takes part in PostgreSQL's name
-// resolution, so the rewriter refuses an unqualified reference it would
-// make ambiguous, and names the columns its SQL adds beside a table's own
-// (SELECT *, row_number() .. AS dp_rank) around them. p itself is not
-// changed.
-func (p *Policy) WithUpstreamColumns(names map[string][]string) *Policy {
+// WithUpstreamColumns returns a copy of p that knows its tables' columns
+// upstream, declared or not (cols maps QualifiedName to each column's
+// type, as format_type prints it): an undeclared column still takes part
+// in PostgreSQL's name resolution, so the rewriter refuses an unqualified
+// reference it would make ambiguous, and names the columns its SQL adds
+// beside a table's own (SELECT *, row_number() .. AS dp_rank) around them;
+// and a character(n) column compares ignoring trailing spaces, which the
+// policy's text does not say (BlankPadded). p itself is not changed.
+func (p *Policy) WithUpstreamColumns(cols map[string]map[string]string) *Policy {
 	cp := *p
-	cp.upstreamColumns = map[string]map[string]bool{}
+	cp.upstreamColumns = map[string]map[string]string{}
 	var tags []string
-	for table, cols := range names {
-		for _, c := range cols {
-			if cp.upstreamColumns[table] == nil {
-				cp.upstreamColumns[table] = map[string]bool{}
-			}
-			cp.upstreamColumns[table][c] = true
-			tags = append(tags, table+"."+c)
+	for table, types := range cols {
+		if len(types) == 0 {
+			continue
+		}
+		cp.upstreamColumns[table] = types
+		for c, typ := range types {
+			tags = append(tags, table+"."+c+" "+typ)
 		}
 	}
 	cp.columnsTag = ""
 	if len(tags) > 0 {
-		// A digest: the names can be many, and the tag is hashed with
+		// A digest: the columns can be many, and the tag is hashed with
 		// every plan cache lookup.
 		sort.Strings(tags)
 		sum := sha256.Sum256([]byte(strings.Join(tags, "\x00")))
@@ -588,7 +588,22 @@ func (p *Policy) WithUpstreamColumns(names map[string][]string) *Policy {
 // HasUpstreamColumn reports whether t has a column called name upstream,
 // declared or not (see WithUpstreamColumns).
 func (p *Policy) HasUpstreamColumn(t *Table, name string) bool {
-	return t != nil && p.upstreamColumns[t.QualifiedName()][name]
+	if t == nil {
+		return false
+	}
+	_, ok := p.upstreamColumns[t.QualifiedName()][name]
+	return ok
+}
+
+// BlankPadded reports whether t's column is character(n) (bpchar)
+// upstream, which the policy calls text: its values compare ignoring
+// trailing spaces.
+func (p *Policy) BlankPadded(t *Table, column string) bool {
+	if t == nil {
+		return false
+	}
+	typ := p.upstreamColumns[t.QualifiedName()][column]
+	return typ == "bpchar" || typ == "character" || strings.HasPrefix(typ, "character(")
 }
 
 func sameColumns(a, b *Table) bool {

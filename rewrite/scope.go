@@ -259,12 +259,13 @@ func (sc *scope) checkJoinEqualities(q *pg_query.Node, pub *relation) error {
 	var other [2]string
 	otherSide := 0
 	var cols [2]*policy.Column
+	var rels [2]*relation
 	for i, side := range []*pg_query.Node{a.Lexpr, a.Rexpr} {
 		c, rel, err := sc.resolve(side.GetColumnRef())
 		if err != nil {
 			return err
 		}
-		cols[i] = c
+		cols[i], rels[i] = c, rel
 		if rel == pub {
 			pubCol = c.Name
 		} else {
@@ -282,6 +283,13 @@ func (sc *scope) checkJoinEqualities(q *pg_query.Node, pub *relation) error {
 		return pgerror.RefuseUnsupported.New("join keys %s (%s) and %s (%s) do not compare without converting one of them, which can fail on some rows' values",
 			cols[0].Name, cols[0].Type, cols[1].Name, cols[1].Type).
 			WithHint("join on columns of the same type, or of integer and numeric types")
+	}
+	if sc.pol != nil && sc.pol.BlankPadded(rels[0].table, cols[0].Name) != sc.pol.BlankPadded(rels[1].table, cols[1].Name) {
+		// char = varchar compares as char, ignoring trailing spaces, while
+		// the lookup's DISTINCT ON keeps 'x' and 'x ' apart: one private
+		// row would match both.
+		return pgerror.RefuseUnsupported.New("join keys %s and %s compare differently: one is character(n) upstream, whose trailing spaces do not count, the other is not", cols[0].Name, cols[1].Name).
+			WithHint("join on columns that are both character(n), or neither")
 	}
 	pub.joinCols = append(pub.joinCols, pubCol)
 	pub.joinedTo = append(pub.joinedTo, other)

@@ -350,7 +350,7 @@ func TestVerifyUnsafeArithmetic(t *testing.T) {
 // the sampling ranks as dp_rank_2, and the verifier requires the outer
 // limit to read the rank, not the table's column.
 func TestSampledRankName(t *testing.T) {
-	pol := goldenPolicy(t).WithUpstreamColumns(map[string][]string{"public.claims": {"dp_rank"}, "public.visits": {"dp_rank_2"}})
+	pol := goldenPolicy(t).WithUpstreamColumns(map[string]map[string]string{"public.claims": {"dp_rank": ""}, "public.visits": {"dp_rank_2": ""}})
 	stmts, err := Classify("SELECT status, count(*) FROM claims GROUP BY status", pol)
 	if err != nil {
 		t.Fatal(err)
@@ -373,7 +373,7 @@ func TestSampledRankName(t *testing.T) {
 		t.Fatalf("want the rank named dp_rank: %s", stmts[0].Plan.SQL)
 	}
 	// A joined lookup table's columns are seen by the outer filter too.
-	pol = goldenPolicy(t).WithUpstreamColumns(map[string][]string{"public.departments": {"dp_rank"}})
+	pol = goldenPolicy(t).WithUpstreamColumns(map[string]map[string]string{"public.departments": {"dp_rank": ""}})
 	stmts, err = Classify("SELECT d.building, count(*) FROM visits v JOIN departments d ON v.department = d.name GROUP BY 1", pol)
 	if err != nil {
 		t.Fatal(err)

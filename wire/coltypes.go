@@ -64,19 +64,20 @@ func (s *Server) withColumnTypes(ctx context.Context, pol, prev *policy.Policy) 
 			}
 		}
 	}
-	return pol.WithColumnTypes(tables, columns, collations).WithUpstreamColumns(upstreamColumnNames(actual))
+	return pol.WithColumnTypes(tables, columns, collations).WithUpstreamColumns(upstreamColumnTypes(actual))
 }
 
-// upstreamColumnNames lists each table's upstream columns
+// upstreamColumnTypes lists each table's upstream columns with their types
 // (policy.WithUpstreamColumns).
-func upstreamColumnNames(actual map[string]map[string]upstreamColumn) map[string][]string {
-	names := map[string][]string{}
+func upstreamColumnTypes(actual map[string]map[string]upstreamColumn) map[string]map[string]string {
+	out := map[string]map[string]string{}
 	for table, cols := range actual {
-		for c := range cols {
-			names[table] = append(names[table], c)
+		out[table] = map[string]string{}
+		for c, up := range cols {
+			out[table][c] = up.typ
 		}
 	}
-	return names
+	return out
 }
 
 // upstreamColumn is what the catalog says of a column.
