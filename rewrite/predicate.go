@@ -3,6 +3,7 @@ package rewrite
 import (
 	"math"
 	"strings"
+	"unicode/utf8"
 
 	pg_query "github.com/pganalyze/pg_query_go/v6"
 
@@ -19,6 +20,9 @@ var safePredicateFuncs = map[string]bool{"lower": true, "upper": true, "length":
 // byte of its input, and fails beyond 1 GB, that is on a text of some
 // 256 MB, so lower(col) would fail on such a row and no other.
 const caseMapLimit = 16 << 20
+
+// likePatternLimit is the longest LIKE pattern accepted, in characters.
+const likePatternLimit = 256
 
 // checkPredicate validates a WHERE clause over one table. The allowlist admits
 // only expressions that cannot raise a data-dependent error or take
@@ -227,6 +231,13 @@ func checkAExpr(a *pg_query.A_Expr, sc *scope, inArith bool) error {
 		// PostgreSQL rejects a pattern ending in its escape character only
 		// when a value reaches that point of the pattern: a prefix oracle.
 		pat := a.Rexpr.GetAConst().GetSval().GetSval()
+		if utf8.RuneCountInString(pat) > likePatternLimit {
+			// Matching costs up to a value's length times the pattern's
+			// ('%e' and thousands of '_'): a long pattern would make one
+			// long private value take seconds, up to the statement timeout.
+			return pgerror.RefuseUnsupported.New("LIKE pattern is %d characters long; at most %d are supported", utf8.RuneCountInString(pat), likePatternLimit).
+				WithHint("use a shorter pattern, or IN (...) for a list of values")
+		}
 		if n := len(pat) - len(strings.TrimRight(pat, `\`)); n%2 == 1 {
 			return pgerror.RefuseUnsupported.New("LIKE pattern must not end with escape character").
 				WithHint(`escape the final backslash: '...\\'`)
