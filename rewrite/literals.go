@@ -22,28 +22,27 @@ import (
 // upstream as before.
 
 // checkLiterals checks the quoted constants among a comparison's leaves
-// (comparisonLeaves) against the one column type they are compared with:
-// the leaves' columns' and also's (an IN subquery's column). With columns
-// of several types, or any other expression beside them, PostgreSQL's
-// choice of type is not judged here.
+// (comparisonLeaves) against the one type they are compared with: the
+// leaves' columns' and numbers', and also's (an IN subquery's column).
+// Beside values of several types (an IN list or coalesce takes their
+// common type: i IN ('1.5', 2.5) compares in numeric), or any other
+// expression, PostgreSQL's choice of type is not judged here.
 func checkLiterals(leaves []*pg_query.Node, also string, sc *scope) error {
 	typ := also
 	var literals []string
 	for _, n := range leaves {
-		if c := columnOf(n, sc); c != nil {
-			if typ != "" && typ != c.Type {
-				return nil
-			}
-			typ = c.Type
-			continue
-		}
-		switch partnerType(n, sc) {
+		switch t := partnerType(n, sc); t {
 		case "?":
 			return nil
 		case "":
 			if s := n.GetAConst().GetSval(); s != nil {
 				literals = append(literals, s.Sval)
 			}
+		default:
+			if typ != "" && typ != t {
+				return nil
+			}
+			typ = t
 		}
 	}
 	for _, lit := range literals {
@@ -117,8 +116,8 @@ func isSpecialNumber(t string, float bool) bool {
 }
 
 func floatLiteralFails(t, typ string) string {
-	if isSpecialNumber(t, true) {
-		return ""
+	if isSpecialNumber(t, true) || strings.HasPrefix(strings.ToLower(strings.TrimLeft(t, "+-")), "nan(") {
+		return "" // strtod also reads nan(chars)
 	}
 	if !decimalLiteral.MatchString(t) {
 		if nonDecimalLiteral.MatchString(t) || strings.HasPrefix(strings.ToLower(strings.TrimLeft(t, "+-")), "0x") {
@@ -191,7 +190,9 @@ func dateLiteralFails(t string) string {
 	switch {
 	case hour > 24 || minute > 59 || second > 60:
 		return "that time of day does not exist"
-	case hour == 24 && (minute > 0 || second > 0 || fraction != ""):
+	case hour == 24 && (minute > 0 || second > 0 || fraction != "") && len(tm[5]) <= 7:
+		// Longer fractions are rounded to microseconds first
+		// (24:00:00.0000001 is midnight), which is PostgreSQL's to judge.
 		return "that time of day does not exist"
 	}
 	return ""

@@ -1,6 +1,8 @@
 package rewrite
 
 import (
+	"fmt"
+	"maps"
 	"os"
 	"strings"
 	"testing"
@@ -63,10 +65,52 @@ func TestInvalidLiterals(t *testing.T) {
 		{"SELECT count(*) FROM visits WHERE ('3', department) IN (SELECT floor, name FROM departments)", false},
 		// Beside an expression, the type is PostgreSQL's to choose.
 		{"SELECT count(*) FROM visits WHERE patient_id + 1 = '7'", false},
+		// So it is beside values of several types: an IN list and coalesce
+		// take their common type (numeric here), BETWEEN compares twice.
+		{"SELECT count(*) FROM visits WHERE patient_id IN ('1.5', 2.5)", false},
+		{"SELECT count(*) FROM visits WHERE coalesce(patient_id, 2.5) = '1.5'", false},
+		{"SELECT count(*) FROM visits WHERE 2.5 BETWEEN patient_id AND '1.5'", false},
+		{"SELECT count(*) FROM visits WHERE patient_id IN ('x', 2)", true},
 	} {
 		_, err := Classify(tc.sql, pol)
 		if refused := err != nil && pgerror.Code(err) == pgerror.CodeInvalidTextRepresentation; refused != tc.refused {
 			t.Errorf("%s: %v; want refused as an invalid constant %v", tc.sql, err, tc.refused)
 		}
+	}
+}
+
+// TestParamTypes: the types wire checks bound values against are those
+// PostgreSQL infers where the statement compares a parameter with values
+// of one type; none elsewhere. A parameter number far beyond the bound
+// values costs nothing, and a thousand linked parameters plan at once.
+func TestParamTypes(t *testing.T) {
+	pol := goldenPolicy(t)
+	for _, tc := range []struct {
+		sql  string
+		want map[int32]string
+	}{
+		{"SELECT count(*) FROM visits WHERE patient_id > $1 AND department = $2", map[int32]string{1: "integer", 2: "text"}},
+		{"SELECT count(*) FROM visits WHERE patient_id IN ($1, 2.5)", map[int32]string{}},
+		{"SELECT count(*) FROM visits WHERE patient_id = $20000000", map[int32]string{20000000: "integer"}},
+		{"SELECT count(*) FROM visits WHERE visit_date >= $1 AND visit_date < $2", map[int32]string{1: "date", 2: "date"}},
+	} {
+		stmts, err := Classify(tc.sql, pol)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.sql, err)
+		}
+		if got := stmts[0].Plan.ParamTypes; len(got) != len(tc.want) || !maps.Equal(got, tc.want) {
+			t.Errorf("%s: parameter types %v, want %v", tc.sql, got, tc.want)
+		}
+	}
+	var params []string
+	for i := 1; i <= 1000; i++ {
+		params = append(params, fmt.Sprintf("$%d", i))
+	}
+	stmts, err := Classify("SELECT count(*) FROM visits WHERE patient_id IN ("+strings.Join(params, ", ")+")", pol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := stmts[0].Plan.ParamTypes; len(got) != 1000 || got[1000] != "integer" {
+		t.Errorf("a thousand parameters in one IN list: %d types, $1000 %q; want 1,000 integers", len(got), got[1000])
 	}
 }

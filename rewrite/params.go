@@ -40,15 +40,23 @@ func newParamUses() *paramUses {
 	return &paramUses{uses: map[int32]map[*pg_query.Node]paramUse{}, linked: map[int32]int32{}}
 }
 
-// group is the representative of n's group.
+// group is the representative of n's group. The path is shortened as it
+// is followed: IN ($1, …, $1000) links a thousand parameters.
 func (pu *paramUses) group(n int32) int32 {
+	root := n
 	for {
-		up, ok := pu.linked[n]
-		if !ok || up == n {
-			return n
+		up, ok := pu.linked[root]
+		if !ok || up == root {
+			break
 		}
+		root = up
+	}
+	for n != root {
+		up := pu.linked[n]
+		pu.linked[n] = root
 		n = up
 	}
+	return root
 }
 
 func (pu *paramUses) link(a, b int32) {
@@ -121,10 +129,9 @@ func (sc *scope) noteParams(leaves []*pg_query.Node, also string, plain bool) er
 		}
 		uses[n] = use
 	}
-	for _, p := range params {
-		if err := pu.check(p.Number); err != nil {
-			return err
-		}
+	// One group: they were linked above.
+	if len(params) > 0 {
+		return pu.check(params[0].Number)
 	}
 	return nil
 }
@@ -343,38 +350,41 @@ func (pu *paramUses) typedOtherThanText(n int32) bool {
 	return false
 }
 
-// types are, by parameter number - 1, the one type each parameter is
-// compared with (Plan.ParamTypes), "" where it meets several, or
-// something else than columns and constants, or nothing noted.
-func (pu *paramUses) types() []string {
-	if pu == nil {
+// types are, by parameter number, the one type each parameter is
+// compared with (Plan.ParamTypes); a parameter compared with several, or
+// with something else than columns and constants, or with nothing noted,
+// is left out.
+func (pu *paramUses) types() map[int32]string {
+	if pu == nil || len(pu.uses) == 0 {
 		return nil
 	}
-	var out []string
-	for n := range pu.uses {
+	type verdict struct {
+		typ string
+		one bool
+	}
+	groups := map[int32]*verdict{}
+	for n, uses := range pu.uses {
 		g := pu.group(n)
-		typ, one := "", true
-		for m, uses := range pu.uses {
-			if pu.group(m) != g {
-				continue
-			}
-			for _, u := range uses {
-				one = one && !u.other
-				for _, t := range u.types {
-					if typ != "" && t != typ {
-						one = false
-					}
-					typ = t
+		v := groups[g]
+		if v == nil {
+			v = &verdict{one: true}
+			groups[g] = v
+		}
+		for _, u := range uses {
+			v.one = v.one && !u.other
+			for _, t := range u.types {
+				if v.typ != "" && t != v.typ {
+					v.one = false
 				}
+				v.typ = t
 			}
 		}
-		if !one || typ == "" {
-			continue
+	}
+	out := map[int32]string{}
+	for n := range pu.uses {
+		if v := groups[pu.group(n)]; v.one && v.typ != "" {
+			out[n] = v.typ
 		}
-		for len(out) < int(n) {
-			out = append(out, "")
-		}
-		out[n-1] = typ
 	}
 	return out
 }
@@ -383,11 +393,12 @@ func (pu *paramUses) types() []string {
 // value for parameter n (1-based) of the plan, or "": the same judgement
 // as for quoted constants (literalFails), made before the charge.
 func (p *Plan) InvalidParamValue(n int, text string) string {
-	if n < 1 || n > len(p.ParamTypes) || p.ParamTypes[n-1] == "" {
+	typ := p.ParamTypes[int32(n)]
+	if typ == "" {
 		return ""
 	}
-	if why := literalFails(p.ParamTypes[n-1], text); why != "" {
-		return fmt.Sprintf("%q is not a valid %s: %s", text, p.ParamTypes[n-1], why)
+	if why := literalFails(typ, text); why != "" {
+		return fmt.Sprintf("%q is not a valid %s: %s", text, typ, why)
 	}
 	return ""
 }

@@ -100,11 +100,11 @@ type Plan struct {
 	// written with other spacing, case or comments is still a repeat, while
 	// statements that differ in any constant never share an answer.
 	Canonical string
-	// ParamTypes are, by parameter number - 1, the types PostgreSQL will
-	// read bound values in, where the statement compares the parameter
-	// with values of one type only ("" elsewhere): wire refuses a value
-	// that is not one (InvalidParamValue) before the charge.
-	ParamTypes []string
+	// ParamTypes are, by parameter number, the types PostgreSQL will read
+	// bound values in, where the statement compares the parameter with
+	// values of one type only: wire refuses a value that is not one
+	// (InvalidParamValue) before the charge.
+	ParamTypes map[int32]string
 
 	sc *scope // the tables the query reads, for re-verification
 }
