@@ -163,6 +163,11 @@ func Compute(plan *rewrite.Plan, mech *Mechanisms, exact []Row, src mechanisms.S
 		r := outRow{vals: make([]Value, len(plan.Outputs))}
 		for i, o := range plan.Outputs {
 			r.vals[i] = cast(ev.eval(o.Expr), o.Type)
+			if e := o.Expr; e.Kind == rewrite.ExprKey && g.Keys[e.Index] != nil && plan.Keys[e.Index].Type == rewrite.TypeNumeric {
+				// A numeric key is released as written (1.5), not as a
+				// number with the output's decimals (which rounded it).
+				r.vals[i] = Value{Str: *g.Keys[e.Index], IsStr: true}
+			}
 		}
 		for _, o := range plan.Order {
 			r.sort = append(r.sort, ev.eval(o.Expr))
@@ -231,9 +236,20 @@ func selectGroups(plan *rewrite.Plan, mech *Mechanisms, exact []Row, src mechani
 		}
 		return out, nil
 	}
+	// Matched by domainMatch (keys.go), released as the domain's entries.
+	match := func(keys []*string) string {
+		m := make([]*string, len(keys))
+		for i, k := range keys {
+			if k != nil {
+				s := domainMatch(&plan.Keys[i], *k)
+				m[i] = &s
+			}
+		}
+		return joinKeys(m)
+	}
 	byKey := make(map[string]Row, len(exact))
 	for _, r := range exact {
-		byKey[joinKeys(r.Keys)] = r
+		byKey[match(r.Keys)] = r
 	}
 	var out []Row
 	combo := make([]*string, len(plan.Keys))
@@ -241,10 +257,11 @@ func selectGroups(plan *rewrite.Plan, mech *Mechanisms, exact []Row, src mechani
 	walk = func(i int) {
 		if i == len(plan.Keys) {
 			keys := append([]*string(nil), combo...)
-			r, ok := byKey[joinKeys(keys)]
+			r, ok := byKey[match(keys)]
 			if !ok {
-				r = Row{Keys: keys, Q: make([]float64, nq)}
+				r = Row{Q: make([]float64, nq)}
 			}
+			r.Keys = keys
 			out = append(out, r)
 			return
 		}

@@ -12,6 +12,7 @@ import (
 // (rewrite.Quantity.Centre).
 type RowParser struct {
 	nk, nq  int
+	keys    []rewrite.Key
 	centred []centredColumn
 }
 
@@ -25,7 +26,7 @@ type centredColumn struct {
 // NewRowParser parses the rows of plan's rewritten SQL. It is made once per
 // statement: the centred columns are found once, not per row.
 func NewRowParser(plan *rewrite.Plan) *RowParser {
-	p := &RowParser{nk: len(plan.Keys), nq: plan.Columns()}
+	p := &RowParser{nk: len(plan.Keys), nq: plan.Columns(), keys: plan.Keys}
 	for i, q := range plan.Quantities {
 		if q.Centre != nil {
 			p.centred = append(p.centred, centredColumn{at: plan.ColumnOffset(i), count: plan.ColumnOffset(q.Centre.Count), centre: q.Centre})
@@ -42,7 +43,7 @@ func (p *RowParser) Parse(raw [][]byte) (Row, error) {
 	r := Row{Keys: make([]*string, p.nk), Q: make([]float64, p.nq)}
 	for i := range p.nk {
 		if raw[i] != nil {
-			s := string(raw[i])
+			s := releasedKey(&p.keys[i], string(raw[i]))
 			r.Keys[i] = &s
 		}
 	}

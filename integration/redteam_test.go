@@ -740,3 +740,61 @@ func TestRedTeamBlankPaddedJoin(t *testing.T) {
 		t.Errorf("directly upstream: %d, %v; want 108 (100 rows and the planted one eight times)", n, err)
 	}
 }
+
+// TestRedTeamKeyRepresentative: GROUP BY puts equal values that print
+// differently (numeric 1.5 and 1.50, float -0 and 0) in one group and
+// prints one row's; matched to the domain byte for byte, one unit's 1.50
+// made the whole group 1.5 come back empty (count 1,001 → 0 against a
+// sensitivity of 1). Keys are now compared by value (a red-team helper's
+// finding).
+//
+// Tolerance: counts at ε 1 split over two quantities, sensitivity 1:
+// tol(2) (below 1e-8 per check) against a gap of 1,000.
+func TestRedTeamKeyRepresentative(t *testing.T) {
+	ctx := testContext(t)
+	db, _, conn := plantedProxy(t, ctx, "key_representative", `CREATE TABLE uscores (uid integer, score numeric);
+		INSERT INTO uscores VALUES (0, 1.50);
+		INSERT INTO uscores SELECT g, 1.5 FROM generate_series(1, 1000) g;
+		CREATE TABLE fscores (f double precision);
+		INSERT INTO fscores VALUES ('-0');
+		INSERT INTO fscores SELECT 0 FROM generate_series(1, 1000)`,
+		"  - name: uscores\n    privacy: unit\n    unit: uid\n    max_rows_per_unit: 1\n    max_groups_per_unit: 2\n"+
+			"    columns:\n      - {name: uid, type: integer}\n      - {name: score, type: numeric, domain: ['1.5', '2.5']}\n"+
+			"  - name: fscores\n    privacy: row\n    columns:\n      - {name: f, type: double precision, domain: ['0', '1']}\n")
+	if _, err := conn.Exec(ctx, "SET dp.epsilon = 1"); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ sql, key string }{
+		{"SELECT score, count(*) AS n FROM uscores GROUP BY 1", "1.5"},
+		{"SELECT f, count(*) AS n FROM fscores GROUP BY 1", "0"},
+	} {
+		res, err := conn.PgConn().Exec(ctx, c.sql).ReadAll()
+		if err != nil || len(res) != 1 {
+			t.Fatalf("%s: %v", c.sql, err)
+		}
+		found := false
+		for _, row := range res[0].Rows {
+			if string(row[0]) != c.key {
+				continue
+			}
+			found = true
+			n, err := strconv.ParseFloat(string(row[1]), 64)
+			if err != nil || n < 1001-tol(2) || n > 1001+tol(2) {
+				t.Errorf("%s: group %s counts %s; want 1,001 ± %v (the planted row's printing emptied it?)", c.sql, c.key, row[1], tol(2))
+			}
+		}
+		if !found {
+			t.Errorf("%s: no group %s in %q", c.sql, c.key, res[0].Rows)
+		}
+	}
+	// The control: upstream, the groups print as the planted rows do.
+	for _, c := range []struct{ sql, printed string }{
+		{"SELECT score FROM uscores GROUP BY 1", "1.50"},
+		{"SELECT f FROM fscores GROUP BY 1", "-0"},
+	} {
+		res, err := db.PgConn().Exec(ctx, c.sql).ReadAll()
+		if err != nil || len(res) != 1 || len(res[0].Rows) != 1 || string(res[0].Rows[0][0]) != c.printed {
+			t.Errorf("directly upstream, %s: %v, %v; want one group printed %s", c.sql, res, err, c.printed)
+		}
+	}
+}

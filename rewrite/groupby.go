@@ -105,11 +105,14 @@ func (b *planBuilder) addKey(n *pg_query.Node) error {
 func (b *planBuilder) keyOf(n *pg_query.Node) (Key, *policy.Column, error) {
 	switch v := n.Node.(type) {
 	case *pg_query.Node_ColumnRef:
-		c, err := b.sc.column(v.ColumnRef)
+		c, rel, err := b.sc.resolve(v.ColumnRef)
 		if err != nil {
 			return Key{}, nil, err
 		}
 		k := Key{Type: columnType(c.Type)}
+		if b.sc.pol != nil {
+			k.Padded = b.sc.pol.BlankPadded(rel.table, c.Name)
+		}
 		switch {
 		case len(c.Domain) > 0:
 			k.Domain = append([]string(nil), c.Domain...)

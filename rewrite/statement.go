@@ -114,6 +114,9 @@ type Key struct {
 	Name   string
 	Type   ResultType
 	Domain []string // public domain (every group is answered, empty ones too); nil: partition selection
+	// Padded: the column is character(n) upstream (the policy's text), whose
+	// values group ignoring trailing spaces.
+	Padded bool
 
 	gen string // planning only: SQL to generate instead of the key as written
 }
