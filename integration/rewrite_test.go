@@ -493,6 +493,24 @@ func TestShadowTable(t *testing.T) {
 			t.Errorf("%s: %v, exact on the copy %v", d, c, want[d])
 		}
 	}
+	// A copy bounded under another policy (here one with 50 rows per
+	// patient, refreshed before the proxy reloaded it) is not read: its
+	// rows would exceed the plan's sensitivities. Refused, not charged.
+	if _, err := admin.Exec(ctx, "COMMENT ON TABLE dpproxy_shadow.public__visits IS 'dpproxy shadow of public.visits: unit patient_id, max_rows_per_unit 50'"); err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.QueryRow(ctx, "SHOW dp.budget").Scan(&before)
+	_, err = conn.Exec(ctx, "SELECT count(*) FROM visits")
+	_ = conn.QueryRow(ctx, "SHOW dp.budget").Scan(&after)
+	if !errors.As(err, &pge) || pge.Code != "0A000" || !strings.Contains(pge.Message, "not made under the policy in force") || before != after {
+		t.Errorf("query over a copy bounded by 50 rows per patient: %v; budget %q then %q", err, before, after)
+	}
+	if _, err := admin.Exec(ctx, "COMMENT ON TABLE dpproxy_shadow.public__visits IS NULL"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err = conn.Exec(ctx, "SELECT count(*) FROM visits"); !errors.As(err, &pge) || !strings.Contains(pge.Message, "no record of how it was bounded") {
+		t.Errorf("query over a copy without its comment: %v; want refused", err)
+	}
 }
 
 // TestSchemaQualifiedColumns: BI tools (Metabase among them) name columns

@@ -875,6 +875,15 @@ func (d *decoder) table(p *Policy, n ast.Node) {
 		}
 	}
 	t.Shadow, _ = o.boolean("shadow")
+	if t.Shadow {
+		// schema a, table b__c and schema a__b, table c would fill one copy.
+		for _, other := range p.Tables {
+			if other.Shadow && other.ShadowName() == t.ShadowName() {
+				d.errorf(o.valueAt("shadow"), "tables %s and %s would share the shadow copy %s.%s; keep shadow: true on one of them",
+					other.QualifiedName(), t.QualifiedName(), ShadowSchema, t.ShadowName())
+			}
+		}
+	}
 	switch t.Privacy {
 	case PrivacyRow, PrivacyPublic:
 		for _, k := range []string{"unit", "max_rows_per_unit", "max_groups_per_unit", "shadow"} {

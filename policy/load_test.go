@@ -285,6 +285,11 @@ var brokenCases = []brokenCase{
 		want: []string{"14:13: alias *b names no anchor; define &b before using it"}},
 	{name: "columns not a list", edits: []string{"    columns:\n", "    columns: age\n    cols:\n"},
 		want: []string{"20:14: columns must be a list such as [{name: age, type: integer, bounds: [0, 120]}], not \"age\"", "21:5: unknown key \"cols\" in a table; valid keys: columns, max_groups_per_unit, max_rows_per_unit, name, privacy, schema, shadow, unit"}},
+	{name: "two tables sharing a shadow copy", edits: []string{"  - name: patients\n    privacy: unit\n",
+		"  - {name: c, schema: a__b, privacy: unit, unit: u, max_rows_per_unit: 1, shadow: true, columns: [{name: u, type: integer}]}\n" +
+			"  - {name: b__c, schema: a, privacy: unit, unit: u, max_rows_per_unit: 1, shadow: true, columns: [{name: u, type: integer}]}\n" +
+			"  - name: patients\n    privacy: unit\n"},
+		want: []string{"17:83: tables a__b.c and a.b__c would share the shadow copy dpproxy_shadow.a__b__c; keep shadow: true on one of them"}},
 	{name: "many problems at once", edits: []string{"epsilon: 0.5", "epsilon: -1", "privacy: unit", "privacy: secret", "bounds: [0, 100]", "bounds: [0]"},
 		want: []string{"9:12: epsilon must be a positive finite number, e.g. 0.1", "17:14: unknown privacy \"secret\": write row, unit or public", "22:44: bounds must be two numbers [lower, upper], e.g. [0, 120]; found 1"}},
 }

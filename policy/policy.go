@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"encoding/hex"
+	"fmt"
 	"sort"
 	"strings"
 	"time"
@@ -370,6 +371,14 @@ const ShadowSchema = "dpproxy_shadow"
 
 // ShadowName is the name of the table's pre-bounded copy in ShadowSchema.
 func (t *Table) ShadowName() string { return t.Schema + "__" + t.Name }
+
+// ShadowComment is the comment `dpproxy shadow refresh` puts on t's copy: the
+// table, unit and max_rows_per_unit it bounded the copy by. A copy whose
+// comment differs was made under another policy (a larger bound, another
+// unit, another table of the same shadow name) and is not read.
+func (t *Table) ShadowComment() string {
+	return fmt.Sprintf("dpproxy shadow of %s: unit %s, max_rows_per_unit %d", t.QualifiedName(), t.Unit, t.MaxRowsPerUnit)
+}
 
 // WithUniqueUnits returns a copy of p that knows which privacy-unit tables
 // have a unique unit column upstream (by QualifiedName): a unit of such a

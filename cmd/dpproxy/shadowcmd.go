@@ -130,6 +130,9 @@ func refreshShadow(ctx context.Context, conn *pgx.Conn, t *policy.Table, reader 
 		stmts = append(stmts, fmt.Sprintf("ALTER TABLE %s ADD CONSTRAINT dp_bounds CHECK (%s)", tmp, strings.Join(bounds, " AND ")))
 	}
 	stmts = append(stmts,
+		// What the copy was bounded by: wire/shadow.go reads only a copy
+		// whose comment matches the policy in force.
+		"COMMENT ON TABLE "+tmp+" IS '"+strings.ReplaceAll(t.ShadowComment(), "'", "''")+"'",
 		"DROP TABLE IF EXISTS "+dst,
 		"ALTER TABLE "+tmp+" RENAME TO "+id(pgx.Identifier{t.ShadowName()}),
 	)
