@@ -236,12 +236,13 @@ func selectGroups(plan *rewrite.Plan, mech *Mechanisms, exact []Row, src mechani
 		}
 		return out, nil
 	}
-	// Matched by domainMatch (keys.go), released as the domain's entries.
+	// Matched by value (rewrite.Key.Match), released as the domain's
+	// entries.
 	match := func(keys []*string) string {
 		m := make([]*string, len(keys))
 		for i, k := range keys {
 			if k != nil {
-				s := domainMatch(&plan.Keys[i], *k)
+				s := plan.Keys[i].Match(*k)
 				m[i] = &s
 			}
 		}

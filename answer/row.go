@@ -43,7 +43,7 @@ func (p *RowParser) Parse(raw [][]byte) (Row, error) {
 	r := Row{Keys: make([]*string, p.nk), Q: make([]float64, p.nq)}
 	for i := range p.nk {
 		if raw[i] != nil {
-			s := releasedKey(&p.keys[i], string(raw[i]))
+			s := p.keys[i].Released(string(raw[i]))
 			r.Keys[i] = &s
 		}
 	}

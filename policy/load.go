@@ -875,15 +875,6 @@ func (d *decoder) table(p *Policy, n ast.Node) {
 		}
 	}
 	t.Shadow, _ = o.boolean("shadow")
-	if t.Shadow {
-		// schema a, table b__c and schema a__b, table c would fill one copy.
-		for _, other := range p.Tables {
-			if other.Shadow && other.ShadowName() == t.ShadowName() {
-				d.errorf(o.valueAt("shadow"), "tables %s and %s would share the shadow copy %s.%s; keep shadow: true on one of them",
-					other.QualifiedName(), t.QualifiedName(), ShadowSchema, t.ShadowName())
-			}
-		}
-	}
 	switch t.Privacy {
 	case PrivacyRow, PrivacyPublic:
 		for _, k := range []string{"unit", "max_rows_per_unit", "max_groups_per_unit", "shadow"} {
@@ -923,6 +914,9 @@ func (d *decoder) table(p *Policy, n ast.Node) {
 			hint = fmt.Sprintf("did you mean %q?", best)
 		}
 		d.errorf(o.valueAt("unit"), "privacy unit column %q is not among the table's columns; %s", t.Unit, hint)
+	}
+	if t.Shadow {
+		d.shadowName(p, t, o)
 	}
 	p.Tables = append(p.Tables, t)
 	if name != "" && p.tables[t.QualifiedName()] == nil {
@@ -1126,3 +1120,20 @@ func parseTime(s string) (time.Time, bool) {
 
 func positiveFinite(f float64) bool { return f > 0 && finite(f) }
 func finite(f float64) bool         { return !math.IsNaN(f) && !math.IsInf(f, 0) }
+
+// shadowName checks that t's shadow copy has a name of its own: schema a,
+// table b__c and schema a__b, table c would fill one copy, and PostgreSQL
+// cuts names at 63 bytes, where the refresh's <copy>__new would become the
+// copy's own name.
+func (d *decoder) shadowName(p *Policy, t *Table, o *object) {
+	if n := len(t.ShadowName() + "__new"); n > 63 {
+		d.errorf(o.valueAt("shadow"), "the shadow copy of %s would be named %s (%d bytes with the refresh's suffix __new), beyond PostgreSQL's 63; shorten the schema or table name, or drop shadow: true",
+			t.QualifiedName(), t.ShadowName(), n)
+	}
+	for _, other := range p.Tables {
+		if other.Shadow && other.QualifiedName() != t.QualifiedName() && other.ShadowName() == t.ShadowName() {
+			d.errorf(o.valueAt("shadow"), "tables %s and %s would share the shadow copy %s.%s; keep shadow: true on one of them",
+				other.QualifiedName(), t.QualifiedName(), ShadowSchema, t.ShadowName())
+		}
+	}
+}

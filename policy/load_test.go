@@ -290,6 +290,10 @@ var brokenCases = []brokenCase{
 			"  - {name: b__c, schema: a, privacy: unit, unit: u, max_rows_per_unit: 1, shadow: true, columns: [{name: u, type: integer}]}\n" +
 			"  - name: patients\n    privacy: unit\n"},
 		want: []string{"17:83: tables a__b.c and a.b__c would share the shadow copy dpproxy_shadow.a__b__c; keep shadow: true on one of them"}},
+	{name: "a shadow copy name beyond 63 bytes", edits: []string{"  - name: patients\n    privacy: unit\n",
+		"  - {name: " + strings.Repeat("t", 52) + ", privacy: unit, unit: u, max_rows_per_unit: 1, shadow: true, columns: [{name: u, type: integer}]}\n" +
+			"  - name: patients\n    privacy: unit\n"},
+		want: []string{"16:120: the shadow copy of public.tttttttttttttttttttttttttttttttttttttttttttttttttttt would be named public__tttttttttttttttttttttttttttttttttttttttttttttttttttt (65 bytes with the refresh's suffix __new), beyond PostgreSQL's 63; shorten the schema or table name, or drop shadow: true"}},
 	{name: "many problems at once", edits: []string{"epsilon: 0.5", "epsilon: -1", "privacy: unit", "privacy: secret", "bounds: [0, 100]", "bounds: [0]"},
 		want: []string{"9:12: epsilon must be a positive finite number, e.g. 0.1", "17:14: unknown privacy \"secret\": write row, unit or public", "22:44: bounds must be two numbers [lower, upper], e.g. [0, 120]; found 1"}},
 }

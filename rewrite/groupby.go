@@ -115,7 +115,15 @@ func (b *planBuilder) keyOf(n *pg_query.Node) (Key, *policy.Column, error) {
 		}
 		switch {
 		case len(c.Domain) > 0:
-			k.Domain = append([]string(nil), c.Domain...)
+			// One value spelled twice (1.5 and 1.50) would be released
+			// twice, each with its own noise, charged once.
+			seen := map[string]bool{}
+			for _, d := range c.Domain {
+				if m := k.Match(d); !seen[m] {
+					seen[m] = true
+					k.Domain = append(k.Domain, d)
+				}
+			}
 		case c.Type == "boolean":
 			k.Domain = []string{"f", "t"}
 		}
