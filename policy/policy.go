@@ -628,8 +628,9 @@ func sameColumns(a, b *Table) bool {
 }
 
 // CatalogTag names what the policy learned from the upstream catalog (the
-// unique-unit tables, proven bounds, type problems and collations), so that plans
-// cached under the same Version but different catalog facts are kept apart.
+// unique-unit tables, proven bounds, type problems and collations, and a
+// digest of every table's upstream columns), so that plans cached under the
+// same Version but different catalog facts are kept apart.
 func (p *Policy) CatalogTag() string { return p.catalogTag }
 
 func (p *Policy) retag() {

@@ -33,10 +33,10 @@ func sameCollation(coll string, leaves []*pg_query.Node, sc *scope) error {
 				return
 			}
 			var name, cc string
-			if f := m.GetSqlvalueFunction(); f != nil && nameValueFunctions[f.Op] {
+			if f := m.GetSqlvalueFunction(); f != nil && nameValueFunctions[f.Op] != "" {
 				// current_user and the like are of type name, whose
 				// collation is "C".
-				name, cc = "current_user", collationC
+				name, cc = nameValueFunctions[f.Op], collationC
 			} else if cr := m.GetColumnRef(); cr != nil {
 				c, rel, rerr := sc.resolve(cr)
 				if rerr != nil {
@@ -62,10 +62,10 @@ func sameCollation(coll string, leaves []*pg_query.Node, sc *scope) error {
 const collationC = "950"
 
 // nameValueFunctions return the type name, collated "C".
-var nameValueFunctions = map[pg_query.SQLValueFunctionOp]bool{
-	pg_query.SQLValueFunctionOp_SVFOP_CURRENT_ROLE: true, pg_query.SQLValueFunctionOp_SVFOP_CURRENT_USER: true,
-	pg_query.SQLValueFunctionOp_SVFOP_USER: true, pg_query.SQLValueFunctionOp_SVFOP_SESSION_USER: true,
-	pg_query.SQLValueFunctionOp_SVFOP_CURRENT_CATALOG: true, pg_query.SQLValueFunctionOp_SVFOP_CURRENT_SCHEMA: true,
+var nameValueFunctions = map[pg_query.SQLValueFunctionOp]string{
+	pg_query.SQLValueFunctionOp_SVFOP_CURRENT_ROLE: "current_role", pg_query.SQLValueFunctionOp_SVFOP_CURRENT_USER: "current_user",
+	pg_query.SQLValueFunctionOp_SVFOP_USER: "user", pg_query.SQLValueFunctionOp_SVFOP_SESSION_USER: "session_user",
+	pg_query.SQLValueFunctionOp_SVFOP_CURRENT_CATALOG: "current_catalog", pg_query.SQLValueFunctionOp_SVFOP_CURRENT_SCHEMA: "current_schema",
 }
 
 // inListDateTimes refuses an IN list whose values are of more than one

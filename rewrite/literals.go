@@ -103,8 +103,8 @@ func literalFails(typ, s string) string {
 }
 
 // isSpecialNumber matches the non-finite values numeric and the float
-// types accept (NaN, Infinity, inf, with a sign); floats also spell out
-// infinity in lower case.
+// types accept, in any case: Infinity and inf with an optional sign, and
+// NaN, which only the float types (strtod) accept with a sign.
 func isSpecialNumber(t string, float bool) bool {
 	switch strings.ToLower(strings.TrimLeft(t, "+-")) {
 	case "infinity", "inf":

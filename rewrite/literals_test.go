@@ -102,11 +102,21 @@ func TestParamTypes(t *testing.T) {
 			t.Errorf("%s: parameter types %v, want %v", tc.sql, got, tc.want)
 		}
 	}
+	// A thousand comparisons of one parameter each, then a thousand
+	// parameters in one IN list: each group is read on its own.
+	var ors []string
+	for i := 1; i <= 1000; i++ {
+		ors = append(ors, fmt.Sprintf("patient_id = $%d", i))
+	}
+	stmts, err := Classify("SELECT count(*) FROM visits WHERE "+strings.Join(ors, " OR "), pol)
+	if err != nil || len(stmts[0].Plan.ParamTypes) != 1000 {
+		t.Fatalf("a thousand comparisons: %v", err)
+	}
 	var params []string
 	for i := 1; i <= 1000; i++ {
 		params = append(params, fmt.Sprintf("$%d", i))
 	}
-	stmts, err := Classify("SELECT count(*) FROM visits WHERE patient_id IN ("+strings.Join(params, ", ")+")", pol)
+	stmts, err = Classify("SELECT count(*) FROM visits WHERE patient_id IN ("+strings.Join(params, ", ")+")", pol)
 	if err != nil {
 		t.Fatal(err)
 	}

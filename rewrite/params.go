@@ -34,10 +34,13 @@ import (
 type paramUses struct {
 	uses   map[int32]map[*pg_query.Node]paramUse
 	linked map[int32]int32
+	// members are each group's parameters, by representative: checks read
+	// a group without scanning every parameter (a = $1 OR a = $2 OR …).
+	members map[int32][]int32
 }
 
 func newParamUses() *paramUses {
-	return &paramUses{uses: map[int32]map[*pg_query.Node]paramUse{}, linked: map[int32]int32{}}
+	return &paramUses{uses: map[int32]map[*pg_query.Node]paramUse{}, linked: map[int32]int32{}, members: map[int32][]int32{}}
 }
 
 // group is the representative of n's group. The path is shortened as it
@@ -60,8 +63,19 @@ func (pu *paramUses) group(n int32) int32 {
 }
 
 func (pu *paramUses) link(a, b int32) {
+	for _, n := range []int32{a, b} {
+		if _, known := pu.linked[n]; !known {
+			pu.linked[n] = n
+			pu.members[n] = []int32{n}
+		}
+	}
 	if ra, rb := pu.group(a), pu.group(b); ra != rb {
+		if len(pu.members[ra]) > len(pu.members[rb]) {
+			ra, rb = rb, ra
+		}
 		pu.linked[ra] = rb
+		pu.members[rb] = append(pu.members[rb], pu.members[ra]...)
+		delete(pu.members, ra)
 	}
 }
 
@@ -139,11 +153,11 @@ func (sc *scope) noteParams(leaves []*pg_query.Node, also string, plain bool) er
 // check refuses n's group of parameters when its occurrences, together,
 // do not agree (noteParams).
 func (pu *paramUses) check(n int32) error {
-	g := pu.group(n)
 	var types, names []string
 	count, other, plainOnly := 0, false, true
-	for num, uses := range pu.uses {
-		if pu.group(num) != g {
+	for _, num := range pu.members[pu.group(n)] {
+		uses := pu.uses[num]
+		if uses == nil {
 			continue
 		}
 		names = append(names, fmt.Sprintf("$%d", num))
@@ -331,12 +345,8 @@ func (pu *paramUses) typedOtherThanText(n int32) bool {
 	if pu == nil {
 		return true
 	}
-	g := pu.group(n)
-	for num, uses := range pu.uses {
-		if pu.group(num) != g {
-			continue
-		}
-		for _, u := range uses {
+	for _, num := range pu.members[pu.group(n)] {
+		for _, u := range pu.uses[num] {
 			if u.other {
 				return true
 			}

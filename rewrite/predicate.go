@@ -1,6 +1,7 @@
 package rewrite
 
 import (
+	"fmt"
 	"math"
 	"strings"
 	"unicode/utf8"
@@ -225,6 +226,11 @@ func checkAExpr(a *pg_query.A_Expr, sc *scope, inArith bool) error {
 		if a.Rexpr.GetAConst() == nil {
 			return pgerror.RefuseUnsupported.New("LIKE patterns must be constants")
 		}
+		if t := partnerType(a.Lexpr, sc); t != "" && t != "?" && t != "text" {
+			// PostgreSQL has no LIKE for it, and says so after the charge.
+			return pgerror.RefuseUnsupported.New("LIKE compares text; the value before it is %s", t).
+				WithHint("compare numbers and dates with =, <, > or BETWEEN")
+		}
 		if a.Kind == pg_query.A_Expr_Kind_AEXPR_ILIKE {
 			caseMapped(a.Lexpr)
 		}
@@ -274,8 +280,10 @@ func checkAExpr(a *pg_query.A_Expr, sc *scope, inArith bool) error {
 	if err := sc.noteParams(comparisonLeaves(a.Lexpr, a.Rexpr), "", a.Kind == pg_query.A_Expr_Kind_AEXPR_OP); err != nil {
 		return err
 	}
-	if err := checkLiterals(comparisonLeaves(a.Lexpr, a.Rexpr), "", sc); err != nil {
-		return err
+	if a.Kind != pg_query.A_Expr_Kind_AEXPR_LIKE && a.Kind != pg_query.A_Expr_Kind_AEXPR_ILIKE {
+		if err := checkLiterals(comparisonLeaves(a.Lexpr, a.Rexpr), "", sc); err != nil {
+			return err
+		}
 	}
 	return compareNumericExactly(a, sc)
 }
@@ -516,9 +524,13 @@ func checkPublicSubLink(sl *pg_query.SubLink, sc *scope, inArith bool) error {
 // ic for conversions that fail on some values and for collations.
 func checkInPair(tested *pg_query.Node, t *policy.Table, ic *policy.Column, sc *scope) error {
 	for _, n := range comparisonLeaves(tested) {
-		if c := columnOf(n, sc); c != nil && typeFamily(c.Type) != typeFamily(ic.Type) {
-			return pgerror.RefuseUnsupported.New("column %s (%s) cannot be compared with column %s (%s) of %s", c.Name, c.Type, ic.Name, ic.Type, t.QualifiedName()).
-				WithHint("compare columns of the same kind: numbers, text, booleans, or dates and timestamps")
+		if typ := partnerType(n, sc); typ != "" && typ != "?" && typeFamily(typ) != typeFamily(ic.Type) {
+			what := "a constant of type " + typ
+			if c := columnOf(n, sc); c != nil {
+				what = fmt.Sprintf("column %s (%s)", c.Name, c.Type)
+			}
+			return pgerror.RefuseUnsupported.New("%s cannot be compared with column %s (%s) of %s", what, ic.Name, ic.Type, t.QualifiedName()).
+				WithHint("compare values of the same kind: numbers, text, booleans, or dates and timestamps")
 		}
 	}
 	if err := sc.noteParams(comparisonLeaves(tested), ic.Type, false); err != nil {

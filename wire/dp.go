@@ -40,9 +40,6 @@ func (sess *session) runDP(st *rewrite.Statement, a execArgs) error {
 				WithHint("the policy lists the tables each analyst may query; ask the DBA")
 		}
 	}
-	if err := sess.checkShadow(plan, pol); err != nil {
-		return err
-	}
 	a, err := dpParams(a) // before any charge: a refusal costs nothing
 	if err != nil {
 		return err
@@ -78,6 +75,11 @@ func (sess *session) runDP(st *rewrite.Statement, a execArgs) error {
 		if hit {
 			return sess.answerFromCache(st, plan, a, cached)
 		}
+	}
+	// Only a statement that reads upstream needs its shadow copy checked
+	// (a cache hit reads nothing), and before anything is charged.
+	if err := sess.checkShadow(plan, pol); err != nil {
+		return err
 	}
 	cal, err := sess.calibrate(plan, eps, delta)
 	if err != nil {

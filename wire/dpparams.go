@@ -100,7 +100,7 @@ func checkParamValues(plan *rewrite.Plan, a execArgs) error {
 		return nil
 	}
 	for i, v := range a.params {
-		if v == nil || formatFor(a.paramFormats, i) != 0 {
+		if _, typed := plan.ParamTypes[int32(i+1)]; !typed || v == nil || formatFor(a.paramFormats, i) != 0 {
 			continue
 		}
 		if why := plan.InvalidParamValue(i+1, string(v)); why != "" {

@@ -68,7 +68,7 @@ type Server struct {
 
 	runningByAnalyst map[string]int // statements running upstream, for MaxStatementsPerAnalyst
 
-	shadowSeen sync.Map // tables whose pre-bounded copy exists upstream
+	shadowSeen sync.Map // tables whose pre-bounded copy was found: the first sighting re-reads the catalog (checkShadow)
 
 	hits       *hitAudit   // batched audit of cache hits (hitaudit.go)
 	memo       *answerMemo // decoded answers read from the answer cache (answermemo.go)
