@@ -101,9 +101,10 @@ type Plan struct {
 	// statements that differ in any constant never share an answer.
 	Canonical string
 	// ParamTypes are, by parameter number, the types PostgreSQL will read
-	// bound values in, where the statement compares the parameter with
-	// values of one type only: wire refuses a value that is not one
-	// (InvalidParamValue) before the charge.
+	// bound values in (or a wider one: an integer constant beyond 32 bits
+	// counts as numeric, where PostgreSQL reads bigint), where the
+	// statement compares the parameter with values of one type only: wire
+	// refuses a value that is not one (InvalidParamValue) before the charge.
 	ParamTypes map[int32]string
 
 	sc *scope // the tables the query reads, for re-verification

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/dpproxy/dpproxy/pgerror"
+	"github.com/dpproxy/dpproxy/rewrite"
 )
 
 // TestDPParams: every parameter goes upstream untyped, in text (binary
@@ -78,5 +79,29 @@ func TestDPParams(t *testing.T) {
 				t.Fatal("the client's formats were changed in place")
 			}
 		})
+	}
+}
+
+// TestCheckParamValues: a text value that is not one of its parameter's
+// type is refused (DP023); NULL, binary values (sent untyped, which
+// PostgreSQL reads itself) and parameters without one type pass.
+func TestCheckParamValues(t *testing.T) {
+	plan := &rewrite.Plan{ParamTypes: map[int32]string{1: "integer", 3: "date"}}
+	for _, tc := range []struct {
+		name    string
+		a       execArgs
+		refused bool
+	}{
+		{"valid", execArgs{params: [][]byte{[]byte("42"), []byte("x"), []byte("2024-02-29")}}, false},
+		{"not an integer", execArgs{params: [][]byte{[]byte("4.2"), nil, nil}}, true},
+		{"no such day", execArgs{params: [][]byte{[]byte("1"), nil, []byte("2025-02-29")}}, true},
+		{"untyped parameter", execArgs{params: [][]byte{nil, []byte("anything")}}, false},
+		{"NULL", execArgs{params: [][]byte{nil}}, false},
+		{"binary", execArgs{params: [][]byte{{0, 0, 0, 1}}, paramFormats: []int16{1}}, false},
+	} {
+		err := checkParamValues(plan, tc.a)
+		if refused := pgerror.Code(err) == pgerror.CodeInvalidTextRepresentation; refused != tc.refused {
+			t.Errorf("%s: %v; want refused %v", tc.name, err, tc.refused)
+		}
 	}
 }
