@@ -798,3 +798,41 @@ func TestRedTeamKeyRepresentative(t *testing.T) {
 		}
 	}
 }
+
+// TestRedTeamFloatDigits: with extra_float_digits 0 set on the database,
+// PostgreSQL prints the distinct values 0.1 and 0.10000000000000002 alike,
+// so the planted row's group replaced 0.1's (a released count of 1,000
+// became ~1). The upstream pool pins PostgreSQL's default, 1 (a red-team
+// helper's finding). Tolerance as in TestRedTeamKeyRepresentative.
+func TestRedTeamFloatDigits(t *testing.T) {
+	ctx := testContext(t)
+	db, _, conn := plantedProxy(t, ctx, "float_digits", `ALTER DATABASE float_digits SET extra_float_digits = 0;
+		CREATE TABLE gauges (f double precision);
+		INSERT INTO gauges SELECT 0.1 FROM generate_series(1, 1000);
+		INSERT INTO gauges VALUES (0.10000000000000002)`,
+		"  - name: gauges\n    privacy: row\n    columns:\n      - {name: f, type: double precision, domain: ['0.1', '0.10000000000000002']}\n")
+	if _, err := conn.Exec(ctx, "SET dp.epsilon = 1"); err != nil {
+		t.Fatal(err)
+	}
+	res, err := conn.PgConn().Exec(ctx, "SELECT f, count(*) FROM gauges GROUP BY 1").ReadAll()
+	if err != nil || len(res) != 1 || len(res[0].Rows) != 2 {
+		t.Fatalf("%v, %v", res, err)
+	}
+	for _, row := range res[0].Rows {
+		want := 1000.0
+		if string(row[0]) != "0.1" {
+			want = 1
+		}
+		if n, err := strconv.ParseFloat(string(row[1]), 64); err != nil || n < want-tol(2) || n > want+tol(2) {
+			t.Errorf("group %s counts %s; want %v ± %v", row[0], row[1], want, tol(2))
+		}
+	}
+	// The control: with the database's setting, both groups print alike.
+	if _, err := db.Exec(ctx, "SET extra_float_digits = 0"); err != nil {
+		t.Fatal(err)
+	}
+	res, err = db.PgConn().Exec(ctx, "SELECT f FROM gauges GROUP BY 1").ReadAll()
+	if err != nil || len(res) != 1 || len(res[0].Rows) != 2 || string(res[0].Rows[0][0]) != string(res[0].Rows[1][0]) {
+		t.Errorf("directly upstream with extra_float_digits 0: %v, %v; want two groups printed alike", res, err)
+	}
+}

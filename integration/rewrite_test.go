@@ -511,6 +511,53 @@ func TestShadowTable(t *testing.T) {
 	if _, err = conn.Exec(ctx, "SELECT count(*) FROM visits"); !errors.As(err, &pge) || !strings.Contains(pge.Message, "no record of how it was bounded") {
 		t.Errorf("query over a copy without its comment: %v; want refused", err)
 	}
+	// A refresh under another bound that commits after the check before
+	// the charge, while the statement waits for the copy: the guard in the
+	// statement's own transaction discards the answer.
+	const bound = "dpproxy shadow of public.visits: unit patient_id, max_rows_per_unit 10"
+	if _, err := admin.Exec(ctx, "COMMENT ON TABLE dpproxy_shadow.public__visits IS '"+bound+"'"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, "SELECT count(*) FROM visits"); err != nil {
+		t.Fatalf("query over the copy with its comment restored: %v", err)
+	}
+	tx, err := admin.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(context.Background())
+	if _, err := tx.Exec(ctx, "COMMENT ON TABLE dpproxy_shadow.public__visits IS 'dpproxy shadow of public.visits: unit patient_id, max_rows_per_unit 50'"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, "LOCK TABLE dpproxy_shadow.public__visits IN ACCESS EXCLUSIVE MODE"); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := conn.Exec(ctx, "SELECT count(*) FROM visits")
+		done <- err
+	}()
+	waiting := exactConn(t, ctx)
+	for {
+		var n int
+		if err := waiting.QueryRow(ctx, "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = 'dpproxy_shadow.public__visits'::regclass").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n > 0 {
+			break
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("the statement did not wait for the refresh: %v", err)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; !errors.As(err, &pge) || !strings.Contains(pge.Message, "the bound recorded on the shadow copy") || !strings.Contains(pge.Message, "discarded") {
+		t.Errorf("query that read a copy refreshed under another bound: %v; want the answer discarded by the guard", err)
+	}
 }
 
 // TestSchemaQualifiedColumns: BI tools (Metabase among them) name columns

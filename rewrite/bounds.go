@@ -228,6 +228,13 @@ func (p *Plan) guardSQL() string {
 	for i := range p.ProvenBounds {
 		parts = append(parts, p.ProvenBounds[i].guardExpr())
 	}
+	if p.Shadow {
+		// The copy this transaction read, locked by it: a refresh that
+		// swapped in a copy of another bound after the check before the
+		// charge is caught here.
+		parts = append(parts, fmt.Sprintf("pg_catalog.obj_description(pg_catalog.to_regclass(%s), 'pg_class') IS NOT DISTINCT FROM %s",
+			quoteLiteral(p.shadowCopy), quoteLiteral(p.ShadowBound)))
+	}
 	if len(parts) == 0 {
 		return ""
 	}

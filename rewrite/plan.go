@@ -264,7 +264,8 @@ func (b *planBuilder) useShadow() {
 			return
 		}
 	}
-	b.plan.UnitLevel, b.plan.Shadow = false, true
+	b.plan.UnitLevel, b.plan.Shadow, b.plan.ShadowBound = false, true, b.sc.table.ShadowComment()
+	b.plan.shadowCopy = quoteIdent(policy.ShadowSchema) + "." + quoteIdent(b.sc.table.ShadowName())
 }
 
 // useUniqueUnit plans a privacy-unit table as a row-level one when the

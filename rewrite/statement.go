@@ -71,8 +71,13 @@ type Plan struct {
 	UnitLevel bool
 	MaxGroups int
 	// Shadow is set when a privacy-unit table is read through its
-	// pre-bounded shadow copy (see planBuilder.useShadow).
-	Shadow bool
+	// pre-bounded shadow copy (see planBuilder.useShadow); ShadowBound is
+	// the comment the copy must carry (policy.Table.ShadowComment of the
+	// policy the plan was made under), checked before the charge and again
+	// in the statement's transaction (Guard).
+	Shadow      bool
+	ShadowBound string
+	shadowCopy  string // the copy's quoted name, for Guard
 	// Sampled, when positive, is the number of rows per privacy unit the
 	// SQL keeps, chosen at random, before aggregating them row-level
 	// (planBuilder.useSampling).

@@ -376,5 +376,8 @@ func guardedFacts(plan *rewrite.Plan) string {
 	for _, p := range plan.ProvenBounds {
 		facts = append(facts, fmt.Sprintf("the CHECK constraints keeping %s.%s within its bounds", p.Table, p.Column))
 	}
+	if plan.Shadow {
+		facts = append(facts, fmt.Sprintf("the bound recorded on the shadow copy of %s (%q)", strings.Join(plan.Tables[:1], ""), plan.ShadowBound))
+	}
 	return strings.Join(facts, " or ")
 }

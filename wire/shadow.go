@@ -48,7 +48,7 @@ func (sess *session) checkShadow(plan *rewrite.Plan, pol *policy.Policy) error {
 			name, policy.ShadowSchema, t.ShadowName()).
 			WithHint("ask the DBA to run `dpproxy shadow refresh`, or to remove `shadow: true` from the policy")
 	}
-	if comment == nil || *comment != t.ShadowComment() {
+	if comment == nil || *comment != plan.ShadowBound {
 		// A copy bounded by a larger max_rows_per_unit, or per another
 		// unit, would let one unit contribute more than the plan's
 		// sensitivities allow.
@@ -57,7 +57,7 @@ func (sess *session) checkShadow(plan *rewrite.Plan, pol *policy.Policy) error {
 			made = fmt.Sprintf("%q", *comment)
 		}
 		return pgerror.RefuseUnsupported.New("the pre-bounded copy %s.%s of table %s was not made under the policy in force (it says %s; the policy needs %q); nothing was charged",
-			policy.ShadowSchema, t.ShadowName(), name, made, t.ShadowComment()).
+			policy.ShadowSchema, t.ShadowName(), name, made, plan.ShadowBound).
 			WithHint("ask the DBA to run `dpproxy shadow refresh` with the current policy")
 	}
 	if _, seen := sess.srv.shadowSeen.LoadOrStore(name, true); !seen {

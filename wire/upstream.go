@@ -183,6 +183,12 @@ func canceledError(ctx context.Context) error {
 //     write, and a DP statement needs no BEGIN READ ONLY … COMMIT around it
 //     (readOnlyRows sends it alone when the session defaults hold; the
 //     wrapper halves PostgreSQL's throughput on trivial statements);
+//   - extra_float_digits 1 and DateStyle ISO, PostgreSQL's defaults,
+//     pinned against a database or role that changes them: DP answers
+//     match group keys to their public domains by the text PostgreSQL
+//     prints (rewrite.Key.Match), and with extra_float_digits 0 the
+//     distinct values 0.1 and 0.10000000000000002 print alike, so one row
+//     could replace a whole group's count;
 //   - client_connection_check_interval (checkClientConnection).
 func UpstreamPoolConfig(pol *policy.Policy) (*pgxpool.Config, error) {
 	cfg, err := pgxpool.ParseConfig(pol.Upstream.DSN)
@@ -194,6 +200,8 @@ func UpstreamPoolConfig(pol *policy.Policy) (*pgxpool.Config, error) {
 	}
 	cfg.ConnConfig.RuntimeParams["statement_timeout"] = strconv.FormatInt(pol.Upstream.StatementTimeout.Milliseconds(), 10)
 	cfg.ConnConfig.RuntimeParams["default_transaction_read_only"] = "on"
+	cfg.ConnConfig.RuntimeParams["extra_float_digits"] = "1"
+	cfg.ConnConfig.RuntimeParams["DateStyle"] = "ISO, MDY"
 	cfg.AfterConnect = checkClientConnection
 	return cfg, nil
 }
