@@ -66,6 +66,17 @@ func TestInvalidLiterals(t *testing.T) {
 		}
 		checked++
 	}
+	// JDBC's setDouble(2.0) and setBigDecimal(2.00) on an integer column:
+	// the value is whole, so it is passed on as 2 and answered.
+	for _, v := range []struct {
+		text string
+		oid  uint32
+	}{{"2.0", 701}, {"2.00", 1700}} {
+		res := conn.PgConn().ExecParams(ctx, "SELECT count(*) FROM lits WHERE i >= $1", [][]byte{[]byte(v.text)}, []uint32{v.oid}, nil, nil).Read()
+		if res.Err != nil || len(res.Rows) != 1 {
+			t.Errorf("%s (oid %d) for an integer column: %v; want an answer", v.text, v.oid, res.Err)
+		}
+	}
 	if checked < 60 {
 		t.Fatalf("checked %d literals; the list has more", checked)
 	}

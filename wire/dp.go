@@ -44,7 +44,7 @@ func (sess *session) runDP(st *rewrite.Statement, a execArgs) error {
 	if err != nil {
 		return err
 	}
-	if err := checkParamValues(plan, a); err != nil {
+	if a, err = checkParamValues(plan, a); err != nil {
 		return err
 	}
 	eps := sess.queryEpsilon()

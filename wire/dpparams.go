@@ -5,6 +5,7 @@ import (
 	"math"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/jackc/pgx/v5/pgtype"
@@ -94,21 +95,51 @@ func dpParams(a execArgs) (execArgs, error) {
 // checkParamValues refuses a bound value PostgreSQL would refuse for the
 // type it reads the parameter in (rewrite.Plan.InvalidParamValue): it
 // would do so when binding, after the charge. a is dpParams' output, whose
-// values are text but for those sent in binary without a type.
-func checkParamValues(plan *rewrite.Plan, a execArgs) error {
+// values are text but for those sent in binary without a type. A whole
+// number written with a point (2.0, as JDBC's setDouble and setBigDecimal
+// send it) for an integer parameter is passed on as 2: the client may have
+// declared it double precision or numeric, which PostgreSQL would have
+// compared with the column exactly; dpproxy sends parameters untyped.
+func checkParamValues(plan *rewrite.Plan, a execArgs) (execArgs, error) {
 	if len(plan.ParamTypes) == 0 {
-		return nil
+		return a, nil
 	}
+	copied := false
 	for i, v := range a.params {
-		if _, typed := plan.ParamTypes[int32(i+1)]; !typed || v == nil || formatFor(a.paramFormats, i) != 0 {
+		typ, typed := plan.ParamTypes[int32(i+1)]
+		if !typed || v == nil || formatFor(a.paramFormats, i) != 0 {
 			continue
 		}
-		if why := plan.InvalidParamValue(i+1, string(v)); why != "" {
-			return pgerror.RefuseInvalidLiteral.New("parameter $%d: %s", i+1, why).
-				WithHint("bind a valid value of the type, e.g. 42, 1.5, true or 2025-01-31")
+		why := plan.InvalidParamValue(i+1, string(v))
+		if why == "" {
+			continue
 		}
+		if whole, ok := wholeNumber(v); ok && isIntegerType(typ) && plan.InvalidParamValue(i+1, string(whole)) == "" {
+			if !copied {
+				a.params, copied = slices.Clone(a.params), true
+			}
+			a.params[i] = whole
+			continue
+		}
+		return a, pgerror.RefuseInvalidLiteral.New("parameter $%d: %s", i+1, why).
+			WithHint("bind a valid value of the type, e.g. 42, 1.5, true or 2025-01-31")
 	}
-	return nil
+	return a, nil
+}
+
+// wholeNumber is v without a point and zeros after it (2.0, -7.00), when
+// that is all v has beyond its digits.
+func wholeNumber(v []byte) ([]byte, bool) {
+	s := strings.TrimSpace(string(v))
+	whole, frac, ok := strings.Cut(s, ".")
+	if !ok || strings.Trim(frac, "0") != "" || strings.Trim(strings.TrimLeft(whole, "+-"), "0123456789") != "" || strings.TrimLeft(whole, "+-") == "" {
+		return nil, false
+	}
+	return []byte(whole), true
+}
+
+func isIntegerType(typ string) bool {
+	return typ == "smallint" || typ == "integer" || typ == "bigint"
 }
 
 // typeMaps decode binary parameters; a pgtype.Map is not safe for

@@ -98,10 +98,18 @@ func TestCheckParamValues(t *testing.T) {
 		{"untyped parameter", execArgs{params: [][]byte{nil, []byte("anything")}}, false},
 		{"NULL", execArgs{params: [][]byte{nil}}, false},
 		{"binary", execArgs{params: [][]byte{{0, 0, 0, 1}}, paramFormats: []int16{1}}, false},
+		{"a fraction for an integer", execArgs{params: [][]byte{[]byte("2.5")}}, true},
 	} {
-		err := checkParamValues(plan, tc.a)
+		_, err := checkParamValues(plan, tc.a)
 		if refused := pgerror.Code(err) == pgerror.CodeInvalidTextRepresentation; refused != tc.refused {
 			t.Errorf("%s: %v; want refused %v", tc.name, err, tc.refused)
 		}
+	}
+	// A whole number with a point, as JDBC's setDouble sends it, is passed
+	// on as an integer; the client's values are not written over.
+	client := [][]byte{[]byte("2.00"), []byte("x")}
+	got, err := checkParamValues(plan, execArgs{params: client})
+	if err != nil || string(got.params[0]) != "2" || string(client[0]) != "2.00" {
+		t.Errorf("2.00 for an integer: %q, %v; client's value now %q; want 2 sent, 2.00 kept", got.params, err, client[0])
 	}
 }
