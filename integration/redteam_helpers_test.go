@@ -284,3 +284,23 @@ func plantedProxy(t *testing.T, ctx context.Context, name, setup, extraTables st
 		extraTables: extraTables, carolBudget: 1000})
 	return db, p, p.connect(t, ctx, "carol", carolPassword, false)
 }
+
+// refusedOracles checks statements whose upstream failure depends on a
+// planted row: through the proxy (conn) each is refused before any charge
+// with 0A000 and a message containing refusal; directly upstream (db) each
+// fails as written and runs once without(sql) keeps the planted row from
+// reaching the failing expression, so the plant still exercises it.
+func refusedOracles(t *testing.T, ctx context.Context, conn, db *pgx.Conn, leaky []string, refusal string, without func(string) string) {
+	t.Helper()
+	for _, sql := range leaky {
+		if _, err := queryCount(ctx, conn, sql); sqlstate(err) != "0A000" || !strings.Contains(err.Error(), refusal) {
+			t.Errorf("%s: %v; want 0A000 refused (%s)", sql, err, refusal)
+		}
+		if _, err := queryCount(ctx, db, sql); err == nil {
+			t.Errorf("directly upstream, %s answered: the planted row no longer exercises it", sql)
+		}
+		if _, err := queryCount(ctx, db, without(sql)); err != nil {
+			t.Errorf("directly upstream, %s failed without the planted row: %v", without(sql), err)
+		}
+	}
+}

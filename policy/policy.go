@@ -295,22 +295,23 @@ func (p *Policy) EpsilonCap(a *Analyst) float64 {
 }
 
 // IsInteger reports whether the column holds integers.
-func (c *Column) IsInteger() bool {
-	switch c.Type {
-	case "smallint", "integer", "bigint":
-		return true
-	}
-	return false
+func (c *Column) IsInteger() bool { return IsIntegerType(c.Type) }
+
+// IsIntegerType reports whether a policy type name (Column.Type) holds
+// integers.
+func IsIntegerType(t string) bool { return t == "smallint" || t == "integer" || t == "bigint" }
+
+// IsNumberType reports whether a policy type name holds numbers.
+func IsNumberType(t string) bool {
+	return IsIntegerType(t) || t == "numeric" || t == "real" || t == "double precision"
 }
 
+// IsDateTimeType reports whether a policy type name holds dates or
+// timestamps.
+func IsDateTimeType(t string) bool { return t == "date" || t == "timestamp" || t == "timestamptz" }
+
 // IsNumeric reports whether the column can be summed.
-func (c *Column) IsNumeric() bool {
-	switch c.Type {
-	case "smallint", "integer", "bigint", "numeric", "real", "double precision":
-		return true
-	}
-	return false
-}
+func (c *Column) IsNumeric() bool { return IsNumberType(c.Type) }
 
 // EffectiveGranularity is the grid noisy sums of the column are reported on.
 func (c *Column) EffectiveGranularity() float64 {

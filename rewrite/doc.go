@@ -34,9 +34,11 @@
 // Files: classify.go (statement kinds), select.go and catalog.go (what a
 // SELECT is), scope.go (FROM), predicate.go (conditions), comparison.go
 // (the types and collations comparisons are made in), params.go (the
-// types bound parameters take), walk.go (parse-tree walks, schema-qualified
-// names), groupby.go,
-// aggregate.go, choice.go (quantiles, mode), bounded.go (aggregated
+// types bound parameters take), literals.go (quoted constants and bound
+// values PostgreSQL would refuse for their type), walk.go (parse-tree
+// walks, schema-qualified names), groupby.go and keys.go (group keys and
+// how their printed values match public domains), aggregate.go, choice.go
+// (quantiles, mode), bounded.go (aggregated
 // expressions), bounds.go (bounds proven by CHECK constraints), output.go
 // (post-processing expressions), plan.go and sqlgen.go (the plan and its
 // SQL), sampling.go (row sampling), verify.go (the independent check),

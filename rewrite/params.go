@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/dpproxy/dpproxy/pgerror"
+	"github.com/dpproxy/dpproxy/policy"
 )
 
 // Bound parameters of DP statements go upstream untyped (wire/dpparams.go),
@@ -188,8 +189,6 @@ func (pu *paramUses) check(n int32) error {
 	return nil
 }
 
-func isInteger(t string) bool { return t == "smallint" || t == "integer" || t == "bigint" }
-
 // partnerType is the type a value beside a parameter gives it: a column's
 // type, "integer" or "numeric" for a number, "boolean"; "" for what takes
 // the parameter's type itself (another parameter, a string literal, NULL);
@@ -231,12 +230,12 @@ func paramTypesAgree(types []string, plain bool) bool {
 	var numeric, float, datetime, other bool
 	for _, t := range types {
 		switch {
-		case isInteger(t):
+		case policy.IsIntegerType(t):
 		case t == "numeric":
 			numeric = true
 		case isFloat(t):
 			float = true
-		case t == "date", t == "timestamp", t == "timestamptz":
+		case policy.IsDateTimeType(t):
 			datetime = true
 		default:
 			other = true
@@ -244,7 +243,7 @@ func paramTypesAgree(types []string, plain bool) bool {
 	}
 	if datetime {
 		// Only dates and timestamps, and only in binary comparisons.
-		return plain && !numeric && !float && !other && !slices.ContainsFunc(types, isInteger)
+		return plain && !numeric && !float && !other && !slices.ContainsFunc(types, policy.IsIntegerType)
 	}
 	return !other && !(numeric && float)
 }

@@ -269,19 +269,20 @@ func checkAExpr(a *pg_query.A_Expr, sc *scope, inArith bool) error {
 	if inArith {
 		return nil
 	}
+	leaves := comparisonLeaves(a.Lexpr, a.Rexpr)
 	if a.Kind == pg_query.A_Expr_Kind_AEXPR_IN {
-		if err := inListDateTimes(comparisonLeaves(a.Lexpr, a.Rexpr), sc); err != nil {
+		if err := inListDateTimes(leaves, sc); err != nil {
 			return err
 		}
 	}
-	if err := sameCollation("", comparisonLeaves(a.Lexpr, a.Rexpr), sc); err != nil {
+	if err := sameCollation("", leaves, sc); err != nil {
 		return err
 	}
-	if err := sc.noteParams(comparisonLeaves(a.Lexpr, a.Rexpr), "", a.Kind == pg_query.A_Expr_Kind_AEXPR_OP); err != nil {
+	if err := sc.noteParams(leaves, "", a.Kind == pg_query.A_Expr_Kind_AEXPR_OP); err != nil {
 		return err
 	}
 	if a.Kind != pg_query.A_Expr_Kind_AEXPR_LIKE && a.Kind != pg_query.A_Expr_Kind_AEXPR_ILIKE {
-		if err := checkLiterals(comparisonLeaves(a.Lexpr, a.Rexpr), "", sc); err != nil {
+		if err := checkLiterals(leaves, "", sc); err != nil {
 			return err
 		}
 	}
@@ -439,7 +440,7 @@ func isIntegerExpr(n *pg_query.Node, sc *scope) bool {
 // single IN conditions would, each checked as one.
 func checkPublicSubLink(sl *pg_query.SubLink, sc *scope, inArith bool) error {
 	refuse := func() error {
-		return pgerror.RefuseUnsupported.New("subqueries in conditions are supported only as IN (SELECT <column> FROM <public table> [WHERE ...])").
+		return pgerror.RefuseUnsupported.New("subqueries in conditions are supported only as IN (SELECT <column> FROM <public table> [WHERE ...]), or (a, b) IN (SELECT <columns> ...) with as many columns").
 			WithHint("join the public table instead, or list the values: IN ('a', 'b')")
 	}
 	if sl.SubLinkType != pg_query.SubLinkType_ANY_SUBLINK || len(sl.OperName) > 0 || inArith || sc.pol == nil {
@@ -523,7 +524,8 @@ func checkPublicSubLink(sl *pg_query.SubLink, sc *scope, inArith bool) error {
 // checkInPair checks `tested IN (SELECT col ..)` of public table t's column
 // ic for conversions that fail on some values and for collations.
 func checkInPair(tested *pg_query.Node, t *policy.Table, ic *policy.Column, sc *scope) error {
-	for _, n := range comparisonLeaves(tested) {
+	leaves := comparisonLeaves(tested)
+	for _, n := range leaves {
 		if typ := partnerType(n, sc); typ != "" && typ != "?" && typeFamily(typ) != typeFamily(ic.Type) {
 			what := "a constant of type " + typ
 			if c := columnOf(n, sc); c != nil {
@@ -533,14 +535,14 @@ func checkInPair(tested *pg_query.Node, t *policy.Table, ic *policy.Column, sc *
 				WithHint("compare values of the same kind: numbers, text, booleans, or dates and timestamps")
 		}
 	}
-	if err := sc.noteParams(comparisonLeaves(tested), ic.Type, false); err != nil {
+	if err := sc.noteParams(leaves, ic.Type, false); err != nil {
 		return err
 	}
-	if err := checkLiterals(comparisonLeaves(tested), ic.Type, sc); err != nil {
+	if err := checkLiterals(leaves, ic.Type, sc); err != nil {
 		return err
 	}
 	if isFloat(ic.Type) {
-		for _, n := range comparisonLeaves(tested) {
+		for _, n := range leaves {
 			if numeric := numericOperand(n, sc); numeric != "" {
 				return pgerror.RefuseUnsupported.New("comparing %s with %s column %s is not supported: PostgreSQL would convert the former to double precision, which fails on some values",
 					numeric, ic.Type, ic.Name).
@@ -548,13 +550,13 @@ func checkInPair(tested *pg_query.Node, t *policy.Table, ic *policy.Column, sc *
 			}
 		}
 	}
-	if err := sameCollation(sc.pol.ColumnCollation(t, ic.Name), comparisonLeaves(tested), sc); err != nil {
+	if err := sameCollation(sc.pol.ColumnCollation(t, ic.Name), leaves, sc); err != nil {
 		return err
 	}
 	if ic.Type == "numeric" {
 		// The subquery's values would be converted to double precision
 		// beside a float, once a private row reaches the subquery.
-		for _, n := range comparisonLeaves(tested) {
+		for _, n := range leaves {
 			if what := floatIn(n, sc); what != "" {
 				return pgerror.RefuseUnsupported.New("comparing %s with numeric column %s is not supported: PostgreSQL would convert the latter to double precision, which fails on some values",
 					what, ic.Name).
@@ -569,10 +571,10 @@ func checkInPair(tested *pg_query.Node, t *policy.Table, ic *policy.Column, sc *
 // with one another: numbers, dates and timestamps, and each other type
 // alone.
 func typeFamily(typ string) string {
-	switch typ {
-	case "smallint", "integer", "bigint", "numeric", "real", "double precision":
+	switch {
+	case policy.IsNumberType(typ):
 		return "number"
-	case "date", "timestamp", "timestamptz":
+	case policy.IsDateTimeType(typ):
 		return "datetime"
 	}
 	return typ

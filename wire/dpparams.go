@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/dpproxy/dpproxy/pgerror"
+	"github.com/dpproxy/dpproxy/policy"
 	"github.com/dpproxy/dpproxy/rewrite"
 )
 
@@ -114,7 +115,7 @@ func checkParamValues(plan *rewrite.Plan, a execArgs) (execArgs, error) {
 		if why == "" {
 			continue
 		}
-		if whole, ok := wholeNumber(v); ok && isIntegerType(typ) && plan.InvalidParamValue(i+1, string(whole)) == "" {
+		if whole, ok := wholeNumber(v); ok && policy.IsIntegerType(typ) && plan.InvalidParamValue(i+1, string(whole)) == "" {
 			if !copied {
 				a.params, copied = slices.Clone(a.params), true
 			}
@@ -136,10 +137,6 @@ func wholeNumber(v []byte) ([]byte, bool) {
 		return nil, false
 	}
 	return []byte(whole), true
-}
-
-func isIntegerType(typ string) bool {
-	return typ == "smallint" || typ == "integer" || typ == "bigint"
 }
 
 // typeMaps decode binary parameters; a pgtype.Map is not safe for
