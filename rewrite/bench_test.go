@@ -32,7 +32,7 @@ func BenchmarkClassifyCached(b *testing.B) {
 	pol := goldenPolicy(b)
 	for name, sql := range benchStatements {
 		b.Run(name, func(b *testing.B) {
-			c := NewCache(4096)
+			c := NewCache(4096, 64<<20)
 			if _, err := c.Classify(sql, pol); err != nil {
 				b.Fatal(err)
 			}
@@ -51,7 +51,7 @@ func BenchmarkClassifyCached(b *testing.B) {
 func BenchmarkClassifyCachedParallel(b *testing.B) {
 	pol := goldenPolicy(b)
 	sql := benchStatements["unit_groupby"]
-	c := NewCache(4096)
+	c := NewCache(4096, 64<<20)
 	if _, err := c.Classify(sql, pol); err != nil {
 		b.Fatal(err)
 	}

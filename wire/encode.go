@@ -74,9 +74,10 @@ func encodeRow(plan *rewrite.Plan, values []string, nulls []bool, formats []int1
 	return row, nil
 }
 
-var typeMap = pgtype.NewMap()
-
 // encodeBinary converts Postgres's text form of a value to its binary form.
+// It takes a pgtype.Map from typeMaps (dpparams.go): a Map memoizes its
+// plans in maps without locks, and a shared one was written by concurrent
+// sessions, a fatal error no recover catches.
 func encodeBinary(t rewrite.ResultType, v string) ([]byte, error) {
 	switch t {
 	case rewrite.TypeInt8:
@@ -98,8 +99,12 @@ func encodeBinary(t rewrite.ResultType, v string) ([]byte, error) {
 		if err := n.Scan(v); err != nil {
 			return nil, err
 		}
+		typeMap := typeMaps.Get().(*pgtype.Map)
+		defer typeMaps.Put(typeMap)
 		return typeMap.Encode(pgtype.NumericOID, pgtype.BinaryFormatCode, n, nil)
 	}
+	typeMap := typeMaps.Get().(*pgtype.Map)
+	defer typeMaps.Put(typeMap)
 	var val any
 	if err := typeMap.Scan(t.OID, pgtype.TextFormatCode, []byte(v), &val); err != nil {
 		return nil, err

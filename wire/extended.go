@@ -68,6 +68,7 @@ func sameFields(a, b []pgproto3.FieldDescription) bool {
 // portal is a prepared statement bound to parameters.
 type portal struct {
 	prep *prepared
+	seq  uint64 // when Bind opened it: ROLLBACK TO closes the portals opened after its savepoint
 	args execArgs
 	// A passthrough result fetched in parts (Execute with a row limit):
 	// the rows not sent yet and the command tag, kept until the portal is
@@ -120,7 +121,12 @@ func (sess *session) bind(m *pgproto3.Bind) error {
 			params[i] = append([]byte{}, p...)
 		}
 	}
-	sess.portals[m.DestinationPortal] = &portal{prep: prep, args: execArgs{
+	if _, exists := sess.portals[m.DestinationPortal]; !exists && len(sess.portals) >= maxPortals {
+		return pgerror.Newf(pgerror.CodeProgramLimitExceeded, "too many open portals: dpproxy keeps at most %d per session", maxPortals).
+			WithHint("close portals with Close, or end the transaction, which closes them")
+	}
+	sess.portalSeq++
+	sess.portals[m.DestinationPortal] = &portal{prep: prep, seq: sess.portalSeq, args: execArgs{
 		params:        params,
 		paramFormats:  append([]int16(nil), m.ParameterFormatCodes...),
 		paramOIDs:     prep.paramOIDs,

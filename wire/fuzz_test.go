@@ -65,7 +65,7 @@ func newFuzzServer(tb testing.TB) (*Server, *panicCatcher) {
 	log := slog.New(catcher)
 	s := &Server{
 		cfg:            Config{Policy: pol, Ledger: store, Upstream: pool, Logger: log, Now: time.Now},
-		plans:          rewrite.NewCache(64),
+		plans:          rewrite.NewCache(64, 1<<20),
 		log:            log,
 		upstreamParams: map[string]string{"server_version": "15.0"},
 		sessions:       map[uint64]*session{},

@@ -89,7 +89,7 @@ func NewServer(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s := &Server{
 		cfg:      cfg,
-		plans:    rewrite.NewCache(4096),
+		plans:    rewrite.NewCache(planCacheEntries, planCacheBytes),
 		log:      cfg.Logger,
 		sessions: map[uint64]*session{},
 		conns:    map[net.Conn]struct{}{},
@@ -116,6 +116,14 @@ func (s *Server) SetPolicy(p *policy.Policy) {
 
 // Policy returns the policy in force.
 func (s *Server) Policy() *policy.Policy { return s.policy.Load() }
+
+// The plan cache, shared by every session: statement texts, and an estimate
+// of the memory their plans keep (rewrite.Cache). 64 MiB holds the 4,096
+// texts when they are ordinary statements (about 5 KiB each).
+const (
+	planCacheEntries = 4096
+	planCacheBytes   = 64 << 20
+)
 
 // minServerVersionNum is the oldest upstream dpproxy runs against. The
 // rewriter lets dates be compared with timestamps and joined on, which

@@ -69,14 +69,17 @@ func (sess *session) runSession(st *rewrite.Statement, a execArgs) error {
 		case "dp.target_error":
 			sess.targetError = 0
 		}
-		delete(sess.settings, s.Name)
+		if _, ok := sess.settings[s.Name]; ok {
+			sess.ownSettings()
+			delete(sess.settings, s.Name)
+		}
 		sess.noteSet(s.Name, false, sessionVars{})
 	case rewrite.OpResetAll:
 		sess.snapshotTx()
-		sess.settings = map[string]string{}
+		sess.settings, sess.settingsShared = map[string]string{}, false
 		sess.epsilon, sess.delta, sess.targetError = 0, 0, 0
 		if sess.tx != nil {
-			clear(sess.tx.local)
+			sess.tx.local, sess.tx.localShared = nil, false
 		}
 	case rewrite.OpBegin:
 		switch {
@@ -173,6 +176,11 @@ func (sess *session) set(name, value string, report bool) error {
 	if strings.HasPrefix(name, "dp.") {
 		return sess.setDP(name, value)
 	}
+	if _, ok := sess.settings[name]; !ok && len(sess.settings) >= maxSettings {
+		return pgerror.Newf(pgerror.CodeProgramLimitExceeded, "too many settings: dpproxy keeps at most %d per session", maxSettings).
+			WithHint("RESET settings no longer needed")
+	}
+	sess.ownSettings()
 	sess.settings[name] = value
 	if reported, ok := reportedSettings[name]; ok {
 		if name == "client_encoding" && !strings.EqualFold(strings.ReplaceAll(value, "-", ""), "utf8") && !strings.EqualFold(value, "unicode") {

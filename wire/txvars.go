@@ -26,11 +26,24 @@ type sessionVars struct {
 }
 
 type savepoint struct {
-	name    string
-	vars    sessionVars
-	local   map[string]sessionVars
-	portals map[string]bool // portals open at the savepoint; ROLLBACK TO closes later ones
+	name  string
+	vars  sessionVars
+	local map[string]sessionVars // shared with txState.local (localShared)
+	// portalSeq is the last portal opened before the savepoint; ROLLBACK
+	// TO closes the later ones.
+	portalSeq uint64
 }
+
+// Per-session bounds on what a session keeps in the proxy's memory, which
+// every analyst shares: without them, one analyst's settings, savepoints or
+// portals could grow it until the process ran out of memory, without
+// running anything upstream or spending any budget. PostgreSQL has no such
+// limits, but no client comes near these.
+const (
+	maxSettings   = 1000  // distinct names SET in a session
+	maxSavepoints = 10000 // open in one transaction
+	maxPortals    = 10000 // open at once
+)
 
 // txState is what a transaction remembers about settings.
 type txState struct {
@@ -44,8 +57,25 @@ type txState struct {
 	started bool
 	// local holds, for each name SET LOCAL in this transaction, the
 	// settings as they were just before its first SET LOCAL.
-	local      map[string]sessionVars
-	savepoints []savepoint
+	local map[string]sessionVars
+	// localShared: local is also held by a savepoint, so it is copied
+	// before it is changed (ownLocal).
+	localShared bool
+	savepoints  []savepoint
+}
+
+// ownLocal makes tx.local the transaction's own before a change.
+func (tx *txState) ownLocal() {
+	if tx.localShared {
+		tx.local, tx.localShared = maps.Clone(tx.local), false
+	}
+}
+
+// ownSettings makes sess.settings the session's own before a change.
+func (sess *session) ownSettings() {
+	if sess.settingsShared {
+		sess.settings, sess.settingsShared = maps.Clone(sess.settings), false
+	}
 }
 
 // beginImplicit starts an implicit transaction unless one is open.
@@ -95,10 +125,14 @@ func (sess *session) noteSet(name string, local bool, before sessionVars) {
 		return
 	}
 	if !local {
-		delete(tx.local, name)
+		if _, ok := tx.local[name]; ok {
+			tx.ownLocal()
+			delete(tx.local, name)
+		}
 		return
 	}
 	if _, seen := tx.local[name]; !seen {
+		tx.ownLocal()
 		if tx.local == nil {
 			tx.local = map[string]sessionVars{}
 		}
@@ -106,13 +140,16 @@ func (sess *session) noteSet(name string, local bool, before sessionVars) {
 	}
 }
 
+// vars snapshots the settings; the snapshot shares the settings map, which
+// neither side changes afterwards (ownSettings).
 func (sess *session) vars() sessionVars {
-	return sessionVars{settings: maps.Clone(sess.settings), epsilon: sess.epsilon, delta: sess.delta, targetError: sess.targetError}
+	sess.settingsShared = true
+	return sessionVars{settings: sess.settings, epsilon: sess.epsilon, delta: sess.delta, targetError: sess.targetError}
 }
 
 // assignVars puts v back without reporting anything.
 func (sess *session) assignVars(v sessionVars) {
-	sess.settings = maps.Clone(v.settings)
+	sess.settings, sess.settingsShared = v.settings, true
 	sess.epsilon, sess.delta, sess.targetError = v.epsilon, v.delta, v.targetError
 }
 
@@ -155,6 +192,7 @@ func (sess *session) restoreLocal(tx *txState) {
 		return
 	}
 	v := sess.vars()
+	v.settings = maps.Clone(v.settings)
 	for name, prev := range tx.local {
 		switch name {
 		case "dp.epsilon":
@@ -184,11 +222,12 @@ func (sess *session) savepointOp(op rewrite.SessionOp, name string) error {
 		return nil
 	}
 	if op == rewrite.OpSavepoint {
-		open := map[string]bool{}
-		for p := range sess.portals {
-			open[p] = true
+		if len(tx.savepoints) >= maxSavepoints {
+			return pgerror.Newf(pgerror.CodeProgramLimitExceeded, "too many savepoints: dpproxy keeps at most %d in one transaction", maxSavepoints).
+				WithHint("RELEASE savepoints no longer needed, or end the transaction")
 		}
-		tx.savepoints = append(tx.savepoints, savepoint{name: name, vars: sess.vars(), local: maps.Clone(tx.local), portals: open})
+		tx.localShared = true
+		tx.savepoints = append(tx.savepoints, savepoint{name: name, vars: sess.vars(), local: tx.local, portalSeq: sess.portalSeq})
 		return nil
 	}
 	i := len(tx.savepoints) - 1
@@ -204,10 +243,10 @@ func (sess *session) savepointOp(op rewrite.SessionOp, name string) error {
 		return nil
 	}
 	sess.restoreVars(tx.savepoints[i].vars)
-	tx.local = maps.Clone(tx.savepoints[i].local)
-	for p := range sess.portals {
-		if !tx.savepoints[i].portals[p] {
-			delete(sess.portals, p)
+	tx.local, tx.localShared = tx.savepoints[i].local, true
+	for name, p := range sess.portals {
+		if p.seq > tx.savepoints[i].portalSeq {
+			delete(sess.portals, name)
 		}
 	}
 	tx.savepoints = tx.savepoints[:i+1]
