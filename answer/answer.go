@@ -3,6 +3,7 @@ package answer
 import (
 	"fmt"
 	"math"
+	"math/big"
 	"sort"
 	"strconv"
 	"strings"
@@ -16,6 +17,28 @@ import (
 type Row struct {
 	Keys []*string
 	Q    []float64
+	// Exact holds, where Q[i] is not exactly PostgreSQL's value (a decimal
+	// sum a float64 cannot hold), that value: noise is added to it on the
+	// grid (mechanisms.Laplace.AddNoiseExact), since rounding to float64
+	// first could move two neighbouring sums one grid step further apart
+	// than the sensitivity allows. Nil, or nil entries, where Q is exact.
+	Exact []*big.Rat
+}
+
+// exactAt is Row.Exact[i], or nil.
+func (r Row) exactAt(i int) *big.Rat {
+	if i < len(r.Exact) {
+		return r.Exact[i]
+	}
+	return nil
+}
+
+// ExactQ is quantity i's exact value.
+func (r Row) ExactQ(i int) *big.Rat {
+	if x := r.exactAt(i); x != nil {
+		return x
+	}
+	return new(big.Rat).SetFloat64(r.Q[i])
 }
 
 // Value is one post-processed value.
@@ -135,7 +158,11 @@ func Compute(plan *rewrite.Plan, mech *Mechanisms, exact []Row, src mechanisms.S
 			if mech.laplace[i] == nil {
 				continue
 			}
-			noisy[i] = mech.laplace[i].AddNoise(src, g.Q[off])
+			if x := g.exactAt(off); x != nil {
+				noisy[i] = mech.laplace[i].AddNoiseExact(src, x)
+			} else {
+				noisy[i] = mech.laplace[i].AddNoise(src, g.Q[off])
+			}
 			if q.NonNegative {
 				noisy[i] = math.Max(0, noisy[i])
 			}

@@ -1,7 +1,9 @@
 package answer
 
 import (
+	"math/big"
 	"os"
+	"strconv"
 	"testing"
 
 	"github.com/dpproxy/dpproxy/mechanisms"
@@ -154,5 +156,44 @@ func TestEpsilonForTarget(t *testing.T) {
 	}
 	if _, err := EpsilonForTarget(plan, 0.01, 0, 1); err == nil {
 		t.Error("an unreachable target was accepted")
+	}
+}
+
+// TestExactSumsOnTheGrid: two sums one sensitivity apart must be released
+// at most one sensitivity apart when the noise is (almost surely) zero.
+// PostgreSQL's numeric sums are decimals; rounded to float64 before the
+// grid, a sum just below a tie point could become the tie and round up
+// while its neighbour rounded down, one grid step more than the
+// sensitivity (a red team's 0.4999999999999999 and 1.4999999999999999).
+func TestExactSumsOnTheGrid(t *testing.T) {
+	plan := testPlan(t, "SELECT sum(cost) FROM visits") // sensitivity 25000, granularity 0.01
+	mech, err := Calibrate(plan, 1e12, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	parser := NewRowParser(plan)
+	release := func(sum string) float64 {
+		t.Helper()
+		r, err := parser.Parse([][]byte{[]byte(sum)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := Compute(plan, mech, []Row{r}, mechanisms.NewSeededSourceForTest(3))
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, err := strconv.ParseFloat(res.Rows[0][0], 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	for _, base := range []string{"0.004999999999999999", "0.014999999999999999", "12.344999999999999999", "0.0049999999999999999999999"} {
+		lo, _ := new(big.Rat).SetString(base)
+		hi := new(big.Rat).Add(lo, big.NewRat(25000, 1))
+		a, b := release(base), release(hi.FloatString(30))
+		if d := b - a; d > 25000+1e-6 {
+			t.Errorf("sums %s and %s, 25000 apart, released %v and %v: %v apart", base, hi.FloatString(30), a, b, d)
+		}
 	}
 }

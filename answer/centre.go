@@ -12,17 +12,18 @@ import (
 // rewritten SQL returned for it (rewrite.Quantity.Centre): the plain sum
 // Σx and the count n of the same values, as Postgres's text (a nil sum is
 // the sum of no rows). The result is the one float64 nearest the exact
-// value, as parsing Σ(x - Mid) from the database would give.
-func CentredSum(c *rewrite.Centre, sum, count []byte) (float64, error) {
+// value, as parsing Σ(x - Mid) from the database would give, and the exact
+// value when that float64 is not it (Row.Exact).
+func CentredSum(c *rewrite.Centre, sum, count []byte) (float64, *big.Rat, error) {
 	n, err := strconv.ParseInt(string(count), 10, 64)
 	if err != nil || n < 0 {
-		return 0, fmt.Errorf("centred sum: count %q is not a count", count)
+		return 0, nil, fmt.Errorf("centred sum: count %q is not a count", count)
 	}
 	if sum == nil {
 		if n != 0 {
-			return 0, fmt.Errorf("centred sum: no sum over %d values", n)
+			return 0, nil, fmt.Errorf("centred sum: no sum over %d values", n)
 		}
-		return 0, nil
+		return 0, nil, nil
 	}
 	// Integers (int4 columns summed as int8, integer midpoints) stay in
 	// int64 while nothing can overflow; numeric sums go through big.Rat.
@@ -30,20 +31,24 @@ func CentredSum(c *rewrite.Centre, sum, count []byte) (float64, error) {
 		// |m·n| < 2^62; the difference is exact in float64 below 2^53.
 		if m, err := strconv.ParseInt(c.Mid, 10, 32); err == nil && n < 1<<31 {
 			if v, ok := sub64(s, m*n); ok && v > -1<<53 && v < 1<<53 {
-				return float64(v), nil
+				return float64(v), nil, nil
 			}
 		}
 	}
 	s, ok := new(big.Rat).SetString(string(sum))
 	if !ok {
-		return 0, fmt.Errorf("centred sum: sum %q is not a number", sum)
+		return 0, nil, fmt.Errorf("centred sum: sum %q is not a number", sum)
 	}
 	m, ok := new(big.Rat).SetString(c.Mid)
 	if !ok {
-		return 0, fmt.Errorf("centred sum: midpoint %q is not a number", c.Mid)
+		return 0, nil, fmt.Errorf("centred sum: midpoint %q is not a number", c.Mid)
 	}
-	f, _ := s.Sub(s, m.Mul(m, new(big.Rat).SetInt64(n))).Float64()
-	return f, nil
+	s.Sub(s, m.Mul(m, new(big.Rat).SetInt64(n)))
+	if f, exact := s.Float64(); !exact {
+		return f, s, nil
+	}
+	f, _ := s.Float64()
+	return f, nil, nil
 }
 
 // sub64 is a - b, and whether it did not overflow: it can only when a and

@@ -2,6 +2,7 @@ package answer
 
 import (
 	"fmt"
+	"math/big"
 	"strconv"
 
 	"github.com/dpproxy/dpproxy/rewrite"
@@ -51,17 +52,54 @@ func (p *RowParser) Parse(raw [][]byte) (Row, error) {
 		if v == nil {
 			continue
 		}
-		f, err := strconv.ParseFloat(string(v), 64)
+		f, x, err := parseQuantity(v)
 		if err != nil {
 			return Row{}, fmt.Errorf("quantity %d: %w", i, err)
 		}
 		r.Q[i] = f
+		r.setExact(i, x, p.nq)
 	}
 	for _, c := range p.centred {
-		var err error
-		if r.Q[c.at], err = CentredSum(c.centre, raw[p.nk+c.at], raw[p.nk+c.count]); err != nil {
+		f, x, err := CentredSum(c.centre, raw[p.nk+c.at], raw[p.nk+c.count])
+		if err != nil {
 			return Row{}, fmt.Errorf("quantity %d: %w", c.at, err)
 		}
+		r.Q[c.at] = f
+		r.setExact(c.at, x, p.nq)
 	}
 	return r, nil
+}
+
+// setExact records quantity i's exact value x, if it has one (Row.Exact).
+func (r *Row) setExact(i int, x *big.Rat, n int) {
+	if x == nil {
+		if i < len(r.Exact) {
+			r.Exact[i] = nil
+		}
+		return
+	}
+	if r.Exact == nil {
+		r.Exact = make([]*big.Rat, n)
+	}
+	r.Exact[i] = x
+}
+
+// parseQuantity reads one of PostgreSQL's exact quantities: its nearest
+// float64, and the exact value when the float64 is not it. Integers below
+// 2^53 (counts, integer sums) are exact in a float64 and take no big.Rat.
+func parseQuantity(v []byte) (float64, *big.Rat, error) {
+	if n, err := strconv.ParseInt(string(v), 10, 64); err == nil && n > -1<<53 && n < 1<<53 {
+		return float64(n), nil, nil
+	}
+	x, ok := new(big.Rat).SetString(string(v))
+	if !ok {
+		// NaN and infinities: no exact rational; as before, their float.
+		f, err := strconv.ParseFloat(string(v), 64)
+		return f, nil, err
+	}
+	f, exact := x.Float64()
+	if exact {
+		return f, nil, nil
+	}
+	return f, x, nil
 }

@@ -3,6 +3,7 @@ package audit
 import (
 	"fmt"
 	"math"
+	"math/big"
 	"strconv"
 
 	"github.com/dpproxy/dpproxy/answer"
@@ -88,7 +89,7 @@ func Simulate(c Case, n int, src mechanisms.Source) (s0, s1 []float64, err error
 func copyRows(rows []answer.Row) []answer.Row {
 	out := make([]answer.Row, len(rows))
 	for i, r := range rows {
-		out[i] = answer.Row{Keys: append([]*string(nil), r.Keys...), Q: append([]float64(nil), r.Q...)}
+		out[i] = answer.Row{Keys: append([]*string(nil), r.Keys...), Q: append([]float64(nil), r.Q...), Exact: append([]*big.Rat(nil), r.Exact...)}
 	}
 	return out
 }
@@ -110,7 +111,18 @@ func AddUnit(d0, unit []answer.Row) []answer.Row {
 	for _, r := range unit {
 		if i, ok := index[keyOf(r)]; ok {
 			for j := range r.Q {
-				out[i].Q[j] += r.Q[j]
+				if len(out[i].Exact) == 0 && len(r.Exact) == 0 {
+					out[i].Q[j] += r.Q[j]
+					continue
+				}
+				// Add exactly, as PostgreSQL would sum the rows: the
+				// noise is added to the exact sum (answer.Row.Exact).
+				x := new(big.Rat).Add(out[i].ExactQ(j), r.ExactQ(j))
+				if out[i].Exact == nil {
+					out[i].Exact = make([]*big.Rat, len(out[i].Q))
+				}
+				out[i].Q[j], _ = x.Float64()
+				out[i].Exact[j] = x
 			}
 			continue
 		}

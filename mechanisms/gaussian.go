@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/big"
 )
 
 // GaussianOptions configures a discrete Gaussian mechanism. Give either
@@ -94,6 +95,12 @@ func NewGaussian(opts GaussianOptions) (*Gaussian, error) {
 // in grid units and returns the result scaled back to value units.
 func (m *Gaussian) AddNoise(src Source, value float64) float64 {
 	v := saturatingAdd(toGrid(value, m.granularity), m.sampler.sample(src))
+	return float64(v) * m.granularity
+}
+
+// AddNoiseExact is AddNoise for an exact value (Laplace.AddNoiseExact).
+func (m *Gaussian) AddNoiseExact(src Source, value *big.Rat) float64 {
+	v := saturatingAdd(toGridRat(value, m.granularity), m.sampler.sample(src))
 	return float64(v) * m.granularity
 }
 

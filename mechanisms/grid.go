@@ -1,6 +1,9 @@
 package mechanisms
 
-import "math"
+import (
+	"math"
+	"math/big"
+)
 
 // maxGridValue bounds values in grid units before noise is added: beyond
 // 2^52 consecutive grid points are no longer distinct float64 values. The
@@ -49,6 +52,27 @@ func toGrid(value, g float64) int64 {
 	// tie points are floats (|q| < 2^52), and a correctly rounded quotient
 	// is the float nearest to the true one.
 	return n
+}
+
+// toGridRat is toGrid for an exact value: floor(x/g + 1/2) in rational
+// arithmetic on g's binary value, clamped to [-2^52, 2^52]. For a value a
+// float64 holds exactly it equals toGrid. It exists because the grid
+// argument above needs the exact values: PostgreSQL's numeric sums are
+// decimals, and rounding two of them to float64 first can put them on
+// either side of a tie point, one grid step further apart than their
+// difference allows (sums 0.4999999999999999 and 1.4999999999999999, one
+// step apart, became 0.5 and 1.5 and then grid indices 0 and 2).
+func toGridRat(x *big.Rat, g float64) int64 {
+	q := new(big.Rat).Quo(x, new(big.Rat).SetFloat64(g))
+	q.Add(q, big.NewRat(1, 2))
+	n := new(big.Int).Div(q.Num(), q.Denom()) // Euclidean: floor, as Denom > 0
+	switch {
+	case n.Cmp(big.NewInt(maxGridValue)) >= 0:
+		return maxGridValue
+	case n.Cmp(big.NewInt(-maxGridValue)) <= 0:
+		return -maxGridValue
+	}
+	return n.Int64()
 }
 
 // saturatingAdd returns a+b clamped to the int64 range.

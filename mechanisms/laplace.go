@@ -2,6 +2,7 @@ package mechanisms
 
 import (
 	"math"
+	"math/big"
 )
 
 // LaplaceOptions configures a discrete Laplace mechanism.
@@ -66,6 +67,14 @@ func NewLaplace(opts LaplaceOptions) (*Laplace, error) {
 // in grid units and returns the result scaled back to value units.
 func (m *Laplace) AddNoise(src Source, value float64) float64 {
 	v := saturatingAdd(toGrid(value, m.granularity), m.sampler.sample(src))
+	return float64(v) * m.granularity
+}
+
+// AddNoiseExact is AddNoise for an exact value, rounded to the grid
+// without passing through float64 (toGridRat): the values dpproxy noises
+// are PostgreSQL's exact sums, which a float64 may not hold.
+func (m *Laplace) AddNoiseExact(src Source, value *big.Rat) float64 {
+	v := saturatingAdd(toGridRat(value, m.granularity), m.sampler.sample(src))
 	return float64(v) * m.granularity
 }
 

@@ -134,6 +134,44 @@ func TestToGridExact(t *testing.T) {
 	}
 }
 
+// TestToGridRat checks the exact rounding against toGrid on values a
+// float64 holds, and the property the sensitivity rests on for values it
+// does not: two decimals K steps apart land at most K grid indices apart.
+// Rounded to float64 first, 0.4999999999999999 and 1.4999999999999999
+// (one step of 1 apart) became 0.5 and 1.5, indices 0 and 2.
+func TestToGridRat(t *testing.T) {
+	for _, g := range []float64{1, 0.1, 0.01, 0.25, 3} {
+		for k := int64(-20); k <= 20; k++ {
+			tie := (float64(k) + 0.5) * g
+			for _, v := range []float64{tie, math.Nextafter(tie, 0), math.Nextafter(tie, math.Inf(1)), float64(k) * g} {
+				if got, want := toGridRat(new(big.Rat).SetFloat64(v), g), toGrid(v, g); got != want {
+					t.Fatalf("toGridRat(%v, %v) = %d, toGrid %d", v, g, got, want)
+				}
+			}
+		}
+	}
+	for _, c := range []struct {
+		a, b string // b - a = k·g exactly
+		g    float64
+		k    int64
+	}{
+		{"0.4999999999999999", "1.4999999999999999", 1, 1},
+		{"0.004999999999999999", "5000.004999999999999999", 0.01, 500000},
+		{"-0.5000000000000001", "0.4999999999999999", 1, 1},
+		{"2.49999999999999999999", "4.49999999999999999999", 2, 1},
+	} {
+		a, _ := new(big.Rat).SetString(c.a)
+		b, _ := new(big.Rat).SetString(c.b)
+		if d := toGridRat(b, c.g) - toGridRat(a, c.g); d > c.k {
+			t.Errorf("%s and %s, %d steps of %v apart, landed %d indices apart", c.a, c.b, c.k, c.g, d)
+		}
+	}
+	huge, _ := new(big.Rat).SetString("1e400")
+	if toGridRat(huge, 1) != maxGridValue || toGridRat(huge.Neg(huge), 0.01) != -maxGridValue {
+		t.Fatal("values beyond 2^52 steps are not clamped")
+	}
+}
+
 func TestAddNoiseOnGrid(t *testing.T) {
 	src := NewSeededSourceForTest(5)
 	m, err := NewLaplace(LaplaceOptions{Epsilon: 1, L1Sensitivity: 1, Granularity: 0.25})
