@@ -14,6 +14,12 @@ go vet ./...
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
 if [ -n "$unformatted" ]; then echo "gofmt needed: $unformatted" >&2; exit 1; fi
 go test -count=1 -timeout 30m "$@" ./...
+# The packages whose state sessions share, again under the race detector: a
+# data race there is a crash ("concurrent map writes" is fatal) or a wrong
+# charge, and the tests above would pass over it. About a minute and a half,
+# most of it the race build.
+echo "go test -race (wire ledger answer audit policy) ..." >&2
+go test -race -count=1 -timeout 20m "$@" ./wire/ ./ledger/ ./answer/ ./audit/ ./policy/
 # A short bounded fuzz run of each fuzz target, in CI (CI=true) or with
 # DPPROXY_FUZZ=1; DPPROXY_FUZZTIME sets the time per target (default 15s).
 #
