@@ -65,9 +65,9 @@ func TestDPSettingsFollowTransactions(t *testing.T) {
 // snapshots of the settings share the session's map until a SET copies it,
 // so each step below checks that a later SET did not reach back into an
 // earlier snapshot (a second ROLLBACK TO the same savepoint, SET LOCAL
-// after a ROLLBACK TO). The settings, savepoints a session keeps are
-// bounded, with 54000 and a hint past the bound: one 64 KiB message of
-// SAVEPOINTs once took 54 MB of the proxy's memory.
+// after a ROLLBACK TO). The settings, prepared statements and savepoints a
+// session keeps are bounded, with 54000 and a hint past the bound: one
+// 64 KiB message of SAVEPOINTs once took 54 MB of the proxy's memory.
 func TestSettingsSnapshotsAndLimits(t *testing.T) {
 	ctx := testContext(t)
 	p := startProxy(t, proxyOptions{})
@@ -122,6 +122,24 @@ func TestSettingsSnapshotsAndLimits(t *testing.T) {
 	}
 	if _, err := conn.Exec(ctx, "RESET x.k2; SET x.new = 'v'"); err != nil {
 		t.Fatalf("a RESET makes room: %v", err)
+	}
+
+	// Named prepared statements: 4,096, then refused; closing one makes room.
+	pc := conn.PgConn()
+	for i := range 4096 {
+		if _, err := pc.Prepare(ctx, fmt.Sprintf("s%d", i), "SELECT 1", nil); err != nil {
+			t.Fatalf("prepared statement %d: %v", i, err)
+		}
+	}
+	var pe *pgconn.PgError
+	if _, err := pc.Prepare(ctx, "one_more", "SELECT 1", nil); !errors.As(err, &pe) || pe.Code != "54000" || pe.Hint == "" {
+		t.Fatalf("the 4,097th prepared statement: %v, want 54000 with a hint", err)
+	}
+	if err := pc.Deallocate(ctx, "s0"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pc.Prepare(ctx, "one_more", "SELECT 1", nil); err != nil {
+		t.Fatalf("after closing one: %v", err)
 	}
 
 	// Savepoints: 10,000 in one transaction, the next refused; RELEASE

@@ -83,6 +83,10 @@ func (sess *session) parse(m *pgproto3.Parse) error {
 	if _, exists := sess.prepared[name]; exists && name != "" {
 		return pgerror.Newf("42P05", "prepared statement %q already exists", name)
 	}
+	if name != "" && len(sess.prepared) >= maxPrepared {
+		return pgerror.Newf(pgerror.CodeProgramLimitExceeded, "too many prepared statements: dpproxy keeps at most %d per session", maxPrepared).
+			WithHint("close prepared statements no longer needed (Close, DEALLOCATE), or lower the driver's statement cache")
+	}
 	sql := m.Query
 	pol := sess.srv.Policy()
 	stmts, err := sess.classify(sql)

@@ -43,6 +43,7 @@ const (
 	maxSettings   = 1000  // distinct names SET in a session
 	maxSavepoints = 10000 // open in one transaction
 	maxPortals    = 10000 // open at once
+	maxPrepared   = 4096  // named prepared statements (drivers cache 100–512)
 )
 
 // txState is what a transaction remembers about settings.
