@@ -44,11 +44,11 @@ func CentredSum(c *rewrite.Centre, sum, count []byte) (float64, *big.Rat, error)
 		return 0, nil, fmt.Errorf("centred sum: midpoint %q is not a number", c.Mid)
 	}
 	s.Sub(s, m.Mul(m, new(big.Rat).SetInt64(n)))
-	if f, exact := s.Float64(); !exact {
-		return f, s, nil
+	f, exact := s.Float64()
+	if exact {
+		return f, nil, nil
 	}
-	f, _ := s.Float64()
-	return f, nil, nil
+	return f, s, nil
 }
 
 // sub64 is a - b, and whether it did not overflow: it can only when a and

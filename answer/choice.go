@@ -39,7 +39,7 @@ func choose(q rewrite.Quantity, eps float64, counts []float64, src mechanisms.So
 		total += math.Abs(x)
 	}
 	if total > maxChoiceRows {
-		return Value{}, fmt.Errorf("%g rows are more than a quantile or mode is computed exactly over (%d)", total, int64(maxChoiceRows))
+		return Value{}, fmt.Errorf("a quantile or mode over %g rows: its ranks are exact only up to %d rows", total, int64(maxChoiceRows))
 	}
 	if c.Kind == rewrite.ChoiceMode {
 		i, err := mechanisms.ReportNoisyMax(src, modeUtilities(counts), eps, sens)

@@ -61,9 +61,9 @@ func (c *Cache) Classify(sql string, pol *policy.Policy) ([]*Statement, error) {
 		return old.stmts, old.err
 	}
 	if len(c.entries) >= c.max || c.bytes+w > c.maxBytes {
-		// Evict an arbitrary half of the entries, or more until the new one
-		// fits; map iteration order is random enough for a cache whose misses
-		// cost one parse.
+		// Evict an arbitrary half of the entries, and more while the cache
+		// with the new one would weigh over half its bound; map iteration
+		// order is random enough for a cache whose misses cost one parse.
 		n := 0
 		for key, old := range c.entries {
 			if n >= c.max/2 && c.bytes+w <= c.maxBytes/2 {

@@ -106,7 +106,8 @@ func (sess *session) runDP(st *rewrite.Statement, a execArgs) error {
 	}
 	res, err := answer.Compute(plan, mechs, exact, sess.src)
 	if err != nil {
-		return pgerror.Wrapf(err, pgerror.CodeInternalError, "post-processing failed (epsilon %g was charged)", eps)
+		return pgerror.Wrapf(err, pgerror.CodeInternalError, "post-processing failed (epsilon %g was charged)", eps).
+			WithHint("the charge stands, since the failure came after the query ran; report the statement to the DBA (the proxy's log has it)")
 	}
 	sess.cachePut(key, res, eps, delta)
 	left := bal.Budget.Epsilon - bal.SpentEpsilon

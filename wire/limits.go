@@ -25,6 +25,12 @@ import (
 //     time refuses the statement with DP007 (default 3s).
 //   - frontend messages larger than maxMessageBytes (1 MiB) end the
 //     connection with 08P01.
+//   - what one session keeps in the proxy's memory, which every analyst
+//     shares: maxSettings, maxPrepared, maxSavepoints and maxPortals; one
+//     more is refused with 54000 and a hint. PostgreSQL has no such limits,
+//     but no client comes near these, and without them one analyst could
+//     grow the process until it ran out of memory without running anything
+//     upstream or spending any budget.
 //
 // Shutdown (SIGTERM) lets running statements finish and closes every
 // session the next time it waits for a message, with 57P01, so the proxy
@@ -36,6 +42,11 @@ const (
 	// defaultLedgerTimeout bounds a debit: a slow ledger refuses the query
 	// rather than stall it (fail closed).
 	defaultLedgerTimeout = 3 * time.Second
+
+	maxSettings   = 1000  // distinct names SET in a session
+	maxPrepared   = 4096  // named prepared statements (drivers cache 100–512)
+	maxSavepoints = 10000 // open in one transaction
+	maxPortals    = 10000 // open at once
 )
 
 func (s *Server) ledgerTimeout() time.Duration {

@@ -34,18 +34,6 @@ type savepoint struct {
 	portalSeq uint64
 }
 
-// Per-session bounds on what a session keeps in the proxy's memory, which
-// every analyst shares: without them, one analyst's settings, savepoints or
-// portals could grow it until the process ran out of memory, without
-// running anything upstream or spending any budget. PostgreSQL has no such
-// limits, but no client comes near these.
-const (
-	maxSettings   = 1000  // distinct names SET in a session
-	maxSavepoints = 10000 // open in one transaction
-	maxPortals    = 10000 // open at once
-	maxPrepared   = 4096  // named prepared statements (drivers cache 100–512)
-)
-
 // txState is what a transaction remembers about settings.
 type txState struct {
 	// implicit: a multi-statement Query, or extended-protocol messages
